@@ -1,0 +1,375 @@
+//! Every object key Strata writes, built from typed parts. No other module
+//! formats a key: they all come from here, so the bucket layout
+//! (DESIGN §3) is defined in one place.
+//!
+//! ```text
+//! cluster/controller/{term:020}.json
+//! cluster/assignment/{version:020}.json
+//! cluster/brokers/{broker_id}/heartbeat.json
+//! topics/{topic}/config/{version:020}.json
+//! topics/{topic}/{partition}/manifest/{version:020}.json
+//! topics/{topic}/{partition}/segments/{base_offset:020}-{uuid}.seg
+//! wal/{broker_id}/{incarnation:020}/{seq:020}.wal
+//! ```
+//!
+//! Numbers are zero-padded to 20 digits so that lexicographic order (what a
+//! LIST returns and what `list_with_offset` compares) is numeric order.
+//! Keys are relative: the configurable root prefix is applied by wrapping the
+//! store in `object_store::prefix::PrefixStore`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Longest topic name accepted (Kafka's limit).
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// A topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TopicName(Arc<str>);
+
+impl TopicName {
+    /// Validates `name` as a topic name.
+    pub fn new(name: &str) -> Result<Self> {
+        let invalid = |reason| Error::InvalidName {
+            what: "topic name",
+            reason,
+            value: name.to_string(),
+        };
+        if name.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if name.len() > MAX_TOPIC_NAME_LEN {
+            return Err(invalid("it is longer than 249 characters"));
+        }
+        if name == "." || name == ".." {
+            return Err(invalid("'.' and '..' are reserved"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                "only ASCII letters, digits, '.', '_' and '-' are allowed",
+            ));
+        }
+        Ok(Self(name.into()))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for TopicName {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self> {
+        Self::new(&value)
+    }
+}
+
+impl From<TopicName> for String {
+    fn from(value: TopicName) -> Self {
+        value.0.to_string()
+    }
+}
+
+/// A topic and one of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TopicPartition {
+    /// The topic.
+    pub topic: TopicName,
+    /// The partition number.
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    /// Builds a topic-partition, validating the topic name.
+    pub fn new(topic: &str, partition: u32) -> Result<Self> {
+        Ok(Self {
+            topic: TopicName::new(topic)?,
+            partition,
+        })
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// A broker's stable identity (from its configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BrokerId(pub u32);
+
+impl fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One run of a broker process. A restarted broker is a new incarnation, with
+/// its own WAL stream; fencing an incarnation never affects the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Incarnation(pub u64);
+
+impl Incarnation {
+    /// A fresh incarnation: milliseconds since the epoch in the high bits
+    /// (so later runs sort later) and random low bits (so two runs in the
+    /// same millisecond differ).
+    pub fn generate() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Self((millis << 16) | u64::from(rand::random::<u16>()))
+    }
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The sequence number of a WAL object within one incarnation's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WalSeq(pub u64);
+
+impl fmt::Display for WalSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A version in a create-only chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Version(pub u64);
+
+impl Version {
+    /// The version after this one.
+    pub fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+fn padded(n: u64) -> String {
+    format!("{n:020}")
+}
+
+/// Parses a zero-padded number out of the last path segment `{n:020}{ext}`.
+fn parse_padded(path: &Path, ext: &str) -> Option<u64> {
+    let name = path.filename()?;
+    let digits = name.strip_suffix(ext)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The prefix of a create-only chain of JSON documents (manifests, configs, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainPrefix(Path);
+
+impl ChainPrefix {
+    /// The key of `version` in this chain.
+    pub fn version(&self, version: Version) -> Path {
+        self.0.clone().join(format!("{}.json", padded(version.0)))
+    }
+
+    /// The version a key of this chain names, or `None` for foreign keys.
+    pub fn parse(&self, key: &Path) -> Option<Version> {
+        if key.prefix_match(&self.0)?.count() != 1 {
+            return None;
+        }
+        parse_padded(key, ".json").map(Version)
+    }
+
+    /// The prefix itself, for LIST.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// The chain of a partition's manifests.
+pub fn manifest_chain(tp: &TopicPartition) -> ChainPrefix {
+    ChainPrefix(partition_root(tp).join("manifest"))
+}
+
+/// The chain of a topic's configurations.
+pub fn topic_config_chain(topic: &TopicName) -> ChainPrefix {
+    ChainPrefix(topic_root(topic).join("config"))
+}
+
+/// The chain of controller terms.
+pub fn controller_chain() -> ChainPrefix {
+    ChainPrefix(Path::from("cluster").join("controller"))
+}
+
+/// The chain of partition assignments.
+pub fn assignment_chain() -> ChainPrefix {
+    ChainPrefix(Path::from("cluster").join("assignment"))
+}
+
+/// Where a broker publishes its heartbeat (the only overwritten object).
+pub fn heartbeat(broker: BrokerId) -> Path {
+    Path::from("cluster")
+        .join("brokers")
+        .join(broker.0.to_string())
+        .join("heartbeat.json")
+}
+
+/// The prefix holding every broker's heartbeat.
+pub fn heartbeats_prefix() -> Path {
+    Path::from("cluster").join("brokers")
+}
+
+/// The prefix holding all topics.
+pub fn topics_prefix() -> Path {
+    Path::from("topics")
+}
+
+/// The prefix holding everything of one topic.
+pub fn topic_root(topic: &TopicName) -> Path {
+    topics_prefix().join(topic.as_str())
+}
+
+fn partition_root(tp: &TopicPartition) -> Path {
+    topic_root(&tp.topic).join(tp.partition.to_string())
+}
+
+/// The prefix of a partition's segment objects.
+pub fn segments_prefix(tp: &TopicPartition) -> Path {
+    partition_root(tp).join("segments")
+}
+
+/// A new, unique segment key for a segment starting at `base_offset`.
+pub fn new_segment(tp: &TopicPartition, base_offset: i64) -> Path {
+    segments_prefix(tp).join(format!(
+        "{}-{}.seg",
+        padded(base_offset.max(0) as u64),
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// One incarnation's WAL stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WalStream {
+    /// The broker.
+    pub broker: BrokerId,
+    /// Its run.
+    pub incarnation: Incarnation,
+}
+
+impl WalStream {
+    /// The prefix holding the stream's objects, for LIST.
+    pub fn prefix(&self) -> Path {
+        Path::from("wal")
+            .join(self.broker.0.to_string())
+            .join(padded(self.incarnation.0))
+    }
+
+    /// The key of WAL object `seq`.
+    pub fn object(&self, seq: WalSeq) -> Path {
+        self.prefix().join(format!("{}.wal", padded(seq.0)))
+    }
+
+    /// The sequence number a key of this stream names.
+    pub fn parse(&self, key: &Path) -> Option<WalSeq> {
+        if key.prefix_match(&self.prefix())?.count() != 1 {
+            return None;
+        }
+        parse_padded(key, ".wal").map(WalSeq)
+    }
+}
+
+impl fmt::Display for WalStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "broker {} incarnation {}", self.broker, self.incarnation)
+    }
+}
+
+/// The prefix of one broker's WAL streams (all incarnations).
+pub fn wal_broker_prefix(broker: BrokerId) -> Path {
+    Path::from("wal").join(broker.0.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_design() {
+        let tp = TopicPartition::new("orders", 3).unwrap();
+        assert_eq!(
+            manifest_chain(&tp).version(Version(42)).as_ref(),
+            "topics/orders/3/manifest/00000000000000000042.json"
+        );
+        let s = WalStream {
+            broker: BrokerId(7),
+            incarnation: Incarnation(5),
+        };
+        assert_eq!(
+            s.object(WalSeq(9)).as_ref(),
+            "wal/7/00000000000000000005/00000000000000000009.wal"
+        );
+        assert_eq!(s.parse(&s.object(WalSeq(9))), Some(WalSeq(9)));
+        let seg = new_segment(&tp, 100);
+        assert!(
+            seg.as_ref()
+                .starts_with("topics/orders/3/segments/00000000000000000100-")
+        );
+        let chain = manifest_chain(&tp);
+        assert_eq!(chain.parse(&chain.version(Version(3))), Some(Version(3)));
+        assert_eq!(
+            chain.parse(&Path::from("topics/orders/3/manifest/x.json")),
+            None
+        );
+        assert_eq!(
+            heartbeat(BrokerId(1)).as_ref(),
+            "cluster/brokers/1/heartbeat.json"
+        );
+    }
+
+    #[test]
+    fn topic_names_are_validated() {
+        assert!(TopicName::new("a.b_c-1").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "ü"] {
+            assert!(TopicName::new(bad).is_err(), "{bad}");
+        }
+        assert!(TopicName::new(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn padded_keys_sort_numerically() {
+        let s = WalStream {
+            broker: BrokerId(1),
+            incarnation: Incarnation(1),
+        };
+        assert!(s.object(WalSeq(9)).as_ref() < s.object(WalSeq(10)).as_ref());
+    }
+}

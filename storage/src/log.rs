@@ -1,0 +1,884 @@
+//! The partition log: the API the broker uses for one partition it owns.
+//!
+//! - [`PartitionLog::open`] claims the partition: reads the manifest head,
+//!   fences the previous owner's WAL, replays the unsealed tail from it,
+//!   seals that tail into a segment and writes the next manifest version
+//!   naming this incarnation with `leader_epoch + 1`.
+//! - [`PartitionLog::append`] validates a batch, checks idempotent-producer
+//!   sequences, assigns offsets, stamps the batch in place and hands it to the
+//!   broker's WAL; with [`Acks::All`] it resolves once the batch is durable.
+//! - [`PartitionLog::read`] serves the durable prefix of the log: the
+//!   unsealed tail from memory, sealed data through the hot tier.
+//! - [`PartitionLog::seal`], [`PartitionLog::apply_retention`],
+//!   [`PartitionLog::release`] move data into segments and the manifest.
+//!
+//! Invariants: offsets are assigned exactly once, contiguously; readers only
+//! see durable records (so a crash never takes back a record someone read);
+//! every manifest's `next_offset` is durable, and recovery refuses to serve a
+//! partition whose WAL tail does not reach it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::batch::{Batch, BatchError, BatchLimits};
+use crate::chain::Chain;
+use crate::error::{Error, Result};
+use crate::hot_tier::SegmentCache;
+use crate::keys::{self, TopicPartition, Version, WalSeq};
+use crate::manifest::{Manifest, SegmentMeta, TailPointer};
+use crate::producers::{ProducerTable, SeqCheck};
+use crate::segment;
+use crate::wal::{self, WalEntry, WalSink, WalWriter};
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acks {
+    /// Once the batch is in a WAL object in the bucket (no loss, ever).
+    #[default]
+    All,
+    /// Once the batch is appended in memory. A crash of the broker before
+    /// the next WAL flush loses it: a bounded loss window for lower latency.
+    Leader,
+}
+
+/// Per-partition log settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Seal the tail into a segment at this size. The unsealed tail is held
+    /// in memory, so this bounds memory per partition; larger segments mean
+    /// fewer objects.
+    pub segment_bytes: u64,
+    /// Seal the tail when its oldest batch is this old (needs `maintain`).
+    #[serde(with = "humantime_serde")]
+    pub segment_ms: Duration,
+    /// Bytes between sparse-index entries in a segment.
+    pub index_interval_bytes: usize,
+    /// Delete segments whose newest record is older than this.
+    #[serde(with = "humantime_serde")]
+    pub retention_ms: Option<Duration>,
+    /// Delete the oldest segments while sealed data exceeds this.
+    pub retention_bytes: Option<u64>,
+    /// Largest batch accepted.
+    pub max_batch_bytes: usize,
+    /// Manifest versions kept behind the head.
+    pub manifest_keep: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 32 << 20,
+            segment_ms: Duration::from_secs(600),
+            index_interval_bytes: 4096,
+            retention_ms: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_bytes: None,
+            max_batch_bytes: 1 << 20,
+            manifest_keep: 8,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks the values, naming the offending key.
+    pub fn validate(&self) -> Result<()> {
+        if self.segment_bytes < 1024 {
+            return Err(Error::Config {
+                key: "log.segment_bytes",
+                reason: format!("must be at least 1024, got {}", self.segment_bytes),
+            });
+        }
+        if self.max_batch_bytes < 1024 || self.max_batch_bytes as u64 > self.segment_bytes {
+            return Err(Error::Config {
+                key: "log.max_batch_bytes",
+                reason: format!(
+                    "must be between 1024 and log.segment_bytes ({}), got {}",
+                    self.segment_bytes, self.max_batch_bytes
+                ),
+            });
+        }
+        if self.manifest_keep < 2 {
+            return Err(Error::Config {
+                key: "log.manifest_keep",
+                reason: "must be at least 2".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Offset of the batch's first record.
+    pub base_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+    /// True when this was a retry of a batch already in the log; the
+    /// offsets are the original ones and nothing was written.
+    pub duplicate: bool,
+}
+
+/// The outcome of a read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    /// Stored batches, in order. The first may start before the requested
+    /// offset (as in Kafka): skip its leading records.
+    pub batches: Vec<Bytes>,
+    /// The end of the durable log: the next offset to be made readable.
+    pub high_watermark: i64,
+    /// The first offset still in the log.
+    pub log_start_offset: i64,
+}
+
+/// Durable progress, published to waiters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Progress {
+    durable_end: i64,
+    failed: Option<(bool, String)>,
+}
+
+struct TailBatch {
+    batch: Batch,
+    /// WAL object of this incarnation's stream holding it, once durable.
+    wal_seq: Option<WalSeq>,
+}
+
+struct State {
+    leader_epoch: i32,
+    version: Version,
+    manifest: Manifest,
+    next_offset: i64,
+    durable_end: i64,
+    tail: VecDeque<TailBatch>,
+    tail_bytes: u64,
+    tail_since: Option<Instant>,
+    /// No tail record is in a WAL object of our stream below this.
+    tail_floor: WalSeq,
+    producers: ProducerTable,
+    durable_producers: ProducerTable,
+    closed: Option<Error>,
+}
+
+impl State {
+    fn check_open(&self) -> Result<()> {
+        match &self.closed {
+            None => Ok(()),
+            Some(Error::Fenced(m)) => Err(Error::Fenced(m.clone())),
+            Some(e) => Err(Error::Unavailable(e.to_string())),
+        }
+    }
+
+    fn tail_start(&self) -> i64 {
+        self.tail
+            .front()
+            .map_or(self.durable_end, |b| b.batch.base_offset())
+    }
+}
+
+struct Inner {
+    tp: TopicPartition,
+    store: Arc<dyn ObjectStore>,
+    cache: SegmentCache,
+    wal: WalWriter,
+    config: LogConfig,
+    limits: BatchLimits,
+    chain: Chain<Manifest>,
+    state: Mutex<State>,
+    progress: watch::Sender<Progress>,
+    seal_lock: tokio::sync::Mutex<()>,
+    sealing: AtomicBool,
+}
+
+/// One partition's log, owned by this broker incarnation. Cheap to clone.
+#[derive(Clone)]
+pub struct PartitionLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("tp", &self.inner.tp)
+            .finish()
+    }
+}
+
+/// A snapshot of a partition's offsets and sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStatus {
+    /// First readable offset.
+    pub log_start_offset: i64,
+    /// End of the durable log.
+    pub high_watermark: i64,
+    /// Next offset to assign (includes appends not yet durable).
+    pub next_offset: i64,
+    /// The leader epoch this incarnation claimed.
+    pub leader_epoch: i32,
+    /// Sealed segments.
+    pub segments: usize,
+    /// Bytes of sealed segments.
+    pub sealed_bytes: u64,
+    /// Bytes of the unsealed tail in memory.
+    pub tail_bytes: u64,
+    /// The manifest version last written.
+    pub manifest_version: u64,
+}
+
+impl PartitionLog {
+    /// Claims `tp` for the incarnation writing `wal`, recovering it from the
+    /// bucket: see the module docs. Fails with [`Error::Fenced`] when another
+    /// broker claims it at the same time.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        cache: SegmentCache,
+        wal: WalWriter,
+        tp: TopicPartition,
+        config: LogConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        wal.check()?;
+        let chain: Chain<Manifest> = Chain::new(store.clone(), keys::manifest_chain(&tp));
+        let me = wal.stream();
+        let (version, mut manifest) = match chain.head(None).await? {
+            Some((v, m)) => (Some(v), m),
+            None => (None, Manifest::empty()),
+        };
+        if manifest.owner == Some(me) {
+            return Err(Error::Unavailable(format!(
+                "{tp} is already owned by this incarnation ({me}); release it before opening it again"
+            )));
+        }
+        // Replay the previous owner's unsealed tail, fencing it first.
+        let mut replayed: Vec<Batch> = Vec::new();
+        let mut end = manifest.sealed_end();
+        if let Some(tail) = manifest.tail {
+            if tail.from_offset != end {
+                return Err(Error::corrupt(
+                    chain_key(&tp, version),
+                    format!(
+                        "tail starts at {} but segments end at {end}",
+                        tail.from_offset
+                    ),
+                ));
+            }
+            let objects = wal::fence(&store, tail.wal, tail.first_seq).await?;
+            for object in &objects {
+                for (_, batches) in wal::read_partition(&store, object, &tp).await? {
+                    for b in batches {
+                        if b.last_offset() < end {
+                            continue; // sealed already
+                        }
+                        if b.base_offset() != end {
+                            return Err(Error::corrupt(
+                                object.key.as_ref(),
+                                format!(
+                                    "{tp}: expected a batch at offset {end}, found {}",
+                                    b.base_offset()
+                                ),
+                            ));
+                        }
+                        end = b.last_offset() + 1;
+                        manifest.producers.record(b.header());
+                        replayed.push(b);
+                    }
+                }
+            }
+        }
+        if end < manifest.next_offset {
+            return Err(Error::corrupt(
+                chain_key(&tp, version),
+                format!(
+                    "{tp}: the manifest says offsets below {} are durable but segments and WAL end at {end}; refusing to serve",
+                    manifest.next_offset
+                ),
+            ));
+        }
+        if !replayed.is_empty() {
+            let data = segment::build(&replayed, config.index_interval_bytes)?;
+            let key = keys::new_segment(&tp, replayed[0].base_offset());
+            let meta = segment::upload(&store, &key, data).await?;
+            tracing::info!(%tp, base = meta.base_offset, last = meta.last_offset, "sealed the replayed WAL tail");
+            manifest.segments.push(meta);
+        }
+        let floor = wal.next_seq();
+        manifest.leader_epoch += 1;
+        manifest.owner = Some(me);
+        manifest.next_offset = end;
+        manifest.tail = Some(TailPointer {
+            from_offset: end,
+            wal: me,
+            first_seq: floor,
+        });
+        let new_version = version.map_or(Version(0), Version::next);
+        create_with_retry(&chain, new_version, &manifest).await?;
+        wal.retain_from(&tp, floor);
+        tracing::info!(%tp, epoch = manifest.leader_epoch, next_offset = end, "partition opened");
+        let state = State {
+            leader_epoch: manifest.leader_epoch,
+            version: new_version,
+            next_offset: end,
+            durable_end: end,
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            tail_since: None,
+            tail_floor: floor,
+            producers: manifest.producers.clone(),
+            durable_producers: manifest.producers.clone(),
+            manifest,
+            closed: None,
+        };
+        let (progress, _) = watch::channel(Progress {
+            durable_end: end,
+            failed: None,
+        });
+        let limits = BatchLimits {
+            max_batch_bytes: config.max_batch_bytes,
+            ..BatchLimits::default()
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tp,
+                store,
+                cache,
+                wal,
+                limits,
+                config,
+                chain,
+                state: Mutex::new(state),
+                progress,
+                seal_lock: tokio::sync::Mutex::new(()),
+                sealing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The partition.
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.inner.tp
+    }
+
+    /// Offsets and sizes now.
+    pub fn status(&self) -> LogStatus {
+        let st = self.inner.state.lock();
+        LogStatus {
+            log_start_offset: st.manifest.log_start_offset,
+            high_watermark: st.durable_end,
+            next_offset: st.next_offset,
+            leader_epoch: st.leader_epoch,
+            segments: st.manifest.segments.len(),
+            sealed_bytes: st.manifest.sealed_bytes(),
+            tail_bytes: st.tail_bytes,
+            manifest_version: st.version.0,
+        }
+    }
+
+    /// Appends one RecordBatch v2 (untrusted bytes: fully validated).
+    pub async fn append(&self, bytes: Bytes, acks: Acks) -> Result<AppendResult> {
+        let inner = &self.inner;
+        let batch = Batch::validate(bytes, &inner.limits)?;
+        if batch.header().is_control() {
+            return Err(Error::InvalidBatch(BatchError::ControlBatchNotAllowed));
+        }
+        {
+            let st = inner.state.lock();
+            st.check_open()?;
+            if st.tail_bytes > inner.config.segment_bytes.saturating_mul(2) {
+                return Err(Error::Unavailable(format!(
+                    "{}: the unsealed tail holds {} bytes because segments cannot be uploaded; retry later",
+                    inner.tp, st.tail_bytes
+                )));
+            }
+        }
+        let permit = inner.wal.reserve(batch.len()).await?;
+        let (result, seal_due) = {
+            let mut st = inner.state.lock();
+            st.check_open()?;
+            match st.producers.check(batch.header())? {
+                SeqCheck::Duplicate(meta) => (
+                    AppendResult {
+                        base_offset: meta.base_offset,
+                        last_offset: meta.last_offset,
+                        duplicate: true,
+                    },
+                    false,
+                ),
+                SeqCheck::Append => {
+                    let base = st.next_offset;
+                    let batch = batch.stamp(base, st.leader_epoch);
+                    st.producers.record(batch.header());
+                    st.next_offset = batch.last_offset() + 1;
+                    st.tail_bytes += batch.len() as u64;
+                    if st.tail_since.is_none() {
+                        st.tail_since = Some(Instant::now());
+                    }
+                    permit.submit(WalEntry {
+                        tp: inner.tp.clone(),
+                        leader_epoch: st.leader_epoch,
+                        first_offset: base,
+                        last_offset: batch.last_offset(),
+                        bytes: batch.bytes().clone(),
+                        sink: inner.clone(),
+                    });
+                    let result = AppendResult {
+                        base_offset: base,
+                        last_offset: batch.last_offset(),
+                        duplicate: false,
+                    };
+                    st.tail.push_back(TailBatch {
+                        batch,
+                        wal_seq: None,
+                    });
+                    (result, st.tail_bytes >= inner.config.segment_bytes)
+                }
+            }
+        };
+        if seal_due {
+            self.seal_in_background();
+        }
+        if acks == Acks::All {
+            self.wait_durable(result.last_offset + 1).await?;
+        }
+        Ok(result)
+    }
+
+    /// Waits until every offset below `end` is durable.
+    async fn wait_durable(&self, end: i64) -> Result<()> {
+        let mut rx = self.inner.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.durable_end >= end || p.failed.is_some())
+            .await
+            .map_err(|_| Error::Unavailable("partition log dropped".into()))?;
+        if p.durable_end >= end {
+            return Ok(());
+        }
+        match &p.failed {
+            Some((true, m)) => Err(Error::Fenced(m.clone())),
+            Some((false, m)) => Err(Error::Unavailable(m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits (up to `timeout`) until the durable log reaches past `offset`,
+    /// for long-polling fetches. Returns the high watermark.
+    pub async fn wait_for_data(&self, offset: i64, timeout: Duration) -> i64 {
+        let mut rx = self.inner.progress.subscribe();
+        let _ = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|p| p.durable_end > offset || p.failed.is_some()),
+        )
+        .await;
+        rx.borrow().durable_end
+    }
+
+    /// Reads stored batches from `offset` on, up to about `max_bytes` (at
+    /// least one whole batch). Only durable records are returned. An offset
+    /// equal to the high watermark gives an empty result.
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        let seg = {
+            let st = self.inner.state.lock();
+            let hw = st.durable_end;
+            let start = st.manifest.log_start_offset;
+            if offset < start || offset > hw {
+                return Err(Error::OffsetOutOfRange {
+                    offset,
+                    log_start: start,
+                    next_offset: hw,
+                });
+            }
+            let mut result = ReadResult {
+                batches: Vec::new(),
+                high_watermark: hw,
+                log_start_offset: start,
+            };
+            if offset == hw {
+                return Ok(result);
+            }
+            if offset >= st.tail_start() {
+                let mut total = 0usize;
+                let from = st.tail.partition_point(|b| b.batch.last_offset() < offset);
+                for b in st.tail.range(from..) {
+                    if b.batch.base_offset() >= hw
+                        || (total > 0 && total + b.batch.len() > max_bytes)
+                    {
+                        break;
+                    }
+                    total += b.batch.len();
+                    result.batches.push(b.batch.bytes().clone());
+                }
+                return Ok(result);
+            }
+            let segs = &st.manifest.segments;
+            let i = segs.partition_point(|s| s.last_offset < offset);
+            match segs.get(i) {
+                Some(s) => (s.clone(), result),
+                None => {
+                    return Err(Error::Unavailable(format!(
+                        "{}: offset {offset} is neither sealed nor in the tail",
+                        self.inner.tp
+                    )));
+                }
+            }
+        };
+        let (seg, mut result) = seg;
+        match segment::read(&self.inner.cache, &seg, offset, max_bytes).await {
+            Ok(batches) => {
+                result.batches = batches;
+                Ok(result)
+            }
+            Err(Error::Store(object_store::Error::NotFound { .. })) => {
+                let st = self.inner.state.lock();
+                Err(Error::OffsetOutOfRange {
+                    offset,
+                    log_start: st.manifest.log_start_offset,
+                    next_offset: st.durable_end,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The first offset whose record timestamp is `>= ts` (Kafka's
+    /// ListOffsets by time), or `None` when all records are older.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<i64>> {
+        let (segments, tail) = {
+            let st = self.inner.state.lock();
+            let tail: Vec<(i64, i64)> = st
+                .tail
+                .iter()
+                .filter(|b| b.batch.base_offset() < st.durable_end)
+                .map(|b| (b.batch.max_timestamp(), b.batch.base_offset()))
+                .collect();
+            (st.manifest.segments.clone(), tail)
+        };
+        for seg in &segments {
+            if let Some(o) = segment::offset_for_timestamp(&self.inner.cache, seg, ts).await? {
+                return Ok(Some(o));
+            }
+        }
+        Ok(tail
+            .into_iter()
+            .find(|(max_ts, _)| *max_ts >= ts)
+            .map(|(_, o)| o))
+    }
+
+    fn seal_in_background(&self) {
+        if self.inner.sealing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let log = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = log.seal().await {
+                tracing::warn!(tp = %log.inner.tp, error = %e, "background seal failed; will retry on the next append");
+            }
+            log.inner.sealing.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Seals the durable unsealed tail into a segment and writes the next
+    /// manifest. Returns the new segment, or `None` when there was nothing
+    /// durable to seal.
+    pub async fn seal(&self) -> Result<Option<SegmentMeta>> {
+        let inner = &self.inner;
+        let _guard = inner.seal_lock.lock().await;
+        let batches: Vec<Batch> = {
+            let st = inner.state.lock();
+            st.check_open()?;
+            st.tail
+                .iter()
+                .take_while(|b| b.batch.base_offset() < st.durable_end)
+                .map(|b| b.batch.clone())
+                .collect()
+        };
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        let data = segment::build(&batches, inner.config.index_interval_bytes)?;
+        let key = keys::new_segment(&inner.tp, batches[0].base_offset());
+        let meta = segment::upload(&inner.store, &key, data).await?;
+        let sealed_end = meta.last_offset + 1;
+        let (version, manifest) = {
+            let st = inner.state.lock();
+            let mut m = st.manifest.clone();
+            m.segments.push(meta.clone());
+            let floor = st
+                .tail
+                .iter()
+                .take_while(|b| b.batch.base_offset() < sealed_end)
+                .filter_map(|b| b.wal_seq)
+                .max()
+                .unwrap_or(st.tail_floor);
+            m.tail = Some(TailPointer {
+                from_offset: sealed_end,
+                wal: inner.wal.stream(),
+                first_seq: floor,
+            });
+            m.next_offset = st.durable_end;
+            m.producers = st.durable_producers.clone();
+            (st.version.next(), m)
+        };
+        self.write_manifest(version, &manifest).await?;
+        let floor = manifest.tail.map_or(WalSeq(0), |t| t.first_seq);
+        {
+            let mut st = inner.state.lock();
+            while st
+                .tail
+                .front()
+                .is_some_and(|b| b.batch.base_offset() < sealed_end)
+            {
+                if let Some(b) = st.tail.pop_front() {
+                    st.tail_bytes -= b.batch.len() as u64;
+                }
+            }
+            st.tail_since = if st.tail.is_empty() {
+                None
+            } else {
+                Some(Instant::now())
+            };
+            st.tail_floor = floor;
+            st.manifest = manifest;
+            st.version = version;
+        }
+        inner.wal.retain_from(&inner.tp, floor);
+        self.gc_manifests(version).await;
+        Ok(Some(meta))
+    }
+
+    async fn write_manifest(&self, version: Version, manifest: &Manifest) -> Result<()> {
+        match create_with_retry(&self.inner.chain, version, manifest).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if e.is_fenced() {
+                    tracing::warn!(tp = %self.inner.tp, error = %e, "partition taken over by another broker: stop serving it");
+                    self.close_with(Error::Fenced(format!(
+                        "{} was taken over by another broker: {e}",
+                        self.inner.tp
+                    )));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn gc_manifests(&self, head: Version) {
+        if let Err(e) = self
+            .inner
+            .chain
+            .gc(head, self.inner.config.manifest_keep)
+            .await
+        {
+            tracing::debug!(tp = %self.inner.tp, error = %e, "manifest garbage collection failed");
+        }
+    }
+
+    /// Time-based housekeeping: seals a tail older than `segment_ms` and
+    /// applies retention. `now_ms` is wall-clock time in milliseconds.
+    pub async fn maintain(&self, now_ms: i64) -> Result<()> {
+        let due = {
+            let st = self.inner.state.lock();
+            st.tail_since
+                .is_some_and(|t| t.elapsed() >= self.inner.config.segment_ms)
+        };
+        if due {
+            self.seal().await?;
+        }
+        self.apply_retention(now_ms).await?;
+        Ok(())
+    }
+
+    /// Deletes whole segments past the retention limits (time: newest record
+    /// older than `retention_ms` before `now_ms`; size: oldest first while
+    /// sealed bytes exceed `retention_bytes`), advancing the log start.
+    /// Returns the number of segments deleted.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let inner = &self.inner;
+        let _guard = inner.seal_lock.lock().await;
+        let (version, manifest, doomed) = {
+            let st = inner.state.lock();
+            st.check_open()?;
+            let segs = &st.manifest.segments;
+            let mut n = 0;
+            if let Some(ret) = inner.config.retention_ms {
+                let cutoff = now_ms - ret.as_millis() as i64;
+                n = segs.iter().take_while(|s| s.max_timestamp < cutoff).count();
+            }
+            if let Some(limit) = inner.config.retention_bytes {
+                let mut total: u64 = segs.iter().map(|s| s.size).sum();
+                let mut k = 0;
+                while k < segs.len() && total > limit {
+                    total -= segs[k].size;
+                    k += 1;
+                }
+                n = n.max(k);
+            }
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut m = st.manifest.clone();
+            let doomed: Vec<SegmentMeta> = m.segments.drain(..n).collect();
+            m.log_start_offset = m
+                .segments
+                .first()
+                .map_or(doomed[n - 1].last_offset + 1, |s| s.base_offset);
+            m.next_offset = m.next_offset.max(st.manifest.next_offset);
+            (st.version.next(), m, doomed)
+        };
+        self.write_manifest(version, &manifest).await?;
+        {
+            let mut st = inner.state.lock();
+            st.manifest.segments = manifest.segments.clone();
+            st.manifest.log_start_offset = manifest.log_start_offset;
+            st.version = version;
+        }
+        for s in &doomed {
+            let key = object_store::path::Path::from(s.key.as_str());
+            if let Err(e) = inner.store.delete(&key).await {
+                tracing::debug!(%key, error = %e, "could not delete an expired segment");
+            }
+        }
+        tracing::info!(tp = %inner.tp, segments = doomed.len(), log_start = manifest.log_start_offset, "retention deleted segments");
+        Ok(doomed.len())
+    }
+
+    /// Graceful hand-over: refuses new appends, waits for pending ones,
+    /// seals the tail and writes a manifest with no owner, so the next
+    /// owner opens it without fencing or replay.
+    pub async fn release(&self) -> Result<()> {
+        let inner = &self.inner;
+        let next = {
+            let mut st = inner.state.lock();
+            st.check_open()?;
+            st.closed = Some(Error::Unavailable(format!(
+                "{} is being released by this broker",
+                inner.tp
+            )));
+            st.next_offset
+        };
+        self.wait_durable(next).await?;
+        let _guard = inner.seal_lock.lock().await;
+        let batches: Vec<Batch> = inner
+            .state
+            .lock()
+            .tail
+            .iter()
+            .map(|b| b.batch.clone())
+            .collect();
+        let mut m = inner.state.lock().manifest.clone();
+        if !batches.is_empty() {
+            let data = segment::build(&batches, inner.config.index_interval_bytes)?;
+            let key = keys::new_segment(&inner.tp, batches[0].base_offset());
+            m.segments
+                .push(segment::upload(&inner.store, &key, data).await?);
+        }
+        let version = {
+            let st = inner.state.lock();
+            m.owner = None;
+            m.tail = None;
+            m.next_offset = st.durable_end;
+            m.producers = st.durable_producers.clone();
+            st.version.next()
+        };
+        self.write_manifest(version, &m).await?;
+        {
+            let mut st = inner.state.lock();
+            st.tail.clear();
+            st.tail_bytes = 0;
+            st.manifest = m;
+            st.version = version;
+        }
+        inner.wal.release(&inner.tp);
+        tracing::info!(tp = %inner.tp, "partition released");
+        Ok(())
+    }
+
+    fn close_with(&self, error: Error) {
+        let fenced = error.is_fenced();
+        let msg = error.to_string();
+        let mut st = self.inner.state.lock();
+        if st.closed.is_none() {
+            st.closed = Some(error);
+        }
+        drop(st);
+        self.inner.progress.send_modify(|p| {
+            p.failed.get_or_insert((fenced, msg));
+        });
+    }
+}
+
+impl WalSink for Inner {
+    fn durable(&self, seq: WalSeq, last_offset: i64) {
+        let new_end = {
+            let mut st = self.state.lock();
+            if last_offset < st.durable_end {
+                return;
+            }
+            let st = &mut *st;
+            let from = st
+                .tail
+                .partition_point(|b| b.batch.last_offset() < st.durable_end);
+            for b in st.tail.range_mut(from..) {
+                if b.batch.base_offset() > last_offset {
+                    break;
+                }
+                b.wal_seq = Some(seq);
+                st.durable_producers.record(b.batch.header());
+            }
+            st.durable_end = last_offset + 1;
+            st.durable_end
+        };
+        self.progress.send_modify(|p| p.durable_end = new_end);
+    }
+
+    fn failed(&self, error: &Error) {
+        let fenced = error.is_fenced();
+        let msg = format!("{}: {error}", self.tp);
+        {
+            let mut st = self.state.lock();
+            if st.closed.is_none() {
+                st.closed = Some(if fenced {
+                    Error::Fenced(msg.clone())
+                } else {
+                    Error::Unavailable(msg.clone())
+                });
+            }
+        }
+        self.progress.send_modify(|p| {
+            p.failed.get_or_insert((fenced, msg));
+        });
+    }
+}
+
+fn chain_key(tp: &TopicPartition, version: Option<Version>) -> String {
+    keys::manifest_chain(tp)
+        .version(version.unwrap_or(Version(0)))
+        .to_string()
+}
+
+/// Creates a manifest version, retrying transient errors a few times (the
+/// create is idempotent for identical content).
+async fn create_with_retry(chain: &Chain<Manifest>, version: Version, m: &Manifest) -> Result<()> {
+    let mut backoff = Duration::from_millis(20);
+    let mut attempt = 0;
+    loop {
+        match chain.create(version, m).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_fenced() || attempt >= 5 => return Err(e),
+            Err(e) => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "manifest write failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The partition manifest (DESIGN §5): the one document that says where every
+//! record of a partition lives. Sealed records are in the listed segments;
+//! unsealed ones in the owner's WAL stream from `tail.first_seq` on.
+//! Manifests form a create-only [`Chain`](crate::chain::Chain): writing the
+//! next version is how a broker claims, updates or releases a partition, and
+//! losing that race is how it learns it was fenced.
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{WalSeq, WalStream};
+use crate::producers::ProducerTable;
+
+/// One sealed segment object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    /// Offset of its first record.
+    pub base_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+    /// Largest record timestamp in it (ms), for time retention and lookups.
+    pub max_timestamp: i64,
+    /// Object size in bytes.
+    pub size: u64,
+    /// Bytes of batch data (the index starts here).
+    pub index_pos: u64,
+    /// Object key.
+    pub key: String,
+}
+
+/// Where the unsealed records since the last segment can be found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailPointer {
+    /// The first offset not in a segment.
+    pub from_offset: i64,
+    /// The WAL stream holding the tail.
+    pub wal: WalStream,
+    /// No record of the tail is in a WAL object below this sequence.
+    pub first_seq: WalSeq,
+}
+
+/// A partition manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Bumped by every change of owner.
+    pub leader_epoch: i32,
+    /// The incarnation serving the partition; `None` once released.
+    pub owner: Option<WalStream>,
+    /// First offset still readable (retention advances it).
+    pub log_start_offset: i64,
+    /// The durable end of the log when this version was written: recovery
+    /// must find at least this much in segments and the WAL tail, or data
+    /// was lost and it refuses to serve.
+    pub next_offset: i64,
+    /// Sealed segments, ascending and contiguous.
+    pub segments: Vec<SegmentMeta>,
+    /// The unsealed tail, if the owner may have written one.
+    pub tail: Option<TailPointer>,
+    /// Idempotent-producer state of the durable records up to (at least)
+    /// the segments' end; replaying the tail brings it up to date.
+    pub producers: ProducerTable,
+}
+
+impl Manifest {
+    /// The manifest of a partition that has never held a record.
+    pub fn empty() -> Self {
+        Self {
+            leader_epoch: 0,
+            owner: None,
+            log_start_offset: 0,
+            next_offset: 0,
+            segments: Vec::new(),
+            tail: None,
+            producers: ProducerTable::default(),
+        }
+    }
+
+    /// The offset after the last sealed record.
+    pub fn sealed_end(&self) -> i64 {
+        self.segments
+            .last()
+            .map_or(self.log_start_offset, |s| s.last_offset + 1)
+    }
+
+    /// Total bytes of sealed segments.
+    pub fn sealed_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+}

@@ -1,0 +1,257 @@
+//! Sealed segment objects (DESIGN §5): a partition's batches exactly as
+//! stored, then a sparse index and a footer.
+//!
+//! ```text
+//! batches            the stored RecordBatch bytes, contiguous offsets
+//! index              every ~index_interval bytes: relative offset u32,
+//!                    byte position u32, max timestamp so far i64 (16 B each)
+//! footer      48 B   magic "STRSEG01", base_offset i64, last_offset i64,
+//!                    max_timestamp i64, index_pos u64, index_count u32,
+//!                    index crc32c u32
+//! ```
+//! The manifest records `size` and `index_pos`, so a reader goes straight to
+//! the index without reading the footer. All reads go through the hot tier.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use crate::batch::{Batch, BatchHeader, RECORD_BATCH_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::hot_tier::SegmentCache;
+use crate::manifest::SegmentMeta;
+
+const MAGIC: &[u8; 8] = b"STRSEG01";
+/// Footer size.
+pub const FOOTER_LEN: usize = 48;
+const INDEX_ENTRY_LEN: usize = 16;
+/// Segments larger than this upload with multipart.
+pub const MULTIPART_THRESHOLD: usize = 16 << 20;
+const PART_SIZE: usize = 8 << 20;
+
+/// One sparse-index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Offset of the indexed batch's first record, relative to the base.
+    pub rel_offset: u32,
+    /// Byte position of that batch in the object.
+    pub pos: u32,
+    /// Largest timestamp of all batches up to and including it.
+    pub max_timestamp: i64,
+}
+
+/// A segment ready to upload.
+#[derive(Debug)]
+pub struct SegmentData {
+    parts: Vec<Bytes>,
+    /// Its manifest entry, minus the key.
+    pub meta: SegmentMeta,
+}
+
+/// Lays out `batches` (stamped, contiguous, non-empty) as a segment.
+pub fn build(batches: &[Batch], index_interval: usize) -> Result<SegmentData> {
+    let first = batches
+        .first()
+        .ok_or_else(|| Error::Unavailable("cannot seal an empty segment".into()))?;
+    let base = first.base_offset();
+    let mut parts = Vec::with_capacity(batches.len() + 1);
+    let mut index = BytesMut::new();
+    let mut pos = 0u64;
+    let mut since_index = usize::MAX;
+    let mut max_ts = i64::MIN;
+    let mut expected = base;
+    for b in batches {
+        if b.base_offset() != expected {
+            return Err(Error::Unavailable(format!(
+                "segment batches are not contiguous: expected offset {expected}, got {}",
+                b.base_offset()
+            )));
+        }
+        expected = b.last_offset() + 1;
+        max_ts = max_ts.max(b.max_timestamp());
+        if since_index >= index_interval {
+            index.put_u32((b.base_offset() - base) as u32);
+            index.put_u32(pos as u32);
+            index.put_i64(max_ts);
+            since_index = 0;
+        }
+        since_index += b.len();
+        pos += b.len() as u64;
+        parts.push(b.bytes().clone());
+    }
+    if pos > u64::from(u32::MAX) {
+        return Err(Error::TooLarge {
+            what: "segment",
+            size: pos as usize,
+            limit: u32::MAX as usize,
+        });
+    }
+    let last = expected - 1;
+    let index_pos = pos;
+    let index_count = (index.len() / INDEX_ENTRY_LEN) as u32;
+    let crc = crc32c::crc32c(&index);
+    index.put_slice(MAGIC);
+    index.put_i64(base);
+    index.put_i64(last);
+    index.put_i64(max_ts);
+    index.put_u64(index_pos);
+    index.put_u32(index_count);
+    index.put_u32(crc);
+    let size = index_pos + index.len() as u64;
+    parts.push(index.freeze());
+    Ok(SegmentData {
+        parts,
+        meta: SegmentMeta {
+            base_offset: base,
+            last_offset: last,
+            max_timestamp: max_ts,
+            size,
+            index_pos,
+            key: String::new(),
+        },
+    })
+}
+
+/// Uploads a built segment to `key` (multipart when large) and returns its
+/// manifest entry.
+pub async fn upload(
+    store: &Arc<dyn ObjectStore>,
+    key: &Path,
+    data: SegmentData,
+) -> Result<SegmentMeta> {
+    let mut meta = data.meta;
+    meta.key = key.to_string();
+    if meta.size as usize <= MULTIPART_THRESHOLD {
+        let payload: PutPayload = data.parts.into_iter().collect();
+        store.put(key, payload).await?;
+    } else {
+        let upload = store.put_multipart(key).await?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        for p in data.parts {
+            w.wait_for_capacity(4).await?;
+            w.put(p);
+        }
+        w.finish().await?;
+    }
+    Ok(meta)
+}
+
+/// Parses a segment's index section (`index_pos .. size - FOOTER_LEN`).
+pub fn parse_index(key: &str, buf: &[u8]) -> Result<Vec<IndexEntry>> {
+    if !buf.len().is_multiple_of(INDEX_ENTRY_LEN) {
+        return Err(Error::corrupt(key, "segment index has a partial entry"));
+    }
+    Ok(buf
+        .chunks_exact(INDEX_ENTRY_LEN)
+        .map(|c| IndexEntry {
+            rel_offset: u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+            pos: u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+            max_timestamp: i64::from_be_bytes([
+                c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15],
+            ]),
+        })
+        .collect())
+}
+
+/// Reads stored batches of `seg` from the one holding `offset` on, up to
+/// `max_bytes` (at least one whole batch, however large), through the cache.
+pub async fn read(
+    cache: &SegmentCache,
+    seg: &SegmentMeta,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Vec<Bytes>> {
+    let key = Path::from(seg.key.as_str());
+    let index_bytes = cache
+        .read(&key, seg.size, seg.index_pos..seg.size - FOOTER_LEN as u64)
+        .await?;
+    let index = parse_index(&seg.key, &index_bytes)?;
+    let rel = (offset - seg.base_offset).max(0);
+    let start = index
+        .partition_point(|e| i64::from(e.rel_offset) <= rel)
+        .checked_sub(1)
+        .map_or(0, |i| u64::from(index[i].pos));
+    scan(cache, &key, seg, start, offset, max_bytes).await
+}
+
+/// Finds the first offset whose batch has a timestamp `>= ts` in `seg`, if any.
+pub async fn offset_for_timestamp(
+    cache: &SegmentCache,
+    seg: &SegmentMeta,
+    ts: i64,
+) -> Result<Option<i64>> {
+    if seg.max_timestamp < ts {
+        return Ok(None);
+    }
+    let key = Path::from(seg.key.as_str());
+    let index_bytes = cache
+        .read(&key, seg.size, seg.index_pos..seg.size - FOOTER_LEN as u64)
+        .await?;
+    let index = parse_index(&seg.key, &index_bytes)?;
+    // Entries carry the running max timestamp: start from the last entry
+    // whose running max is still below `ts`.
+    let i = index.partition_point(|e| e.max_timestamp < ts);
+    let mut pos = if i == 0 {
+        0
+    } else {
+        u64::from(index[i - 1].pos)
+    };
+    while pos < seg.index_pos {
+        let header = read_header(cache, &key, seg, pos).await?;
+        if header.max_timestamp >= ts {
+            return Ok(Some(header.base_offset));
+        }
+        pos += header.total_size() as u64;
+    }
+    Ok(None)
+}
+
+async fn read_header(
+    cache: &SegmentCache,
+    key: &Path,
+    seg: &SegmentMeta,
+    pos: u64,
+) -> Result<BatchHeader> {
+    let end = (pos + RECORD_BATCH_OVERHEAD as u64).min(seg.index_pos);
+    let b = cache.read(key, seg.size, pos..end).await?;
+    BatchHeader::parse(&b).map_err(|e| Error::corrupt(key, format!("batch at byte {pos}: {e}")))
+}
+
+async fn scan(
+    cache: &SegmentCache,
+    key: &Path,
+    seg: &SegmentMeta,
+    mut pos: u64,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Vec<Bytes>> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    while pos < seg.index_pos {
+        let header = read_header(cache, key, seg, pos).await?;
+        let len = header.total_size();
+        if header.last_offset() < offset {
+            pos += len as u64;
+            continue;
+        }
+        if !out.is_empty() && total + len > max_bytes {
+            break;
+        }
+        let end = pos + len as u64;
+        if end > seg.index_pos {
+            return Err(Error::corrupt(
+                key,
+                format!("batch at byte {pos} runs past the data"),
+            ));
+        }
+        out.push(cache.read(key, seg.size, pos..end).await?);
+        total += len;
+        pos = end;
+        if total >= max_bytes {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,565 @@
+//! The WAL writer: group commit of every partition's appends into one object
+//! per flush (see `README.md` beside this file for the life of a produce).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::format::{self, ChunkEntry, HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::keys::{TopicPartition, WalSeq, WalStream};
+
+/// WAL settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    /// Largest WAL object. A flush starts early when this much is waiting.
+    /// Larger objects mean fewer PUTs (cost) but more latency per flush.
+    pub max_bytes: usize,
+    /// Least time between the starts of two flushes: caps the PUT rate (and
+    /// so the request bill) at the price of up to this much added latency.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// Flushes in flight at once. More hides PUT latency under load.
+    pub max_in_flight: usize,
+    /// Bytes accepted but not yet durable. Appends wait (backpressure) when
+    /// this is reached.
+    pub max_pending_bytes: usize,
+    /// How long one WAL object may keep failing to upload before the writer
+    /// gives up, fails every pending append and must be replaced.
+    #[serde(with = "humantime_serde")]
+    pub flush_timeout: Duration,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 8 << 20,
+            min_interval: Duration::from_millis(5),
+            max_in_flight: 4,
+            max_pending_bytes: 64 << 20,
+            flush_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WalConfig {
+    /// Checks the values, naming the offending key.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_bytes < 1024 {
+            return Err(Error::Config {
+                key: "wal.max_bytes",
+                reason: format!("must be at least 1024, got {}", self.max_bytes),
+            });
+        }
+        if self.max_in_flight == 0 {
+            return Err(Error::Config {
+                key: "wal.max_in_flight",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.max_pending_bytes < self.max_bytes {
+            return Err(Error::Config {
+                key: "wal.max_pending_bytes",
+                reason: format!("must be at least wal.max_bytes ({})", self.max_bytes),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Told about the fate of each submitted entry, in submission order per
+/// partition. Called from the WAL's flush task: must not block.
+pub trait WalSink: Send + Sync + 'static {
+    /// The entry ending at `last_offset` is durable in WAL object `seq`
+    /// (and so is every entry submitted before it).
+    fn durable(&self, seq: WalSeq, last_offset: i64);
+    /// The writer failed; no entry from now on will become durable.
+    fn failed(&self, error: &Error);
+}
+
+/// One partition's appended batch, on its way into a WAL object.
+pub struct WalEntry {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// The leader epoch it was appended under.
+    pub leader_epoch: i32,
+    /// Offset of its first record.
+    pub first_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+    /// The stamped batch bytes (shared, not copied).
+    pub bytes: Bytes,
+    /// Who to tell when it is durable.
+    pub sink: Arc<dyn WalSink>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    entry: WalEntry,
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Debug)]
+enum Msg {
+    Entry(Pending),
+    Close,
+}
+
+impl std::fmt::Debug for WalEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalEntry")
+            .field("tp", &self.tp)
+            .field("first_offset", &self.first_offset)
+            .field("last_offset", &self.last_offset)
+            .finish()
+    }
+}
+
+/// Room reserved for one entry; submitting it cannot block or fail.
+#[derive(Debug)]
+pub struct WalPermit {
+    permit: OwnedSemaphorePermit,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl WalPermit {
+    /// Hands the entry to the writer. Entries of one partition must be
+    /// submitted in offset order (callers submit under their partition lock).
+    pub fn submit(self, entry: WalEntry) {
+        let pending = Pending {
+            entry,
+            _permit: self.permit,
+        };
+        if let Err(mpsc::error::SendError(Msg::Entry(p))) = self.tx.send(Msg::Entry(pending)) {
+            p.entry
+                .sink
+                .failed(&Error::Unavailable("the WAL writer has stopped".into()));
+        }
+    }
+}
+
+struct Shared {
+    stream: WalStream,
+    /// Lowest sequence a not-yet-flushed entry can still get.
+    next_seq: AtomicU64,
+    failed: Mutex<Option<String>>,
+    fenced: std::sync::atomic::AtomicBool,
+    budget: Arc<Semaphore>,
+    max_entry: usize,
+    puts: AtomicU64,
+    retained: Mutex<RetainState>,
+    store: Arc<dyn ObjectStore>,
+}
+
+struct RetainState {
+    /// Per partition, the lowest sequence its manifest still points at.
+    floors: HashMap<TopicPartition, WalSeq>,
+    /// Objects below this were deleted already.
+    deleted_below: WalSeq,
+}
+
+/// A broker incarnation's WAL writer. Cheap to clone.
+#[derive(Clone)]
+pub struct WalWriter {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Msg>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for WalWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalWriter")
+            .field("stream", &self.shared.stream)
+            .field("next_seq", &self.shared.next_seq)
+            .finish()
+    }
+}
+
+impl WalWriter {
+    /// Starts the writer of `stream`, whose first object will be `first_seq`
+    /// (0 for a new incarnation). Spawns the flush task.
+    pub fn start(
+        store: Arc<dyn ObjectStore>,
+        stream: WalStream,
+        first_seq: WalSeq,
+        config: WalConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let permits = config.max_pending_bytes.min(Semaphore::MAX_PERMITS);
+        let shared = Arc::new(Shared {
+            stream,
+            next_seq: AtomicU64::new(first_seq.0),
+            failed: Mutex::new(None),
+            fenced: std::sync::atomic::AtomicBool::new(false),
+            budget: Arc::new(Semaphore::new(permits)),
+            max_entry: permits,
+            puts: AtomicU64::new(0),
+            retained: Mutex::new(RetainState {
+                floors: HashMap::new(),
+                deleted_below: first_seq,
+            }),
+            store,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(flush_loop(shared.clone(), config, rx));
+        Ok(Self {
+            shared,
+            tx,
+            task: Arc::new(Mutex::new(Some(task))),
+        })
+    }
+
+    /// The stream this writer appends to.
+    pub fn stream(&self) -> WalStream {
+        self.shared.stream
+    }
+
+    /// No entry submitted from now on lands in an object below this.
+    pub fn next_seq(&self) -> WalSeq {
+        WalSeq(self.shared.next_seq.load(Ordering::SeqCst))
+    }
+
+    /// WAL objects written so far.
+    pub fn puts(&self) -> u64 {
+        self.shared.puts.load(Ordering::Relaxed)
+    }
+
+    /// The error that stopped the writer, if it has stopped.
+    pub fn check(&self) -> Result<()> {
+        match &*self.shared.failed.lock() {
+            None => Ok(()),
+            Some(msg) if self.shared.fenced.load(Ordering::SeqCst) => {
+                Err(Error::Fenced(msg.clone()))
+            }
+            Some(msg) => Err(Error::Unavailable(msg.clone())),
+        }
+    }
+
+    /// Waits for room for `bytes` (backpressure), then returns a permit to
+    /// submit one entry of that size.
+    pub async fn reserve(&self, bytes: usize) -> Result<WalPermit> {
+        self.check()?;
+        if bytes > self.shared.max_entry {
+            return Err(Error::TooLarge {
+                what: "WAL entry",
+                size: bytes,
+                limit: self.shared.max_entry,
+            });
+        }
+        let permit = self
+            .shared
+            .budget
+            .clone()
+            .acquire_many_owned(bytes.max(1) as u32)
+            .await
+            .map_err(|_| Error::Unavailable("the WAL writer has stopped".into()))?;
+        self.check()?;
+        Ok(WalPermit {
+            permit,
+            tx: self.tx.clone(),
+        })
+    }
+
+    /// Records that `tp`'s manifest needs WAL objects from `floor` on.
+    pub fn retain_from(&self, tp: &TopicPartition, floor: WalSeq) {
+        self.shared.retained.lock().floors.insert(tp.clone(), floor);
+    }
+
+    /// `tp` no longer needs this WAL (sealed and released).
+    pub fn release(&self, tp: &TopicPartition) {
+        self.shared.retained.lock().floors.remove(tp);
+    }
+
+    /// Deletes this stream's objects that no partition needs any more.
+    /// Returns how many were deleted.
+    pub async fn gc(&self) -> Result<usize> {
+        let (from, to) = {
+            let r = self.shared.retained.lock();
+            let flushed = self.next_seq();
+            let floor = r
+                .floors
+                .values()
+                .copied()
+                .min()
+                .unwrap_or(flushed)
+                .min(flushed);
+            (r.deleted_below, floor)
+        };
+        let mut n = 0;
+        for seq in from.0..to.0 {
+            match self
+                .shared
+                .store
+                .delete(&self.shared.stream.object(WalSeq(seq)))
+                .await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
+                Err(e) => return Err(e.into()),
+            }
+            let mut r = self.shared.retained.lock();
+            r.deleted_below = r.deleted_below.max(WalSeq(seq + 1));
+        }
+        Ok(n)
+    }
+
+    /// Kills the flush task at once, as a crash would: nothing queued is
+    /// flushed and no pending entry is ever reported (PUTs already sent may
+    /// still land). For tests and for a broker that was fenced.
+    pub fn abort(&self) {
+        self.shared.budget.close();
+        if let Some(task) = self.task.lock().take() {
+            task.abort();
+        }
+    }
+
+    /// Stops accepting entries, finishes the flushes under way and waits for
+    /// the flush task to end.
+    pub async fn close(&self) {
+        self.shared.budget.close();
+        let task = self.task.lock().take();
+        // Dropping our sender is not enough (permits hold clones): tell the
+        // loop to flush what is queued and stop.
+        let _ = self.tx.send(Msg::Close);
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+type FlushResult = (WalSeq, Result<()>, Vec<Pending>);
+
+async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    let mut buf: Vec<Pending> = Vec::new();
+    let mut buf_bytes = 0usize;
+    let mut in_flight: FuturesOrdered<JoinHandle<FlushResult>> = FuturesOrdered::new();
+    let mut last_start = Instant::now() - config.min_interval;
+    let mut closing = false;
+    loop {
+        let now = Instant::now();
+        let interval_ok = now >= last_start + config.min_interval;
+        if !buf.is_empty()
+            && in_flight.len() < config.max_in_flight
+            && (in_flight.is_empty() || buf_bytes >= config.max_bytes || closing)
+            && interval_ok
+        {
+            let (batch, rest_bytes) = take_up_to(&mut buf, config.max_bytes);
+            buf_bytes = rest_bytes;
+            let seq = WalSeq(shared.next_seq.fetch_add(1, Ordering::SeqCst));
+            last_start = now;
+            let shared2 = shared.clone();
+            let timeout = config.flush_timeout;
+            in_flight.push_back(tokio::spawn(async move {
+                let res = write_object(&shared2, seq, &batch, timeout).await;
+                (seq, res, batch)
+            }));
+            continue;
+        }
+        if closing && buf.is_empty() && in_flight.is_empty() {
+            break;
+        }
+        let wait_interval =
+            !buf.is_empty() && !interval_ok && in_flight.len() < config.max_in_flight;
+        tokio::select! {
+            biased;
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                let (seq, res, batch) = match done {
+                    Ok(d) => d,
+                    Err(join) => {
+                        fail_all(&shared, &Error::Unavailable(format!("WAL flush task failed: {join}")), Vec::new(), &mut in_flight, &buf, &mut rx).await;
+                        return;
+                    }
+                };
+                match res {
+                    Ok(()) => {
+                        shared.puts.fetch_add(1, Ordering::Relaxed);
+                        for p in &batch {
+                            p.entry.sink.durable(seq, p.entry.last_offset);
+                        }
+                    }
+                    Err(e) => {
+                        fail_all(&shared, &e, batch, &mut in_flight, &buf, &mut rx).await;
+                        return;
+                    }
+                }
+            }
+            msg = rx.recv(), if !closing => {
+                match msg {
+                    Some(Msg::Close) | None => closing = true,
+                    Some(Msg::Entry(p)) => {
+                        buf_bytes += p.entry.bytes.len();
+                        buf.push(p);
+                        while buf_bytes < config.max_bytes {
+                            match rx.try_recv() {
+                                Ok(Msg::Close) => { closing = true; break; }
+                                Ok(Msg::Entry(p)) => { buf_bytes += p.entry.bytes.len(); buf.push(p); }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(last_start + config.min_interval), if wait_interval => {}
+        }
+    }
+}
+
+/// Takes entries from the front of `buf` up to `max` bytes (at least one).
+fn take_up_to(buf: &mut Vec<Pending>, max: usize) -> (Vec<Pending>, usize) {
+    let mut size = 0;
+    let mut n = 0;
+    for p in buf.iter() {
+        if n > 0 && size + p.entry.bytes.len() > max {
+            break;
+        }
+        size += p.entry.bytes.len();
+        n += 1;
+    }
+    let rest: Vec<Pending> = buf.split_off(n);
+    let taken = std::mem::replace(buf, rest);
+    let rest_bytes = buf.iter().map(|p| p.entry.bytes.len()).sum();
+    (taken, rest_bytes)
+}
+
+async fn fail_all(
+    shared: &Shared,
+    error: &Error,
+    batch: Vec<Pending>,
+    in_flight: &mut FuturesOrdered<JoinHandle<FlushResult>>,
+    buf: &[Pending],
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+) {
+    let fenced = error.is_fenced();
+    tracing::error!(stream = %shared.stream, %error, "WAL writer stopped: every pending append fails");
+    *shared.failed.lock() = Some(error.to_string());
+    shared.fenced.store(fenced, Ordering::SeqCst);
+    shared.budget.close();
+    let fail = |p: &Pending| p.entry.sink.failed(error);
+    batch.iter().for_each(fail);
+    // Later flushes may succeed, but their entries must not be acknowledged:
+    // an ack promises that every earlier object is written.
+    while let Some(done) = in_flight.next().await {
+        if let Ok((_, _, b)) = done {
+            b.iter().for_each(fail);
+        }
+    }
+    buf.iter().for_each(fail);
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        if let Msg::Entry(p) = msg {
+            fail(&p);
+        }
+    }
+}
+
+/// Uploads one WAL object with a create-only PUT, retrying transient errors
+/// until `timeout`. `AlreadyExists` is ours (an earlier attempt landed) when
+/// the stored header carries our write id; otherwise we were fenced.
+async fn write_object(
+    shared: &Shared,
+    seq: WalSeq,
+    batch: &[Pending],
+    timeout: Duration,
+) -> Result<()> {
+    let write_id: u64 = rand::random();
+    let key = shared.stream.object(seq);
+    let mut parts: Vec<Bytes> = Vec::with_capacity(batch.len() + 2);
+    parts.push(format::encode_header(false, write_id, seq));
+    let mut chunks: Vec<ChunkEntry> = Vec::new();
+    let mut index: HashMap<&TopicPartition, Vec<&WalEntry>> = HashMap::new();
+    let mut order: Vec<&TopicPartition> = Vec::new();
+    for p in batch {
+        let e = &p.entry;
+        index
+            .entry(&e.tp)
+            .or_insert_with(|| {
+                order.push(&e.tp);
+                Vec::new()
+            })
+            .push(e);
+    }
+    let mut pos = HEADER_LEN as u64;
+    for tp in order {
+        let entries = &index[tp];
+        let mut crc = 0u32;
+        let mut len = 0u64;
+        for e in entries {
+            crc = crc32c::crc32c_append(crc, &e.bytes);
+            len += e.bytes.len() as u64;
+            parts.push(e.bytes.clone());
+        }
+        chunks.push(ChunkEntry {
+            tp: tp.clone(),
+            leader_epoch: entries[0].leader_epoch,
+            first_offset: entries[0].first_offset,
+            last_offset: entries[entries.len() - 1].last_offset,
+            pos,
+            len: len as u32,
+            crc,
+        });
+        pos += len;
+    }
+    parts.push(format::encode_trailer(&chunks));
+    let payload: PutPayload = parts.into_iter().collect();
+    put_create(shared.store.as_ref(), &key, payload, write_id, timeout).await
+}
+
+/// Create-only PUT of a WAL object (data or tombstone) with bounded retries.
+pub(crate) async fn put_create(
+    store: &dyn ObjectStore,
+    key: &object_store::path::Path,
+    payload: PutPayload,
+    write_id: u64,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let res = store
+            .put_opts(key, payload.clone(), PutOptions::from(PutMode::Create))
+            .await;
+        match res {
+            Ok(_) => return Ok(()),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {
+                let head = store.get_range(key, 0..HEADER_LEN as u64).await?;
+                let header = format::decode_header(key.as_ref(), &head)?;
+                return if header.write_id == write_id && !header.tombstone {
+                    Ok(())
+                } else {
+                    Err(Error::Fenced(format!(
+                        "WAL object {key} was written by another incarnation ({}): this writer is fenced",
+                        if header.tombstone {
+                            "tombstone"
+                        } else {
+                            "data"
+                        }
+                    )))
+                };
+            }
+            Err(e) => {
+                if Instant::now() + backoff > deadline {
+                    return Err(Error::Unavailable(format!(
+                        "WAL object {key} could not be written for {timeout:?}: {e}"
+                    )));
+                }
+                tracing::warn!(%key, error = %e, "WAL PUT failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Test support for Strata: the S3-compatible test fixture and helpers shared
+//! by the end-to-end, conformance and fault tests in `tests/tests/`.
+
+pub mod harness;
+pub mod s3;
+pub mod scenarios;

@@ -1,0 +1,216 @@
+//! Storage scenarios that end with the invariant check. Each takes the
+//! store to run on, so the same scenario runs on `InMemory`,
+//! `LocalFileSystem` and a real S3-compatible server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use strata_storage::ErrorKind;
+use strata_storage::keys::TopicPartition;
+use strata_storage::log::Acks;
+
+use crate::harness::{Node, batch_of, bounded, check_invariant, read_all, small_log_config};
+
+fn tp(name: &str) -> TopicPartition {
+    TopicPartition::new(name, 0).expect("valid topic")
+}
+
+fn values(prefix: &str, from: usize, n: usize) -> Vec<String> {
+    (from..from + n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Appends, seals, reads across segments and tail, then a new incarnation
+/// recovers the partition after a crash and finds every acknowledged record.
+pub async fn append_seal_crash_recover(store: Arc<dyn ObjectStore>) {
+    let tp = tp("basic");
+    let mut acked = BTreeMap::new();
+    let mut observed: BTreeMap<i64, Bytes> = BTreeMap::new();
+    let a = Node::start(store.clone(), 1).await;
+    let log = bounded("open", a.open(&tp, small_log_config()))
+        .await
+        .expect("open");
+    for round in 0..6 {
+        let vals = values("r", round * 10, 10);
+        let r = bounded("append", log.append(batch_of(&vals, None), Acks::All))
+            .await
+            .expect("append");
+        for (i, v) in vals.into_iter().enumerate() {
+            acked.insert(r.base_offset + i as i64, v);
+        }
+        if round % 2 == 1 {
+            bounded("seal", log.seal()).await.expect("seal");
+        }
+    }
+    for (o, v) in read_all(&log).await {
+        observed.insert(o, v);
+    }
+    assert_eq!(observed.len(), 60);
+    assert!(log.status().segments >= 3);
+    a.crash();
+    let b = Node::start(store.clone(), 2).await;
+    let log2 = bounded("recover", b.open(&tp, small_log_config()))
+        .await
+        .expect("recover");
+    let st = log2.status();
+    assert_eq!(st.high_watermark, 60);
+    check_invariant(
+        &read_all(&log2).await,
+        &acked,
+        &observed,
+        st.log_start_offset,
+    );
+    // The new owner keeps appending at the right offset.
+    let r = log2
+        .append(batch_of(&values("after", 0, 1), None), Acks::All)
+        .await
+        .expect("append");
+    assert_eq!(r.base_offset, 60);
+}
+
+/// A zombie (old incarnation still running) keeps appending after another
+/// broker took the partition over: none of its appends is acknowledged, all
+/// fail as fenced, and the new owner's log holds every acknowledged record.
+pub async fn zombie_is_fenced(store: Arc<dyn ObjectStore>) {
+    let tp = tp("zombie");
+    let mut acked = BTreeMap::new();
+    let a = Node::start(store.clone(), 1).await;
+    let old = a.open(&tp, small_log_config()).await.expect("open");
+    for i in 0..5 {
+        let vals = values("a", i, 1);
+        let r = old
+            .append(batch_of(&vals, None), Acks::All)
+            .await
+            .expect("append");
+        acked.insert(r.base_offset, vals[0].clone());
+    }
+    // Broker 2 takes over while broker 1 is alive (it was "paused").
+    let b = Node::start(store.clone(), 2).await;
+    let new = bounded("takeover", b.open(&tp, small_log_config()))
+        .await
+        .expect("takeover");
+    // The zombie wakes up and keeps producing.
+    for i in 0..5 {
+        let vals = values("zombie", i, 1);
+        match bounded(
+            "zombie append",
+            old.append(batch_of(&vals, None), Acks::All),
+        )
+        .await
+        {
+            Ok(r) => panic!("a fenced zombie acknowledged offset {}", r.base_offset),
+            Err(e) => assert_eq!(
+                e.kind(),
+                ErrorKind::Fenced,
+                "zombie append failed for another reason: {e}"
+            ),
+        }
+    }
+    // Its seal fails too and it can not write a manifest.
+    assert!(old.seal().await.is_err());
+    for i in 0..5 {
+        let vals = values("b", i, 1);
+        let r = new
+            .append(batch_of(&vals, None), Acks::All)
+            .await
+            .expect("append");
+        acked.insert(r.base_offset, vals[0].clone());
+    }
+    let st = new.status();
+    let read = read_all(&new).await;
+    check_invariant(&read, &acked, &BTreeMap::new(), st.log_start_offset);
+    assert!(
+        read.iter().all(|(_, v)| !v.starts_with(b"zombie")),
+        "a zombie record reached the log"
+    );
+    assert_eq!(read.len(), 10);
+}
+
+/// Retries of an idempotent producer's batch are answered with the original
+/// offsets, before and after seal and recovery; gaps are refused.
+pub async fn idempotent_producer_survives_recovery(store: Arc<dyn ObjectStore>) {
+    let tp = tp("idem");
+    let a = Node::start(store.clone(), 1).await;
+    let log = a.open(&tp, small_log_config()).await.expect("open");
+    let first = batch_of(&values("p", 0, 3), Some((42, 0, 0)));
+    let r1 = log.append(first.clone(), Acks::All).await.expect("append");
+    let again = log.append(first.clone(), Acks::All).await.expect("retry");
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.base_offset, again.last_offset),
+        (r1.base_offset, r1.last_offset)
+    );
+    let second = batch_of(&values("p", 3, 2), Some((42, 0, 3)));
+    let r2 = log.append(second.clone(), Acks::All).await.expect("append");
+    assert_eq!(r2.base_offset, 3);
+    let gap = batch_of(&values("p", 9, 1), Some((42, 0, 9)));
+    let err = log
+        .append(gap, Acks::All)
+        .await
+        .expect_err("a sequence gap is refused");
+    assert_eq!(err.kind(), ErrorKind::Sequence);
+    log.seal().await.expect("seal");
+    a.crash();
+    let b = Node::start(store.clone(), 2).await;
+    let log = b.open(&tp, small_log_config()).await.expect("recover");
+    let again = log
+        .append(second, Acks::All)
+        .await
+        .expect("retry after recovery");
+    assert!(
+        again.duplicate,
+        "producer state must survive seal and recovery"
+    );
+    assert_eq!(again.base_offset, 3);
+    let third = batch_of(&values("p", 5, 1), Some((42, 0, 5)));
+    assert_eq!(
+        log.append(third, Acks::All)
+            .await
+            .expect("append")
+            .base_offset,
+        5
+    );
+    // A stale epoch is fenced.
+    let stale = batch_of(&values("old", 0, 1), Some((42, -1, 0)));
+    assert!(log.append(stale, Acks::All).await.is_err());
+    assert_eq!(read_all(&log).await.len(), 6);
+}
+
+/// Graceful hand-over: the owner seals and releases, the next owner opens
+/// without fencing, epochs increase, nothing is copied or lost.
+pub async fn graceful_release_and_reopen(store: Arc<dyn ObjectStore>) {
+    let tp = tp("handover");
+    let mut acked = BTreeMap::new();
+    let mut epochs = Vec::new();
+    for broker in 1..=3u32 {
+        let node = Node::start(store.clone(), broker).await;
+        let log = node.open(&tp, small_log_config()).await.expect("open");
+        epochs.push(log.status().leader_epoch);
+        for i in 0..4 {
+            let vals = values(&format!("b{broker}"), i * 2, 2);
+            let r = log
+                .append(batch_of(&vals, None), Acks::All)
+                .await
+                .expect("append");
+            for (k, v) in vals.into_iter().enumerate() {
+                acked.insert(r.base_offset + k as i64, v);
+            }
+        }
+        log.release().await.expect("release");
+        assert!(
+            log.append(batch_of(&values("late", 0, 1), None), Acks::All)
+                .await
+                .is_err()
+        );
+        node.wal.close().await;
+    }
+    assert!(
+        epochs.windows(2).all(|w| w[0] < w[1]),
+        "leader epochs must grow: {epochs:?}"
+    );
+    let reader = Node::start(store.clone(), 9).await;
+    let log = reader.open(&tp, small_log_config()).await.expect("open");
+    check_invariant(&read_all(&log).await, &acked, &BTreeMap::new(), 0);
+    assert_eq!(log.status().high_watermark, 24);
+}
