@@ -22,9 +22,11 @@
 //! - [`log`]: the partition log (append, read, seal, retention, recovery).
 //! - [`store`]: object-store wrappers (metrics, retry, fault injection).
 //! - [`selftest`]: proof that a store enforces create-only writes.
+//! - [`engine`]: one broker incarnation's storage, opened in one call.
 
 pub mod batch;
 pub mod chain;
+pub mod engine;
 pub mod error;
 pub mod hot_tier;
 pub mod keys;
