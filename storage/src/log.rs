@@ -305,9 +305,7 @@ impl PartitionLog {
             ));
         }
         if !replayed.is_empty() {
-            let data = segment::build(&replayed, config.index_interval_bytes)?;
-            let key = keys::new_segment(&tp, replayed[0].base_offset());
-            let meta = segment::upload(&store, &key, data).await?;
+            let meta = segment::seal(&store, &tp, &replayed, config.index_interval_bytes).await?;
             tracing::info!(%tp, base = meta.base_offset, last = meta.last_offset, "sealed the replayed WAL tail");
             manifest.segments.push(meta);
         }
@@ -603,9 +601,13 @@ impl PartitionLog {
         if batches.is_empty() {
             return Ok(None);
         }
-        let data = segment::build(&batches, inner.config.index_interval_bytes)?;
-        let key = keys::new_segment(&inner.tp, batches[0].base_offset());
-        let meta = segment::upload(&inner.store, &key, data).await?;
+        let meta = segment::seal(
+            &inner.store,
+            &inner.tp,
+            &batches,
+            inner.config.index_interval_bytes,
+        )
+        .await?;
         let sealed_end = meta.last_offset + 1;
         let (version, manifest) = {
             let st = inner.state.lock();
@@ -775,10 +777,15 @@ impl PartitionLog {
             .collect();
         let mut m = inner.state.lock().manifest.clone();
         if !batches.is_empty() {
-            let data = segment::build(&batches, inner.config.index_interval_bytes)?;
-            let key = keys::new_segment(&inner.tp, batches[0].base_offset());
-            m.segments
-                .push(segment::upload(&inner.store, &key, data).await?);
+            m.segments.push(
+                segment::seal(
+                    &inner.store,
+                    &inner.tp,
+                    &batches,
+                    inner.config.index_interval_bytes,
+                )
+                .await?,
+            );
         }
         let version = {
             let st = inner.state.lock();

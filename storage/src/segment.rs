@@ -138,6 +138,19 @@ pub async fn upload(
     Ok(meta)
 }
 
+/// Builds `batches` into a segment under a new unique key of `tp` and
+/// uploads it: the one way every caller seals.
+pub async fn seal(
+    store: &Arc<dyn ObjectStore>,
+    tp: &crate::keys::TopicPartition,
+    batches: &[Batch],
+    index_interval: usize,
+) -> Result<SegmentMeta> {
+    let data = build(batches, index_interval)?;
+    let key = crate::keys::new_segment(tp, data.meta.base_offset);
+    upload(store, &key, data).await
+}
+
 /// Parses a segment's index section (`index_pos .. size - FOOTER_LEN`).
 pub fn parse_index(key: &str, buf: &[u8]) -> Result<Vec<IndexEntry>> {
     if !buf.len().is_multiple_of(INDEX_ENTRY_LEN) {
@@ -164,10 +177,7 @@ pub async fn read(
     max_bytes: usize,
 ) -> Result<Vec<Bytes>> {
     let key = Path::from(seg.key.as_str());
-    let index_bytes = cache
-        .read(&key, seg.size, seg.index_pos..seg.size - FOOTER_LEN as u64)
-        .await?;
-    let index = parse_index(&seg.key, &index_bytes)?;
+    let index = load_index(cache, &key, seg).await?;
     let rel = (offset - seg.base_offset).max(0);
     let start = index
         .partition_point(|e| i64::from(e.rel_offset) <= rel)
@@ -186,10 +196,7 @@ pub async fn offset_for_timestamp(
         return Ok(None);
     }
     let key = Path::from(seg.key.as_str());
-    let index_bytes = cache
-        .read(&key, seg.size, seg.index_pos..seg.size - FOOTER_LEN as u64)
-        .await?;
-    let index = parse_index(&seg.key, &index_bytes)?;
+    let index = load_index(cache, &key, seg).await?;
     // Entries carry the running max timestamp: start from the last entry
     // whose running max is still below `ts`.
     let i = index.partition_point(|e| e.max_timestamp < ts);
@@ -206,6 +213,17 @@ pub async fn offset_for_timestamp(
         pos += header.total_size() as u64;
     }
     Ok(None)
+}
+
+async fn load_index(
+    cache: &SegmentCache,
+    key: &Path,
+    seg: &SegmentMeta,
+) -> Result<Vec<IndexEntry>> {
+    let bytes = cache
+        .read(key, seg.size, seg.index_pos..seg.size - FOOTER_LEN as u64)
+        .await?;
+    parse_index(&seg.key, &bytes)
 }
 
 async fn read_header(
