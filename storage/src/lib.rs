@@ -24,7 +24,6 @@
 //! - [`selftest`]: proof that a store enforces create-only writes.
 //! - [`engine`]: one broker incarnation's storage, opened in one call.
 
-pub mod batch;
 pub mod chain;
 pub mod engine;
 pub mod error;
@@ -39,3 +38,5 @@ pub mod store;
 pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};
+/// The RecordBatch v2 codec (crate `strata-batch`), re-exported.
+pub use strata_batch as batch;

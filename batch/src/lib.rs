@@ -1,6 +1,8 @@
-//! Kafka RecordBatch v2 (magic 2): parsing, validation and in-place stamping.
+//! Kafka RecordBatch v2 (magic 2), the one batch format of Strata: parsing,
+//! validation, in-place stamping, building and record decoding. Producers
+//! (the client) build batches with it; the broker validates and stores them.
 //!
-//! This module owns the on-the-wire and on-disk layout of a record batch. Every
+//! This crate owns the on-the-wire and on-disk layout of a record batch. Every
 //! byte a producer sends passes through [`Batch::validate`] exactly once; after
 //! that the bytes are stored verbatim and read back with the cheap
 //! [`Batch::from_trusted`] / [`split_batches`]. Everything is zero-copy over
