@@ -45,6 +45,11 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
+#[cfg(feature = "compression")]
+mod compression;
+#[cfg(feature = "compression")]
+pub use compression::{MAX_DECOMPRESSED_BYTES, decode_records_any};
+
 /// Size of the fixed RecordBatch v2 header; the records start here.
 pub const RECORD_BATCH_OVERHEAD: usize = 61;
 
@@ -175,6 +180,16 @@ pub enum BatchError {
         "records of a compressed batch cannot be decoded here; decompress them first: codec {0}"
     )]
     UnsupportedCompression(u8),
+    /// A codec this build of the crate cannot encode or decode (gzip and
+    /// snappy always; zstd and lz4 without the `compression` feature).
+    #[error(
+        "records compressed with codec {0} (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) are not supported by this client; produce with none, zstd or lz4"
+    )]
+    CompressionNotSupported(u8),
+    /// A compressed records section that does not decompress, or whose
+    /// decompressed size is over the limit.
+    #[error("cannot decompress the records section; the batch is corrupt or too large: {0}")]
+    Decompression(String),
     /// A control batch (transaction marker) where only data batches are
     /// allowed. Returned by callers such as the produce path.
     #[error(

@@ -1,0 +1,688 @@
+//! The consumer: assigned partitions read as one async [`Stream`] of records.
+//!
+//! [`Consumer::assign`] resolves the starting offset (`Earliest`, `Latest`
+//! and `Timestamp` through `ListOffsets`) and starts one fetch task for the
+//! partition. The task holds a server-streaming `Fetch` (a long poll) open
+//! on the partition's owner, decodes (and decompresses) the batches, drops
+//! the records before the wanted offset (a response may start mid-batch),
+//! and hands the records to the consumer through a bounded channel. Each
+//! chunk holds a share of `buffer_bytes` until the reader has taken all its
+//! records, so a slow reader stops the fetches instead of growing memory.
+//! After a retryable error the task refreshes metadata and resumes at the
+//! next offset it has not delivered, so nothing is skipped or repeated.
+//!
+//! The one thing a newcomer must not break: records of a partition reach
+//! the reader in offset order, each exactly once per assignment. A
+//! [`Consumer::seek`] starts a new *generation*; chunks of the old one still
+//! in the channel are dropped, never delivered.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use strata_batch::{Batch, decode_records_any};
+use strata_proto::v1::{ErrorReason, FetchRequest, ListOffsetsRequest, OffsetSpec};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::cluster::{Cluster, backoff};
+use crate::error::{Error, Result};
+
+/// Where to start reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offset {
+    /// The first record still in the log.
+    Earliest,
+    /// The end of the log: only records produced from now on.
+    Latest,
+    /// This offset.
+    At(i64),
+    /// The first record whose timestamp is at or after this time (ms since
+    /// the Unix epoch); the end of the log if there is none.
+    Timestamp(i64),
+}
+
+/// What to do when the position is outside the log (retention deleted it,
+/// or an offset past the end was asked for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// Jump to the first record still in the log (the default: read what is
+    /// left rather than skip to the end).
+    #[default]
+    Earliest,
+    /// Jump to the end of the log.
+    Latest,
+    /// Stop the partition and yield [`ErrorReason::OffsetOutOfRange`].
+    Error,
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Most bytes per fetch response. Bigger: fewer round trips, more
+    /// memory per partition. Default 1 MiB.
+    pub max_bytes: u32,
+    /// Longest a fetch waits for `min_bytes` before answering. Default
+    /// 500 ms.
+    pub max_wait: Duration,
+    /// Bytes a fetch waits for before answering. Default 1 (answer as soon
+    /// as there is anything).
+    pub min_bytes: u32,
+    /// What to do when the position falls outside the log.
+    pub auto_offset_reset: OffsetReset,
+    /// Bound on bytes fetched but not yet read, across partitions. Default
+    /// 16 MiB.
+    pub buffer_bytes: usize,
+    /// Timeout of unary requests (metadata, list offsets) and of a fetch
+    /// response beyond `max_wait`. Default 30 s.
+    pub request_timeout: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            max_bytes: 1024 * 1024,
+            max_wait: Duration::from_millis(500),
+            min_bytes: 1,
+            auto_offset_reset: OffsetReset::Earliest,
+            buffer_bytes: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A record read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset.
+    pub offset: i64,
+    /// Its timestamp, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The key, if any.
+    pub key: Option<Bytes>,
+    /// The value; `None` for a tombstone.
+    pub value: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// What a fetch task hands to the consumer.
+struct Chunk {
+    key: (String, u32),
+    generation: u64,
+    payload: Result<VecDeque<ConsumerRecord>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+struct Assignment {
+    generation: u64,
+    /// The offset of the next record the reader gets.
+    position: i64,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Assignment {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads assigned partitions as a [`Stream`] of records, in order per
+/// partition.
+///
+/// ```no_run
+/// # async fn demo() -> strata_client::Result<()> {
+/// use futures::StreamExt;
+/// use strata_client::{Consumer, ConsumerConfig, Offset};
+///
+/// let mut consumer = Consumer::connect("http://127.0.0.1:50051", ConsumerConfig::default()).await?;
+/// consumer.assign("orders", 0, Offset::Earliest).await?;
+/// while let Some(record) = consumer.next().await {
+///     let record = record?;
+///     println!("{}: {:?}", record.offset, record.value);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Consumer {
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    tx: mpsc::Sender<Chunk>,
+    rx: mpsc::Receiver<Chunk>,
+    memory: Arc<Semaphore>,
+    assignments: HashMap<(String, u32), Assignment>,
+    generation: u64,
+    current: Option<Chunk>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("broker", &self.cluster.bootstrap())
+            .field("assignments", &self.assignment())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Connects to the broker at `url`.
+    pub async fn connect(url: &str, config: ConsumerConfig) -> Result<Consumer> {
+        if config.buffer_bytes == 0 || config.max_bytes == 0 {
+            return Err(Error::Config(
+                "buffer_bytes and max_bytes must be above 0".into(),
+            ));
+        }
+        let cluster = Cluster::connect(url, config.request_timeout).await?;
+        let (tx, rx) = mpsc::channel(64);
+        Ok(Consumer {
+            cluster,
+            memory: Arc::new(Semaphore::new(config.buffer_bytes)),
+            config,
+            tx,
+            rx,
+            assignments: HashMap::new(),
+            generation: 0,
+            current: None,
+        })
+    }
+
+    /// Number of partitions of `topic`.
+    pub async fn partition_count(&self, topic: &str) -> Result<u32> {
+        self.cluster.refresh(topic).await?;
+        self.cluster.partition_count(topic).await
+    }
+
+    /// Starts reading `topic`/`partition` at `offset` (replacing an earlier
+    /// assignment of it).
+    pub async fn assign(&mut self, topic: &str, partition: u32, offset: Offset) -> Result<()> {
+        let partitions = self.cluster.partition_count(topic).await?;
+        if partition >= partitions {
+            return Err(Error::Broker(strata_proto::ErrorInfo::new(
+                ErrorReason::UnknownPartition,
+                format!("topic {topic} has {partitions} partitions: {partition}"),
+            )));
+        }
+        let start = self.resolve(topic, partition, offset).await?;
+        self.generation += 1;
+        let task = FetchTask {
+            cluster: self.cluster.clone(),
+            config: self.config.clone(),
+            key: (topic.to_owned(), partition),
+            generation: self.generation,
+            next: start,
+            tx: self.tx.clone(),
+            memory: self.memory.clone(),
+        };
+        let handle = tokio::spawn(task.run());
+        self.assignments.insert(
+            (topic.to_owned(), partition),
+            Assignment {
+                generation: self.generation,
+                position: start,
+                task: handle,
+            },
+        );
+        Ok(())
+    }
+
+    /// Assigns every partition of `topic` at `offset`; returns how many.
+    pub async fn assign_topic(&mut self, topic: &str, offset: Offset) -> Result<u32> {
+        let n = self.partition_count(topic).await?;
+        for p in 0..n {
+            self.assign(topic, p, offset).await?;
+        }
+        Ok(n)
+    }
+
+    /// Moves an assigned partition to `offset`. Records of the old position
+    /// not yet read are dropped.
+    pub async fn seek(&mut self, topic: &str, partition: u32, offset: Offset) -> Result<()> {
+        if !self
+            .assignments
+            .contains_key(&(topic.to_owned(), partition))
+        {
+            return Err(Error::Config(format!(
+                "cannot seek a partition that is not assigned; assign it first: {topic}/{partition}"
+            )));
+        }
+        self.assign(topic, partition, offset).await
+    }
+
+    /// Stops reading `topic`/`partition`.
+    pub fn unassign(&mut self, topic: &str, partition: u32) {
+        self.assignments.remove(&(topic.to_owned(), partition));
+    }
+
+    /// The assigned partitions, sorted.
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self.assignments.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The offset of the next record the stream yields for the partition,
+    /// `None` when it is not assigned.
+    pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
+        self.assignments
+            .get(&(topic.to_owned(), partition))
+            .map(|a| a.position)
+    }
+
+    /// The offset `offset` stands for right now (through `ListOffsets` for
+    /// all but [`Offset::At`]).
+    pub async fn resolve(&self, topic: &str, partition: u32, offset: Offset) -> Result<i64> {
+        let (spec, ts) = match offset {
+            Offset::At(o) if o < 0 => {
+                return Err(Error::Config(format!("offsets are never negative: {o}")));
+            }
+            Offset::At(o) => return Ok(o),
+            Offset::Earliest => (OffsetSpec::Earliest, 0),
+            Offset::Latest => (OffsetSpec::Latest, 0),
+            Offset::Timestamp(ts) => (OffsetSpec::Timestamp, ts),
+        };
+        list_offset(&self.cluster, topic, partition, spec, ts).await
+    }
+
+    /// The earliest and latest offsets (log start, high watermark) of a
+    /// partition.
+    pub async fn watermarks(&self, topic: &str, partition: u32) -> Result<(i64, i64)> {
+        let resp = list_offsets(&self.cluster, topic, partition, OffsetSpec::Latest, 0).await?;
+        Ok((resp.log_start_offset, resp.high_watermark))
+    }
+
+    /// The next record (the same as `StreamExt::next`).
+    pub async fn recv(&mut self) -> Option<Result<ConsumerRecord>> {
+        futures::StreamExt::next(self).await
+    }
+
+    /// The consumer as a `Stream` (it is one itself; this reads nicer in
+    /// combinator chains).
+    pub fn stream(&mut self) -> &mut Self {
+        self
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<ConsumerRecord>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(chunk) = &mut this.current {
+                let live = this
+                    .assignments
+                    .get_mut(&chunk.key)
+                    .filter(|a| a.generation == chunk.generation);
+                if let (Some(a), Ok(records)) = (live, &mut chunk.payload)
+                    && let Some(r) = records.pop_front()
+                {
+                    a.position = r.offset + 1;
+                    return Poll::Ready(Some(Ok(r)));
+                }
+                this.current = None;
+            }
+            let Some(mut chunk) = std::task::ready!(this.rx.poll_recv(cx)) else {
+                return Poll::Ready(None);
+            };
+            let live = this
+                .assignments
+                .get(&chunk.key)
+                .is_some_and(|a| a.generation == chunk.generation);
+            if !live {
+                continue;
+            }
+            if let Err(e) = &mut chunk.payload {
+                let e = std::mem::replace(e, Error::Closed("consumer"));
+                return Poll::Ready(Some(Err(e)));
+            }
+            this.current = Some(chunk);
+        }
+    }
+}
+
+async fn list_offsets(
+    cluster: &Cluster,
+    topic: &str,
+    partition: u32,
+    spec: OffsetSpec,
+    timestamp_ms: i64,
+) -> Result<strata_proto::v1::ListOffsetsResponse> {
+    let mut attempt = 0u32;
+    loop {
+        let addr = cluster.owner_address(topic, partition);
+        let result = async {
+            let mut client = cluster.strata(&addr)?;
+            let req = cluster.request(ListOffsetsRequest {
+                topic: topic.to_owned(),
+                partition,
+                spec: spec as i32,
+                timestamp_ms,
+            });
+            cluster
+                .unary(&addr, "list offsets", client.list_offsets(req))
+                .await
+        }
+        .await;
+        match result {
+            Ok(resp) => return Ok(resp),
+            Err(e) if e.is_retryable() && attempt < 8 => {
+                cluster.on_error(topic, partition, &e).await;
+                tokio::time::sleep(backoff(attempt, &e)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn list_offset(
+    cluster: &Cluster,
+    topic: &str,
+    partition: u32,
+    spec: OffsetSpec,
+    timestamp_ms: i64,
+) -> Result<i64> {
+    Ok(list_offsets(cluster, topic, partition, spec, timestamp_ms)
+        .await?
+        .offset)
+}
+
+/// Decodes fetched batches into the records at or after `*next`, moving
+/// `*next` past every batch it reads. Pure: no IO.
+pub(crate) fn records_from_batches(
+    topic: &str,
+    partition: u32,
+    batches: Vec<Bytes>,
+    next: &mut i64,
+) -> Result<VecDeque<ConsumerRecord>> {
+    let mut out = VecDeque::new();
+    for bytes in batches {
+        let batch = Batch::from_trusted(bytes)?;
+        batch.verify_crc()?;
+        let header = batch.header();
+        if header.next_offset() <= *next {
+            continue; // entirely before the position
+        }
+        if header.is_control() {
+            *next = header.next_offset();
+            continue;
+        }
+        for r in decode_records_any(&batch)? {
+            if r.offset < *next {
+                continue;
+            }
+            out.push_back(ConsumerRecord {
+                topic: topic.to_owned(),
+                partition,
+                offset: r.offset,
+                timestamp_ms: r.timestamp,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            });
+        }
+        *next = header.next_offset();
+    }
+    Ok(out)
+}
+
+/// Batches that are compressed or bigger than this in total are decoded on
+/// the blocking pool.
+const DECODE_INLINE_MAX: usize = 256 * 1024;
+
+struct FetchTask {
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    key: (String, u32),
+    generation: u64,
+    /// The next offset to hand out.
+    next: i64,
+    tx: mpsc::Sender<Chunk>,
+    memory: Arc<Semaphore>,
+}
+
+enum Step {
+    /// Carry on (reconnect and resume at `next`).
+    Resume,
+    /// The partition cannot be read any more.
+    Stop,
+}
+
+impl FetchTask {
+    async fn run(mut self) {
+        let mut attempt = 0u32;
+        loop {
+            let error = match self.fetch_stream(&mut attempt).await {
+                Ok(()) => continue, // the server ended the stream; resume
+                Err(e) => e,
+            };
+            match self.on_error(error, attempt).await {
+                Step::Resume => attempt = attempt.saturating_add(1),
+                Step::Stop => return,
+            }
+        }
+    }
+
+    /// Opens a fetch stream at `next` and delivers its responses until it
+    /// ends or fails.
+    async fn fetch_stream(&mut self, attempt: &mut u32) -> Result<()> {
+        let (topic, partition) = (self.key.0.clone(), self.key.1);
+        let addr = self.cluster.owner_address(&topic, partition);
+        let mut client = self.cluster.strata(&addr)?;
+        let req = FetchRequest {
+            topic: topic.clone(),
+            partition,
+            offset: self.next,
+            max_bytes: self.config.max_bytes,
+            min_bytes: self.config.min_bytes,
+            max_wait_ms: u32::try_from(self.config.max_wait.as_millis()).unwrap_or(u32::MAX),
+            once: false,
+        };
+        let timeout = self.config.request_timeout + self.config.max_wait;
+        let mut stream = match tokio::time::timeout(timeout, client.fetch(req)).await {
+            Ok(Ok(resp)) => resp.into_inner(),
+            Ok(Err(status)) => return Err(Error::from_status(&status, &addr)),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: format!("fetch of {topic}/{partition} at {addr}"),
+                    after: timeout,
+                });
+            }
+        };
+        loop {
+            let resp = match tokio::time::timeout(timeout, stream.message()).await {
+                Ok(Ok(Some(resp))) => resp,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(status)) => return Err(Error::from_status(&status, &addr)),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: format!("fetch response for {topic}/{partition} from {addr}"),
+                        after: timeout,
+                    });
+                }
+            };
+            *attempt = 0;
+            if resp.batches.is_empty() {
+                continue;
+            }
+            let bytes: usize = resp.batches.iter().map(Bytes::len).sum();
+            let records = self.decode(resp.batches, bytes).await?;
+            if records.is_empty() {
+                continue;
+            }
+            let permits = u32::try_from(bytes.min(self.config.buffer_bytes)).unwrap_or(u32::MAX);
+            let Ok(permit) = self.memory.clone().acquire_many_owned(permits).await else {
+                return Ok(());
+            };
+            let chunk = Chunk {
+                key: self.key.clone(),
+                generation: self.generation,
+                payload: Ok(records),
+                _permit: Some(permit),
+            };
+            if self.tx.send(chunk).await.is_err() {
+                // The consumer is gone; `run` will be aborted.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    async fn decode(
+        &mut self,
+        batches: Vec<Bytes>,
+        bytes: usize,
+    ) -> Result<VecDeque<ConsumerRecord>> {
+        let compressed = batches.iter().any(|b| {
+            strata_batch::BatchHeader::parse(b)
+                .and_then(|h| h.compression())
+                .is_ok_and(|c| c != strata_batch::Compression::None)
+        });
+        let (topic, partition) = (self.key.0.clone(), self.key.1);
+        let mut next = self.next;
+        let records = if compressed || bytes > DECODE_INLINE_MAX {
+            let (records, n) = tokio::task::spawn_blocking(move || {
+                let r = records_from_batches(&topic, partition, batches, &mut next);
+                (r, next)
+            })
+            .await
+            .map_err(|e| Error::InvalidResponse(format!("decoding task failed: {e}")))?;
+            next = n;
+            records?
+        } else {
+            records_from_batches(&topic, partition, batches, &mut next)?
+        };
+        self.next = next;
+        Ok(records)
+    }
+
+    async fn on_error(&mut self, error: Error, attempt: u32) -> Step {
+        let (topic, partition) = (self.key.0.clone(), self.key.1);
+        if error.reason() == Some(ErrorReason::OffsetOutOfRange) {
+            let spec = match self.config.auto_offset_reset {
+                OffsetReset::Earliest => OffsetSpec::Earliest,
+                OffsetReset::Latest => OffsetSpec::Latest,
+                OffsetReset::Error => return self.fail(error).await,
+            };
+            match list_offset(&self.cluster, &topic, partition, spec, 0).await {
+                Ok(o) => {
+                    tracing::warn!(
+                        topic = %topic,
+                        partition,
+                        from = self.next,
+                        to = o,
+                        "offset out of range; resetting"
+                    );
+                    self.next = o;
+                    return Step::Resume;
+                }
+                Err(e) => return self.retry_or_fail(e, attempt).await,
+            }
+        }
+        self.retry_or_fail(error, attempt).await
+    }
+
+    async fn retry_or_fail(&mut self, error: Error, attempt: u32) -> Step {
+        if !error.is_retryable() {
+            return self.fail(error).await;
+        }
+        let (topic, partition) = (&self.key.0, self.key.1);
+        tracing::debug!(topic = %topic, partition, error = %error, "fetch failed; retrying");
+        self.cluster.on_error(topic, partition, &error).await;
+        tokio::time::sleep(backoff(attempt, &error)).await;
+        Step::Resume
+    }
+
+    async fn fail(&mut self, error: Error) -> Step {
+        let chunk = Chunk {
+            key: self.key.clone(),
+            generation: self.generation,
+            payload: Err(error),
+            _permit: None,
+        };
+        let _ = self.tx.send(chunk).await;
+        Step::Stop
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use strata_batch::{BatchBuilder, BatchLimits};
+
+    fn stored(base: i64, values: &[&str], compression: strata_batch::Compression) -> Bytes {
+        let mut b = BatchBuilder::new();
+        for (i, v) in values.iter().enumerate() {
+            b.push(
+                1000 + i as i64,
+                Some(b"k"),
+                Some(v.as_bytes()),
+                &[("h", None)],
+            );
+        }
+        let bytes = b.build_compressed(compression).unwrap();
+        Batch::validate(bytes, &BatchLimits::default())
+            .unwrap()
+            .stamp(base, 0)
+            .into_bytes()
+    }
+
+    #[test]
+    fn skips_records_before_the_position() {
+        for c in [
+            strata_batch::Compression::None,
+            strata_batch::Compression::Zstd,
+            strata_batch::Compression::Lz4,
+        ] {
+            let batches = vec![
+                stored(0, &["a", "b", "c"], c),
+                stored(3, &["d", "e"], c),
+                stored(5, &["f"], c),
+            ];
+            // Start mid-way through the second batch.
+            let mut next = 4;
+            let got = records_from_batches("t", 2, batches.clone(), &mut next).unwrap();
+            let values: Vec<_> = got.iter().map(|r| r.value.clone().unwrap()).collect();
+            assert_eq!(values, ["e", "f"]);
+            assert_eq!(got[0].offset, 4);
+            assert_eq!(got[0].partition, 2);
+            assert_eq!(got[0].topic, "t");
+            assert_eq!(got[0].timestamp_ms, 1001);
+            assert_eq!(got[0].key.as_deref(), Some(&b"k"[..]));
+            assert_eq!(got[0].headers, vec![("h".to_owned(), None)]);
+            assert_eq!(next, 6);
+            // Reading the same batches again yields nothing.
+            assert!(
+                records_from_batches("t", 2, batches.clone(), &mut next)
+                    .unwrap()
+                    .is_empty()
+            );
+            // From the start: everything, in order.
+            let mut next = 0;
+            let got = records_from_batches("t", 2, batches, &mut next).unwrap();
+            let offsets: Vec<_> = got.iter().map(|r| r.offset).collect();
+            assert_eq!(offsets, [0, 1, 2, 3, 4, 5]);
+        }
+    }
+
+    #[test]
+    fn corrupt_batches_are_errors() {
+        let good = stored(0, &["a"], strata_batch::Compression::None);
+        let mut v = good.to_vec();
+        let last = v.len() - 1;
+        v[last] ^= 0xff;
+        let mut next = 0;
+        assert!(matches!(
+            records_from_batches("t", 0, vec![Bytes::from(v)], &mut next),
+            Err(Error::Batch(_))
+        ));
+        assert!(records_from_batches("t", 0, vec![Bytes::from_static(b"xx")], &mut next).is_err());
+    }
+}
