@@ -3,8 +3,32 @@
 //! commands.
 //!
 //! `storage` knows nothing of gRPC; this crate converts at its edge (see
-//! [`server`]'s error table use) and knows nothing of byte layouts beyond
-//! what `strata-storage` exposes.
+//! [`error`], the one place where errors become statuses through the proto
+//! error table) and knows nothing of byte layouts beyond what
+//! `strata-storage` exposes.
+//!
+//! Map of the crate:
+//! - [`server`]: `strata serve`, the broker's lifecycle and the in-process
+//!   API ([`server::start`], [`server::RunningBroker`]).
+//! - [`config`]: settings (defaults < TOML < `STRATA_*` env < flags).
+//! - [`store_url`]: the store URL to an object store.
+//! - [`topics`]: the topic registry (config chains in the bucket).
+//! - [`partitions`]: the open partitions (and, later, ownership checks).
+//! - [`producer_ids`]: producer-id blocks reserved in the bucket.
+//! - [`service`]: the gRPC services (`Strata`, `Admin`).
+//! - [`http`], [`metrics`]: health, readiness and Prometheus metrics.
+//! - [`maintenance`]: time-based sealing, retention, WAL GC.
+//! - [`cli`]: the client subcommands.
 
 pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod maintenance;
+pub mod metrics;
+pub mod partitions;
+pub mod producer_ids;
 pub mod server;
+pub mod service;
+pub mod store_url;
+pub mod topics;

@@ -1,10 +1,398 @@
-//! `strata serve`. (Skeleton: replaced by the broker implementation.)
+//! `strata serve`: the broker's lifecycle.
+//!
+//! [`run`] loads the configuration ([`crate::config`]), initialises
+//! logging, [`start`]s a broker, prints the ready line on stdout, and on
+//! SIGTERM / Ctrl-C shuts it down gracefully (a second signal exits at
+//! once, non-zero).
+//!
+//! [`start`] is the in-process API (tests, and the coming cluster work):
+//! it binds both listeners first (so "address in use" fails fast, naming
+//! the flag to change), opens the store and the storage engine, starts the
+//! admin HTTP endpoint, the gRPC services (Strata, Admin, health) and the
+//! maintenance task, opens the existing topics' partitions in the
+//! background and marks the broker ready.
+//!
+//! Graceful shutdown ([`RunningBroker::shutdown`]), bounded by
+//! `shutdown_timeout`: not ready + health `NOT_SERVING`; new produces get
+//! `BROKER_UNAVAILABLE`; fetch streams end; the gRPC server stops
+//! accepting and waits for in-flight requests (their acks); every
+//! partition is released (tails sealed, owner-less manifests), the engine
+//! shuts down, then the HTTP endpoint stops.
+//!
+//! The one thing not to break: the ready line is printed exactly once, to
+//! stdout, after both listeners are bound and the engine is open
+//! (end-to-end tests parse it).
 
-/// Flags of `strata serve`.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-/// Runs a broker until SIGTERM / Ctrl-C.
-pub async fn run(_args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use anyhow::Context;
+use strata_proto::v1::admin_server::AdminServer;
+use strata_proto::v1::strata_server::StrataServer;
+use strata_storage::engine::Engine;
+use strata_storage::keys::BrokerId;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::{BrokerConfig, LogFormat, Overrides};
+use crate::service::Shared;
+use crate::service::admin::AdminService;
+use crate::service::strata::StrataService;
+use crate::{http, maintenance, store_url};
+
+/// Flags of `strata serve`. Every setting can also come from the TOML file
+/// and from `STRATA_*` variables (`STRATA_DATA_DIR`, `STRATA_STORE`,
+/// `STRATA_GRPC_ADDR`, `STRATA_HTTP_ADDR`, `STRATA_BROKER_ID`,
+/// `STRATA_LOG__SEGMENT_BYTES`, ...); flags win over both.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Local directory for the default bucket and the hot tier
+    /// [default: ./strata-data; env: STRATA_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The bucket URL: file:///path, file://relative, memory://,
+    /// s3://bucket/prefix [default: file://{data-dir}/bucket; env: STRATA_STORE].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// gRPC listen address [default: 127.0.0.1:50051; env: STRATA_GRPC_ADDR].
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Metrics and health HTTP listen address [default: 127.0.0.1:9464;
+    /// env: STRATA_HTTP_ADDR].
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// This broker's id [default: 0; env: STRATA_BROKER_ID].
+    #[arg(long, value_name = "ID")]
+    pub broker_id: Option<u32>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            data_dir: self.data_dir.clone(),
+            store: self.store.clone(),
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            broker_id: self.broker_id,
+        }
+    }
+}
+
+/// Runs a broker until SIGTERM / Ctrl-C, then shuts it down gracefully.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = BrokerConfig::load(args.config.as_deref(), std::env::vars(), &args.overrides())?;
+    init_tracing(config.log_format);
+    let broker = start(config).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", broker.ready_line()).context("cannot write the ready line")?;
+        out.flush().context("cannot flush the ready line")?;
+    }
+    wait_for_signal().await;
+    tracing::info!(
+        "shutdown signal received; shutting down gracefully (signal again to exit at once)"
+    );
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("strata: second signal, exiting at once");
+        std::process::exit(130);
+    });
+    broker.shutdown().await
+}
+
+/// Logs to stderr; filter from `RUST_LOG` or `STRATA_LOG` (default `info`).
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("STRATA_LOG"))
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    r = tokio::signal::ctrl_c() => { let _ = r; }
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The in-process broker API.
+#[derive(Debug)]
+pub struct Broker;
+
+impl Broker {
+    /// See [`start`].
+    pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
+        start(config).await
+    }
+}
+
+/// A started broker. Dropping it without [`RunningBroker::shutdown`] leaves
+/// its tasks running until the runtime ends.
+#[derive(Debug)]
+pub struct RunningBroker {
+    shared: Arc<Shared>,
+    health: HealthReporter,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    store_url: String,
+    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    http_task: JoinHandle<std::io::Result<()>>,
+    http_stop: CancellationToken,
+    maintenance_stop: CancellationToken,
+    maintenance_task: JoinHandle<()>,
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str, env: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the address is in use (is another broker running?)"
+        } else {
+            "cannot bind it"
+        };
+        anyhow::anyhow!(
+            "cannot listen for {what} on {addr}: {hint}: {e}; choose another address with {flag} (or {env})"
+        )
+    })
+}
+
+/// Starts a broker: see the module docs. Port 0 in the addresses picks
+/// free ports; [`RunningBroker::grpc_addr`] tells which.
+pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
+    config.resolve();
+    config.validate()?;
+    let grpc_listener = bind(config.grpc_addr, "gRPC", "--grpc-addr", "STRATA_GRPC_ADDR").await?;
+    let http_listener = bind(config.http_addr, "HTTP", "--http-addr", "STRATA_HTTP_ADDR").await?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .context("gRPC listener address")?;
+    let http_addr = http_listener
+        .local_addr()
+        .context("HTTP listener address")?;
+    let advertised_addr = match &config.advertised_addr {
+        Some(a) => a.clone(),
+        None => {
+            let mut a = grpc_addr;
+            if a.ip().is_unspecified() {
+                tracing::warn!(%grpc_addr, "listening on all interfaces: advertising loopback; set advertised_addr so that other hosts can reach this broker");
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{a}")
+        }
+    };
+
+    let store_url = config.store_url();
+    let store = store_url::open(&store_url)
+        .with_context(|| format!("cannot open the store {store_url}"))?;
+    let engine = Engine::open(
+        store,
+        &store_url,
+        BrokerId(config.broker_id),
+        config.engine_config(),
+    )
+    .await
+    .with_context(|| format!("cannot start the storage engine on {store_url}"))?;
+    let max_request = config.max_request_bytes();
+    let shared = Arc::new(Shared::new(config, advertised_addr, engine));
+
+    // HTTP first, so /readyz answers "starting" meanwhile.
+    let http_stop = CancellationToken::new();
+    let http_task = {
+        let stop = http_stop.clone();
+        let app = http::router(shared.clone());
+        tokio::spawn(async move {
+            axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<StrataServer<StrataService>>()
+        .await;
+    let strata = StrataServer::new(StrataService::new(shared.clone()))
+        .max_decoding_message_size(max_request);
+    let admin =
+        AdminServer::new(AdminService::new(shared.clone())).max_decoding_message_size(max_request);
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc_task = {
+        let stop = shared.shutdown.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(tower::util::MapResponseLayer::new(
+                    crate::error::fix_oversized_request,
+                ))
+                .add_service(health_service)
+                .add_service(strata)
+                .add_service(admin)
+                .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
+        )
+    };
+
+    let maintenance_stop = CancellationToken::new();
+    let maintenance_task = tokio::spawn(maintenance::run(shared.clone(), maintenance_stop.clone()));
+
+    // Open the existing topics' partitions in the background; requests open
+    // them lazily meanwhile.
+    {
+        let bg = shared.clone();
+        tokio::spawn(async move {
+            match bg.topics.list().await {
+                Ok(topics) => {
+                    for t in &topics {
+                        if bg.shutdown.is_cancelled() {
+                            return;
+                        }
+                        bg.open_topic(t).await;
+                    }
+                    tracing::info!(
+                        topics = topics.len(),
+                        partitions = bg.partitions.len(),
+                        "opened the partitions of existing topics"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list topics at startup; partitions open on first use")
+                }
+            }
+        });
+    }
+
+    shared.set_ready(true);
+    health.set_service_status("", ServingStatus::Serving).await;
+    health.set_serving::<StrataServer<StrataService>>().await;
+    tracing::info!(broker = shared.broker_id.0, %grpc_addr, %http_addr, store = %store_url, "broker ready");
+    Ok(RunningBroker {
+        shared,
+        health,
+        grpc_addr,
+        http_addr,
+        store_url,
+        grpc_task,
+        http_task,
+        http_stop,
+        maintenance_stop,
+        maintenance_task,
+    })
+}
+
+impl RunningBroker {
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The gRPC URL clients connect to (`http://{bound address}`).
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// The store URL.
+    pub fn store_url(&self) -> &str {
+        &self.store_url
+    }
+
+    /// The state shared by the services (for tests and embedding).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The line `strata serve` prints on stdout once ready:
+    /// `strata: serving broker=<id> grpc=http://<addr> http=http://<addr> store=<url>`.
+    pub fn ready_line(&self) -> String {
+        format!(
+            "strata: serving broker={} grpc=http://{} http=http://{} store={}",
+            self.shared.broker_id.0, self.grpc_addr, self.http_addr, self.store_url
+        )
+    }
+
+    /// Graceful shutdown (see the module docs), bounded by
+    /// `shutdown_timeout`. Acknowledged data is safe even when it times out:
+    /// the next owner recovers unsealed tails from the WAL.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let timeout = self.shared.config.shutdown_timeout;
+        let http_stop = self.http_stop.clone();
+        let drained = tokio::time::timeout(timeout, self.drain()).await;
+        http_stop.cancel();
+        match drained {
+            Ok(r) => r,
+            Err(_) => anyhow::bail!(
+                "graceful shutdown did not finish within shutdown_timeout ({}); unsealed tails are recovered from the WAL by the next owner",
+                humantime::format_duration(timeout)
+            ),
+        }
+    }
+
+    async fn drain(self) -> anyhow::Result<()> {
+        let shared = self.shared;
+        shared.set_ready(false);
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        self.health
+            .set_not_serving::<StrataServer<StrataService>>()
+            .await;
+        // Refuse produces, end fetch streams, stop accepting, finish
+        // in-flight requests.
+        shared.shutdown.cancel();
+        match self.grpc_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+        }
+        self.maintenance_stop.cancel();
+        let _ = self.maintenance_task.await;
+        shared.partitions.release_all().await;
+        shared.engine.shutdown().await;
+        self.http_stop.cancel();
+        match self.http_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        }
+        tracing::info!("broker stopped");
+        Ok(())
+    }
 }

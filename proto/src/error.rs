@@ -60,7 +60,10 @@ impl ErrorReason {
     /// The reason a status without Strata details most likely means.
     fn from_code(code: Code) -> ErrorReason {
         match code {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+            // A Strata broker always names its reason; a bare `Unknown` is
+            // what tonic reports when the connection broke mid-request
+            // ("transport error"): the broker died or restarted.
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                 ErrorReason::BrokerUnavailable
             }
             Code::ResourceExhausted => ErrorReason::RecordTooLarge,
@@ -226,10 +229,14 @@ mod tests {
         md.insert(REASON_METADATA_KEY, "NOT_OWNER".parse().expect("ascii"));
         let s = tonic::Status::with_metadata(Code::FailedPrecondition, "x", md);
         assert_eq!(ErrorInfo::from_status(&s).reason, ErrorReason::NotOwner);
-        let s = tonic::Status::unavailable("connection refused");
-        let info = ErrorInfo::from_status(&s);
-        assert_eq!(info.reason, ErrorReason::BrokerUnavailable);
-        assert!(info.is_retryable());
+        for s in [
+            tonic::Status::unavailable("connection refused"),
+            tonic::Status::unknown("transport error"),
+        ] {
+            let info = ErrorInfo::from_status(&s);
+            assert_eq!(info.reason, ErrorReason::BrokerUnavailable, "{s}");
+            assert!(info.is_retryable());
+        }
     }
 
     #[test]

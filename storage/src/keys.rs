@@ -5,6 +5,7 @@
 //! ```text
 //! cluster/controller/{term:020}.json
 //! cluster/assignment/{version:020}.json
+//! cluster/producer-ids/{version:020}.json
 //! cluster/brokers/{broker_id}/heartbeat.json
 //! topics/{topic}/config/{version:020}.json
 //! topics/{topic}/{partition}/manifest/{version:020}.json
@@ -232,6 +233,12 @@ pub fn controller_chain() -> ChainPrefix {
 /// The chain of partition assignments.
 pub fn assignment_chain() -> ChainPrefix {
     ChainPrefix(Path::from("cluster").join("assignment"))
+}
+
+/// The chain of producer-id block allocations (each version reserves the
+/// next block of ids, so ids are unique across brokers and restarts).
+pub fn producer_id_chain() -> ChainPrefix {
+    ChainPrefix(Path::from("cluster").join("producer-ids"))
 }
 
 /// Where a broker publishes its heartbeat (the only overwritten object).

@@ -1,0 +1,592 @@
+//! Broker settings: one serde struct, [`BrokerConfig`], with defaults for
+//! the embedded single-process setup, loaded in one precedence order:
+//!
+//! ```text
+//! defaults < TOML file (--config / STRATA_CONFIG) < STRATA_* environment < flags
+//! ```
+//!
+//! Environment variables map onto keys generically: `STRATA_<KEY>` for a
+//! top-level key (`STRATA_BROKER_ID`, `STRATA_DATA_DIR`, `STRATA_STORE`,
+//! `STRATA_GRPC_ADDR`, `STRATA_HTTP_ADDR`, ...) and `STRATA_<SECTION>__<KEY>`
+//! for a key of a section (`STRATA_LOG__SEGMENT_BYTES=1048576`,
+//! `STRATA_WAL__MIN_INTERVAL=2ms`). A value is parsed as a TOML scalar
+//! (number, boolean) when the key is not a string key, else taken as a
+//! string. Variables whose first part is not a key of this struct
+//! (`STRATA_CONFIG`, `STRATA_LOG` the log filter, the CLI's variables) are
+//! ignored here.
+//!
+//! Every error names the key and where the value came from. The storage
+//! sections (`wal`, `log`, `hot_tier`) are the storage engine's own structs
+//! and are validated by the engine's `validate()`s.
+//!
+//! Derived defaults are resolved after all layers, so `STRATA_DATA_DIR`
+//! moves them too: `store` defaults to `file://{data_dir}/bucket` and
+//! `hot_tier.disk_dir` to `{data_dir}/cache` (set it to `""` to cache in
+//! memory only).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use strata_storage::engine::EngineConfig;
+use strata_storage::hot_tier::HotTierConfig;
+use strata_storage::log::LogConfig;
+use strata_storage::wal::WalConfig;
+
+/// Prefix of every configuration environment variable.
+pub const ENV_PREFIX: &str = "STRATA_";
+
+/// Extra bytes a produce request may carry beyond `log.max_batch_bytes`
+/// (protobuf framing, topic name): the gRPC decoding limit is the sum.
+pub const REQUEST_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// How the broker writes its logs (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Limits and defaults of fetch requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Bytes per response when the request says 0. Larger responses mean
+    /// fewer round trips for consumers catching up, more memory per stream.
+    pub max_bytes: u32,
+    /// Upper bound on a request's `max_bytes`. Keep it below the clients'
+    /// gRPC decoding limit (tonic's default is 4 MiB).
+    pub max_bytes_limit: u32,
+    /// Long-poll wait when the request says 0. Longer waits mean fewer
+    /// empty responses, slower detection of a dead stream.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Upper bound on a request's `max_wait_ms`.
+    #[serde(with = "humantime_serde")]
+    pub max_wait_limit: Duration,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 20,
+            max_bytes_limit: (4 << 20) - (64 << 10),
+            max_wait: Duration::from_millis(500),
+            max_wait_limit: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Every setting of a broker. See the module docs for how it is loaded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's stable id; unique within a cluster.
+    pub broker_id: u32,
+    /// Local directory for the default `file://` bucket and the hot tier's
+    /// disk cache. Only a cache when `store` points elsewhere.
+    pub data_dir: PathBuf,
+    /// The bucket, as a URL: `file:///abs/path`, `file://relative/path`,
+    /// `memory://`, `s3://bucket/prefix`. Default: `file://{data_dir}/bucket`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// gRPC listen address. Port 0 picks a free port.
+    pub grpc_addr: SocketAddr,
+    /// HTTP (metrics, health) listen address. Port 0 picks a free port.
+    pub http_addr: SocketAddr,
+    /// The gRPC address clients are told to use (metadata). Default:
+    /// `http://{bound grpc address}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_addr: Option<String>,
+    /// How long a graceful shutdown may take before the broker gives up
+    /// waiting (acknowledged data is safe either way; a longer timeout lets
+    /// more tails be sealed cleanly).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Log output format: `text` or `json`.
+    pub log_format: LogFormat,
+    /// Fetch defaults and limits.
+    pub fetch: FetchConfig,
+    /// How often partitions are maintained (time-based sealing). Shorter
+    /// intervals seal closer to `log.segment_ms`, at a little CPU.
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+    /// Write-ahead log (see `strata_storage::wal::WalConfig`).
+    pub wal: WalConfig,
+    /// Default per-partition log settings; topics override some of them.
+    pub log: LogConfig,
+    /// Block cache of sealed segments (memory + local disk).
+    pub hot_tier: HotTierConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            broker_id: 0,
+            data_dir: PathBuf::from("./strata-data"),
+            store: None,
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            advertised_addr: None,
+            shutdown_timeout: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+            fetch: FetchConfig::default(),
+            maintenance_interval: Duration::from_secs(1),
+            wal: WalConfig::default(),
+            log: LogConfig::default(),
+            hot_tier: HotTierConfig::default(),
+        }
+    }
+}
+
+/// Values given as command-line flags (the last layer).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--store`.
+    pub store: Option<String>,
+    /// `--grpc-addr`.
+    pub grpc_addr: Option<SocketAddr>,
+    /// `--http-addr`.
+    pub http_addr: Option<SocketAddr>,
+    /// `--broker-id`.
+    pub broker_id: Option<u32>,
+}
+
+/// Top-level keys that hold strings: environment values for them are never
+/// parsed as TOML numbers or booleans.
+const STRING_KEYS: &[&str] = &[
+    "data_dir",
+    "store",
+    "grpc_addr",
+    "http_addr",
+    "advertised_addr",
+    "shutdown_timeout",
+    "log_format",
+    "maintenance_interval",
+];
+
+/// Top-level keys (fields and sections) of [`BrokerConfig`].
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "broker_id",
+    "data_dir",
+    "store",
+    "grpc_addr",
+    "http_addr",
+    "advertised_addr",
+    "shutdown_timeout",
+    "log_format",
+    "fetch",
+    "maintenance_interval",
+    "wal",
+    "log",
+    "hot_tier",
+];
+
+impl BrokerConfig {
+    /// Loads the configuration: defaults, then the TOML file at `file` (if
+    /// any), then `STRATA_*` variables from `env`, then `flags`; resolves
+    /// derived defaults and validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> anyhow::Result<Self> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "cannot read the config file {}; fix the path given by --config or STRATA_CONFIG",
+                        path.display()
+                    )
+                })?;
+                Self::from_toml(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => Self::default(),
+        };
+        config = config.merge_env(env)?;
+        config.apply(flags);
+        config.resolve();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document over the defaults; the error names the key.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text)?;
+        // `HotTierConfig` (a storage struct) accepts unknown keys; refuse
+        // typos here so they do not pass silently.
+        let table: toml::Table = toml::from_str(text)?;
+        if let Some(section) = table.get("hot_tier").and_then(toml::Value::as_table) {
+            for key in section.keys() {
+                check_hot_tier_key(key)?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// Applies every `STRATA_*` variable of `env` whose first part names a
+    /// key of this struct. The error names the variable.
+    pub fn merge_env(
+        self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        vars.sort();
+        let mut tree = toml::Value::try_from(&self).context("cannot encode the configuration")?;
+        let mut config = self;
+        for (var, raw) in vars {
+            let Some(path) = env_key_path(&var) else {
+                continue;
+            };
+            if !TOP_LEVEL_KEYS.contains(&path[0].as_str())
+                || lookup(&tree, &path).is_some_and(toml::Value::is_table)
+            {
+                // Not a setting (`STRATA_CONFIG`, `STRATA_LOG` the log
+                // filter, a section as a whole, the CLI's variables).
+                continue;
+            }
+            let dotted = path.join(".");
+            if path.len() == 2 && path[0] == "hot_tier" {
+                check_hot_tier_key(&path[1])
+                    .with_context(|| format!("environment variable {var}"))?;
+            }
+            let default_is_string = lookup(&tree, &path).is_some_and(toml::Value::is_str)
+                || (path.len() == 1 && STRING_KEYS.contains(&path[0].as_str()));
+            let value = if default_is_string {
+                toml::Value::String(raw.clone())
+            } else {
+                parse_scalar(&raw)
+            };
+            let mut candidate = tree.clone();
+            insert(&mut candidate, &path, value).with_context(|| {
+                format!("environment variable {var}: {dotted} is not a section key")
+            })?;
+            config = candidate.clone().try_into().map_err(|e: toml::de::Error| {
+                anyhow::anyhow!(
+                    "environment variable {var}={raw:?} sets {dotted}: {}",
+                    e.message().trim()
+                )
+            })?;
+            tree = candidate;
+        }
+        Ok(config)
+    }
+
+    /// Applies command-line flags.
+    pub fn apply(&mut self, flags: &Overrides) {
+        if let Some(v) = &flags.data_dir {
+            self.data_dir = v.clone();
+        }
+        if let Some(v) = &flags.store {
+            self.store = Some(v.clone());
+        }
+        if let Some(v) = flags.grpc_addr {
+            self.grpc_addr = v;
+        }
+        if let Some(v) = flags.http_addr {
+            self.http_addr = v;
+        }
+        if let Some(v) = flags.broker_id {
+            self.broker_id = v;
+        }
+    }
+
+    /// Fills in the defaults derived from `data_dir`.
+    pub fn resolve(&mut self) {
+        if self.store.as_deref().is_none_or(str::is_empty) {
+            self.store = Some(format!("file://{}", self.data_dir.join("bucket").display()));
+        }
+        match &self.hot_tier.disk_dir {
+            None => self.hot_tier.disk_dir = Some(self.data_dir.join("cache")),
+            Some(p) if p.as_os_str().is_empty() => self.hot_tier.disk_dir = None,
+            Some(_) => {}
+        }
+    }
+
+    /// The store URL (after [`BrokerConfig::resolve`]).
+    pub fn store_url(&self) -> String {
+        self.store
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("bucket").display()))
+    }
+
+    /// The storage engine's settings.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            wal: self.wal.clone(),
+            log: self.log.clone(),
+            hot_tier: self.hot_tier.clone(),
+            ..EngineConfig::default()
+        }
+    }
+
+    /// The gRPC decoding limit: the largest batch plus framing.
+    pub fn max_request_bytes(&self) -> usize {
+        self.log
+            .max_batch_bytes
+            .saturating_add(REQUEST_OVERHEAD_BYTES)
+    }
+
+    /// Checks every section; the error names the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.wal.validate()?;
+        self.log.validate()?;
+        self.hot_tier.validate()?;
+        let f = &self.fetch;
+        if f.max_bytes == 0 || f.max_bytes > f.max_bytes_limit {
+            bail!(
+                "invalid setting fetch.max_bytes: must be between 1 and fetch.max_bytes_limit ({}), got {}",
+                f.max_bytes_limit,
+                f.max_bytes
+            );
+        }
+        if f.max_wait.is_zero() || f.max_wait > f.max_wait_limit {
+            bail!(
+                "invalid setting fetch.max_wait: must be above 0 and at most fetch.max_wait_limit ({}), got {}",
+                humantime::format_duration(f.max_wait_limit),
+                humantime::format_duration(f.max_wait)
+            );
+        }
+        if self.shutdown_timeout.is_zero() {
+            bail!("invalid setting shutdown_timeout: must be above 0");
+        }
+        if self.maintenance_interval < Duration::from_millis(10) {
+            bail!(
+                "invalid setting maintenance_interval: must be at least 10ms, got {}",
+                humantime::format_duration(self.maintenance_interval)
+            );
+        }
+        if let Some(a) = &self.advertised_addr
+            && !(a.starts_with("http://") || a.starts_with("https://"))
+        {
+            bail!(
+                "invalid setting advertised_addr: must be a URL like http://host:port, got {a:?}"
+            );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("invalid setting data_dir: must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// Keys of the `hot_tier` section.
+const HOT_TIER_KEYS: &[&str] = &[
+    "memory_bytes",
+    "disk_dir",
+    "disk_bytes",
+    "block_bytes",
+    "read_ahead_blocks",
+];
+
+fn check_hot_tier_key(key: &str) -> anyhow::Result<()> {
+    if HOT_TIER_KEYS.contains(&key) {
+        Ok(())
+    } else {
+        bail!(
+            "unknown key hot_tier.{key}; the hot_tier section takes {}",
+            HOT_TIER_KEYS.join(", ")
+        )
+    }
+}
+
+/// `STRATA_LOG__SEGMENT_BYTES` -> `["log", "segment_bytes"]`.
+fn env_key_path(var: &str) -> Option<Vec<String>> {
+    let rest = var.strip_prefix(ENV_PREFIX)?;
+    if rest.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    if parts.iter().any(String::is_empty) {
+        return None;
+    }
+    Some(parts)
+}
+
+fn parse_scalar(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc)
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+    {
+        Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_))) => v,
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn lookup<'a>(tree: &'a toml::Value, path: &[String]) -> Option<&'a toml::Value> {
+    path.iter().try_fold(tree, |v, k| v.get(k.as_str()))
+}
+
+fn insert(tree: &mut toml::Value, path: &[String], value: toml::Value) -> Option<()> {
+    let (last, parents) = path.split_last()?;
+    let mut node = tree;
+    for k in parents {
+        let table = node.as_table_mut()?;
+        node = table
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    node.as_table_mut()?.insert(last.clone(), value);
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let c = BrokerConfig::load(None, env(&[]), &Overrides::default()).expect("defaults load");
+        assert_eq!(c.broker_id, 0);
+        assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.store_url(), "file://./strata-data/bucket");
+        assert_eq!(
+            c.hot_tier.disk_dir.as_deref(),
+            Some(Path::new("./strata-data/cache"))
+        );
+        assert_eq!(c.fetch.max_bytes, 1 << 20);
+        assert_eq!(c.fetch.max_wait, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("strata.toml");
+        std::fs::write(
+            &file,
+            "broker_id = 1\ndata_dir = \"/from-file\"\nhttp_addr = \"127.0.0.1:1111\"\n\
+             [log]\nsegment_bytes = 2097152\n[wal]\nmin_interval = \"7ms\"\n",
+        )
+        .expect("write config");
+        let vars = env(&[
+            ("STRATA_BROKER_ID", "2"),
+            ("STRATA_DATA_DIR", "/from-env"),
+            ("STRATA_LOG__SEGMENT_BYTES", "1048576"),
+            ("STRATA_WAL__MIN_INTERVAL", "2ms"),
+            ("STRATA_CONFIG", "ignored"),
+            ("STRATA_LOG", "debug"),
+            ("STRATA_BROKERS", "http://client-setting"),
+            ("OTHER", "x"),
+        ]);
+        let flags = Overrides {
+            broker_id: Some(3),
+            ..Overrides::default()
+        };
+        let c = BrokerConfig::load(Some(&file), vars, &flags).expect("load");
+        assert_eq!(c.broker_id, 3, "flag beats env and file");
+        assert_eq!(c.data_dir, PathBuf::from("/from-env"), "env beats file");
+        assert_eq!(
+            c.http_addr.to_string(),
+            "127.0.0.1:1111",
+            "file beats default"
+        );
+        assert_eq!(c.log.segment_bytes, 1 << 20);
+        assert_eq!(c.wal.min_interval, Duration::from_millis(2));
+        assert_eq!(
+            c.store_url(),
+            "file:///from-env/bucket",
+            "derived after env"
+        );
+        assert_eq!(
+            c.hot_tier.disk_dir.as_deref(),
+            Some(Path::new("/from-env/cache"))
+        );
+    }
+
+    #[test]
+    fn errors_name_key_and_source() {
+        let err = BrokerConfig::load(
+            None,
+            env(&[("STRATA_LOG__SEGMENT_BYTES", "lots")]),
+            &Overrides::default(),
+        )
+        .expect_err("bad env value");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("STRATA_LOG__SEGMENT_BYTES") && msg.contains("log.segment_bytes"),
+            "{msg}"
+        );
+
+        let err = BrokerConfig::load(
+            None,
+            env(&[("STRATA_WAL__NO_SUCH_KEY", "1")]),
+            &Overrides::default(),
+        )
+        .expect_err("unknown nested key");
+        assert!(format!("{err:#}").contains("STRATA_WAL__NO_SUCH_KEY"));
+
+        let err = BrokerConfig::from_toml("brokr_id = 1").expect_err("unknown key");
+        assert!(format!("{err:#}").contains("brokr_id"), "{err:#}");
+
+        let err = BrokerConfig::load(
+            None,
+            env(&[("STRATA_LOG__SEGMENT_BYTES", "10")]),
+            &Overrides::default(),
+        )
+        .expect_err("too small");
+        assert!(format!("{err:#}").contains("log.segment_bytes"), "{err:#}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[fetch]\nmax_wait = \"soon\"\n").expect("write");
+        let err =
+            BrokerConfig::load(Some(&file), env(&[]), &Overrides::default()).expect_err("bad file");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("bad.toml") && msg.contains("max_wait"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn string_keys_stay_strings() {
+        let c = BrokerConfig::load(
+            None,
+            env(&[("STRATA_DATA_DIR", "1234"), ("STRATA_STORE", "memory://")]),
+            &Overrides::default(),
+        )
+        .expect("load");
+        assert_eq!(c.data_dir, PathBuf::from("1234"));
+        assert_eq!(c.store_url(), "memory://");
+    }
+
+    #[test]
+    fn top_level_keys_match_the_struct() {
+        let c = BrokerConfig {
+            store: Some("x".into()),
+            advertised_addr: Some("x".into()),
+            ..BrokerConfig::default()
+        };
+        let tree = toml::Value::try_from(&c).expect("encode");
+        let mut keys: Vec<&str> = tree
+            .as_table()
+            .expect("table")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut expected = TOP_LEVEL_KEYS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
+    }
+}

@@ -1,0 +1,59 @@
+//! Background housekeeping, one task per broker: every
+//! `maintenance_interval` it runs `maintain` on each open partition
+//! (time-based sealing and retention), and garbage-collects this
+//! incarnation's WAL objects that no partition needs any more.
+//!
+//! Errors are logged and never fatal; a partition whose log reports
+//! `Fenced` is dropped from the registry (it is reopened, or in a cluster
+//! redirected, by the next request).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::BrokerError;
+use crate::service::{Shared, now_ms};
+
+/// Partitions maintained concurrently.
+const CONCURRENCY: usize = 16;
+
+/// Runs until `stop` is cancelled.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.config.maintenance_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = once(&shared) => {}
+        }
+    }
+}
+
+/// One round of maintenance.
+pub async fn once(shared: &Shared) {
+    let now = now_ms();
+    let mut rounds = futures::stream::iter(shared.partitions.open_logs())
+        .map(|log| async move {
+            let r = log.maintain(now).await;
+            (log, r)
+        })
+        .buffer_unordered(CONCURRENCY);
+    while let Some((log, r)) = rounds.next().await {
+        if let Err(e) = r {
+            let tp = log.topic_partition().clone();
+            let err = BrokerError::storage(&tp, e);
+            tracing::warn!(%tp, error = %err, "partition maintenance failed");
+            shared.partitions.note_error(&tp, &err);
+        }
+    }
+    match shared.engine.wal().gc().await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(objects = n, "deleted WAL objects no partition needs"),
+        Err(e) => tracing::warn!(error = %e, "WAL garbage collection failed"),
+    }
+}

@@ -1,0 +1,268 @@
+//! The broker's metrics and their Prometheus text exposition (hand-written:
+//! a few counters do not need a metrics library).
+//!
+//! | metric | type | labels | source |
+//! |---|---|---|---|
+//! | `strata_broker_info` | gauge (1) | `broker_id`, `version` | config |
+//! | `strata_store_requests_total` | counter | `op` = put, multipart, get, head, list, delete, copy, rename | engine store stats |
+//! | `strata_store_errors_total` | counter | `op` (as above) | engine store stats |
+//! | `strata_store_bytes_total` | counter | `op` = put (written), get (read) | engine store stats |
+//! | `strata_produce_requests_total` | counter | | produce service |
+//! | `strata_produce_records_total` | counter | | records appended (not duplicates) |
+//! | `strata_produce_bytes_total` | counter | | batch bytes appended |
+//! | `strata_produce_errors_total` | counter | `reason` (an `ErrorReason` name) | produce service |
+//! | `strata_fetch_requests_total` | counter | | fetch streams opened |
+//! | `strata_fetch_bytes_total` | counter | | batch bytes sent to consumers |
+//! | `strata_partitions_owned` | gauge | | partition registry |
+//! | `strata_hot_tier_hits_total` | counter | | hot tier block hits |
+//! | `strata_hot_tier_misses_total` | counter | | hot tier block misses |
+//! | `process_cpu_seconds_total` | counter | | `/proc/self/stat` (0 if unavailable) |
+//!
+//! `strata bench` scrapes these names: renaming one breaks it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use strata_storage::hot_tier::HotTierStats;
+use strata_storage::store::StatsSnapshot;
+
+/// Counters updated by the services.
+#[derive(Debug, Default)]
+pub struct BrokerMetrics {
+    /// Produce requests received.
+    pub produce_requests: AtomicU64,
+    /// Records appended.
+    pub produce_records: AtomicU64,
+    /// Batch bytes appended.
+    pub produce_bytes: AtomicU64,
+    produce_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Fetch streams opened.
+    pub fetch_requests: AtomicU64,
+    /// Batch bytes sent by fetches.
+    pub fetch_bytes: AtomicU64,
+}
+
+/// Everything else a scrape shows, read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Broker id.
+    pub broker_id: u32,
+    /// Open partitions.
+    pub partitions_owned: usize,
+    /// Store counters.
+    pub store: StatsSnapshot,
+    /// Hot tier counters.
+    pub hot_tier: HotTierStats,
+}
+
+impl BrokerMetrics {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a failed produce by its reason name.
+    pub fn produce_error(&self, reason: &'static str) {
+        *self.produce_errors.lock().entry(reason).or_insert(0) += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let s = &g.store;
+        header(&mut out, "strata_broker_info", "gauge", "Broker identity.");
+        let _ = writeln!(
+            out,
+            "strata_broker_info{{broker_id=\"{}\",version=\"{}\"}} 1",
+            g.broker_id,
+            env!("CARGO_PKG_VERSION")
+        );
+        let ops = [
+            ("put", s.put_requests, s.put_errors),
+            ("multipart", s.multipart_requests, s.multipart_errors),
+            ("get", s.get_requests, s.get_errors),
+            ("head", s.head_requests, s.head_errors),
+            ("list", s.list_requests, s.list_errors),
+            ("delete", s.delete_requests, s.delete_errors),
+            ("copy", s.copy_requests, s.copy_errors),
+            ("rename", s.rename_requests, s.rename_errors),
+        ];
+        header(
+            &mut out,
+            "strata_store_requests_total",
+            "counter",
+            "Object store requests, by operation (what the bucket bills).",
+        );
+        for (op, n, _) in ops {
+            let _ = writeln!(out, "strata_store_requests_total{{op=\"{op}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "strata_store_errors_total",
+            "counter",
+            "Failed object store requests, by operation.",
+        );
+        for (op, _, n) in ops {
+            let _ = writeln!(out, "strata_store_errors_total{{op=\"{op}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "strata_store_bytes_total",
+            "counter",
+            "Object store payload bytes: put = written, get = read.",
+        );
+        let _ = writeln!(
+            out,
+            "strata_store_bytes_total{{op=\"put\"}} {}",
+            s.bytes_written
+        );
+        let _ = writeln!(
+            out,
+            "strata_store_bytes_total{{op=\"get\"}} {}",
+            s.bytes_read
+        );
+
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            &mut out,
+            "strata_produce_requests_total",
+            "Produce requests received.",
+            load(&self.produce_requests),
+        );
+        counter(
+            &mut out,
+            "strata_produce_records_total",
+            "Records appended.",
+            load(&self.produce_records),
+        );
+        counter(
+            &mut out,
+            "strata_produce_bytes_total",
+            "Batch bytes appended.",
+            load(&self.produce_bytes),
+        );
+        header(
+            &mut out,
+            "strata_produce_errors_total",
+            "counter",
+            "Failed produce requests, by error reason.",
+        );
+        for (reason, n) in self.produce_errors.lock().iter() {
+            let _ = writeln!(
+                out,
+                "strata_produce_errors_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        counter(
+            &mut out,
+            "strata_fetch_requests_total",
+            "Fetch streams opened.",
+            load(&self.fetch_requests),
+        );
+        counter(
+            &mut out,
+            "strata_fetch_bytes_total",
+            "Batch bytes sent to consumers.",
+            load(&self.fetch_bytes),
+        );
+        header(
+            &mut out,
+            "strata_partitions_owned",
+            "gauge",
+            "Partitions this broker serves.",
+        );
+        let _ = writeln!(out, "strata_partitions_owned {}", g.partitions_owned);
+        counter(
+            &mut out,
+            "strata_hot_tier_hits_total",
+            "Hot tier block hits.",
+            g.hot_tier.hits,
+        );
+        counter(
+            &mut out,
+            "strata_hot_tier_misses_total",
+            "Hot tier block misses (each a ranged GET).",
+            g.hot_tier.misses,
+        );
+        header(
+            &mut out,
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time of the broker process.",
+        );
+        let _ = writeln!(out, "process_cpu_seconds_total {}", process_cpu_seconds());
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// User + system CPU seconds of this process, from `/proc/self/stat`
+/// (assuming the usual 100 clock ticks per second); 0 where unavailable.
+pub fn process_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_cpu_ticks(&s))
+        .map_or(0.0, |ticks| ticks as f64 / 100.0)
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces; fields after its closing
+    // parenthesis start at field 3 (state). utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_required_names() {
+        let m = BrokerMetrics::default();
+        BrokerMetrics::add(&m.produce_requests, 2);
+        m.produce_error("INVALID_BATCH");
+        let text = m.render(&Gauges {
+            broker_id: 7,
+            ..Gauges::default()
+        });
+        for needle in [
+            "strata_broker_info{broker_id=\"7\",version=\"",
+            "strata_store_requests_total{op=\"put\"} 0",
+            "strata_store_requests_total{op=\"list\"} 0",
+            "strata_store_bytes_total{op=\"get\"} 0",
+            "strata_store_errors_total{op=\"delete\"} 0",
+            "strata_produce_requests_total 2",
+            "strata_produce_records_total 0",
+            "strata_produce_bytes_total 0",
+            "strata_produce_errors_total{reason=\"INVALID_BATCH\"} 1",
+            "strata_fetch_bytes_total 0",
+            "strata_partitions_owned 0",
+            "strata_hot_tier_hits_total 0",
+            "strata_hot_tier_misses_total 0",
+            "process_cpu_seconds_total ",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn parses_proc_stat() {
+        let stat = "1 (my (odd) cmd) S 0 1 1 0 -1 4194560 1 0 0 0 250 50 0 0 20 0 1 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
+}

@@ -1,0 +1,181 @@
+//! The topic administration service `strata.v1.Admin`: create, delete,
+//! list and describe topics, over the [`crate::topics`] registry.
+//!
+//! Create opens the new topic's partitions in the background (requests
+//! open them lazily too). Delete releases the open partitions, writes the
+//! `deleted` version and purges the partition data in the background.
+
+use std::sync::Arc;
+
+use strata_proto::v1::admin_server::Admin;
+use strata_proto::v1::{
+    CreateTopicRequest, DeleteTopicRequest, DeleteTopicResponse, DescribeTopicRequest,
+    ListTopicsRequest, ListTopicsResponse, PartitionDescription, TopicConfig, TopicDescription,
+    TopicSummary,
+};
+use strata_storage::keys::TopicPartition;
+use strata_storage::log::LogConfig;
+use tonic::{Request, Response, Status};
+
+use super::{Shared, now_ms};
+use crate::error::Result;
+use crate::topics::{self, Topic, TopicOverrides};
+
+/// The `strata.v1.Admin` service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    shared: Arc<Shared>,
+}
+
+impl AdminService {
+    /// A service over the broker's shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The description of `topic`; with `open`, opens partitions not yet
+    /// open to report their real status.
+    async fn describe(&self, topic: &Topic, open: bool) -> Result<TopicDescription> {
+        let shared = &self.shared;
+        let mut details = Vec::with_capacity(topic.record.partitions as usize);
+        for p in 0..topic.record.partitions {
+            let tp = TopicPartition {
+                topic: topic.name.clone(),
+                partition: p,
+            };
+            let log = match shared.partitions.get_open(&tp) {
+                Some(log) => Some(log),
+                None if open => Some(
+                    shared
+                        .partitions
+                        .get_or_open(&tp, &topic.log_config)
+                        .await?,
+                ),
+                None => None,
+            };
+            let mut d = PartitionDescription {
+                partition: p,
+                owner_broker_id: Some(shared.broker_id.0),
+                ..PartitionDescription::default()
+            };
+            if let Some(log) = log {
+                let s = log.status();
+                d.leader_epoch = s.leader_epoch;
+                d.log_start_offset = s.log_start_offset;
+                d.high_watermark = s.high_watermark;
+                d.segments = u32::try_from(s.segments).unwrap_or(u32::MAX);
+                d.sealed_bytes = s.sealed_bytes;
+                d.tail_bytes = s.tail_bytes;
+            }
+            details.push(d);
+        }
+        Ok(TopicDescription {
+            name: topic.name.to_string(),
+            partitions: topic.record.partitions,
+            config: Some(effective_config(&topic.log_config)),
+            partition_details: details,
+        })
+    }
+}
+
+/// The wire form of effective log settings.
+fn effective_config(c: &LogConfig) -> TopicConfig {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    TopicConfig {
+        retention_ms: Some(c.retention_ms.map_or(-1, ms)),
+        retention_bytes: Some(
+            c.retention_bytes
+                .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+        ),
+        segment_bytes: Some(i64::try_from(c.segment_bytes).unwrap_or(i64::MAX)),
+        segment_ms: Some(ms(c.segment_ms)),
+        max_batch_bytes: Some(i32::try_from(c.max_batch_bytes).unwrap_or(i32::MAX)),
+    }
+}
+
+fn overrides(c: Option<TopicConfig>) -> TopicOverrides {
+    let c = c.unwrap_or_default();
+    TopicOverrides {
+        retention_ms: c.retention_ms,
+        retention_bytes: c.retention_bytes,
+        segment_bytes: c.segment_bytes,
+        segment_ms: c.segment_ms,
+        max_batch_bytes: c.max_batch_bytes,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<TopicDescription>, Status> {
+        let req = request.into_inner();
+        let shared = &self.shared;
+        shared.check_running()?;
+        let name = topics::parse_name(&req.name)?;
+        let (topic, created) = shared
+            .topics
+            .create(
+                &name,
+                req.partitions,
+                overrides(req.config),
+                req.if_not_exists,
+                now_ms(),
+            )
+            .await?;
+        if created {
+            let bg = shared.clone();
+            let t = topic.clone();
+            tokio::spawn(async move { bg.open_topic(&t).await });
+        }
+        Ok(Response::new(self.describe(&topic, false).await?))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
+        let req = request.into_inner();
+        let shared = &self.shared;
+        shared.check_running()?;
+        let name = topics::parse_name(&req.name)?;
+        shared.topics.get(&name).await?;
+        shared.partitions.release_topic(&name).await;
+        shared.topics.mark_deleted(&name, now_ms()).await?;
+        // A request that raced the delete may have reopened a partition.
+        shared.partitions.release_topic(&name).await;
+        let bg = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bg.topics.purge_data(&name).await {
+                tracing::warn!(topic = %name, error = %e, "could not delete the data of a deleted topic; it is removed when the topic is re-created");
+            }
+        });
+        Ok(Response::new(DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<ListTopicsRequest>,
+    ) -> Result<Response<ListTopicsResponse>, Status> {
+        let topics = self.shared.topics.list().await?;
+        Ok(Response::new(ListTopicsResponse {
+            topics: topics
+                .into_iter()
+                .map(|t| TopicSummary {
+                    name: t.name.to_string(),
+                    partitions: t.record.partitions,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<DescribeTopicRequest>,
+    ) -> Result<Response<TopicDescription>, Status> {
+        let req = request.into_inner();
+        let topic = self.shared.topic(&req.name).await?;
+        Ok(Response::new(self.describe(&topic, true).await?))
+    }
+}

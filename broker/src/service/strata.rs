@@ -1,0 +1,362 @@
+//! The data-plane service `strata.v1.Strata`: produce, fetch (a long-poll
+//! server stream), metadata, list offsets and producer ids.
+//!
+//! Fetch streams are one task each, writing into a bounded channel of
+//! [`FETCH_QUEUE`] responses, so a slow consumer holds at most that many
+//! responses in memory; the task ends when the client goes away, after one
+//! response with `once`, on an error (sent as the stream's last item) or
+//! when the broker shuts down (`BROKER_UNAVAILABLE`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_proto::v1::strata_server::Strata;
+use strata_proto::v1::{
+    Acks as WireAcks, BrokerInfo, FetchRequest, FetchResponse, InitProducerRequest,
+    InitProducerResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse,
+    TopicMetadata, produce_request,
+};
+use strata_storage::batch::{BatchBuilder, BatchHeader};
+use strata_storage::keys::TopicPartition;
+use strata_storage::log::{Acks, PartitionLog};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{Shared, now_ms};
+use crate::error::{BrokerError, Result};
+use crate::metrics::BrokerMetrics;
+use crate::topics::Topic;
+
+/// Responses a fetch stream may queue ahead of a slow client.
+pub const FETCH_QUEUE: usize = 2;
+
+/// The `strata.v1.Strata` service.
+#[derive(Debug, Clone)]
+pub struct StrataService {
+    shared: Arc<Shared>,
+}
+
+impl StrataService {
+    /// A service over the broker's shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    async fn produce_inner(&self, req: ProduceRequest) -> Result<ProduceResponse> {
+        let shared = &self.shared;
+        shared.check_running()?;
+        let acks = match WireAcks::try_from(req.acks) {
+            Ok(WireAcks::All) => Acks::All,
+            Ok(WireAcks::Leader) => Acks::Leader,
+            Err(_) => {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "unknown acks value; use ACKS_ALL (0) or ACKS_LEADER (1): {}",
+                    req.acks
+                )));
+            }
+        };
+        let bytes = match req.payload {
+            None => {
+                return Err(BrokerError::InvalidRequest(
+                    "produce request has no payload; set `batch` or `records`".into(),
+                ));
+            }
+            Some(produce_request::Payload::Batch(b)) => b,
+            Some(produce_request::Payload::Records(list)) => {
+                if list.records.is_empty() {
+                    return Err(BrokerError::InvalidRequest(
+                        "produce request has an empty record list; send at least one record".into(),
+                    ));
+                }
+                encode_records(&list.records)
+            }
+        };
+        let (topic, tp, log) = shared.partition_of_topic(&req.topic, req.partition).await?;
+        let limit = topic.log_config.max_batch_bytes;
+        if bytes.len() > limit {
+            return Err(BrokerError::TooLarge(format!(
+                "{tp}: batch exceeds the limit of {limit} bytes; split it into smaller batches: {} bytes",
+                bytes.len()
+            )));
+        }
+        let size = bytes.len() as u64;
+        let result = log.append(bytes, acks).await.map_err(|e| {
+            let err = BrokerError::storage(&tp, e);
+            shared.partitions.note_error(&tp, &err);
+            err
+        })?;
+        if !result.duplicate {
+            let m = &shared.metrics;
+            let records = (result.last_offset - result.base_offset + 1).max(0) as u64;
+            BrokerMetrics::add(&m.produce_records, records);
+            BrokerMetrics::add(&m.produce_bytes, size);
+        }
+        Ok(ProduceResponse {
+            base_offset: result.base_offset,
+            last_offset: result.last_offset,
+            duplicate: result.duplicate,
+        })
+    }
+
+    async fn metadata_inner(&self, req: MetadataRequest) -> Result<MetadataResponse> {
+        let shared = &self.shared;
+        let topics: Vec<Topic> = if req.topics.is_empty() {
+            shared.topics.list().await?
+        } else {
+            let mut v = Vec::with_capacity(req.topics.len());
+            for name in &req.topics {
+                v.push(shared.topic(name).await?);
+            }
+            v
+        };
+        let me = shared.broker_id.0;
+        let topics = topics
+            .into_iter()
+            .map(|t| TopicMetadata {
+                name: t.name.to_string(),
+                partitions: (0..t.record.partitions)
+                    .map(|p| {
+                        let tp = TopicPartition {
+                            topic: t.name.clone(),
+                            partition: p,
+                        };
+                        let epoch = shared
+                            .partitions
+                            .get_open(&tp)
+                            .map_or(0, |log| log.status().leader_epoch);
+                        PartitionMetadata {
+                            partition: p,
+                            owner_broker_id: Some(me),
+                            leader_epoch: epoch,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(MetadataResponse {
+            brokers: vec![BrokerInfo {
+                broker_id: me,
+                address: shared.advertised_addr.clone(),
+            }],
+            topics,
+            broker_id: me,
+        })
+    }
+
+    async fn list_offsets_inner(&self, req: ListOffsetsRequest) -> Result<ListOffsetsResponse> {
+        let spec = OffsetSpec::try_from(req.spec).map_err(|_| {
+            BrokerError::InvalidRequest(format!(
+                "unknown offset spec; use EARLIEST (0), LATEST (1) or TIMESTAMP (2): {}",
+                req.spec
+            ))
+        })?;
+        let (tp, log) = self.shared.partition(&req.topic, req.partition).await?;
+        let status = log.status();
+        let offset = match spec {
+            OffsetSpec::Earliest => status.log_start_offset,
+            OffsetSpec::Latest => status.high_watermark,
+            OffsetSpec::Timestamp => log
+                .offset_for_timestamp(req.timestamp_ms)
+                .await
+                .map_err(|e| BrokerError::storage(&tp, e))?
+                .unwrap_or(status.high_watermark),
+        };
+        Ok(ListOffsetsResponse {
+            offset,
+            log_start_offset: status.log_start_offset,
+            high_watermark: status.high_watermark,
+        })
+    }
+}
+
+/// Encodes plain records into one uncompressed batch without a producer id;
+/// absent timestamps become the broker's clock.
+fn encode_records(records: &[strata_proto::v1::Record]) -> Bytes {
+    let now = now_ms();
+    let mut b = BatchBuilder::new();
+    for r in records {
+        let headers: Vec<(&str, Option<&[u8]>)> = r
+            .headers
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_deref()))
+            .collect();
+        b.push(
+            r.timestamp_ms.unwrap_or(now),
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &headers,
+        );
+    }
+    b.build()
+}
+
+/// Settings of one fetch stream, after defaults and limits.
+#[derive(Debug, Clone, Copy)]
+struct FetchParams {
+    offset: i64,
+    max_bytes: usize,
+    min_bytes: usize,
+    max_wait: Duration,
+    once: bool,
+}
+
+/// Runs one fetch stream until the client leaves, `once`, an error or
+/// shutdown.
+async fn fetch_loop(
+    shared: Arc<Shared>,
+    tp: TopicPartition,
+    log: PartitionLog,
+    mut p: FetchParams,
+    tx: mpsc::Sender<Result<FetchResponse, Status>>,
+) {
+    loop {
+        let response = tokio::select! {
+            r = next_response(&log, &tp, &p) => r,
+            () = tx.closed() => return,
+            () = shared.shutdown.cancelled() => {
+                let _ = tx.send(Err(BrokerError::Unavailable("shutting down").into_status())).await;
+                return;
+            }
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                shared.partitions.note_error(&tp, &e);
+                let _ = tx.send(Err(e.into_status())).await;
+                return;
+            }
+        };
+        let bytes: usize = response.batches.iter().map(Bytes::len).sum();
+        p.offset = response.next_offset;
+        if tx.send(Ok(response)).await.is_err() {
+            return;
+        }
+        BrokerMetrics::add(&shared.metrics.fetch_bytes, bytes as u64);
+        if p.once {
+            return;
+        }
+    }
+}
+
+/// Reads from `p.offset`, waiting up to `p.max_wait` for `p.min_bytes`.
+async fn next_response(
+    log: &PartitionLog,
+    tp: &TopicPartition,
+    p: &FetchParams,
+) -> Result<FetchResponse> {
+    let deadline = Instant::now() + p.max_wait;
+    loop {
+        let read = log
+            .read(p.offset, p.max_bytes)
+            .await
+            .map_err(|e| BrokerError::storage(tp, e))?;
+        let bytes: usize = read.batches.iter().map(Bytes::len).sum();
+        let mut next_offset = p.offset;
+        if let Some(last) = read.batches.last() {
+            let header = BatchHeader::parse(last)
+                .map_err(|e| BrokerError::storage(tp, strata_storage::Error::InvalidBatch(e)))?;
+            next_offset = next_offset.max(header.next_offset());
+        }
+        let caught_up = next_offset >= read.high_watermark;
+        let now = Instant::now();
+        // Answer when there is enough, when a catching-up reader got what
+        // one read gives, or at the deadline (an empty answer doubles as a
+        // heartbeat).
+        if bytes >= p.min_bytes || (bytes > 0 && !caught_up) || now >= deadline {
+            return Ok(FetchResponse {
+                batches: read.batches,
+                high_watermark: read.high_watermark,
+                log_start_offset: read.log_start_offset,
+                next_offset,
+            });
+        }
+        // Wait for the durable end to move past what we have (or time out).
+        log.wait_for_data(read.high_watermark.max(p.offset), deadline - now)
+            .await;
+    }
+}
+
+#[tonic::async_trait]
+impl Strata for StrataService {
+    async fn produce(
+        &self,
+        request: Request<ProduceRequest>,
+    ) -> Result<Response<ProduceResponse>, Status> {
+        let m = &self.shared.metrics;
+        BrokerMetrics::add(&m.produce_requests, 1);
+        match self.produce_inner(request.into_inner()).await {
+            Ok(r) => Ok(Response::new(r)),
+            Err(e) => {
+                m.produce_error(e.reason().as_str_name());
+                tracing::debug!(error = %e, "produce failed");
+                Err(e.into_status())
+            }
+        }
+    }
+
+    type FetchStream = ReceiverStream<Result<FetchResponse, Status>>;
+
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let req = request.into_inner();
+        let shared = &self.shared;
+        shared.check_running()?;
+        BrokerMetrics::add(&shared.metrics.fetch_requests, 1);
+        let f = &shared.config.fetch;
+        let max_bytes = match req.max_bytes {
+            0 => f.max_bytes,
+            n => n.min(f.max_bytes_limit),
+        } as usize;
+        let max_wait = match req.max_wait_ms {
+            0 => f.max_wait,
+            n => Duration::from_millis(u64::from(n)).min(f.max_wait_limit),
+        };
+        let params = FetchParams {
+            offset: req.offset,
+            max_bytes,
+            min_bytes: (req.min_bytes as usize).clamp(1, max_bytes),
+            max_wait,
+            once: req.once,
+        };
+        let (tp, log) = shared.partition(&req.topic, req.partition).await?;
+        let (tx, rx) = mpsc::channel(FETCH_QUEUE);
+        tokio::spawn(fetch_loop(shared.clone(), tp, log, params, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn metadata(
+        &self,
+        request: Request<MetadataRequest>,
+    ) -> Result<Response<MetadataResponse>, Status> {
+        Ok(Response::new(
+            self.metadata_inner(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<ListOffsetsRequest>,
+    ) -> Result<Response<ListOffsetsResponse>, Status> {
+        Ok(Response::new(
+            self.list_offsets_inner(request.into_inner()).await?,
+        ))
+    }
+
+    async fn init_producer(
+        &self,
+        _request: Request<InitProducerRequest>,
+    ) -> Result<Response<InitProducerResponse>, Status> {
+        self.shared.check_running()?;
+        let (producer_id, producer_epoch) = self.shared.producer_ids.allocate().await?;
+        Ok(Response::new(InitProducerResponse {
+            producer_id,
+            producer_epoch: i32::from(producer_epoch),
+        }))
+    }
+}

@@ -1,0 +1,490 @@
+//! The topic registry. Topics live in the bucket, not on the broker: each
+//! topic is a create-only chain of [`TopicRecord`]s at
+//! `topics/{topic}/config/{version:020}.json` (`keys::topic_config_chain`).
+//!
+//! - Create writes version 1, or the version after a `deleted` head (after
+//!   removing whatever the deleted topic left behind, so a re-created topic
+//!   starts empty).
+//! - Delete writes a version with `deleted = true`; the caller releases the
+//!   open partitions first and purges the partition data
+//!   ([`TopicRegistry::purge_data`]) in the background.
+//! - List is one delimited LIST of `topics/` (the topic names are its
+//!   common prefixes) plus a head read per topic not yet cached.
+//!
+//! Records are cached in memory. A lookup that misses (or finds a deleted
+//! topic) re-reads the chain head before answering "unknown topic", since
+//! another broker may have created it. Invariant: a topic's partition count
+//! never changes within a version chain's live run (no repartitioning yet).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use strata_storage::Error as StorageError;
+use strata_storage::chain::Chain;
+use strata_storage::keys::{self, BrokerId, TopicName, Version};
+use strata_storage::log::LogConfig;
+
+use crate::error::{BrokerError, Result};
+
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// Per-topic overrides of the broker's log defaults. `None`: the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopicOverrides {
+    /// Delete segments older than this many ms; -1 keeps data forever.
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest segments while a partition holds more; -1: no limit.
+    pub retention_bytes: Option<i64>,
+    /// Seal the tail at this size.
+    pub segment_bytes: Option<i64>,
+    /// Seal the tail when its oldest record is this old (ms).
+    pub segment_ms: Option<i64>,
+    /// Largest batch accepted (at most the broker's `log.max_batch_bytes`).
+    pub max_batch_bytes: Option<i32>,
+}
+
+impl TopicOverrides {
+    /// The log settings of a partition of a topic with these overrides,
+    /// over `defaults`. The error says which setting is wrong.
+    pub fn log_config(&self, defaults: &LogConfig) -> Result<LogConfig> {
+        let invalid = |key: &str, v: i64, what: &str| {
+            BrokerError::InvalidRequest(format!("invalid topic setting {key}: {what}, got {v}"))
+        };
+        let mut c = defaults.clone();
+        if let Some(v) = self.retention_ms {
+            c.retention_ms = match v {
+                -1 => None,
+                v if v >= 0 => Some(Duration::from_millis(v as u64)),
+                v => return Err(invalid("retention_ms", v, "must be -1 (forever) or >= 0")),
+            };
+        }
+        if let Some(v) = self.retention_bytes {
+            c.retention_bytes = match v {
+                -1 => None,
+                v if v >= 0 => Some(v as u64),
+                v => {
+                    return Err(invalid(
+                        "retention_bytes",
+                        v,
+                        "must be -1 (no limit) or >= 0",
+                    ));
+                }
+            };
+        }
+        if let Some(v) = self.segment_bytes {
+            if v < 1024 {
+                return Err(invalid("segment_bytes", v, "must be at least 1024"));
+            }
+            c.segment_bytes = v as u64;
+        }
+        if let Some(v) = self.segment_ms {
+            if v < 1 {
+                return Err(invalid("segment_ms", v, "must be at least 1"));
+            }
+            c.segment_ms = Duration::from_millis(v as u64);
+        }
+        if let Some(v) = self.max_batch_bytes {
+            if v < 1024 || v as usize > defaults.max_batch_bytes {
+                return Err(invalid(
+                    "max_batch_bytes",
+                    i64::from(v),
+                    &format!(
+                        "must be between 1024 and the broker's log.max_batch_bytes ({})",
+                        defaults.max_batch_bytes
+                    ),
+                ));
+            }
+            c.max_batch_bytes = v as usize;
+        }
+        c.validate()
+            .map_err(|e| BrokerError::InvalidRequest(format!("invalid topic settings: {e}")))?;
+        Ok(c)
+    }
+}
+
+/// One version of a topic's configuration, as stored in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Overrides of the broker defaults.
+    #[serde(default)]
+    pub config: TopicOverrides,
+    /// When the topic was created (ms since the epoch).
+    pub created_at_ms: i64,
+    /// True for the version written by a delete.
+    #[serde(default)]
+    pub deleted: bool,
+    /// The broker that wrote this version (makes concurrent writers' bytes
+    /// differ, so the chain can tell them apart).
+    #[serde(default)]
+    pub written_by: u32,
+}
+
+/// A live topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    /// Its name.
+    pub name: TopicName,
+    /// Its current configuration.
+    pub record: TopicRecord,
+    /// The log settings of its partitions.
+    pub log_config: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    version: Version,
+    record: TopicRecord,
+}
+
+/// The topic registry: see the module docs.
+#[derive(Debug)]
+pub struct TopicRegistry {
+    store: Arc<dyn ObjectStore>,
+    broker: BrokerId,
+    defaults: LogConfig,
+    cache: Mutex<HashMap<TopicName, Cached>>,
+}
+
+/// Validates a topic name from a request.
+pub fn parse_name(name: &str) -> Result<TopicName> {
+    TopicName::new(name).map_err(|e| BrokerError::InvalidRequest(e.to_string()))
+}
+
+impl TopicRegistry {
+    /// A registry over `store` with the broker's log `defaults`.
+    pub fn new(store: Arc<dyn ObjectStore>, broker: BrokerId, defaults: LogConfig) -> Self {
+        Self {
+            store,
+            broker,
+            defaults,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The broker's default log settings.
+    pub fn defaults(&self) -> &LogConfig {
+        &self.defaults
+    }
+
+    fn chain(&self, name: &TopicName) -> Chain<TopicRecord> {
+        Chain::new(self.store.clone(), keys::topic_config_chain(name))
+    }
+
+    fn topic(&self, name: &TopicName, record: TopicRecord) -> Result<Topic> {
+        let log_config = record.config.log_config(&self.defaults).map_err(|e| {
+            BrokerError::storage(
+                format!("topic {name}"),
+                StorageError::Corrupt {
+                    key: keys::topic_config_chain(name).path().to_string(),
+                    reason: format!("stored settings are invalid for this broker: {e}"),
+                },
+            )
+        })?;
+        Ok(Topic {
+            name: name.clone(),
+            record,
+            log_config,
+        })
+    }
+
+    /// Reads the chain head into the cache.
+    async fn refresh(&self, name: &TopicName) -> Result<Option<Cached>> {
+        let from = self.cache.lock().get(name).map(|c| c.version);
+        let head = self
+            .chain(name)
+            .head(from)
+            .await
+            .map_err(|e| BrokerError::storage(format!("reading topic {name}"), e))?;
+        let cached = head.map(|(version, record)| Cached { version, record });
+        let mut cache = self.cache.lock();
+        match &cached {
+            Some(c) => {
+                cache.insert(name.clone(), c.clone());
+            }
+            None => {
+                cache.remove(name);
+            }
+        }
+        Ok(cached)
+    }
+
+    /// The live topic `name`; [`BrokerError::UnknownTopic`] if there is none.
+    pub async fn get(&self, name: &TopicName) -> Result<Topic> {
+        let hit = self.cache.lock().get(name).cloned();
+        let cached = match hit {
+            Some(c) if !c.record.deleted => Some(c),
+            _ => self.refresh(name).await?,
+        };
+        match cached {
+            Some(c) if !c.record.deleted => self.topic(name, c.record),
+            _ => Err(BrokerError::UnknownTopic(name.to_string())),
+        }
+    }
+
+    /// Creates a topic. Returns it and whether this call created it.
+    pub async fn create(
+        &self,
+        name: &TopicName,
+        partitions: u32,
+        overrides: TopicOverrides,
+        if_not_exists: bool,
+        now_ms: i64,
+    ) -> Result<(Topic, bool)> {
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(BrokerError::InvalidRequest(format!(
+                "partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
+            )));
+        }
+        overrides.log_config(&self.defaults)?;
+        let head = self.refresh(name).await?;
+        let version = match &head {
+            Some(c) if !c.record.deleted => {
+                return if if_not_exists {
+                    Ok((self.topic(name, c.record.clone())?, false))
+                } else {
+                    Err(BrokerError::TopicAlreadyExists(name.to_string()))
+                };
+            }
+            Some(c) => {
+                // Re-create after delete: start empty.
+                self.purge_data(name).await?;
+                c.version.next()
+            }
+            None => Version(1),
+        };
+        let record = TopicRecord {
+            partitions,
+            config: overrides,
+            created_at_ms: now_ms,
+            deleted: false,
+            written_by: self.broker.0,
+        };
+        match self.chain(name).create(version, &record).await {
+            Ok(()) => {
+                self.cache.lock().insert(
+                    name.clone(),
+                    Cached {
+                        version,
+                        record: record.clone(),
+                    },
+                );
+                tracing::info!(topic = %name, partitions, %version, "topic created");
+                Ok((self.topic(name, record)?, true))
+            }
+            Err(e) if e.is_fenced() => {
+                // Someone else created (or deleted) it at the same time.
+                match self.refresh(name).await? {
+                    Some(c) if !c.record.deleted && if_not_exists => {
+                        Ok((self.topic(name, c.record)?, false))
+                    }
+                    Some(c) if !c.record.deleted => {
+                        Err(BrokerError::TopicAlreadyExists(name.to_string()))
+                    }
+                    _ => Err(BrokerError::storage(format!("creating topic {name}"), e)),
+                }
+            }
+            Err(e) => Err(BrokerError::storage(format!("creating topic {name}"), e)),
+        }
+    }
+
+    /// Marks the topic deleted (the next chain version). Returns the record
+    /// it had. The caller must have released its partitions.
+    pub async fn mark_deleted(&self, name: &TopicName, now_ms: i64) -> Result<TopicRecord> {
+        let Some(head) = self.refresh(name).await? else {
+            return Err(BrokerError::UnknownTopic(name.to_string()));
+        };
+        if head.record.deleted {
+            return Err(BrokerError::UnknownTopic(name.to_string()));
+        }
+        let record = TopicRecord {
+            deleted: true,
+            created_at_ms: now_ms,
+            written_by: self.broker.0,
+            ..head.record.clone()
+        };
+        let version = head.version.next();
+        self.chain(name)
+            .create(version, &record)
+            .await
+            .map_err(|e| BrokerError::storage(format!("deleting topic {name}"), e))?;
+        self.cache
+            .lock()
+            .insert(name.clone(), Cached { version, record });
+        tracing::info!(topic = %name, %version, "topic deleted");
+        Ok(head.record)
+    }
+
+    /// Deletes every object of the topic except its config chain
+    /// (manifests, segments). Idempotent.
+    pub async fn purge_data(&self, name: &TopicName) -> Result<usize> {
+        let root = keys::topic_root(name);
+        let config = keys::topic_config_chain(name);
+        let doomed: Vec<Path> = self
+            .store
+            .list(Some(&root))
+            .map_ok(|m| m.location)
+            .try_filter(|p| {
+                let keep = p.prefix_match(config.path()).is_some();
+                futures::future::ready(!keep)
+            })
+            .try_collect()
+            .await
+            .map_err(|e| {
+                BrokerError::storage(format!("listing the data of topic {name}"), e.into())
+            })?;
+        let n = doomed.len();
+        let store = &self.store;
+        futures::stream::iter(doomed)
+            .map(|p| async move {
+                match store.delete(&p).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await
+            .map_err(|e| {
+                BrokerError::storage(format!("deleting the data of topic {name}"), e.into())
+            })?;
+        if n > 0 {
+            tracing::info!(topic = %name, objects = n, "deleted topic data");
+        }
+        Ok(n)
+    }
+
+    /// All live topics, sorted by name.
+    pub async fn list(&self) -> Result<Vec<Topic>> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&keys::topics_prefix()))
+            .await
+            .map_err(|e| BrokerError::storage("listing topics", e.into()))?;
+        let mut topics = Vec::new();
+        for prefix in listing.common_prefixes {
+            let Some(Ok(name)) = prefix.filename().map(TopicName::new) else {
+                continue;
+            };
+            let hit = self.cache.lock().get(&name).cloned();
+            let cached = match hit {
+                Some(c) => Some(c),
+                None => self.refresh(&name).await?,
+            };
+            if let Some(c) = cached
+                && !c.record.deleted
+            {
+                topics.push(self.topic(&name, c.record)?);
+            }
+        }
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    fn registry() -> TopicRegistry {
+        TopicRegistry::new(Arc::new(InMemory::new()), BrokerId(0), LogConfig::default())
+    }
+
+    fn name(s: &str) -> TopicName {
+        TopicName::new(s).expect("valid name")
+    }
+
+    #[tokio::test]
+    async fn create_get_list_delete_recreate() {
+        let r = registry();
+        let t = name("orders");
+        assert!(matches!(r.get(&t).await, Err(BrokerError::UnknownTopic(_))));
+        let (topic, created) = r
+            .create(&t, 3, TopicOverrides::default(), false, 1)
+            .await
+            .expect("create");
+        assert!(created);
+        assert_eq!(topic.record.partitions, 3);
+        assert!(matches!(
+            r.create(&t, 3, TopicOverrides::default(), false, 1).await,
+            Err(BrokerError::TopicAlreadyExists(_))
+        ));
+        let (_, created) = r
+            .create(&t, 5, TopicOverrides::default(), true, 1)
+            .await
+            .expect("if_not_exists");
+        assert!(!created);
+        assert_eq!(r.list().await.expect("list").len(), 1);
+
+        // Leftover partition data is removed on re-create.
+        let leftover = keys::topic_root(&t)
+            .join("0")
+            .join("manifest")
+            .join("x.json");
+        r.store.put(&leftover, "x".into()).await.expect("put");
+        r.mark_deleted(&t, 2).await.expect("delete");
+        assert!(matches!(r.get(&t).await, Err(BrokerError::UnknownTopic(_))));
+        assert!(r.list().await.expect("list").is_empty());
+        let (topic, created) = r
+            .create(&t, 2, TopicOverrides::default(), false, 3)
+            .await
+            .expect("re-create");
+        assert!(created && topic.record.partitions == 2);
+        assert!(r.store.head(&leftover).await.is_err());
+
+        // A second registry (another broker) sees it through the bucket.
+        let other = TopicRegistry::new(r.store.clone(), BrokerId(1), LogConfig::default());
+        assert_eq!(other.get(&t).await.expect("get").record.partitions, 2);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_invalid_request() {
+        let r = registry();
+        let t = name("t");
+        for n in [0, MAX_PARTITIONS + 1] {
+            assert!(matches!(
+                r.create(&t, n, TopicOverrides::default(), false, 0).await,
+                Err(BrokerError::InvalidRequest(_))
+            ));
+        }
+        let bad = TopicOverrides {
+            segment_bytes: Some(10),
+            ..TopicOverrides::default()
+        };
+        let err = r
+            .create(&t, 1, bad, false, 0)
+            .await
+            .expect_err("bad config");
+        assert!(err.to_string().contains("segment_bytes"), "{err}");
+        assert!(parse_name("a/b").is_err());
+    }
+
+    #[test]
+    fn overrides_map_onto_log_config() {
+        let d = LogConfig::default();
+        let o = TopicOverrides {
+            retention_ms: Some(-1),
+            retention_bytes: Some(1 << 30),
+            segment_bytes: Some(1 << 20),
+            segment_ms: Some(1000),
+            max_batch_bytes: Some(4096),
+        };
+        let c = o.log_config(&d).expect("valid");
+        assert_eq!(c.retention_ms, None);
+        assert_eq!(c.retention_bytes, Some(1 << 30));
+        assert_eq!(c.segment_bytes, 1 << 20);
+        assert_eq!(c.segment_ms, Duration::from_secs(1));
+        assert_eq!(c.max_batch_bytes, 4096);
+    }
+}
