@@ -40,5 +40,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace --doc"
 cargo test --workspace --doc
 
+# The end-to-end tests start real `strata serve` processes; build the binary
+# they run (tests/src/broker.rs finds it in target/debug).
+step "cargo build -p strata-broker --bin strata"
+cargo build -p strata-broker --bin strata
+
 step "cargo nextest run --workspace --no-fail-fast"
 cargo nextest run --workspace --no-fail-fast

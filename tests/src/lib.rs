@@ -1,6 +1,7 @@
 //! Test support for Strata: the S3-compatible test fixture and helpers shared
 //! by the end-to-end, conformance and fault tests in `tests/tests/`.
 
+pub mod broker;
 pub mod harness;
 pub mod s3;
 pub mod scenarios;

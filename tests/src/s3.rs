@@ -116,6 +116,39 @@ impl TestS3 {
         &self.endpoint
     }
 
+    /// A fresh, empty bucket for a `strata serve` process: its `--store`
+    /// URL (`s3://bucket/prefix`) and the `AWS_*` environment that points
+    /// the broker at this endpoint.
+    ///
+    /// # Panics
+    /// When the bucket cannot be created.
+    pub async fn bucket_url(&self) -> (String, Vec<(String, String)>) {
+        let (access_key_id, secret_access_key, region) = match &self.external {
+            Some(e) => (
+                e.access_key_id.clone(),
+                e.secret_access_key.clone(),
+                e.region.clone(),
+            ),
+            None => ("test".into(), "test".into(), "us-east-1".into()),
+        };
+        let prefix = format!("strata-test-{}", uuid::Uuid::new_v4().simple());
+        let bucket = match self.external.as_ref().and_then(|e| e.bucket.clone()) {
+            Some(bucket) => bucket,
+            None => {
+                create_bucket(&self.endpoint, &prefix).await;
+                prefix.clone()
+            }
+        };
+        let env = vec![
+            ("AWS_ENDPOINT_URL".to_owned(), self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP".to_owned(), "true".to_owned()),
+            ("AWS_ACCESS_KEY_ID".to_owned(), access_key_id),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), secret_access_key),
+            ("AWS_REGION".to_owned(), region),
+        ];
+        (format!("s3://{bucket}/{prefix}"), env)
+    }
+
     /// A store over a fresh, empty bucket (or, with `STRATA_TEST_S3_BUCKET`,
     /// a fresh prefix of that bucket).
     ///

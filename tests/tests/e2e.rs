@@ -1,0 +1,569 @@
+//! End-to-end: real `strata serve` processes on loopback ports, driven by
+//! the Rust client and the `strata` CLI. The invariant checked after every
+//! fault: every acknowledged record is read back exactly once, at the
+//! offset its ack named, in order, with no offset gap or reuse, and no
+//! record is ever duplicated (idempotent producer).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use strata_client::{
+    Admin, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord,
+    TopicSettings,
+};
+use strata_proto::v1::{self, ErrorReason};
+use strata_tests::broker::{BrokerOptions, BrokerProcess, run_cli};
+use strata_tests::s3::TestS3;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Acknowledged records: value → (partition, offset), plus the send order of
+/// values per partition.
+#[derive(Debug, Default)]
+struct Acked {
+    at: HashMap<String, (u32, i64)>,
+}
+
+/// Produces `count` records starting at `first` (values `v{i}`, keys
+/// `k{i % 13}`) with up to `window` unacknowledged at a time, recording
+/// each ack. Failed sends are returned, not fatal: a broker may be down.
+async fn produce_range(
+    producer: &Producer,
+    topic: &str,
+    first: usize,
+    count: usize,
+    acked: &Arc<Mutex<Acked>>,
+) -> usize {
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut failed = 0;
+    for i in first..first + count {
+        let record = ProducerRecord::new(topic, Bytes::from(format!("v{i}")))
+            .key(Bytes::from(format!("k{}", i % 13)));
+        match producer.send(record).await {
+            Ok(delivery) => pending.push(async move { (i, delivery.await) }),
+            Err(e) => {
+                eprintln!("send of v{i} refused: {e}");
+                failed += 1;
+            }
+        }
+        while pending.len() >= 256 {
+            if let Some((i, result)) = pending.next().await {
+                failed += record_ack(acked, i, result);
+            }
+        }
+    }
+    while let Some((i, result)) = pending.next().await {
+        failed += record_ack(acked, i, result);
+    }
+    failed
+}
+
+fn record_ack(
+    acked: &Arc<Mutex<Acked>>,
+    i: usize,
+    result: strata_client::Result<strata_client::RecordMetadata>,
+) -> usize {
+    match result {
+        Ok(meta) => {
+            let prev = acked
+                .lock()
+                .at
+                .insert(format!("v{i}"), (meta.partition, meta.offset));
+            assert!(prev.is_none(), "v{i} acknowledged twice");
+            0
+        }
+        Err(e) => {
+            eprintln!("v{i} failed: {e}");
+            1
+        }
+    }
+}
+
+/// Reads every partition of `topic` from the beginning to its high
+/// watermark and checks the invariant against `acked`.
+async fn check_invariant(url: &str, topic: &str, partitions: u32, acked: &Acked) {
+    let admin = Admin::connect(url).await.expect("admin connects");
+    let description = admin.describe_topic(topic).await.expect("describe");
+    let mut consumer = Consumer::connect(url, ConsumerConfig::default())
+        .await
+        .expect("consumer connects");
+    let mut ends = BTreeMap::new();
+    for p in &description.partition_details {
+        ends.insert(p.partition, p.high_watermark);
+        consumer
+            .assign(topic, p.partition, Offset::Earliest)
+            .await
+            .expect("assign");
+    }
+    assert_eq!(ends.len() as u32, partitions);
+    let total: i64 = ends.values().sum();
+    let mut seen: BTreeMap<u32, Vec<(i64, String)>> = BTreeMap::new();
+    let mut read = 0i64;
+    let stream = consumer.stream();
+    futures::pin_mut!(stream);
+    while read < total {
+        let record = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("consumer stalled after {read} of {total} records"))
+            .expect("stream goes on")
+            .expect("record");
+        if record.offset >= ends[&record.partition] {
+            continue;
+        }
+        let value = String::from_utf8(record.value.expect("value").to_vec()).expect("utf8");
+        seen.entry(record.partition)
+            .or_default()
+            .push((record.offset, value));
+        read += 1;
+    }
+    let mut values = HashMap::new();
+    for (partition, records) in &seen {
+        for (i, (offset, value)) in records.iter().enumerate() {
+            assert_eq!(
+                *offset, i as i64,
+                "partition {partition}: offset gap or reuse at index {i}"
+            );
+            let prev = values.insert(value.clone(), (*partition, *offset));
+            assert!(
+                prev.is_none(),
+                "{value} is in the log twice: {prev:?} and ({partition}, {offset})"
+            );
+        }
+    }
+    for (value, at) in &acked.at {
+        assert_eq!(
+            values.get(value),
+            Some(at),
+            "acknowledged record {value} is not where its ack said"
+        );
+    }
+    // Per key, acknowledged values appear in send order.
+    let mut last_by_key: HashMap<usize, (usize, i64)> = HashMap::new();
+    let mut by_offset: Vec<(u32, i64, usize)> = acked
+        .at
+        .iter()
+        .map(|(v, (p, o))| (*p, *o, v[1..].parse::<usize>().expect("v<n>")))
+        .collect();
+    by_offset.sort();
+    for (p, o, i) in by_offset {
+        if let Some((prev_i, prev_o)) = last_by_key.insert(i % 13, (i, o)) {
+            assert!(
+                prev_i < i,
+                "partition {p}: v{prev_i} at {prev_o} after v{i} at {o} breaks send order"
+            );
+        }
+    }
+}
+
+fn batch_of(value: &[u8]) -> Bytes {
+    let mut builder = strata_storage::batch::BatchBuilder::new();
+    builder.push(0, None, Some(value), &[]);
+    builder.build()
+}
+
+async fn http_get(base: &str, path: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Produces records `first..` until `stop` is set (at least `min` of them),
+/// returning the number sent and the number that failed.
+async fn produce_until(
+    producer: Producer,
+    first: usize,
+    min: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Acked>>,
+) -> (usize, usize) {
+    let mut next = first;
+    let mut failed = 0;
+    while next < first + min || !stop.load(Ordering::SeqCst) {
+        failed += produce_range(&producer, "orders", next, 100, &acked).await;
+        next += 100;
+    }
+    (next - first, failed)
+}
+
+/// Produce with the idempotent producer while the broker is stopped with
+/// SIGTERM and with kill -9 and restarted under it.
+async fn survive_restarts(options: BrokerOptions) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = BrokerProcess::start(dir.path(), options).await;
+    let url = broker.url();
+    let admin = Admin::connect(&url).await.expect("admin");
+    admin
+        .create_topic("orders", 3, TopicSettings::default())
+        .await
+        .expect("create topic");
+    let config = ProducerConfig {
+        delivery_timeout: Duration::from_secs(120),
+        linger: Duration::from_millis(2),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(&url, config).await.expect("producer");
+    let acked = Arc::new(Mutex::new(Acked::default()));
+
+    // Phase 1: a clean run, then a graceful stop with nothing in flight.
+    let failed = produce_range(&producer, "orders", 0, 600, &acked).await;
+    assert_eq!(failed, 0, "nothing may fail while the broker is up");
+    let status = broker.terminate(Duration::from_secs(60)).await;
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}:\n{}",
+        broker.log()
+    );
+    broker.restart().await;
+    let mut sent = 600;
+
+    // Phases 2 and 3: kill -9, then SIGTERM, while records are in flight.
+    for graceful in [false, true] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let background = tokio::spawn(produce_until(
+            producer.clone(),
+            sent,
+            500,
+            stop.clone(),
+            acked.clone(),
+        ));
+        // Let acks flow, so the fault lands mid-stream.
+        let before = acked.lock().at.len();
+        bounded_wait("acks before the fault", || {
+            acked.lock().at.len() >= before + 200
+        })
+        .await;
+        if graceful {
+            let status = broker.terminate(Duration::from_secs(60)).await;
+            assert!(
+                status.success(),
+                "SIGTERM must exit 0, got {status}:\n{}",
+                broker.log()
+            );
+        } else {
+            broker.kill().await;
+        }
+        let at_fault = acked.lock().at.len();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        broker.restart().await;
+        bounded_wait("acks after the restart", || {
+            acked.lock().at.len() >= at_fault + 200
+        })
+        .await;
+        stop.store(true, Ordering::SeqCst);
+        let (count, failed) = background.await.expect("producer task");
+        assert_eq!(
+            failed, 0,
+            "the producer retries through a restart within its delivery timeout"
+        );
+        sent += count;
+    }
+    producer.flush().await.expect("flush");
+
+    let acked = std::mem::take(&mut *acked.lock());
+    assert_eq!(acked.at.len(), sent, "every record was acknowledged once");
+    check_invariant(&broker.url(), "orders", 3, &acked).await;
+
+    // And once more after a kill -9 with nothing in flight.
+    broker.kill().await;
+    broker.restart().await;
+    check_invariant(&broker.url(), "orders", 3, &acked).await;
+}
+
+/// Waits (at most a minute) until `done` holds.
+async fn bounded_wait(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_keeps_acked_records_through_sigterm_and_kill9() {
+    survive_restarts(BrokerOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_keeps_acked_records_through_sigterm_and_kill9() {
+    let s3 = TestS3::shared().await;
+    let (store, env) = s3.bucket_url().await;
+    survive_restarts(BrokerOptions {
+        store: Some(store),
+        env,
+        ..BrokerOptions::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_topics_produce_and_consume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), BrokerOptions::default()).await;
+    let url = broker.url();
+    let b = ["--broker", url.as_str()];
+
+    let (status, out, err) = run_cli(
+        &[
+            &[
+                "topic",
+                "create",
+                "greetings",
+                "--partitions",
+                "2",
+                "--retention",
+                "1d",
+            ][..],
+            &b,
+        ]
+        .concat(),
+        "",
+        CLI_TIMEOUT,
+    )
+    .await;
+    assert!(status.success(), "topic create: {out}{err}");
+    let (status, out, err) = run_cli(&[&["topic", "list"][..], &b].concat(), "", CLI_TIMEOUT).await;
+    assert!(
+        status.success() && out.contains("greetings"),
+        "topic list: {out}{err}"
+    );
+
+    let input: String = (0..50)
+        .map(|i| format!("key{}:hello {i}\n", i % 5))
+        .collect();
+    let (status, out, err) = run_cli(
+        &[&["produce", "greetings", "--key-separator", ":"][..], &b].concat(),
+        &input,
+        CLI_TIMEOUT,
+    )
+    .await;
+    assert!(status.success(), "produce: {out}{err}");
+
+    let (status, out, err) = run_cli(
+        &[
+            &[
+                "consume",
+                "greetings",
+                "--from-beginning",
+                "-n",
+                "50",
+                "--timeout",
+                "20s",
+                "--print-key",
+            ][..],
+            &b,
+        ]
+        .concat(),
+        "",
+        CLI_TIMEOUT,
+    )
+    .await;
+    assert!(status.success(), "consume: {err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 50, "consume printed:\n{out}\n{err}");
+    // Per key, values come back in the order they were produced.
+    for k in 0..5 {
+        let key = format!("key{k}\t");
+        let got: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with(&key))
+            .copied()
+            .collect();
+        let want: Vec<String> = (0..50)
+            .filter(|i| i % 5 == k)
+            .map(|i| format!("key{k}\thello {i}"))
+            .collect();
+        assert_eq!(got, want, "key{k}");
+    }
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), 50, "no duplicates");
+
+    let (status, out, err) = run_cli(
+        &[&["topic", "describe", "greetings"][..], &b].concat(),
+        "",
+        CLI_TIMEOUT,
+    )
+    .await;
+    assert!(status.success(), "describe: {out}{err}");
+    assert!(out.contains("greetings"), "describe: {out}");
+
+    let (status, out, err) = run_cli(
+        &[&["topic", "delete", "greetings"][..], &b].concat(),
+        "",
+        CLI_TIMEOUT,
+    )
+    .await;
+    assert!(status.success(), "delete: {out}{err}");
+    let (status, _, err) = run_cli(
+        &[
+            &[
+                "consume",
+                "greetings",
+                "--from-beginning",
+                "--timeout",
+                "2s",
+            ][..],
+            &b,
+        ]
+        .concat(),
+        "",
+        CLI_TIMEOUT,
+    )
+    .await;
+    assert!(!status.success(), "consuming a deleted topic must fail");
+    assert!(
+        err.to_lowercase().contains("unknown topic"),
+        "error says why: {err}"
+    );
+
+    // No broker at all: a clear error, not a hang.
+    let (status, _, err) = run_cli(
+        &["topic", "list", "--broker", "http://127.0.0.1:1"],
+        "",
+        CLI_TIMEOUT,
+    )
+    .await;
+    assert!(!status.success());
+    assert!(err.contains("127.0.0.1:1"), "error names the broker: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_the_broker_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), BrokerOptions::default()).await;
+    let url = broker.url();
+    Admin::connect(&url)
+        .await
+        .expect("admin")
+        .create_topic("good", 2, TopicSettings::default())
+        .await
+        .expect("create");
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("grpc connects");
+    let mut client = v1::strata_client::StrataClient::new(channel);
+    let good_batch = batch_of(b"hello");
+    let produce = |topic: &str, partition: u32, batch: Bytes| v1::ProduceRequest {
+        topic: topic.into(),
+        partition,
+        acks: v1::Acks::All as i32,
+        payload: Some(v1::produce_request::Payload::Batch(batch)),
+    };
+    let reason = |status: tonic::Status| strata_proto::ErrorInfo::from_status(&status);
+
+    let e = reason(
+        client
+            .produce(produce("nope", 0, good_batch.clone()))
+            .await
+            .expect_err("unknown topic"),
+    );
+    assert_eq!(e.reason, ErrorReason::UnknownTopic, "{e}");
+    assert!(e.message.contains("nope"), "{e}");
+    let e = reason(
+        client
+            .produce(produce("good", 7, good_batch.clone()))
+            .await
+            .expect_err("partition"),
+    );
+    assert_eq!(e.reason, ErrorReason::UnknownPartition, "{e}");
+
+    let mut corrupt = good_batch.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let e = reason(
+        client
+            .produce(produce("good", 0, corrupt.into()))
+            .await
+            .expect_err("corrupt"),
+    );
+    assert_eq!(e.reason, ErrorReason::InvalidBatch, "{e}");
+    let e = reason(
+        client
+            .produce(produce("good", 0, Bytes::from_static(b"garbage")))
+            .await
+            .expect_err("garbage"),
+    );
+    assert_eq!(e.reason, ErrorReason::InvalidBatch, "{e}");
+
+    let big = vec![7u8; 3 << 20];
+    let big_batch = batch_of(&big);
+    let status = client
+        .produce(produce("good", 0, big_batch))
+        .await
+        .expect_err("too large");
+    let e = reason(status);
+    assert_eq!(e.reason, ErrorReason::RecordTooLarge, "{e}");
+
+    let e = reason(
+        client
+            .produce(v1::ProduceRequest {
+                topic: "good".into(),
+                partition: 0,
+                acks: 0,
+                payload: None,
+            })
+            .await
+            .expect_err("no payload"),
+    );
+    assert_eq!(e.reason, ErrorReason::InvalidRequest, "{e}");
+
+    let fetch = v1::FetchRequest {
+        topic: "good".into(),
+        partition: 1,
+        offset: 1000,
+        once: true,
+        ..Default::default()
+    };
+    let e = match client.fetch(fetch).await {
+        Err(status) => reason(status),
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            reason(stream.message().await.expect_err("out of range"))
+        }
+    };
+    assert_eq!(e.reason, ErrorReason::OffsetOutOfRange, "{e}");
+
+    // After all that, the broker still serves both partitions.
+    for partition in 0..2 {
+        let r = client
+            .produce(produce("good", partition, good_batch.clone()))
+            .await
+            .expect("good produce")
+            .into_inner();
+        assert_eq!(r.base_offset, 0);
+    }
+    let (status, body) = http_get(&broker.http_url(), "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(&broker.http_url(), "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(&broker.http_url(), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("strata_store_requests_total"), "{body}");
+    assert!(body.contains("strata_produce_errors_total"), "{body}");
+}
