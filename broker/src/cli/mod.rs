@@ -1,9 +1,30 @@
-//! Client subcommands of `strata` (skeleton).
+//! Client subcommands of `strata`, in the style of Kafka's console tools:
+//! `topic`, `produce`, `consume` and `bench`. Each is a thin shell over
+//! `strata-client`; they share [`BrokerArgs`] (`--broker`, `STRATA_BROKER`).
+//!
+//! Conventions: data goes to stdout, everything else (counts, progress,
+//! errors) to stderr; a closed stdout (`| head`) is a clean exit; a failure
+//! exits non-zero with a message that says what to do.
 
 pub mod bench;
+pub mod bench_store;
 pub mod consume;
 pub mod produce;
 pub mod topic;
+
+/// The broker every client command talks to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// gRPC URL of any broker of the cluster.
+    #[arg(
+        id = "broker_url",
+        long = "broker",
+        env = "STRATA_BROKER",
+        default_value = "http://127.0.0.1:50051",
+        value_name = "URL"
+    )]
+    pub url: String,
+}
 
 /// Logs of client commands go to stderr, warnings and errors only unless
 /// `RUST_LOG` says otherwise.
@@ -14,4 +35,101 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Parses a human duration (`500ms`, `30s`, `7d`).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; use a duration like 500ms, 30s, 5m or 7d"))
+}
+
+/// True for the error of writing to a closed pipe.
+pub(crate) fn is_broken_pipe(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
+}
+
+/// Bytes with binary units (`1.5 MiB`).
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client commands as `main.rs` mounts them.
+    #[derive(Debug, clap::Parser)]
+    enum Commands {
+        #[command(subcommand)]
+        Topic(topic::TopicCommand),
+        Produce(produce::ProduceArgs),
+        Consume(consume::ConsumeArgs),
+        #[command(subcommand)]
+        Bench(bench::BenchCommand),
+    }
+
+    #[test]
+    fn clap_definitions_are_valid() {
+        use clap::{CommandFactory, Parser};
+        Commands::command().debug_assert();
+        let c = Commands::try_parse_from([
+            "strata",
+            "consume",
+            "t",
+            "--from-beginning",
+            "-n",
+            "5",
+            "--timeout",
+            "2s",
+        ]);
+        assert!(c.is_ok(), "{c:?}");
+        let c = Commands::try_parse_from([
+            "strata",
+            "consume",
+            "t",
+            "--from-beginning",
+            "--offset",
+            "3",
+        ]);
+        assert!(c.is_err(), "--from-beginning conflicts with --offset");
+        let c = Commands::try_parse_from([
+            "strata",
+            "bench",
+            "produce",
+            "--records",
+            "10",
+            "--acks",
+            "leader",
+        ]);
+        assert!(c.is_ok(), "{c:?}");
+        let c = Commands::try_parse_from(["strata", "produce", "t", "--acks", "2"]);
+        assert!(c.is_err());
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(
+            parse_duration("7d").ok(),
+            Some(std::time::Duration::from_secs(7 * 86_400))
+        );
+        assert!(parse_duration("seven").is_err());
+    }
 }

@@ -1,0 +1,121 @@
+//! `strata bench store`: the raw PUT speed of a store, with no broker in
+//! between — the yardstick for `strata bench produce` on the same store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Flags of `strata bench store`.
+#[derive(Debug, clap::Args)]
+pub struct StoreBench {
+    /// The store URL, as `strata serve --store` takes it (file://, s3://,
+    /// memory://); S3 settings come from the AWS_* variables.
+    #[arg(long, default_value = "file://./strata-data/bucket")]
+    pub store: String,
+    /// Bytes per object (the broker's WAL objects are up to 8 MiB).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub object_size: usize,
+    /// Objects to write.
+    #[arg(long, default_value_t = 64)]
+    pub objects: usize,
+    /// PUTs in flight at once (the broker's default is 4).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Keep the objects (under `bench/`) instead of deleting them after.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Runs the benchmark and prints its summary.
+pub async fn run(args: StoreBench) -> anyhow::Result<()> {
+    anyhow::ensure!(args.objects > 0, "--objects must be at least 1");
+    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    let store = crate::store_url::open(&args.store)?;
+    let payload = Bytes::from(vec![0x5a; args.object_size]);
+    let run_id = uuid_like();
+    let bar = ProgressBar::new(args.objects as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} PUTs ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    let mut latencies =
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("latency histogram")?;
+    let started = Instant::now();
+    let mut puts = futures::stream::iter(0..args.objects)
+        .map(|i| {
+            let store = store.clone();
+            let payload = payload.clone();
+            let key = Path::from(format!("bench/{run_id}/{i:08}"));
+            async move {
+                let t = Instant::now();
+                store
+                    .put(&key, PutPayload::from_bytes(payload))
+                    .await
+                    .with_context(|| format!("PUT {key} failed"))?;
+                anyhow::Ok(t.elapsed())
+            }
+        })
+        .buffer_unordered(args.concurrency);
+    while let Some(took) = puts.next().await {
+        let took = took?;
+        let _ = latencies.record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        bar.inc(1);
+    }
+    drop(puts);
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let mib = (args.objects * args.object_size) as f64 / f64::from(1 << 20);
+    let ms = |q: f64| Duration::from_micros(latencies.value_at_quantile(q)).as_secs_f64() * 1e3;
+    println!(
+        "store {}: {} PUTs of {} KiB, {} in flight",
+        args.store,
+        args.objects,
+        args.object_size >> 10,
+        args.concurrency
+    );
+    println!(
+        "  throughput  {:.1} MiB/s, {:.1} PUTs/s",
+        mib / elapsed.as_secs_f64(),
+        args.objects as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  PUT latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(0.5),
+        ms(0.99),
+        latencies.max() as f64 / 1e3
+    );
+    if !args.keep {
+        cleanup(&store, &run_id).await;
+    }
+    Ok(())
+}
+
+async fn cleanup(store: &Arc<dyn ObjectStore>, run_id: &str) {
+    let prefix = Path::from(format!("bench/{run_id}"));
+    let keys: Vec<Path> = store
+        .list(Some(&prefix))
+        .filter_map(|m| async move { m.ok().map(|m| m.location) })
+        .collect()
+        .await;
+    for key in keys {
+        if let Err(e) = store.delete(&key).await {
+            eprintln!("warning: cannot delete {key}: {e}");
+        }
+    }
+}
+
+/// A short unique name for this run's objects.
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", std::process::id())
+}
