@@ -117,6 +117,12 @@ pub struct BrokerConfig {
     /// intervals seal closer to `log.segment_ms`, at a little CPU.
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
+    /// The longest wait between attempts to start a new storage
+    /// incarnation after the WAL writer stopped (a store outage, fencing);
+    /// waits start at 100ms and double. Shorter recovers sooner once the
+    /// store is back, at more requests to a store that is still down.
+    #[serde(with = "humantime_serde")]
+    pub storage_restart_backoff: Duration,
     /// Write-ahead log (see `strata_storage::wal::WalConfig`).
     pub wal: WalConfig,
     /// Default per-partition log settings; topics override some of them.
@@ -138,6 +144,7 @@ impl Default for BrokerConfig {
             log_format: LogFormat::Text,
             fetch: FetchConfig::default(),
             maintenance_interval: Duration::from_secs(1),
+            storage_restart_backoff: Duration::from_secs(5),
             wal: WalConfig::default(),
             log: LogConfig::default(),
             hot_tier: HotTierConfig::default(),
@@ -171,6 +178,7 @@ const STRING_KEYS: &[&str] = &[
     "shutdown_timeout",
     "log_format",
     "maintenance_interval",
+    "storage_restart_backoff",
 ];
 
 /// Top-level keys (fields and sections) of [`BrokerConfig`].
@@ -185,6 +193,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "log_format",
     "fetch",
     "maintenance_interval",
+    "storage_restart_backoff",
     "wal",
     "log",
     "hot_tier",
@@ -366,6 +375,12 @@ impl BrokerConfig {
             bail!(
                 "invalid setting maintenance_interval: must be at least 10ms, got {}",
                 humantime::format_duration(self.maintenance_interval)
+            );
+        }
+        if self.storage_restart_backoff < Duration::from_millis(10) {
+            bail!(
+                "invalid setting storage_restart_backoff: must be at least 10ms, got {}",
+                humantime::format_duration(self.storage_restart_backoff)
             );
         }
         if let Some(a) = &self.advertised_addr

@@ -3,7 +3,7 @@
 //!
 //! - `GET /healthz`: `200 ok` while the process runs (liveness).
 //! - `GET /readyz`: `200 ready` once the broker serves, `503` while it
-//!   starts or shuts down (readiness).
+//!   starts, restarts its storage or shuts down (readiness).
 //! - `GET /metrics`: Prometheus text format; the names are listed in
 //!   [`crate::metrics`].
 
@@ -35,6 +35,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else if shared.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if shared.is_restarting() {
+        (StatusCode::SERVICE_UNAVAILABLE, "restarting storage\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
     }

@@ -13,7 +13,10 @@
 //! - [`config`]: settings (defaults < TOML < `STRATA_*` env < flags).
 //! - [`store_url`]: the store URL to an object store.
 //! - [`topics`]: the topic registry (config chains in the bucket).
-//! - [`partitions`]: the open partitions (and, later, ownership checks).
+//! - [`partitions`]: the storage engine in service and its open
+//!   partitions (and, later, ownership checks).
+//! - [`restart`]: restarting the storage as a new incarnation after its
+//!   WAL writer stopped (store outage, fencing).
 //! - [`producer_ids`]: producer-id blocks reserved in the bucket.
 //! - [`service`]: the gRPC services (`Strata`, `Admin`).
 //! - [`http`], [`metrics`]: health, readiness and Prometheus metrics.
@@ -28,6 +31,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod partitions;
 pub mod producer_ids;
+pub mod restart;
 pub mod server;
 pub mod service;
 pub mod store_url;

@@ -1,5 +1,7 @@
 //! Background housekeeping, one task per broker: every
-//! `maintenance_interval` it runs `maintain` on each open partition
+//! `maintenance_interval` it checks that the storage engine's WAL writer
+//! still runs, restarting the storage as a new incarnation when it stopped
+//! ([`crate::restart`]); then it runs `maintain` on each open partition
 //! (time-based sealing and retention), and garbage-collects this
 //! incarnation's WAL objects that no partition needs any more.
 //!
@@ -13,6 +15,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BrokerError;
+use crate::restart::{self, RestartReason};
 use crate::service::{Shared, now_ms};
 
 /// Partitions maintained concurrently.
@@ -36,6 +39,15 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 
 /// One round of maintenance.
 pub async fn once(shared: &Shared) {
+    let Some(engine) = shared.partitions.engine() else {
+        // A restart is under way (or the broker is shutting down).
+        return;
+    };
+    if let Some(reason) = RestartReason::of_engine(&engine) {
+        drop(engine);
+        restart::restart_storage(shared, reason).await;
+        return;
+    }
     let now = now_ms();
     let mut rounds = futures::stream::iter(shared.partitions.open_logs())
         .map(|log| async move {
@@ -51,7 +63,7 @@ pub async fn once(shared: &Shared) {
             shared.partitions.note_error(&tp, &err);
         }
     }
-    match shared.engine.wal().gc().await {
+    match engine.wal().gc().await {
         Ok(0) => {}
         Ok(n) => tracing::debug!(objects = n, "deleted WAL objects no partition needs"),
         Err(e) => tracing::warn!(error = %e, "WAL garbage collection failed"),

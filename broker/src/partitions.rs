@@ -1,13 +1,25 @@
-//! The partitions this broker serves: a registry of open
-//! [`PartitionLog`]s keyed by topic-partition.
+//! The partitions this broker serves, and the storage engine incarnation
+//! that serves them: a registry of open [`PartitionLog`]s keyed by
+//! topic-partition, next to the current [`Engine`].
 //!
 //! - [`PartitionRegistry::get_or_open`] returns the open log or opens
 //!   (claims and recovers) it; concurrent opens of one partition are
 //!   deduplicated through a `tokio::sync::OnceCell` per partition kept in a
-//!   `parking_lot::Mutex<HashMap>`. The mutex is never held across an
-//!   await: it only hands out the cell.
+//!   `parking_lot::Mutex`. The mutex is never held across an await: it
+//!   only hands out the engine and the cell.
+//! - Every slot has a "dropped" [`CancellationToken`]: it is cancelled when
+//!   the log leaves the registry (fenced, released, or its engine was
+//!   replaced), so fetch streams reading it end and clients resume on the
+//!   reopened log ([`PartitionRegistry::get_or_open_watched`]).
 //! - A log that failed with `Fenced` is dropped ([`PartitionRegistry::drop_fenced`])
 //!   and reopened by the next request.
+//! - The engine can be swapped for a new incarnation
+//!   ([`PartitionRegistry::take_engine`], then [`PartitionRegistry::install`];
+//!   see [`crate::restart`]). Taking it drops every open partition **without
+//!   releasing it** (a failed WAL writer cannot make its tail durable) and
+//!   cancels opens still running on it, so a late open of the old
+//!   incarnation can never claim a partition after the new one did. Between
+//!   the two calls every request fails with a retryable `BROKER_UNAVAILABLE`.
 //! - [`PartitionRegistry::release_all`] hands every partition over cleanly
 //!   (seals tails, writes an owner-less manifest) on shutdown.
 //!
@@ -25,16 +37,43 @@ use strata_storage::engine::Engine;
 use strata_storage::keys::{TopicName, TopicPartition};
 use strata_storage::log::{LogConfig, PartitionLog};
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{BrokerError, Result};
 
-type Slot = Arc<OnceCell<PartitionLog>>;
+/// What [`BrokerError::Unavailable`] says while the engine is replaced.
+pub const RESTARTING: &str = "restarting its storage as a new incarnation";
 
-/// The open partitions of this broker.
+/// One partition's place in the registry.
+#[derive(Debug)]
+struct SlotCell {
+    log: OnceCell<PartitionLog>,
+    /// Cancelled when this slot leaves the registry.
+    dropped: CancellationToken,
+}
+
+type Slot = Arc<SlotCell>;
+
+/// The engine in service and the token its slots descend from.
+#[derive(Debug)]
+struct Current {
+    engine: Engine,
+    token: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `None` while the engine is being replaced.
+    current: Option<Current>,
+    /// Bumped every time the engine is taken away.
+    generation: u64,
+    slots: HashMap<TopicPartition, Slot>,
+}
+
+/// The open partitions of this broker and the engine they belong to.
 #[derive(Debug)]
 pub struct PartitionRegistry {
-    engine: Engine,
-    slots: Mutex<HashMap<TopicPartition, Slot>>,
+    inner: Mutex<Inner>,
     closing: AtomicBool,
 }
 
@@ -42,10 +81,71 @@ impl PartitionRegistry {
     /// An empty registry over `engine`.
     pub fn new(engine: Engine) -> Self {
         Self {
-            engine,
-            slots: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner {
+                current: Some(Current {
+                    engine,
+                    token: CancellationToken::new(),
+                }),
+                generation: 0,
+                slots: HashMap::new(),
+            }),
             closing: AtomicBool::new(false),
         }
+    }
+
+    /// The engine in service, or `None` while it is being replaced.
+    pub fn engine(&self) -> Option<Engine> {
+        self.inner.lock().current.as_ref().map(|c| c.engine.clone())
+    }
+
+    /// How many times the engine was taken away (0 for the first one).
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    /// Takes the engine out of service: every open partition is dropped
+    /// (not released), their fetch streams and the opens still running on
+    /// the engine are cancelled, and requests get `BROKER_UNAVAILABLE`
+    /// until [`Self::install`]. Returns the engine to shut down, `None` if
+    /// it was already taken.
+    pub fn take_engine(&self) -> Option<Engine> {
+        let (current, slots) = {
+            let mut inner = self.inner.lock();
+            let current = inner.current.take();
+            if current.is_some() {
+                inner.generation += 1;
+            }
+            let slots: Vec<Slot> = inner.slots.drain().map(|(_, s)| s).collect();
+            (current, slots)
+        };
+        for s in &slots {
+            s.dropped.cancel();
+        }
+        let current = current?;
+        current.token.cancel();
+        tracing::info!(
+            stream = %current.engine.wal().stream(),
+            dropped = slots.iter().filter(|s| s.log.initialized()).count(),
+            "storage engine taken out of service; its partitions were dropped"
+        );
+        Some(current.engine)
+    }
+
+    /// Puts `engine` in service; partitions reopen on it lazily. Replaces
+    /// (and returns) an engine still in service, which should not happen:
+    /// take it first.
+    pub fn install(&self, engine: Engine) -> Option<Engine> {
+        let previous = {
+            let mut inner = self.inner.lock();
+            inner.current.replace(Current {
+                engine,
+                token: CancellationToken::new(),
+            })
+        };
+        previous.map(|p| {
+            p.token.cancel();
+            p.engine
+        })
     }
 
     /// Whether this broker serves `tp`. Always true until the cluster
@@ -61,17 +161,50 @@ impl PartitionRegistry {
         tp: &TopicPartition,
         config: &LogConfig,
     ) -> Result<PartitionLog> {
+        Ok(self.get_or_open_watched(tp, config).await?.0)
+    }
+
+    /// [`Self::get_or_open`], also returning a token cancelled when the log
+    /// leaves the registry: whoever keeps the log (a fetch stream) stops
+    /// using it then and lets its client resume on the reopened one.
+    pub async fn get_or_open_watched(
+        &self,
+        tp: &TopicPartition,
+        config: &LogConfig,
+    ) -> Result<(PartitionLog, CancellationToken)> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(BrokerError::Unavailable("shutting down"));
         }
         self.check_owner(tp)?;
-        let slot = self.slots.lock().entry(tp.clone()).or_default().clone();
-        let opened = slot
-            .get_or_try_init(|| self.engine.open_partition_with(tp.clone(), config.clone()))
-            .await;
+        let (engine, slot) = {
+            let mut inner = self.inner.lock();
+            let (engine, token) = match &inner.current {
+                Some(c) => (c.engine.clone(), c.token.clone()),
+                None => return Err(BrokerError::Unavailable(RESTARTING)),
+            };
+            let slot = inner
+                .slots
+                .entry(tp.clone())
+                .or_insert_with(|| {
+                    Arc::new(SlotCell {
+                        log: OnceCell::new(),
+                        dropped: token.child_token(),
+                    })
+                })
+                .clone();
+            (engine, slot)
+        };
+        // Cancelled when the engine is taken away: an open of the old
+        // incarnation must not go on claiming the partition.
+        let opened = tokio::select! {
+            biased;
+            () = slot.dropped.cancelled() => None,
+            r = slot.log.get_or_try_init(|| engine.open_partition_with(tp.clone(), config.clone())) => Some(r),
+        };
         match opened {
-            Ok(log) => Ok(log.clone()),
-            Err(e) => {
+            None => Err(BrokerError::Unavailable(RESTARTING)),
+            Some(Ok(log)) => Ok((log.clone(), slot.dropped.clone())),
+            Some(Err(e)) => {
                 tracing::warn!(%tp, error = %e, "cannot open partition");
                 self.remove_slot(tp, &slot);
                 Err(BrokerError::storage(tp, e))
@@ -81,20 +214,26 @@ impl PartitionRegistry {
 
     /// The log of `tp` if it is open (no IO).
     pub fn get_open(&self, tp: &TopicPartition) -> Option<PartitionLog> {
-        self.slots.lock().get(tp).and_then(|s| s.get().cloned())
+        self.inner
+            .lock()
+            .slots
+            .get(tp)
+            .and_then(|s| s.log.get().cloned())
     }
 
     fn remove_slot(&self, tp: &TopicPartition, slot: &Slot) {
-        let mut slots = self.slots.lock();
-        if slots.get(tp).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-            slots.remove(tp);
+        let mut inner = self.inner.lock();
+        if inner.slots.get(tp).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            inner.slots.remove(tp);
         }
     }
 
     /// Drops `tp` after its log reported `Fenced`: another broker owns it
     /// now; the next request reopens (or, in a cluster, redirects).
     pub fn drop_fenced(&self, tp: &TopicPartition) {
-        if self.slots.lock().remove(tp).is_some() {
+        let removed = self.inner.lock().slots.remove(tp);
+        if let Some(slot) = removed {
+            slot.dropped.cancel();
             tracing::warn!(%tp, "partition fenced by another writer; dropped");
         }
     }
@@ -108,19 +247,21 @@ impl PartitionRegistry {
 
     /// Every open log.
     pub fn open_logs(&self) -> Vec<PartitionLog> {
-        self.slots
+        self.inner
             .lock()
+            .slots
             .values()
-            .filter_map(|s| s.get().cloned())
+            .filter_map(|s| s.log.get().cloned())
             .collect()
     }
 
     /// Number of open partitions.
     pub fn len(&self) -> usize {
-        self.slots
+        self.inner
             .lock()
+            .slots
             .values()
-            .filter(|s| s.initialized())
+            .filter(|s| s.log.initialized())
             .count()
     }
 
@@ -132,32 +273,25 @@ impl PartitionRegistry {
     /// Removes and releases every open partition of `topic` (before a
     /// delete). Errors are logged: the topic goes away either way.
     pub async fn release_topic(&self, topic: &TopicName) {
-        let logs: Vec<PartitionLog> = {
-            let mut slots = self.slots.lock();
-            let tps: Vec<TopicPartition> = slots
+        let slots: Vec<Slot> = {
+            let mut inner = self.inner.lock();
+            let tps: Vec<TopicPartition> = inner
+                .slots
                 .keys()
                 .filter(|tp| &tp.topic == topic)
                 .cloned()
                 .collect();
-            tps.iter()
-                .filter_map(|tp| slots.remove(tp))
-                .filter_map(|s| s.get().cloned())
-                .collect()
+            tps.iter().filter_map(|tp| inner.slots.remove(tp)).collect()
         };
-        release(logs).await;
+        release(slots).await;
     }
 
     /// Refuses new opens and releases every open partition: seals tails
     /// and writes owner-less manifests so the next owner needs no replay.
     pub async fn release_all(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        let logs: Vec<PartitionLog> = self
-            .slots
-            .lock()
-            .drain()
-            .filter_map(|(_, s)| s.get().cloned())
-            .collect();
-        release(logs).await;
+        let slots: Vec<Slot> = self.inner.lock().slots.drain().map(|(_, s)| s).collect();
+        release(slots).await;
     }
 }
 
@@ -165,8 +299,16 @@ impl PartitionRegistry {
 /// manifest).
 const RELEASE_CONCURRENCY: usize = 32;
 
-async fn release(logs: Vec<PartitionLog>) {
+/// Ends the users of `slots` and releases their logs.
+async fn release(slots: Vec<Slot>) {
     use futures::StreamExt;
+    let logs: Vec<PartitionLog> = slots
+        .iter()
+        .filter_map(|s| {
+            s.dropped.cancel();
+            s.log.get().cloned()
+        })
+        .collect();
     let mut results = futures::stream::iter(logs)
         .map(|log| async move { (log.topic_partition().clone(), log.release().await) })
         .buffer_unordered(RELEASE_CONCURRENCY);

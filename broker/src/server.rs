@@ -10,7 +10,14 @@
 //! the flag to change), opens the store and the storage engine, starts the
 //! admin HTTP endpoint, the gRPC services (Strata, Admin, health) and the
 //! maintenance task, opens the existing topics' partitions in the
-//! background and marks the broker ready.
+//! background and marks the broker ready. [`start_with_store`] does the
+//! same on an object store the caller built (tests wrap one in a fault
+//! injector).
+//!
+//! When the engine's WAL writer stops (a store outage longer than
+//! `wal.flush_timeout`, fencing), the maintenance task restarts the storage
+//! as a new incarnation without restarting the process: see
+//! [`crate::restart`].
 //!
 //! Graceful shutdown ([`RunningBroker::shutdown`]), bounded by
 //! `shutdown_timeout`: not ready + health `NOT_SERVING`; new produces get
@@ -29,6 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use object_store::ObjectStore;
 use strata_proto::v1::admin_server::AdminServer;
 use strata_proto::v1::strata_server::StrataServer;
 use strata_storage::engine::Engine;
@@ -37,8 +45,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 use crate::config::{BrokerConfig, LogFormat, Overrides};
 use crate::service::Shared;
@@ -165,7 +171,6 @@ impl Broker {
 #[derive(Debug)]
 pub struct RunningBroker {
     shared: Arc<Shared>,
-    health: HealthReporter,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
     store_url: String,
@@ -194,6 +199,31 @@ async fn bind(addr: SocketAddr, what: &str, flag: &str, env: &str) -> anyhow::Re
 pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     config.resolve();
     config.validate()?;
+    let store_url = config.store_url();
+    let store = store_url::open(&store_url)
+        .with_context(|| format!("cannot open the store {store_url}"))?;
+    start_on(config, store, store_url).await
+}
+
+/// [`start`] on `store` instead of the configured store URL (`store` in the
+/// configuration is ignored); `store_name` names it in logs, errors and the
+/// ready line.
+pub async fn start_with_store(
+    mut config: BrokerConfig,
+    store: Arc<dyn ObjectStore>,
+    store_name: &str,
+) -> anyhow::Result<RunningBroker> {
+    config.resolve();
+    config.validate()?;
+    start_on(config, store, store_name.to_string()).await
+}
+
+/// [`start`] once the configuration is resolved and the store open.
+async fn start_on(
+    config: BrokerConfig,
+    store: Arc<dyn ObjectStore>,
+    store_url: String,
+) -> anyhow::Result<RunningBroker> {
     let grpc_listener = bind(config.grpc_addr, "gRPC", "--grpc-addr", "STRATA_GRPC_ADDR").await?;
     let http_listener = bind(config.http_addr, "HTTP", "--http-addr", "STRATA_HTTP_ADDR").await?;
     let grpc_addr = grpc_listener
@@ -214,11 +244,8 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         }
     };
 
-    let store_url = config.store_url();
-    let store = store_url::open(&store_url)
-        .with_context(|| format!("cannot open the store {store_url}"))?;
     let engine = Engine::open(
-        store,
+        store.clone(),
         &store_url,
         BrokerId(config.broker_id),
         config.engine_config(),
@@ -226,7 +253,15 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     .await
     .with_context(|| format!("cannot start the storage engine on {store_url}"))?;
     let max_request = config.max_request_bytes();
-    let shared = Arc::new(Shared::new(config, advertised_addr, engine));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let shared = Arc::new(Shared::new(
+        config,
+        advertised_addr,
+        store,
+        store_url.clone(),
+        engine,
+        health.clone(),
+    ));
 
     // HTTP first, so /readyz answers "starting" meanwhile.
     let http_stop = CancellationToken::new();
@@ -240,13 +275,7 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         })
     };
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health
-        .set_not_serving::<StrataServer<StrataService>>()
-        .await;
+    shared.set_serving(false).await;
     let strata = StrataServer::new(StrataService::new(shared.clone()))
         .max_decoding_message_size(max_request);
     let admin =
@@ -296,12 +325,10 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     }
 
     shared.set_ready(true);
-    health.set_service_status("", ServingStatus::Serving).await;
-    health.set_serving::<StrataServer<StrataService>>().await;
+    shared.set_serving(true).await;
     tracing::info!(broker = shared.broker_id.0, %grpc_addr, %http_addr, store = %store_url, "broker ready");
     Ok(RunningBroker {
         shared,
-        health,
         grpc_addr,
         http_addr,
         store_url,
@@ -368,12 +395,7 @@ impl RunningBroker {
     async fn drain(self) -> anyhow::Result<()> {
         let shared = self.shared;
         shared.set_ready(false);
-        self.health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        self.health
-            .set_not_serving::<StrataServer<StrataService>>()
-            .await;
+        shared.set_serving(false).await;
         // Refuse produces, end fetch streams, stop accepting, finish
         // in-flight requests.
         shared.shutdown.cancel();
@@ -385,7 +407,9 @@ impl RunningBroker {
         self.maintenance_stop.cancel();
         let _ = self.maintenance_task.await;
         shared.partitions.release_all().await;
-        shared.engine.shutdown().await;
+        if let Some(engine) = shared.partitions.take_engine() {
+            engine.shutdown().await;
+        }
         self.http_stop.cancel();
         match self.http_task.await {
             Ok(Ok(())) => {}

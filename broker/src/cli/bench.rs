@@ -83,6 +83,12 @@ pub struct ProduceBench {
     /// Producer batch size in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     pub batch_bytes: usize,
+    /// Offered load in records per second (0: as fast as acks come back).
+    /// Without a rate, ack latency includes time spent waiting in the
+    /// producer's buffer; set a rate below the saturation throughput to
+    /// measure the latency a producer at that load sees.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -185,11 +191,15 @@ async fn produce(a: ProduceBench) -> anyhow::Result<()> {
     let extra = a.records % a.concurrency as u64;
     for t in 0..a.concurrency {
         let n = per_task + u64::from((t as u64) < extra);
+        // Each task offers an equal share of the rate.
+        let period =
+            (a.rate > 0).then(|| Duration::from_secs_f64(a.concurrency as f64 / a.rate as f64));
         tasks.push(tokio::spawn(produce_task(
             producer.clone(),
             a.topic.clone(),
             value.clone(),
             n,
+            period,
             bar.clone(),
         )));
     }
@@ -263,6 +273,7 @@ async fn produce_task(
     topic: String,
     value: Bytes,
     n: u64,
+    period: Option<Duration>,
     bar: ProgressBar,
 ) -> TaskResult {
     let (tx, mut rx) = mpsc::channel::<(Instant, strata_client::DeliveryFuture)>(1024);
@@ -296,7 +307,11 @@ async fn produce_task(
         }
         Ok::<_, anyhow::Error>((hist, failed, first))
     });
-    for _ in 0..n {
+    let start = tokio::time::Instant::now();
+    for i in 0..n {
+        if let Some(period) = period {
+            tokio::time::sleep_until(start + period.mul_f64(i as f64)).await;
+        }
         let at = Instant::now();
         let f = producer
             .send(ProducerRecord::new(topic.clone(), value.clone()))

@@ -4,8 +4,11 @@
 //! Fetch streams are one task each, writing into a bounded channel of
 //! [`FETCH_QUEUE`] responses, so a slow consumer holds at most that many
 //! responses in memory; the task ends when the client goes away, after one
-//! response with `once`, on an error (sent as the stream's last item) or
-//! when the broker shuts down (`BROKER_UNAVAILABLE`).
+//! response with `once`, on an error (sent as the stream's last item), when
+//! the broker shuts down or when the partition's log leaves the registry
+//! (fenced, deleted, or the storage restarted as a new incarnation): the
+//! last two end with a retryable `BROKER_UNAVAILABLE`, so the client
+//! resumes on the reopened log instead of reading a stale one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ use strata_storage::log::{Acks, PartitionLog};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, now_ms};
@@ -204,12 +208,13 @@ struct FetchParams {
     once: bool,
 }
 
-/// Runs one fetch stream until the client leaves, `once`, an error or
-/// shutdown.
+/// Runs one fetch stream until the client leaves, `once`, an error,
+/// shutdown, or `dropped` (the log left the registry).
 async fn fetch_loop(
     shared: Arc<Shared>,
     tp: TopicPartition,
     log: PartitionLog,
+    dropped: CancellationToken,
     mut p: FetchParams,
     tx: mpsc::Sender<Result<FetchResponse, Status>>,
 ) {
@@ -219,6 +224,10 @@ async fn fetch_loop(
             () = tx.closed() => return,
             () = shared.shutdown.cancelled() => {
                 let _ = tx.send(Err(BrokerError::Unavailable("shutting down").into_status())).await;
+                return;
+            }
+            () = dropped.cancelled() => {
+                let _ = tx.send(Err(BrokerError::Unavailable("reopening the partition").into_status())).await;
                 return;
             }
         };
@@ -324,9 +333,9 @@ impl Strata for StrataService {
             max_wait,
             once: req.once,
         };
-        let (tp, log) = shared.partition(&req.topic, req.partition).await?;
+        let (tp, log, dropped) = shared.partition_watched(&req.topic, req.partition).await?;
         let (tx, rx) = mpsc::channel(FETCH_QUEUE);
-        tokio::spawn(fetch_loop(shared.clone(), tp, log, params, tx));
+        tokio::spawn(fetch_loop(shared.clone(), tp, log, dropped, params, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
