@@ -2,22 +2,21 @@
 //! store in a temporary directory and drive it through the generated tonic
 //! clients, then restart it on the same directory and read everything back.
 
+mod common;
+
 use std::time::Duration;
+
+use common::{clients, fetch_once, http_get, reason, values};
 
 use bytes::Bytes;
 use strata_broker::config::BrokerConfig;
-use strata_broker::server::{RunningBroker, start};
-use strata_proto::ErrorInfo;
-use strata_proto::v1::admin_client::AdminClient;
-use strata_proto::v1::strata_client::StrataClient;
+use strata_broker::server::start;
 use strata_proto::v1::{
     CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, ErrorReason, FetchRequest,
-    FetchResponse, InitProducerRequest, ListOffsetsRequest, ListTopicsRequest, MetadataRequest,
-    OffsetSpec, ProduceRequest, Record, RecordList, produce_request,
+    InitProducerRequest, ListOffsetsRequest, ListTopicsRequest, MetadataRequest, OffsetSpec,
+    ProduceRequest, Record, RecordList, produce_request,
 };
-use strata_storage::batch::{Batch, BatchBuilder, decode_records};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::Channel;
+use strata_storage::batch::BatchBuilder;
 
 const MAX_BATCH: usize = 16 * 1024;
 
@@ -37,18 +36,6 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
     c
 }
 
-async fn clients(b: &RunningBroker) -> (StrataClient<Channel>, AdminClient<Channel>) {
-    let channel = Channel::from_shared(b.grpc_url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    (
-        StrataClient::new(channel.clone()),
-        AdminClient::new(channel),
-    )
-}
-
 fn batch_request(topic: &str, partition: u32, batch: Bytes) -> ProduceRequest {
     ProduceRequest {
         topic: topic.into(),
@@ -56,62 +43,6 @@ fn batch_request(topic: &str, partition: u32, batch: Bytes) -> ProduceRequest {
         acks: 0,
         payload: Some(produce_request::Payload::Batch(batch)),
     }
-}
-
-fn reason(status: &tonic::Status) -> ErrorReason {
-    ErrorInfo::from_status(status).reason
-}
-
-async fn fetch_once(c: &mut StrataClient<Channel>, topic: &str, offset: i64) -> FetchResponse {
-    let mut s = c
-        .fetch(FetchRequest {
-            topic: topic.into(),
-            partition: 0,
-            offset,
-            once: true,
-            max_wait_ms: 50,
-            ..FetchRequest::default()
-        })
-        .await
-        .expect("fetch")
-        .into_inner();
-    let r = s
-        .message()
-        .await
-        .expect("fetch message")
-        .expect("one response");
-    assert!(
-        s.message().await.expect("end").is_none(),
-        "once ends the stream"
-    );
-    r
-}
-
-/// Every (offset, value) of a fetch response.
-fn values(r: &FetchResponse) -> Vec<(i64, String)> {
-    r.batches
-        .iter()
-        .flat_map(|b| {
-            let batch = Batch::from_trusted(b.clone()).expect("stored batch");
-            decode_records(&batch).expect("records")
-        })
-        .map(|r| {
-            let v = r.value.map(|v| String::from_utf8_lossy(&v).into_owned());
-            (r.offset, v.unwrap_or_default())
-        })
-        .collect()
-}
-
-async fn http_get(b: &RunningBroker, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(b.http_addr())
-        .await
-        .expect("http connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

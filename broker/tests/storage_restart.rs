@@ -4,25 +4,25 @@
 //! the broker must restart its storage as a new incarnation by itself once
 //! the store is back, and serve every acknowledged record exactly once.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{fetch_once, http_get, reason, values};
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use strata_broker::config::BrokerConfig;
 use strata_broker::server::{RunningBroker, start_with_store};
-use strata_proto::ErrorInfo;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::strata_client::StrataClient;
 use strata_proto::v1::{
-    CreateTopicRequest, ErrorReason, FetchRequest, FetchResponse, ProduceRequest, Record,
-    RecordList, produce_request,
+    CreateTopicRequest, ErrorReason, FetchRequest, ProduceRequest, Record, RecordList,
+    produce_request,
 };
-use strata_storage::batch::{Batch, decode_records};
 use strata_storage::store::{FaultConfig, FaultStore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
 use tonic::transport::Channel;
 
@@ -44,10 +44,6 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
     c.hot_tier.block_bytes = 64 << 10;
     c.hot_tier.disk_bytes = 16 << 20;
     c
-}
-
-fn reason(status: &tonic::Status) -> ErrorReason {
-    ErrorInfo::from_status(status).reason
 }
 
 fn retryable(status: &tonic::Status) -> bool {
@@ -79,50 +75,9 @@ async fn produce(c: &mut StrataClient<Channel>, values: &[String]) -> Result<i64
     Ok(r.base_offset)
 }
 
-/// Every (offset, value) of a fetch response.
-fn values(r: &FetchResponse) -> Vec<(i64, String)> {
-    r.batches
-        .iter()
-        .flat_map(|b| {
-            let batch = Batch::from_trusted(b.clone()).expect("stored batch");
-            decode_records(&batch).expect("records")
-        })
-        .map(|r| {
-            let v = r.value.map(|v| String::from_utf8_lossy(&v).into_owned());
-            (r.offset, v.unwrap_or_default())
-        })
-        .collect()
-}
-
-async fn fetch_once(c: &mut StrataClient<Channel>, offset: i64) -> FetchResponse {
-    let mut s = c
-        .fetch(FetchRequest {
-            topic: TOPIC.into(),
-            partition: 0,
-            offset,
-            once: true,
-            max_wait_ms: 50,
-            ..FetchRequest::default()
-        })
-        .await
-        .expect("fetch")
-        .into_inner();
-    s.message()
-        .await
-        .expect("fetch message")
-        .expect("one response")
-}
-
 /// The status line of `GET path` on the admin endpoint.
-async fn http_status(b: &RunningBroker, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(b.http_addr())
-        .await
-        .expect("http connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
+async fn status_line(b: &RunningBroker, path: &str) -> String {
+    let out = http_get(b, path).await;
     out.lines().next().unwrap_or_default().to_string()
 }
 
@@ -207,7 +162,7 @@ async fn broker_restarts_storage_after_a_store_outage() {
         assert!(retryable(&status), "not retryable: {status:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
         failed.extend(vals);
-        if http_status(&broker, "/readyz").await.contains("503") {
+        if status_line(&broker, "/readyz").await.contains("503") {
             saw_not_ready = true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -242,7 +197,7 @@ async fn broker_restarts_storage_after_a_store_outage() {
             .expect("produce after recovery");
         ack(&mut acked, &vals, base);
     }
-    assert!(http_status(&broker, "/readyz").await.contains("200"));
+    assert!(status_line(&broker, "/readyz").await.contains("200"));
     assert!(
         broker.shared().partitions.generation() >= 1,
         "the storage was not restarted as a new incarnation"
@@ -271,7 +226,7 @@ async fn broker_restarts_storage_after_a_store_outage() {
     let mut log: BTreeMap<i64, String> = BTreeMap::new();
     let mut offset = 0;
     loop {
-        let r = fetch_once(&mut c, offset).await;
+        let r = fetch_once(&mut c, TOPIC, offset).await;
         for (o, v) in values(&r) {
             assert!(log.insert(o, v).is_none(), "offset {o} read twice");
         }
