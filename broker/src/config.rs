@@ -83,6 +83,38 @@ impl Default for FetchConfig {
     }
 }
 
+/// How brokers sharing a bucket find each other and share partitions
+/// (DESIGN §8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How often a broker writes its heartbeat and re-reads the cluster
+    /// state (members, controller, assignment). Shorter reacts faster, at
+    /// a few more store requests per broker per interval.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A broker whose heartbeat did not change for this long is dead: its
+    /// partitions are taken over (its WAL fenced). Failover takes about
+    /// this long; too short risks taking over from a broker that is only
+    /// slow (safe, but it costs the broker a restart of its storage).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// How long a new owner waits for a live previous owner to release a
+    /// partition during a move before fencing it anyway.
+    #[serde(with = "humantime_serde")]
+    pub release_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(6),
+            release_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Every setting of a broker. See the module docs for how it is loaded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -123,6 +155,8 @@ pub struct BrokerConfig {
     /// store is back, at more requests to a store that is still down.
     #[serde(with = "humantime_serde")]
     pub storage_restart_backoff: Duration,
+    /// Membership, failover and moves.
+    pub cluster: ClusterConfig,
     /// Write-ahead log (see `strata_storage::wal::WalConfig`).
     pub wal: WalConfig,
     /// Default per-partition log settings; topics override some of them.
@@ -145,6 +179,7 @@ impl Default for BrokerConfig {
             fetch: FetchConfig::default(),
             maintenance_interval: Duration::from_secs(1),
             storage_restart_backoff: Duration::from_secs(5),
+            cluster: ClusterConfig::default(),
             wal: WalConfig::default(),
             log: LogConfig::default(),
             hot_tier: HotTierConfig::default(),
@@ -194,6 +229,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "fetch",
     "maintenance_interval",
     "storage_restart_backoff",
+    "cluster",
     "wal",
     "log",
     "hot_tier",
@@ -381,6 +417,20 @@ impl BrokerConfig {
             bail!(
                 "invalid setting storage_restart_backoff: must be at least 10ms, got {}",
                 humantime::format_duration(self.storage_restart_backoff)
+            );
+        }
+        let c = &self.cluster;
+        if c.heartbeat_interval < Duration::from_millis(10) {
+            bail!(
+                "invalid setting cluster.heartbeat_interval: must be at least 10ms, got {}",
+                humantime::format_duration(c.heartbeat_interval)
+            );
+        }
+        if c.heartbeat_timeout < c.heartbeat_interval * 2 {
+            bail!(
+                "invalid setting cluster.heartbeat_timeout: must be at least twice cluster.heartbeat_interval ({}), got {}",
+                humantime::format_duration(c.heartbeat_interval),
+                humantime::format_duration(c.heartbeat_timeout)
             );
         }
         if let Some(a) = &self.advertised_addr

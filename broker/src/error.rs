@@ -18,6 +18,7 @@
 //! | `ProducerFenced`                              | `PRODUCER_FENCED`      |
 //! | `Fenced` (and store `AlreadyExists`)          | `FENCED`               |
 //! | `Unavailable`                                 | `BROKER_UNAVAILABLE`   |
+//! | `OwnedElsewhere` (a move in progress)         | `NOT_OWNER` + retry-after |
 //! | `Store` of kind `Transient`                   | `STORE_UNAVAILABLE` + retry-after |
 //! | `InvalidName`, `Config`                       | `INVALID_REQUEST`      |
 //! | anything else                                 | `INTERNAL`             |
@@ -37,6 +38,10 @@ pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
 /// How long clients are asked to wait when the broker is not ready.
 const BROKER_RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// How long clients are asked to wait when a partition has no owner yet
+/// (moving, or not assigned yet).
+const NOT_OWNER_RETRY_AFTER: Duration = Duration::from_millis(50);
 
 /// Everything a broker request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,17 @@ pub enum BrokerError {
     /// The request is bigger than a limit.
     #[error("{0}")]
     TooLarge(String),
+    /// Another broker serves the partition (or none does yet, during a
+    /// move or before the controller assigned it).
+    #[error("{tp} is not served by this broker: {detail}")]
+    NotOwner {
+        /// The partition.
+        tp: String,
+        /// The broker it is assigned to, and that broker's address.
+        owner: Option<(u32, String)>,
+        /// What is going on, for people.
+        detail: String,
+    },
     /// The broker is starting or shutting down.
     #[error("broker is {0}; retry, possibly on another broker")]
     Unavailable(&'static str),
@@ -100,6 +116,7 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => ErrorReason::InvalidRequest,
             BrokerError::TooLarge(_) => ErrorReason::RecordTooLarge,
             BrokerError::Unavailable(_) => ErrorReason::BrokerUnavailable,
+            BrokerError::NotOwner { .. } => ErrorReason::NotOwner,
             BrokerError::Storage { source, .. } => storage_reason(source).0,
         }
     }
@@ -112,6 +129,14 @@ impl BrokerError {
                 ErrorInfo::new(ErrorReason::BrokerUnavailable, self.to_string())
                     .with_retry_after(BROKER_RETRY_AFTER)
                     .into_status()
+            }
+            BrokerError::NotOwner { ref owner, .. } => {
+                let info = ErrorInfo::new(ErrorReason::NotOwner, self.to_string());
+                match owner {
+                    Some((id, address)) => info.with_owner(*id, Some(address.clone())),
+                    None => info.with_retry_after(NOT_OWNER_RETRY_AFTER),
+                }
+                .into_status()
             }
             other => ErrorInfo::new(other.reason(), other.to_string()).into_status(),
         }
@@ -143,6 +168,7 @@ fn storage_reason(e: &StorageError) -> (ErrorReason, Option<Duration>) {
         StorageError::ProducerFenced { .. } => (ErrorReason::ProducerFenced, None),
         StorageError::Fenced(_) => (ErrorReason::Fenced, None),
         StorageError::Unavailable(_) => (ErrorReason::BrokerUnavailable, Some(BROKER_RETRY_AFTER)),
+        StorageError::OwnedElsewhere { .. } => (ErrorReason::NotOwner, Some(NOT_OWNER_RETRY_AFTER)),
         StorageError::InvalidName { .. } | StorageError::Config { .. } => {
             (ErrorReason::InvalidRequest, None)
         }

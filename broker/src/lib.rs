@@ -24,6 +24,7 @@
 //! - [`cli`]: the client subcommands.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

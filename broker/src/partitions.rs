@@ -23,10 +23,11 @@
 //! - [`PartitionRegistry::release_all`] hands every partition over cleanly
 //!   (seals tails, writes an owner-less manifest) on shutdown.
 //!
-//! Ownership: today one broker owns every partition, so
-//! [`PartitionRegistry::check_owner`] always says "local". The cluster work
-//! replaces it with a lookup in the assignment that answers `NOT_OWNER`
-//! with the owner; everything that serves a partition already calls it.
+//! Ownership: the registry opens what it is asked to; whether this broker
+//! should serve a partition is decided by the cluster assignment
+//! ([`crate::cluster::ClusterView::check_owner`], checked by the callers),
+//! and whether a claim may fence the previous owner by the `may_fence`
+//! guard they pass.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use strata_storage::engine::Engine;
-use strata_storage::keys::{TopicName, TopicPartition};
+use strata_storage::keys::{TopicName, TopicPartition, WalStream};
 use strata_storage::log::{LogConfig, PartitionLog};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -148,20 +149,18 @@ impl PartitionRegistry {
         })
     }
 
-    /// Whether this broker serves `tp`. Always true until the cluster
-    /// assignment exists; then a partition owned elsewhere answers
-    /// `NOT_OWNER` with its owner.
-    pub fn check_owner(&self, _tp: &TopicPartition) -> Result<()> {
-        Ok(())
-    }
-
-    /// The open log of `tp`, opening it with `config` if needed.
+    /// The open log of `tp`, opening (claiming) it with `config` if needed.
+    /// A claim fences the incarnation the manifest names as owner only if
+    /// `may_fence` allows it (see `crate::cluster::ClusterView::may_fence`);
+    /// otherwise it fails with the retryable `OwnedElsewhere` and changes
+    /// nothing. Ownership in the assignment is checked by the caller.
     pub async fn get_or_open(
         &self,
         tp: &TopicPartition,
         config: &LogConfig,
+        may_fence: &(dyn Fn(&WalStream) -> bool + Send + Sync),
     ) -> Result<PartitionLog> {
-        Ok(self.get_or_open_watched(tp, config).await?.0)
+        Ok(self.get_or_open_watched(tp, config, may_fence).await?.0)
     }
 
     /// [`Self::get_or_open`], also returning a token cancelled when the log
@@ -171,11 +170,11 @@ impl PartitionRegistry {
         &self,
         tp: &TopicPartition,
         config: &LogConfig,
+        may_fence: &(dyn Fn(&WalStream) -> bool + Send + Sync),
     ) -> Result<(PartitionLog, CancellationToken)> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(BrokerError::Unavailable("shutting down"));
         }
-        self.check_owner(tp)?;
         let (engine, slot) = {
             let mut inner = self.inner.lock();
             let (engine, token) = match &inner.current {
@@ -199,16 +198,30 @@ impl PartitionRegistry {
         let opened = tokio::select! {
             biased;
             () = slot.dropped.cancelled() => None,
-            r = slot.log.get_or_try_init(|| engine.open_partition_with(tp.clone(), config.clone())) => Some(r),
+            r = slot.log.get_or_try_init(|| engine.open_partition_guarded(tp.clone(), config.clone(), may_fence)) => Some(r),
         };
         match opened {
             None => Err(BrokerError::Unavailable(RESTARTING)),
             Some(Ok(log)) => Ok((log.clone(), slot.dropped.clone())),
             Some(Err(e)) => {
-                tracing::warn!(%tp, error = %e, "cannot open partition");
+                if matches!(e, strata_storage::Error::OwnedElsewhere { .. }) {
+                    tracing::debug!(%tp, error = %e, "partition still owned elsewhere");
+                } else {
+                    tracing::warn!(%tp, error = %e, "cannot open partition");
+                }
                 self.remove_slot(tp, &slot);
                 Err(BrokerError::storage(tp, e))
             }
+        }
+    }
+
+    /// Removes `tp` and releases its log (a graceful move away): appends
+    /// are refused from now on, the tail is sealed and an owner-less
+    /// manifest written, so the next owner claims it without fencing.
+    pub async fn release_one(&self, tp: &TopicPartition) {
+        let slot = self.inner.lock().slots.remove(tp);
+        if let Some(slot) = slot {
+            release(vec![slot]).await;
         }
     }
 

@@ -161,6 +161,7 @@ pub async fn restart_storage(shared: &Shared, reason: RestartReason) -> RestartO
 
     let stream = engine.wal().stream();
     shared.track_store_stats(&engine);
+    shared.cluster.set_incarnation(stream.incarnation.0);
     if let Some(stray) = shared.partitions.install(engine) {
         // Only `restart_storage` takes and installs engines, one at a time.
         tracing::error!(stream = %stray.wal().stream(), "an engine was installed during a restart; shutting it down");

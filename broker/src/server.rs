@@ -38,6 +38,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use object_store::ObjectStore;
 use strata_proto::v1::admin_server::AdminServer;
+use strata_proto::v1::cluster_server::ClusterServer;
 use strata_proto::v1::strata_server::StrataServer;
 use strata_storage::engine::Engine;
 use strata_storage::keys::BrokerId;
@@ -49,8 +50,9 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::{BrokerConfig, LogFormat, Overrides};
 use crate::service::Shared;
 use crate::service::admin::AdminService;
+use crate::service::cluster::ClusterService;
 use crate::service::strata::StrataService;
-use crate::{http, maintenance, store_url};
+use crate::{cluster, http, maintenance, store_url};
 
 /// Flags of `strata serve`. Every setting can also come from the TOML file
 /// and from `STRATA_*` variables (`STRATA_DATA_DIR`, `STRATA_STORE`,
@@ -103,10 +105,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "{}", broker.ready_line()).context("cannot write the ready line")?;
         out.flush().context("cannot flush the ready line")?;
     }
-    wait_for_signal().await;
-    tracing::info!(
-        "shutdown signal received; shutting down gracefully (signal again to exit at once)"
-    );
+    tokio::select! {
+        () = wait_for_signal() => tracing::info!(
+            "shutdown signal received; draining and shutting down gracefully (signal again to exit at once)"
+        ),
+        () = broker.shared.drain_requested.cancelled() => tracing::info!(
+            "drain requested by an operator (strata cluster drain); draining and shutting down gracefully"
+        ),
+    }
     tokio::spawn(async {
         wait_for_signal().await;
         eprintln!("strata: second signal, exiting at once");
@@ -179,6 +185,8 @@ pub struct RunningBroker {
     http_stop: CancellationToken,
     maintenance_stop: CancellationToken,
     maintenance_task: JoinHandle<()>,
+    cluster_stop: CancellationToken,
+    cluster_task: JoinHandle<()>,
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str, env: &str) -> anyhow::Result<TcpListener> {
@@ -252,16 +260,24 @@ async fn start_on(
     )
     .await
     .with_context(|| format!("cannot start the storage engine on {store_url}"))?;
+    let http_url = {
+        let mut a = http_addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{a}")
+    };
     let max_request = config.max_request_bytes();
     let (health, health_service) = tonic_health::server::health_reporter();
-    let shared = Arc::new(Shared::new(
+    let shared = Shared::new(
         config,
         advertised_addr,
+        http_url,
         store,
         store_url.clone(),
         engine,
         health.clone(),
-    ));
+    );
 
     // HTTP first, so /readyz answers "starting" meanwhile.
     let http_stop = CancellationToken::new();
@@ -280,6 +296,7 @@ async fn start_on(
         .max_decoding_message_size(max_request);
     let admin =
         AdminServer::new(AdminService::new(shared.clone())).max_decoding_message_size(max_request);
+    let cluster_service = ClusterServer::new(ClusterService::new(shared.clone()));
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc_task = {
         let stop = shared.shutdown.clone();
@@ -291,6 +308,7 @@ async fn start_on(
                 .add_service(health_service)
                 .add_service(strata)
                 .add_service(admin)
+                .add_service(cluster_service)
                 .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
         )
     };
@@ -298,30 +316,20 @@ async fn start_on(
     let maintenance_stop = CancellationToken::new();
     let maintenance_task = tokio::spawn(maintenance::run(shared.clone(), maintenance_stop.clone()));
 
-    // Open the existing topics' partitions in the background; requests open
-    // them lazily meanwhile.
-    {
-        let bg = shared.clone();
-        tokio::spawn(async move {
-            match bg.topics.list().await {
-                Ok(topics) => {
-                    for t in &topics {
-                        if bg.shutdown.is_cancelled() {
-                            return;
-                        }
-                        bg.open_topic(t).await;
-                    }
-                    tracing::info!(
-                        topics = topics.len(),
-                        partitions = bg.partitions.len(),
-                        "opened the partitions of existing topics"
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list topics at startup; partitions open on first use")
-                }
-            }
-        });
+    // Join the cluster: publish a heartbeat, then follow (or, as the
+    // controller, write) the partition assignment; the partitions assigned
+    // here are claimed in the background.
+    cluster::write_heartbeat(&shared).await;
+    let cluster_stop = CancellationToken::new();
+    let cluster_task = tokio::spawn(cluster::run(shared.clone(), cluster_stop.clone()));
+    let joined = tokio::time::timeout(shared.config.cluster.heartbeat_timeout * 2, async {
+        while shared.cluster.assignment().is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if joined.is_err() {
+        tracing::warn!("no partition assignment yet (is the controller slow?); serving anyway, requests get NOT_OWNER until one arrives");
     }
 
     shared.set_ready(true);
@@ -337,6 +345,8 @@ async fn start_on(
         http_stop,
         maintenance_stop,
         maintenance_task,
+        cluster_stop,
+        cluster_task,
     })
 }
 
@@ -395,6 +405,11 @@ impl RunningBroker {
     async fn drain(self) -> anyhow::Result<()> {
         let shared = self.shared;
         shared.set_ready(false);
+        // Move the partitions to other brokers while still serving them, so
+        // clients follow them instead of waiting for this broker; keep a
+        // share of the timeout for the rest of the shutdown.
+        let timeout = shared.config.shutdown_timeout;
+        cluster::drain(&shared, std::time::Instant::now() + timeout.mul_f64(0.8)).await;
         shared.set_serving(false).await;
         // Refuse produces, end fetch streams, stop accepting, finish
         // in-flight requests.
@@ -407,6 +422,9 @@ impl RunningBroker {
         self.maintenance_stop.cancel();
         let _ = self.maintenance_task.await;
         shared.partitions.release_all().await;
+        self.cluster_stop.cancel();
+        let _ = self.cluster_task.await;
+        cluster::leave(&shared).await;
         if let Some(engine) = shared.partitions.take_engine() {
             engine.shutdown().await;
         }

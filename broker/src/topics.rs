@@ -363,8 +363,18 @@ impl TopicRegistry {
         Ok(n)
     }
 
-    /// All live topics, sorted by name.
+    /// All live topics, sorted by name (cached records are trusted).
     pub async fn list(&self) -> Result<Vec<Topic>> {
+        self.list_with(false).await
+    }
+
+    /// All live topics, re-reading every topic's head (sees deletes and
+    /// re-creates made by other brokers; one LIST and GET per topic).
+    pub async fn list_fresh(&self) -> Result<Vec<Topic>> {
+        self.list_with(true).await
+    }
+
+    async fn list_with(&self, fresh: bool) -> Result<Vec<Topic>> {
         let listing = self
             .store
             .list_with_delimiter(Some(&keys::topics_prefix()))
@@ -377,8 +387,8 @@ impl TopicRegistry {
             };
             let hit = self.cache.lock().get(&name).cloned();
             let cached = match hit {
-                Some(c) => Some(c),
-                None => self.refresh(&name).await?,
+                Some(c) if !fresh => Some(c),
+                _ => self.refresh(&name).await?,
             };
             if let Some(c) = cached
                 && !c.record.deleted

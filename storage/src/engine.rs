@@ -99,6 +99,25 @@ impl Engine {
         .await
     }
 
+    /// [`Self::open_partition_with`], fencing the current owner only if
+    /// `may_fence` allows it (see [`PartitionLog::open_guarded`]).
+    pub async fn open_partition_guarded(
+        &self,
+        tp: TopicPartition,
+        config: LogConfig,
+        may_fence: &(dyn Fn(&WalStream) -> bool + Send + Sync),
+    ) -> Result<PartitionLog> {
+        PartitionLog::open_guarded(
+            self.store.clone(),
+            self.cache.clone(),
+            self.wal.clone(),
+            tp,
+            config,
+            may_fence,
+        )
+        .await
+    }
+
     /// The wrapped store (retries, metrics).
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store

@@ -98,6 +98,18 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+    /// The partition's manifest names a live owner that has not released it
+    /// yet (a move in progress): wait for the release instead of fencing a
+    /// broker that still serves.
+    #[error(
+        "{tp} is still owned by {owner}, which is alive; waiting for it to release the partition (retry shortly)"
+    )]
+    OwnedElsewhere {
+        /// The partition.
+        tp: String,
+        /// The incarnation named as owner by the manifest.
+        owner: crate::keys::WalStream,
+    },
     /// The log or WAL writer was closed or failed earlier; it must be reopened.
     #[error("partition log unavailable: {0}")]
     Unavailable(String),
@@ -158,6 +170,9 @@ impl Error {
             },
             Error::Unavailable(_) => ErrorKind::Transient {
                 retry_after: Duration::from_millis(200),
+            },
+            Error::OwnedElsewhere { .. } => ErrorKind::Transient {
+                retry_after: Duration::from_millis(50),
             },
             Error::Corrupt { .. } | Error::UnsafeStore(_) | Error::Json { .. } => {
                 ErrorKind::Internal

@@ -33,7 +33,7 @@ use crate::batch::{Batch, BatchError, BatchLimits};
 use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::hot_tier::SegmentCache;
-use crate::keys::{self, TopicPartition, Version, WalSeq};
+use crate::keys::{self, TopicPartition, Version, WalSeq, WalStream};
 use crate::manifest::{Manifest, SegmentMeta, TailPointer};
 use crate::producers::{ProducerTable, SeqCheck};
 use crate::segment;
@@ -246,6 +246,22 @@ impl PartitionLog {
         tp: TopicPartition,
         config: LogConfig,
     ) -> Result<Self> {
+        Self::open_guarded(store, cache, wal, tp, config, &|_| true).await
+    }
+
+    /// [`Self::open`], asking `may_fence` before fencing the incarnation
+    /// the manifest names as owner: when it answers `false` (the owner is
+    /// alive and is expected to release the partition), the open fails with
+    /// [`Error::OwnedElsewhere`] and changes nothing. A manifest without an
+    /// owner (released) is claimed without asking.
+    pub async fn open_guarded(
+        store: Arc<dyn ObjectStore>,
+        cache: SegmentCache,
+        wal: WalWriter,
+        tp: TopicPartition,
+        config: LogConfig,
+        may_fence: &(dyn Fn(&WalStream) -> bool + Send + Sync),
+    ) -> Result<Self> {
         config.validate()?;
         wal.check()?;
         let chain: Chain<Manifest> = Chain::new(store.clone(), keys::manifest_chain(&tp));
@@ -258,6 +274,14 @@ impl PartitionLog {
             return Err(Error::Unavailable(format!(
                 "{tp} is already owned by this incarnation ({me}); release it before opening it again"
             )));
+        }
+        if let Some(owner) = manifest.owner.filter(|o| *o != me) {
+            if !may_fence(&owner) {
+                return Err(Error::OwnedElsewhere {
+                    tp: tp.to_string(),
+                    owner,
+                });
+            }
         }
         // Replay the previous owner's unsealed tail, fencing it first.
         let mut replayed: Vec<Batch> = Vec::new();

@@ -86,3 +86,40 @@ impl Manifest {
         self.segments.iter().map(|s| s.size).sum()
     }
 }
+
+/// The latest manifest of `tp`, read from the bucket (one LIST and one GET),
+/// or `None` for a partition that was never opened. Any broker may read it:
+/// this is how non-owners serve sealed data and describe partitions.
+pub async fn load_head(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    tp: &crate::keys::TopicPartition,
+) -> crate::error::Result<Option<(crate::keys::Version, Manifest)>> {
+    crate::chain::Chain::<Manifest>::new(store.clone(), crate::keys::manifest_chain(tp))
+        .head(None)
+        .await
+}
+
+/// Reads sealed batches of the partition `manifest` describes from the
+/// segment holding `offset` on, up to about `max_bytes` (at least one whole
+/// batch), through `cache`. `None` when `offset` is not in a sealed segment
+/// (below the log start or at/after [`Manifest::sealed_end`]): the unsealed
+/// tail is only served by the owner.
+pub async fn read_sealed(
+    cache: &crate::hot_tier::SegmentCache,
+    manifest: &Manifest,
+    offset: i64,
+    max_bytes: usize,
+) -> crate::error::Result<Option<Vec<bytes::Bytes>>> {
+    if offset < manifest.log_start_offset || offset >= manifest.sealed_end() {
+        return Ok(None);
+    }
+    let i = manifest
+        .segments
+        .partition_point(|s| s.last_offset < offset);
+    match manifest.segments.get(i) {
+        Some(seg) => crate::segment::read(cache, seg, offset, max_bytes)
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
+}

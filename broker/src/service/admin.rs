@@ -1,9 +1,11 @@
 //! The topic administration service `strata.v1.Admin`: create, delete,
 //! list and describe topics, over the [`crate::topics`] registry.
 //!
-//! Create opens the new topic's partitions in the background (requests
-//! open them lazily too). Delete releases the open partitions, writes the
-//! `deleted` version and purges the partition data in the background.
+//! Create returns once the controller assigned the new partitions (their
+//! owners claim them right away). Delete releases the partitions open
+//! here, writes the `deleted` version and purges the partition data in the
+//! background; the controller drops the topic from the assignment at its
+//! next full topic scan, and other owners then release their partitions.
 
 use std::sync::Arc;
 
@@ -14,11 +16,13 @@ use strata_proto::v1::{
     TopicSummary,
 };
 use strata_storage::keys::TopicPartition;
+use strata_storage::manifest;
 use strata_storage::log::LogConfig;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, now_ms};
-use crate::error::Result;
+use crate::cluster;
+use crate::error::{BrokerError, Result};
 use crate::topics::{self, Topic, TopicOverrides};
 
 /// The `strata.v1.Admin` service.
@@ -33,9 +37,12 @@ impl AdminService {
         Self { shared }
     }
 
-    /// The description of `topic`; with `open`, opens partitions not yet
-    /// open to report their real status.
-    async fn describe(&self, topic: &Topic, open: bool) -> Result<TopicDescription> {
+    /// The description of `topic`: owners from the cluster assignment;
+    /// offsets and sizes from the open log when this broker serves the
+    /// partition, else (with `read_manifests`) from the partition's
+    /// manifest in the bucket (the unsealed tail of another owner is not
+    /// counted then).
+    async fn describe(&self, topic: &Topic, read_manifests: bool) -> Result<TopicDescription> {
         let shared = &self.shared;
         let mut details = Vec::with_capacity(topic.record.partitions as usize);
         for p in 0..topic.record.partitions {
@@ -43,22 +50,12 @@ impl AdminService {
                 topic: topic.name.clone(),
                 partition: p,
             };
-            let log = match shared.partitions.get_open(&tp) {
-                Some(log) => Some(log),
-                None if open => Some(
-                    shared
-                        .partitions
-                        .get_or_open(&tp, &topic.log_config)
-                        .await?,
-                ),
-                None => None,
-            };
             let mut d = PartitionDescription {
                 partition: p,
-                owner_broker_id: Some(shared.broker_id.0),
+                owner_broker_id: shared.cluster.owner_of(topic.name.as_str(), p),
                 ..PartitionDescription::default()
             };
-            if let Some(log) = log {
+            if let Some(log) = shared.partitions.get_open(&tp) {
                 let s = log.status();
                 d.leader_epoch = s.leader_epoch;
                 d.log_start_offset = s.log_start_offset;
@@ -66,6 +63,16 @@ impl AdminService {
                 d.segments = u32::try_from(s.segments).unwrap_or(u32::MAX);
                 d.sealed_bytes = s.sealed_bytes;
                 d.tail_bytes = s.tail_bytes;
+            } else if read_manifests
+                && let Some((_, m)) = manifest::load_head(&shared.meta_store, &tp)
+                    .await
+                    .map_err(|e| BrokerError::storage(&tp, e))?
+            {
+                d.leader_epoch = m.leader_epoch;
+                d.log_start_offset = m.log_start_offset;
+                d.high_watermark = m.next_offset;
+                d.segments = u32::try_from(m.segments.len()).unwrap_or(u32::MAX);
+                d.sealed_bytes = m.sealed_bytes();
             }
             details.push(d);
         }
@@ -114,7 +121,7 @@ impl Admin for AdminService {
         let shared = &self.shared;
         shared.check_running()?;
         let name = topics::parse_name(&req.name)?;
-        let (topic, created) = shared
+        let (topic, _created) = shared
             .topics
             .create(
                 &name,
@@ -124,11 +131,9 @@ impl Admin for AdminService {
                 now_ms(),
             )
             .await?;
-        if created {
-            let bg = shared.clone();
-            let t = topic.clone();
-            tokio::spawn(async move { bg.open_topic(&t).await });
-        }
+        // Answer once the controller assigned the partitions, so the
+        // topic is usable as soon as the call returns.
+        cluster::await_assigned(shared, &topic).await;
         Ok(Response::new(self.describe(&topic, false).await?))
     }
 

@@ -3,29 +3,32 @@
 //! - [`strata`]: the data plane (`strata.v1.Strata`: produce, fetch,
 //!   metadata, list offsets, producer ids).
 //! - [`admin`]: topic administration (`strata.v1.Admin`).
+//! - [`cluster`]: brokers and the partition table (`strata.v1.Cluster`).
 //!
 //! Both are thin: they validate the request, resolve the partition through
-//! [`Shared::partition`] (topic registry, then partition registry, which is
-//! where ownership is checked), call the storage engine, and convert every
+//! [`Shared::partition`] (topic registry, ownership in the cluster
+//! assignment, then the partition registry), call the storage engine, and convert every
 //! error at the edge with [`crate::error::BrokerError::into_status`].
 
 pub mod admin;
+pub mod cluster;
 pub mod strata;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use object_store::ObjectStore;
 use parking_lot::Mutex;
 use strata_proto::v1::strata_server::StrataServer;
 use strata_storage::engine::Engine;
-use strata_storage::keys::{BrokerId, TopicPartition};
+use strata_storage::keys::{BrokerId, TopicPartition, WalStream};
 use strata_storage::log::PartitionLog;
 use strata_storage::store::{StatsSnapshot, StoreStats};
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::cluster::ClusterView;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 use crate::metrics::{BrokerMetrics, Gauges};
@@ -44,11 +47,24 @@ pub struct Shared {
     pub broker_id: BrokerId,
     /// The gRPC address clients are told to use.
     pub advertised_addr: String,
+    /// The HTTP address (metrics, health) other brokers and tools are told.
+    pub http_url: String,
     /// The bucket as given (without the engine's retry and metrics
     /// layers): new storage incarnations are opened on it.
     pub store: Arc<dyn ObjectStore>,
     /// The store's name in logs and errors (its URL).
     pub store_name: String,
+    /// The bucket with retries and request metrics, for cluster metadata
+    /// (heartbeats, terms, assignments, topics, producer ids). Survives
+    /// storage restarts.
+    pub meta_store: Arc<dyn ObjectStore>,
+    /// This broker's view of the cluster.
+    pub cluster: ClusterView,
+    /// Cancelled when an operator asks this broker to drain and exit
+    /// (`strata cluster drain`): the same as SIGTERM.
+    pub drain_requested: CancellationToken,
+    /// This value's own `Arc`, for background tasks.
+    pub(crate) this: Weak<Shared>,
     /// Topics (in the bucket, cached).
     pub topics: TopicRegistry,
     /// The storage engine in service and its open partitions.
@@ -76,20 +92,29 @@ impl Shared {
     pub fn new(
         config: BrokerConfig,
         advertised_addr: String,
+        http_url: String,
         store: Arc<dyn ObjectStore>,
         store_name: String,
         engine: Engine,
         health: HealthReporter,
-    ) -> Self {
+    ) -> Arc<Self> {
         let broker_id = BrokerId(config.broker_id);
         // The engine's store stack (retries, metrics) stays valid after the
-        // engine is replaced: topics and producer ids keep using it.
+        // engine is replaced: topics, producer ids and the cluster state
+        // keep using it.
         let engine_store = engine.store().clone();
-        Self {
+        let cluster = ClusterView::new(broker_id, config.cluster.clone());
+        cluster.set_incarnation(engine.wal().stream().incarnation.0);
+        Arc::new_cyclic(|this| Self {
             broker_id,
             advertised_addr,
+            http_url,
             store,
             store_name,
+            meta_store: engine_store.clone(),
+            cluster,
+            drain_requested: CancellationToken::new(),
+            this: this.clone(),
             topics: TopicRegistry::new(engine_store.clone(), broker_id, config.log.clone()),
             store_stats: Mutex::new(vec![engine.store_stats().clone()]),
             partitions: PartitionRegistry::new(engine),
@@ -100,7 +125,7 @@ impl Shared {
             health,
             ready: AtomicBool::new(false),
             config,
-        }
+        })
     }
 
     /// True once serving and until shutdown starts (false while the
@@ -184,9 +209,10 @@ impl Shared {
         partition: u32,
     ) -> Result<(TopicPartition, PartitionLog, CancellationToken)> {
         let (topic, tp) = self.resolve(topic, partition).await?;
+        self.cluster.check_owner(&tp)?;
         let (log, dropped) = self
             .partitions
-            .get_or_open_watched(&tp, &topic.log_config)
+            .get_or_open_watched(&tp, &topic.log_config, &|o| self.may_fence(o))
             .await?;
         Ok((tp, log, dropped))
     }
@@ -198,12 +224,22 @@ impl Shared {
         partition: u32,
     ) -> Result<(Topic, TopicPartition, PartitionLog)> {
         let (topic, tp) = self.resolve(topic, partition).await?;
-        let log = self.partitions.get_or_open(&tp, &topic.log_config).await?;
+        self.cluster.check_owner(&tp)?;
+        let log = self
+            .partitions
+            .get_or_open(&tp, &topic.log_config, &|o| self.may_fence(o))
+            .await?;
         Ok((topic, tp, log))
     }
 
+    /// Whether a claim by a request may fence `owner`: see
+    /// [`ClusterView::may_fence`].
+    pub fn may_fence(&self, owner: &WalStream) -> bool {
+        self.cluster.may_fence(owner)
+    }
+
     /// The topic and the topic-partition, checked to exist.
-    async fn resolve(&self, topic: &str, partition: u32) -> Result<(Topic, TopicPartition)> {
+    pub async fn resolve(&self, topic: &str, partition: u32) -> Result<(Topic, TopicPartition)> {
         let topic = self.topic(topic).await?;
         let count = topic.record.partitions;
         if partition >= count {
@@ -218,23 +254,6 @@ impl Shared {
             partition,
         };
         Ok((topic, tp))
-    }
-
-    /// Opens every partition of `topic` (bounded concurrency); failures are
-    /// logged and retried lazily by the next request.
-    pub async fn open_topic(&self, topic: &Topic) {
-        use futures::StreamExt;
-        let count = topic.record.partitions;
-        let mut opens = futures::stream::iter(0..count)
-            .map(|p| {
-                let tp = TopicPartition {
-                    topic: topic.name.clone(),
-                    partition: p,
-                };
-                async move { self.partitions.get_or_open(&tp, &topic.log_config).await }
-            })
-            .buffer_unordered(16);
-        while opens.next().await.is_some() {}
     }
 
     /// The scrape-time values for `/metrics`.

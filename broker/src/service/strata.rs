@@ -94,6 +94,7 @@ impl StrataService {
             err
         })?;
         if !result.duplicate {
+            shared.cluster.count_bytes_in(&tp, size);
             let m = &shared.metrics;
             let records = (result.last_offset - result.base_offset + 1).max(0) as u64;
             BrokerMetrics::add(&m.produce_records, records);
@@ -134,18 +135,27 @@ impl StrataService {
                             .map_or(0, |log| log.status().leader_epoch);
                         PartitionMetadata {
                             partition: p,
-                            owner_broker_id: Some(me),
+                            owner_broker_id: shared.cluster.owner_of(t.name.as_str(), p),
                             leader_epoch: epoch,
                         }
                     })
                     .collect(),
             })
             .collect();
-        Ok(MetadataResponse {
-            brokers: vec![BrokerInfo {
+        let mut brokers: Vec<BrokerInfo> = shared
+            .cluster
+            .live_brokers()
+            .into_iter()
+            .map(|(broker_id, address)| BrokerInfo { broker_id, address })
+            .collect();
+        if !brokers.iter().any(|b| b.broker_id == me) {
+            brokers.push(BrokerInfo {
                 broker_id: me,
                 address: shared.advertised_addr.clone(),
-            }],
+            });
+        }
+        Ok(MetadataResponse {
+            brokers,
             topics,
             broker_id: me,
         })

@@ -1,0 +1,1050 @@
+//! Several brokers sharing one bucket behave as one cluster (DESIGN §6, §8).
+//!
+//! Everything goes through the bucket; brokers only talk to each other for
+//! hints ([`Nudge`](strata_proto::v1::NudgeRequest): "look now") and to
+//! forward an operator's drain.
+//!
+//! - **Membership**: every broker overwrites `cluster/brokers/{id}/heartbeat.json`
+//!   every `cluster.heartbeat_interval` ([`model::Heartbeat`]: address,
+//!   incarnation, draining, owned partitions, load). A reader judges a
+//!   heartbeat alive if it saw it *change* within `cluster.heartbeat_timeout`
+//!   on its own monotonic clock: no clock comparison between machines, and
+//!   a broker that just started gives everyone the full timeout.
+//! - **Controller**: the broker that created the highest
+//!   `cluster/controller/{term}` (create-only) while its heartbeat is alive,
+//!   with the same incarnation, and not draining. Otherwise any other
+//!   broker creates the next term; create-only picks one winner.
+//! - **Assignment**: the controller computes [`model::plan`] every round
+//!   and, when the placement changed, creates the next
+//!   `cluster/assignment/{version}`, then nudges every broker. Brokers follow
+//!   the highest version ([`reconcile`]): they release partitions assigned
+//!   elsewhere (seal the tail, owner-less manifest, nudge the new owner) and
+//!   claim partitions assigned to them.
+//! - **Claims never fence a live owner**: a claim asks [`ClusterView::may_fence`]
+//!   before fencing the incarnation a manifest names; while that incarnation
+//!   is alive the claim waits for its release (a graceful move), and only a
+//!   dead or replaced incarnation is fenced (a failure takeover), or a live
+//!   one that has not released within `cluster.release_timeout`.
+//! - **Zombies**: a broker that was paused longer than the heartbeat
+//!   timeout checks whether its WAL stream was fenced meanwhile and, if so,
+//!   restarts its storage as a new incarnation at once (it would also find
+//!   out at its next WAL write). Either way it never acknowledges anything
+//!   after the takeover: its WAL writes fail.
+//!
+//! Correctness never rests on the controller being unique or the views
+//! being fresh: ownership is decided by create-only manifest versions and
+//! WAL fencing (storage). The cluster layer only decides who *tries*.
+//!
+//! The one thing not to break: a broker must never fence an incarnation it
+//! believes alive unless `release_timeout` passed (that would make a
+//! healthy broker restart its storage on every move).
+
+pub mod model;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parking_lot::{Mutex, RwLock};
+use strata_proto::v1::cluster_client::ClusterClient;
+use strata_proto::v1::{BrokerStatus, ClusterStatus, NudgeRequest, PartitionAssignment};
+use strata_storage::chain::Chain;
+use strata_storage::keys::{self, BrokerId, TopicName, TopicPartition, Version, WalStream};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::ClusterConfig;
+use crate::error::{BrokerError, Result};
+use crate::restart::{self, RestartReason};
+use crate::service::{Shared, now_ms};
+use model::{Assignment, ControllerTerm, Heartbeat, Load, OwnedPartition, PlanInput, Slot};
+
+/// The controller re-reads every topic's head (to see deletes made on other
+/// brokers) once in this many rounds; other rounds trust its cache.
+const FRESH_TOPICS_EVERY: u64 = 10;
+
+/// Keep this many old controller terms and assignment versions.
+const CHAIN_KEEP: u64 = 20;
+
+/// A member as this broker sees it.
+#[derive(Debug, Clone)]
+struct Member {
+    hb: Heartbeat,
+    /// When this broker last saw the heartbeat change.
+    changed_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct ViewState {
+    members: BTreeMap<u32, Member>,
+    controller: Option<(Version, ControllerTerm)>,
+    assignment: Option<(Version, Arc<Assignment>)>,
+}
+
+/// This broker's view of the cluster, refreshed every round; read by the
+/// request path (ownership, metadata) without IO.
+#[derive(Debug)]
+pub struct ClusterView {
+    me: BrokerId,
+    config: ClusterConfig,
+    state: RwLock<ViewState>,
+    /// Incarnation of the storage engine in service.
+    incarnation: AtomicU64,
+    draining: AtomicBool,
+    /// Wakes the cluster loop for an early round.
+    round: Notify,
+    /// Wakes claims waiting for a previous owner's release.
+    released: Notify,
+    /// Per-partition produce bytes (for the heartbeat's rates).
+    bytes_in: Mutex<HashMap<TopicPartition, u64>>,
+    /// The load last published.
+    load: Mutex<Load>,
+    /// Controller rounds run.
+    control_rounds: AtomicU64,
+    /// Sequence number of the next heartbeat.
+    hb_seq: AtomicU64,
+    /// Counters at the last heartbeat, for rates.
+    meter: Mutex<Option<RateMeter>>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl ClusterView {
+    /// An empty view for broker `me`.
+    pub fn new(me: BrokerId, config: ClusterConfig) -> Self {
+        Self {
+            me,
+            config,
+            state: RwLock::new(ViewState::default()),
+            incarnation: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            round: Notify::new(),
+            released: Notify::new(),
+            bytes_in: Mutex::new(HashMap::new()),
+            load: Mutex::new(Load::default()),
+            control_rounds: AtomicU64::new(0),
+            hb_seq: AtomicU64::new(1),
+            meter: Mutex::new(None),
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Records the incarnation of the engine put in service.
+    pub fn set_incarnation(&self, incarnation: u64) {
+        self.incarnation.store(incarnation, Ordering::SeqCst);
+    }
+
+    /// True once this broker started draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Asks for an early round of the cluster loop, and wakes waiting claims.
+    pub fn nudge(&self) {
+        self.round.notify_one();
+        self.released.notify_waiters();
+    }
+
+    /// Counts `bytes` produced into `tp`.
+    pub fn count_bytes_in(&self, tp: &TopicPartition, bytes: u64) {
+        *self.bytes_in.lock().entry(tp.clone()).or_default() += bytes;
+    }
+
+    /// The load last published in the heartbeat.
+    pub fn load(&self) -> Load {
+        *self.load.lock()
+    }
+
+    fn alive(&self, m: &Member) -> bool {
+        m.changed_at.elapsed() < self.config.heartbeat_timeout
+    }
+
+    /// Whether a claim may fence `owner` (see the module docs): yes unless
+    /// it is another broker's incarnation that is alive now.
+    pub fn may_fence(&self, owner: &WalStream) -> bool {
+        if owner.broker == self.me {
+            // Our own earlier incarnation: gone, since ours is in service.
+            return owner.incarnation.0 != self.incarnation.load(Ordering::SeqCst);
+        }
+        let st = self.state.read();
+        match st.members.get(&owner.broker.0) {
+            None => true,
+            Some(m) => m.hb.incarnation != owner.incarnation.0 || !self.alive(m),
+        }
+    }
+
+    /// The broker `topic`/`partition` is assigned to.
+    pub fn owner_of(&self, topic: &str, partition: u32) -> Option<u32> {
+        self.state
+            .read()
+            .assignment
+            .as_ref()
+            .and_then(|(_, a)| a.owner(topic, partition))
+    }
+
+    /// The gRPC address of `broker`, from its heartbeat.
+    pub fn address_of(&self, broker: u32) -> Option<String> {
+        self.state
+            .read()
+            .members
+            .get(&broker)
+            .map(|m| m.hb.address.clone())
+    }
+
+    /// Live brokers and their addresses.
+    pub fn live_brokers(&self) -> Vec<(u32, String)> {
+        let st = self.state.read();
+        st.members
+            .values()
+            .filter(|m| self.alive(m))
+            .map(|m| (m.hb.broker_id, m.hb.address.clone()))
+            .collect()
+    }
+
+    /// Live, non-draining brokers other than this one.
+    pub fn eligible_others(&self) -> Vec<u32> {
+        let st = self.state.read();
+        st.members
+            .values()
+            .filter(|m| m.hb.broker_id != self.me.0 && self.alive(m) && !m.hb.draining)
+            .map(|m| m.hb.broker_id)
+            .collect()
+    }
+
+    /// The assignment in force, if one was read.
+    pub fn assignment(&self) -> Option<(Version, Arc<Assignment>)> {
+        self.state.read().assignment.clone()
+    }
+
+    /// True while this broker holds the controller term.
+    pub fn is_controller(&self) -> bool {
+        let st = self.state.read();
+        st.controller.as_ref().is_some_and(|(_, c)| {
+            c.broker_id == self.me.0 && c.incarnation == self.incarnation.load(Ordering::SeqCst)
+        })
+    }
+
+    /// Fails with `NOT_OWNER` unless `tp` is assigned to this broker.
+    pub fn check_owner(&self, tp: &TopicPartition) -> Result<()> {
+        let st = self.state.read();
+        let Some((_, a)) = &st.assignment else {
+            return Err(BrokerError::NotOwner {
+                tp: tp.to_string(),
+                owner: None,
+                detail: "this broker is joining the cluster and has not read the partition assignment yet; retry shortly".into(),
+            });
+        };
+        match a.owner(tp.topic.as_str(), tp.partition) {
+            Some(b) if b == self.me.0 => Ok(()),
+            Some(b) => Err(BrokerError::NotOwner {
+                tp: tp.to_string(),
+                owner: st.members.get(&b).map(|m| (b, m.hb.address.clone())),
+                detail: format!("it is assigned to broker {b}; send requests there"),
+            }),
+            None => Err(BrokerError::NotOwner {
+                tp: tp.to_string(),
+                owner: None,
+                detail: "no broker is assigned to it yet (the controller assigns new partitions within a heartbeat interval); retry shortly".into(),
+            }),
+        }
+    }
+
+    /// Updates the members from freshly read heartbeats (a broker whose
+    /// heartbeat object is gone has left).
+    fn update_members(&self, heartbeats: Vec<Heartbeat>) {
+        let now = Instant::now();
+        let mut st = self.state.write();
+        let mut next = BTreeMap::new();
+        for hb in heartbeats {
+            let changed_at = match st.members.get(&hb.broker_id) {
+                Some(m) if m.hb.incarnation == hb.incarnation && m.hb.seq == hb.seq => {
+                    m.changed_at
+                }
+                _ => now,
+            };
+            next.insert(hb.broker_id, Member { hb, changed_at });
+        }
+        st.members = next;
+    }
+
+    /// The cluster status for `strata cluster status`.
+    pub fn status(&self) -> ClusterStatus {
+        let st = self.state.read();
+        let controller = st
+            .controller
+            .as_ref()
+            .filter(|(_, c)| {
+                st.members
+                    .get(&c.broker_id)
+                    .is_some_and(|m| m.hb.incarnation == c.incarnation && self.alive(m))
+            })
+            .map(|(_, c)| c.broker_id);
+        let brokers = st
+            .members
+            .values()
+            .map(|m| BrokerStatus {
+                broker_id: m.hb.broker_id,
+                address: m.hb.address.clone(),
+                http_address: m.hb.http_address.clone(),
+                incarnation: m.hb.incarnation,
+                alive: self.alive(m),
+                draining: m.hb.draining,
+                controller: controller == Some(m.hb.broker_id),
+                partitions_owned: u32::try_from(m.hb.partitions.len()).unwrap_or(u32::MAX),
+                bytes_in_per_sec: m.hb.load.bytes_in_per_sec,
+                bytes_out_per_sec: m.hb.load.bytes_out_per_sec,
+                cpu_cores: m.hb.load.cpu_cores,
+                heartbeat_age_ms: u64::try_from(m.changed_at.elapsed().as_millis())
+                    .unwrap_or(u64::MAX),
+            })
+            .collect();
+        let rates = partition_rates(&st.members);
+        let partitions = st
+            .assignment
+            .as_ref()
+            .map(|(_, a)| {
+                a.topics
+                    .iter()
+                    .flat_map(|(t, slots)| {
+                        let rates = &rates;
+                        slots.iter().enumerate().map(move |(p, s)| PartitionAssignment {
+                            topic: t.clone(),
+                            partition: p as u32,
+                            broker_id: s.broker,
+                            pinned: s.pinned,
+                            bytes_in_per_sec: rates
+                                .get(&(t.clone(), p as u32))
+                                .copied()
+                                .unwrap_or(0.0),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ClusterStatus {
+            broker_id: self.me.0,
+            controller_id: controller,
+            controller_term: st.controller.as_ref().map_or(0, |(v, _)| v.0),
+            assignment_version: st.assignment.as_ref().map_or(0, |(v, _)| v.0),
+            brokers,
+            partitions,
+        }
+    }
+
+    /// A (cached) channel to a broker.
+    async fn channel(&self, address: &str) -> Option<Channel> {
+        if let Some(c) = self.channels.lock().get(address) {
+            return Some(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(address.to_string())
+            .ok()?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5));
+        let channel = endpoint.connect().await.ok()?;
+        self.channels
+            .lock()
+            .insert(address.to_string(), channel.clone());
+        Some(channel)
+    }
+
+    /// Tells the broker at `address` to look at the cluster state now (best
+    /// effort: it looks at its next round anyway).
+    pub async fn nudge_broker(&self, address: &str) {
+        let Some(channel) = self.channel(address).await else {
+            return;
+        };
+        let req = NudgeRequest {
+            from_broker_id: self.me.0,
+        };
+        if let Err(e) = ClusterClient::new(channel).nudge(req).await {
+            tracing::debug!(address, error = %e, "nudge failed");
+            self.channels.lock().remove(address);
+        }
+    }
+
+    /// Nudges every other live broker.
+    pub async fn nudge_all(&self) {
+        let others: Vec<String> = self
+            .live_brokers()
+            .into_iter()
+            .filter(|(b, _)| *b != self.me.0)
+            .map(|(_, a)| a)
+            .collect();
+        futures::future::join_all(others.iter().map(|a| self.nudge_broker(a))).await;
+    }
+}
+
+/// Produce bytes/s per partition, from the owners' heartbeats.
+fn partition_rates(members: &BTreeMap<u32, Member>) -> HashMap<(String, u32), f64> {
+    members
+        .values()
+        .flat_map(|m| m.hb.partitions.iter())
+        .map(|p| ((p.topic.clone(), p.partition), p.bytes_in_per_sec))
+        .collect()
+}
+
+/// Runs the cluster tasks (heartbeat writer, cluster loop) until `stop`.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), stop.clone()));
+    state_loop(&shared, &stop).await;
+    let _ = heartbeats.await;
+}
+
+/// Rates computed between two heartbeats.
+#[derive(Debug)]
+struct RateMeter {
+    at: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    cpu: f64,
+    partitions: HashMap<TopicPartition, u64>,
+}
+
+impl RateMeter {
+    fn new(shared: &Shared) -> Self {
+        Self {
+            at: Instant::now(),
+            bytes_in: shared.metrics.produce_bytes.load(Ordering::Relaxed),
+            bytes_out: shared.metrics.fetch_bytes.load(Ordering::Relaxed),
+            cpu: crate::metrics::process_cpu_seconds(),
+            partitions: shared.cluster.bytes_in.lock().clone(),
+        }
+    }
+}
+
+/// Builds this broker's heartbeat, measuring rates since the last one.
+fn build_heartbeat(shared: &Shared) -> Option<Heartbeat> {
+    let engine = shared.partitions.engine()?;
+    let view = &shared.cluster;
+    let now = RateMeter::new(shared);
+    let mut meter = view.meter.lock();
+    let last = meter.get_or_insert_with(|| RateMeter::new(shared));
+    let secs = now.at.duration_since(last.at).as_secs_f64();
+    let rate = |after: u64, before: u64| {
+        if secs < 1e-3 {
+            0.0
+        } else {
+            after.saturating_sub(before) as f64 / secs
+        }
+    };
+    let load = if secs < 1e-3 {
+        *view.load.lock()
+    } else {
+        Load {
+            bytes_in_per_sec: rate(now.bytes_in, last.bytes_in),
+            bytes_out_per_sec: rate(now.bytes_out, last.bytes_out),
+            cpu_cores: ((now.cpu - last.cpu) / secs).max(0.0),
+        }
+    };
+    let partitions = shared
+        .partitions
+        .open_logs()
+        .iter()
+        .map(|log| {
+            let tp = log.topic_partition();
+            let before = last.partitions.get(tp).copied().unwrap_or(0);
+            let after = now.partitions.get(tp).copied().unwrap_or(0);
+            OwnedPartition {
+                topic: tp.topic.to_string(),
+                partition: tp.partition,
+                bytes_in_per_sec: rate(after, before),
+            }
+        })
+        .collect();
+    *meter = Some(now);
+    drop(meter);
+    *view.load.lock() = load;
+    Some(Heartbeat {
+        broker_id: shared.broker_id.0,
+        incarnation: engine.wal().stream().incarnation.0,
+        address: shared.advertised_addr.clone(),
+        http_address: shared.http_url.clone(),
+        draining: view.is_draining(),
+        seq: view.hb_seq.fetch_add(1, Ordering::SeqCst),
+        written_at_ms: now_ms(),
+        load,
+        partitions,
+    })
+}
+
+/// Writes this broker's heartbeat now. Returns false when it could not.
+pub async fn write_heartbeat(shared: &Shared) -> bool {
+    let Some(hb) = build_heartbeat(shared) else {
+        return false;
+    };
+    let Ok(json) = serde_json::to_vec(&hb) else {
+        return false;
+    };
+    match shared
+        .meta_store
+        .put(&keys::heartbeat(shared.broker_id), PutPayload::from(Bytes::from(json)))
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write the heartbeat; other brokers take this broker's partitions over if it stays unwritten for cluster.heartbeat_timeout");
+            false
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let view = &shared.cluster;
+    let interval = view.config.heartbeat_interval;
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let gap = last.elapsed();
+        last = Instant::now();
+        if gap > view.config.heartbeat_timeout {
+            check_paused(&shared, gap).await;
+        }
+        write_heartbeat(&shared).await;
+    }
+}
+
+/// After this process did not run for longer than the heartbeat timeout
+/// (SIGSTOP, a VM pause, starvation), other brokers may have taken its
+/// partitions over and fenced its WAL. Find out now rather than at the
+/// next WAL write, and come back as a new incarnation if so.
+async fn check_paused(shared: &Shared, gap: Duration) {
+    let Some(engine) = shared.partitions.engine() else {
+        return;
+    };
+    let stream = engine.wal().stream();
+    let next = engine.wal().next_seq();
+    let listed: std::result::Result<Vec<_>, _> = shared
+        .meta_store
+        .list(Some(&stream.prefix()))
+        .try_collect()
+        .await;
+    let fenced = match listed {
+        Ok(metas) => metas
+            .iter()
+            .filter_map(|m| stream.parse(&m.location))
+            .any(|seq| seq >= next),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check whether this broker's WAL was fenced while it was paused");
+            false
+        }
+    };
+    let paused = humantime::format_duration(Duration::from_millis(gap.as_millis() as u64));
+    if fenced {
+        tracing::warn!(%stream, %paused, "this broker was paused longer than cluster.heartbeat_timeout and another broker fenced its WAL (took its partitions over); rejoining as a new incarnation");
+        restart::restart_storage(
+            shared,
+            RestartReason::Fenced(format!(
+                "paused for {paused}; another broker took the partitions over and fenced {stream}"
+            )),
+        )
+        .await;
+    } else {
+        tracing::warn!(%stream, %paused, "this broker was paused longer than cluster.heartbeat_timeout; its WAL was not fenced, carrying on");
+    }
+}
+
+async fn state_loop(shared: &Shared, stop: &CancellationToken) {
+    let view = &shared.cluster;
+    let mut tasks = Tasks::default();
+    loop {
+        if let Err(e) = round(shared, &mut tasks).await {
+            tracing::warn!(error = %e, "cluster round failed; retrying at the next one");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = view.round.notified() => {}
+            () = tokio::time::sleep(view.config.heartbeat_interval) => {}
+        }
+    }
+}
+
+/// Claims and releases in flight, so one round does not start them twice.
+#[derive(Debug, Default)]
+struct Tasks {
+    busy: Arc<Mutex<HashSet<TopicPartition>>>,
+}
+
+/// One round: read members, elect, plan (if controller), follow.
+async fn round(shared: &Shared, tasks: &mut Tasks) -> Result<()> {
+    let view = &shared.cluster;
+    let store = &shared.meta_store;
+    let heartbeats = read_heartbeats(store).await?;
+    view.update_members(heartbeats);
+    elect(shared).await?;
+    let changed = refresh_assignment(shared).await?;
+    if view.is_controller() && !view.is_draining() {
+        control(shared).await?;
+    }
+    if changed {
+        tracing::debug!("the partition assignment changed");
+    }
+    reconcile(shared, tasks);
+    Ok(())
+}
+
+fn storage_err(what: &str, e: strata_storage::Error) -> BrokerError {
+    BrokerError::storage(what, e)
+}
+
+/// Reads every broker's heartbeat.
+async fn read_heartbeats(store: &Arc<dyn ObjectStore>) -> Result<Vec<Heartbeat>> {
+    let metas: Vec<_> = store
+        .list(Some(&keys::heartbeats_prefix()))
+        .try_collect()
+        .await
+        .map_err(|e| storage_err("listing heartbeats", e.into()))?;
+    let reads = metas
+        .into_iter()
+        .filter(|m| m.location.filename() == Some("heartbeat.json"))
+        .map(|m| async move {
+            let bytes = store.get(&m.location).await.ok()?.bytes().await.ok()?;
+            match serde_json::from_slice::<Heartbeat>(&bytes) {
+                Ok(hb) => Some(hb),
+                Err(e) => {
+                    tracing::warn!(key = %m.location, error = %e, "ignoring an unreadable heartbeat");
+                    None
+                }
+            }
+        });
+    Ok(futures::stream::iter(reads)
+        .buffer_unordered(16)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await)
+}
+
+/// Reads the controller term and, when its holder is gone, runs for the
+/// next one.
+async fn elect(shared: &Shared) -> Result<()> {
+    let view = &shared.cluster;
+    let chain: Chain<ControllerTerm> = Chain::new(shared.meta_store.clone(), keys::controller_chain());
+    let known = view.state.read().controller.as_ref().map(|(v, _)| *v);
+    let versions = chain
+        .versions(known)
+        .await
+        .map_err(|e| storage_err("reading the controller term", e))?;
+    if let Some(&last) = versions.last()
+        && Some(last) != known
+    {
+        match chain.read(last).await {
+            Ok(term) => view.state.write().controller = Some((last, term)),
+            Err(e) => return Err(storage_err("reading the controller term", e)),
+        }
+    }
+    let me = shared.broker_id.0;
+    let incarnation = view.incarnation.load(Ordering::SeqCst);
+    let (head, valid) = {
+        let st = view.state.read();
+        let head = st.controller.as_ref().map(|(v, _)| *v);
+        let valid = st.controller.as_ref().is_some_and(|(_, c)| {
+            if c.broker_id == me {
+                return c.incarnation == incarnation && !view.is_draining();
+            }
+            st.members.get(&c.broker_id).is_some_and(|m| {
+                m.hb.incarnation == c.incarnation && view.alive(m) && !m.hb.draining
+            })
+        });
+        (head, valid)
+    };
+    if valid || view.is_draining() || incarnation == 0 {
+        return Ok(());
+    }
+    let term = head.map_or(Version(0), Version::next);
+    let doc = ControllerTerm {
+        broker_id: me,
+        incarnation,
+    };
+    match chain.create(term, &doc).await {
+        Ok(()) => {
+            tracing::info!(term = term.0, "this broker is the controller now");
+            view.state.write().controller = Some((term, doc));
+            if let Err(e) = chain.gc(term, CHAIN_KEEP).await {
+                tracing::debug!(error = %e, "controller term garbage collection failed");
+            }
+            Ok(())
+        }
+        Err(e) if e.is_fenced() => {
+            tracing::debug!(term = term.0, "another broker won the controller term");
+            Ok(())
+        }
+        Err(e) => Err(storage_err("creating a controller term", e)),
+    }
+}
+
+fn assignment_chain(shared: &Shared) -> Chain<Assignment> {
+    Chain::new(shared.meta_store.clone(), keys::assignment_chain())
+}
+
+/// Reads the assignment head if it moved. Returns true when it changed.
+async fn refresh_assignment(shared: &Shared) -> Result<bool> {
+    let view = &shared.cluster;
+    let chain = assignment_chain(shared);
+    let known = view.state.read().assignment.as_ref().map(|(v, _)| *v);
+    let versions = chain
+        .versions(known)
+        .await
+        .map_err(|e| storage_err("reading the partition assignment", e))?;
+    match versions.last() {
+        Some(&last) if Some(last) != known => {
+            let a = chain
+                .read(last)
+                .await
+                .map_err(|e| storage_err("reading the partition assignment", e))?;
+            view.state.write().assignment = Some((last, Arc::new(a)));
+            Ok(true)
+        }
+        // Unchanged, or no assignment was ever written (a new cluster).
+        _ => Ok(false),
+    }
+}
+
+/// The controller's part of a round: plan and publish.
+async fn control(shared: &Shared) -> Result<()> {
+    let view = &shared.cluster;
+    let fresh = view.control_rounds.fetch_add(1, Ordering::Relaxed) % FRESH_TOPICS_EVERY == 0;
+    let listed = if fresh {
+        shared.topics.list_fresh().await?
+    } else {
+        shared.topics.list().await?
+    };
+    let topics: Vec<(String, u32)> = listed
+        .iter()
+        .map(|t| (t.name.to_string(), t.record.partitions))
+        .collect();
+    let (current, eligible, rates, head) = {
+        let st = view.state.read();
+        let eligible: Vec<u32> = st
+            .members
+            .values()
+            .filter(|m| view.alive(m) && !m.hb.draining)
+            .map(|m| m.hb.broker_id)
+            .collect();
+        (
+            st.assignment
+                .as_ref()
+                .map(|(_, a)| (**a).clone())
+                .unwrap_or_default(),
+            eligible,
+            partition_rates(&st.members),
+            st.assignment.as_ref().map(|(v, _)| *v),
+        )
+    };
+    let mut next = model::plan(&PlanInput {
+        current: &current,
+        topics: &topics,
+        eligible: &eligible,
+        rates: &rates,
+    });
+    if head.is_some() && next.same_placement(&current) {
+        return Ok(());
+    }
+    next.term = view.state.read().controller.as_ref().map_or(0, |(v, _)| v.0);
+    publish(shared, head, next, "controller").await?;
+    Ok(())
+}
+
+/// Creates the assignment version after `head`; on success installs it in
+/// the view, nudges every broker and returns the new version.
+async fn publish(
+    shared: &Shared,
+    head: Option<Version>,
+    next: Assignment,
+    why: &str,
+) -> Result<Version> {
+    let view = &shared.cluster;
+    let chain = assignment_chain(shared);
+    let version = head.map_or(Version(0), Version::next);
+    chain
+        .create(version, &next)
+        .await
+        .map_err(|e| storage_err("publishing the partition assignment", e))?;
+    let moved = {
+        let st = view.state.read();
+        let old = st.assignment.as_ref().map(|(_, a)| a.clone());
+        count_moves(old.as_deref(), &next)
+    };
+    tracing::info!(version = version.0, moved, by = why, "published a new partition assignment");
+    view.state.write().assignment = Some((version, Arc::new(next)));
+    if let Err(e) = chain.gc(version, CHAIN_KEEP).await {
+        tracing::debug!(error = %e, "assignment garbage collection failed");
+    }
+    view.nudge();
+    view.nudge_all().await;
+    Ok(version)
+}
+
+fn count_moves(old: Option<&Assignment>, new: &Assignment) -> usize {
+    new.topics
+        .iter()
+        .map(|(t, slots)| {
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(p, s)| old.and_then(|o| o.owner(t, *p as u32)) != s.broker)
+                .count()
+        })
+        .sum()
+}
+
+/// An operator's move: assigns `tp` to `to` (pinned) in a new assignment
+/// version, retrying when another writer moved the chain meanwhile.
+pub async fn move_partition(shared: &Shared, tp: &TopicPartition, to: u32) -> Result<(Version, Option<u32>)> {
+    let view = &shared.cluster;
+    let topic = shared.topics.get(&tp.topic).await?;
+    if tp.partition >= topic.record.partitions {
+        return Err(BrokerError::UnknownPartition {
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+            count: topic.record.partitions,
+        });
+    }
+    let eligible = {
+        let st = view.state.read();
+        st.members
+            .get(&to)
+            .is_some_and(|m| view.alive(m) && !m.hb.draining)
+    };
+    if !eligible {
+        let live: Vec<String> = view
+            .live_brokers()
+            .iter()
+            .map(|(b, _)| b.to_string())
+            .collect();
+        return Err(BrokerError::InvalidRequest(format!(
+            "broker {to} is not alive or is draining; live brokers: [{}] (see strata cluster status)",
+            live.join(", ")
+        )));
+    }
+    for _ in 0..10 {
+        refresh_assignment(shared).await?;
+        let (head, current) = match view.assignment() {
+            Some((v, a)) => (Some(v), (*a).clone()),
+            None => (None, Assignment::default()),
+        };
+        let from = current.owner(tp.topic.as_str(), tp.partition);
+        let mut next = current.clone();
+        next.term = 0;
+        let slots = next.topics.entry(tp.topic.to_string()).or_default();
+        if slots.len() < topic.record.partitions as usize {
+            slots.resize(topic.record.partitions as usize, Slot::default());
+        }
+        slots[tp.partition as usize] = Slot {
+            broker: Some(to),
+            pinned: true,
+        };
+        if head.is_some() && next.same_placement(&current) {
+            return Ok((head.unwrap_or(Version(0)), from));
+        }
+        match publish(shared, head, next, "operator").await {
+            Ok(v) => return Ok((v, from)),
+            Err(e) if e.is_fenced() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(BrokerError::Unavailable(
+        "too busy: the assignment kept changing during the move; retry",
+    ))
+}
+
+/// Follows the assignment: releases what is assigned elsewhere and claims
+/// what is assigned here (each in its own task).
+fn reconcile(shared: &Shared, tasks: &mut Tasks) {
+    let view = &shared.cluster;
+    let Some((_, assignment)) = view.assignment() else {
+        return;
+    };
+    let me = shared.broker_id.0;
+    let Some(this) = shared.this.upgrade() else {
+        return;
+    };
+    for log in shared.partitions.open_logs() {
+        let tp = log.topic_partition().clone();
+        if assignment.owner(tp.topic.as_str(), tp.partition) == Some(me) {
+            continue;
+        }
+        if !tasks.busy.lock().insert(tp.clone()) {
+            continue;
+        }
+        let busy = tasks.busy.clone();
+        let shared = this.clone();
+        tokio::spawn(async move {
+            hand_over(&shared, &tp).await;
+            busy.lock().remove(&tp);
+        });
+    }
+    if shared.shutdown.is_cancelled() {
+        return;
+    }
+    for (topic, partition) in assignment.partitions_of(me) {
+        let Ok(name) = TopicName::new(topic) else {
+            continue;
+        };
+        let tp = TopicPartition {
+            topic: name,
+            partition,
+        };
+        if shared.partitions.get_open(&tp).is_some() {
+            continue;
+        }
+        if !tasks.busy.lock().insert(tp.clone()) {
+            continue;
+        }
+        let busy = tasks.busy.clone();
+        let shared = this.clone();
+        tokio::spawn(async move {
+            claim(&shared, &tp).await;
+            busy.lock().remove(&tp);
+        });
+    }
+}
+
+/// Releases `tp` (a graceful move away) and nudges its new owner.
+async fn hand_over(shared: &Shared, tp: &TopicPartition) {
+    let started = Instant::now();
+    let to = shared.cluster.owner_of(tp.topic.as_str(), tp.partition);
+    shared.partitions.release_one(tp).await;
+    tracing::info!(%tp, to = ?to, took_ms = started.elapsed().as_millis() as u64, "released the partition to its new owner");
+    if let Some(addr) = to.and_then(|b| shared.cluster.address_of(b)) {
+        shared.cluster.nudge_broker(&addr).await;
+    }
+}
+
+/// Claims `tp` while it stays assigned here: waits for a live previous
+/// owner's release (woken by its nudge), fences a dead one.
+async fn claim(shared: &Shared, tp: &TopicPartition) {
+    let view = &shared.cluster;
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(20);
+    let mut waiting_logged = false;
+    loop {
+        if shared.shutdown.is_cancelled()
+            || view.owner_of(tp.topic.as_str(), tp.partition) != Some(shared.broker_id.0)
+        {
+            return;
+        }
+        let topic = match shared.topics.get(&tp.topic).await {
+            Ok(t) => t,
+            Err(BrokerError::UnknownTopic(_)) => return,
+            Err(e) => {
+                tracing::debug!(%tp, error = %e, "cannot read the topic to claim a partition; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let force = started.elapsed() >= view.config.release_timeout;
+        // Register for the wake-up before trying, so a release that lands
+        // between the try and the wait is not missed.
+        let released = view.released.notified();
+        match shared
+            .partitions
+            .get_or_open(tp, &topic.log_config, &|o| force || view.may_fence(o))
+            .await
+        {
+            Ok(log) => {
+                let st = log.status();
+                tracing::info!(%tp, epoch = st.leader_epoch, took_ms = started.elapsed().as_millis() as u64, sealed_bytes = st.sealed_bytes, "claimed the partition");
+                view.nudge_all().await;
+                return;
+            }
+            Err(e) => {
+                let waiting = matches!(&e, BrokerError::Storage { source: strata_storage::Error::OwnedElsewhere { .. }, .. });
+                if waiting {
+                    if !waiting_logged {
+                        tracing::info!(%tp, error = %e, "waiting for the previous owner to release the partition");
+                        waiting_logged = true;
+                    }
+                } else {
+                    tracing::warn!(%tp, error = %e, "cannot claim the partition; retrying");
+                }
+                tokio::select! {
+                    () = released => {}
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(if waiting {
+                    Duration::from_millis(500)
+                } else {
+                    Duration::from_secs(2)
+                });
+            }
+        }
+    }
+}
+
+/// Drains this broker: marks it draining (heartbeat, not ready), lets the
+/// controller move its partitions away, and returns once it serves none,
+/// once no other broker can take them, or at `deadline`.
+pub async fn drain(shared: &Shared, deadline: Instant) {
+    let view = &shared.cluster;
+    view.draining.store(true, Ordering::SeqCst);
+    shared.set_ready(false);
+    write_heartbeat(shared).await;
+    tracing::info!(partitions = shared.partitions.len(), "draining: moving this broker's partitions to the other brokers");
+    view.nudge();
+    view.nudge_all().await;
+    let started = Instant::now();
+    loop {
+        let assigned_here = view
+            .assignment()
+            .is_some_and(|(_, a)| a.partitions_of(shared.broker_id.0).next().is_some());
+        if !assigned_here && shared.partitions.is_empty() {
+            tracing::info!(took_ms = started.elapsed().as_millis() as u64, "drained: every partition moved to another broker");
+            return;
+        }
+        if view.eligible_others().is_empty() && started.elapsed() > view.config.heartbeat_interval * 2 {
+            tracing::info!("draining: no other live broker can take the partitions; releasing them");
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(left = shared.partitions.len(), "draining took too long; releasing the remaining partitions");
+            return;
+        }
+        tokio::select! {
+            () = view.released.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// Leaves the cluster: deletes the heartbeat so the others stop waiting
+/// for it, and nudges them.
+pub async fn leave(shared: &Shared) {
+    if let Err(e) = shared.meta_store.delete(&keys::heartbeat(shared.broker_id)).await {
+        tracing::debug!(error = %e, "cannot delete the heartbeat");
+    }
+    shared.cluster.nudge_all().await;
+}
+
+/// Waits (up to the heartbeat timeout) until every partition of `topic` is
+/// assigned, nudging the controller so it plans now.
+pub async fn await_assigned(shared: &Shared, topic: &crate::topics::Topic) {
+    let view = &shared.cluster;
+    let assigned = || {
+        view.assignment().is_some_and(|(_, a)| {
+            (0..topic.record.partitions).all(|p| a.owner(topic.name.as_str(), p).is_some())
+        })
+    };
+    let deadline = Instant::now() + view.config.heartbeat_timeout;
+    view.nudge();
+    view.nudge_all().await;
+    while !assigned() && Instant::now() < deadline {
+        tokio::select! {
+            () = view.released.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    if !assigned() {
+        tracing::warn!(topic = %topic.name, "the controller has not assigned the new topic's partitions yet; requests get a retryable NOT_OWNER meanwhile");
+    }
+}
