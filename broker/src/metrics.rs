@@ -17,6 +17,12 @@
 //! | `strata_hot_tier_hits_total` | counter | | hot tier block hits |
 //! | `strata_hot_tier_misses_total` | counter | | hot tier block misses |
 //! | `process_cpu_seconds_total` | counter | | `/proc/self/stat` (0 if unavailable) |
+//! | `strata_bytes_in_per_second` | gauge | | produce bytes/s over the last heartbeat interval (autoscaling signal) |
+//! | `strata_bytes_out_per_second` | gauge | | fetch bytes/s over the last heartbeat interval |
+//! | `strata_cpu_cores` | gauge | | CPU cores used over the last heartbeat interval |
+//! | `strata_draining` | gauge | | 1 while the broker drains before exiting |
+//! | `strata_controller` | gauge | | 1 on the broker holding the controller term |
+//! | `strata_cluster_brokers_alive` | gauge | | live brokers in this broker's view |
 //!
 //! `strata bench` scrapes these names: renaming one breaks it.
 
@@ -55,6 +61,14 @@ pub struct Gauges {
     pub store: StatsSnapshot,
     /// Hot tier counters.
     pub hot_tier: HotTierStats,
+    /// Produce bytes/s, fetch bytes/s, CPU cores (last heartbeat interval).
+    pub load: crate::cluster::model::Load,
+    /// Draining before exit.
+    pub draining: bool,
+    /// Holds the controller term.
+    pub controller: bool,
+    /// Live brokers seen.
+    pub brokers_alive: usize,
 }
 
 impl BrokerMetrics {
@@ -193,6 +207,42 @@ impl BrokerMetrics {
             "User and system CPU time of the broker process.",
         );
         let _ = writeln!(out, "process_cpu_seconds_total {}", process_cpu_seconds());
+        let gauges = [
+            (
+                "strata_bytes_in_per_second",
+                "Produce bytes per second accepted (last heartbeat interval).",
+                g.load.bytes_in_per_sec,
+            ),
+            (
+                "strata_bytes_out_per_second",
+                "Fetch bytes per second served (last heartbeat interval).",
+                g.load.bytes_out_per_sec,
+            ),
+            (
+                "strata_cpu_cores",
+                "CPU cores used by the broker (last heartbeat interval).",
+                g.load.cpu_cores,
+            ),
+            (
+                "strata_draining",
+                "1 while the broker moves its partitions away before exiting.",
+                f64::from(u8::from(g.draining)),
+            ),
+            (
+                "strata_controller",
+                "1 on the broker holding the controller term.",
+                f64::from(u8::from(g.controller)),
+            ),
+            (
+                "strata_cluster_brokers_alive",
+                "Live brokers in this broker's view of the cluster.",
+                g.brokers_alive as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            header(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
         out
     }
 }

@@ -275,13 +275,13 @@ impl PartitionLog {
                 "{tp} is already owned by this incarnation ({me}); release it before opening it again"
             )));
         }
-        if let Some(owner) = manifest.owner.filter(|o| *o != me) {
-            if !may_fence(&owner) {
-                return Err(Error::OwnedElsewhere {
-                    tp: tp.to_string(),
-                    owner,
-                });
-            }
+        if let Some(owner) = manifest.owner.filter(|o| *o != me)
+            && !may_fence(&owner)
+        {
+            return Err(Error::OwnedElsewhere {
+                tp: tp.to_string(),
+                owner,
+            });
         }
         // Replay the previous owner's unsealed tail, fencing it first.
         let mut replayed: Vec<Batch> = Vec::new();

@@ -266,9 +266,7 @@ impl ClusterView {
         let mut next = BTreeMap::new();
         for hb in heartbeats {
             let changed_at = match st.members.get(&hb.broker_id) {
-                Some(m) if m.hb.incarnation == hb.incarnation && m.hb.seq == hb.seq => {
-                    m.changed_at
-                }
+                Some(m) if m.hb.incarnation == hb.incarnation && m.hb.seq == hb.seq => m.changed_at,
                 _ => now,
             };
             next.insert(hb.broker_id, Member { hb, changed_at });
@@ -316,16 +314,19 @@ impl ClusterView {
                     .iter()
                     .flat_map(|(t, slots)| {
                         let rates = &rates;
-                        slots.iter().enumerate().map(move |(p, s)| PartitionAssignment {
-                            topic: t.clone(),
-                            partition: p as u32,
-                            broker_id: s.broker,
-                            pinned: s.pinned,
-                            bytes_in_per_sec: rates
-                                .get(&(t.clone(), p as u32))
-                                .copied()
-                                .unwrap_or(0.0),
-                        })
+                        slots
+                            .iter()
+                            .enumerate()
+                            .map(move |(p, s)| PartitionAssignment {
+                                topic: t.clone(),
+                                partition: p as u32,
+                                broker_id: s.broker,
+                                pinned: s.pinned,
+                                bytes_in_per_sec: rates
+                                    .get(&(t.clone(), p as u32))
+                                    .copied()
+                                    .unwrap_or(0.0),
+                            })
                     })
                     .collect()
             })
@@ -486,7 +487,10 @@ pub async fn write_heartbeat(shared: &Shared) -> bool {
     };
     match shared
         .meta_store
-        .put(&keys::heartbeat(shared.broker_id), PutPayload::from(Bytes::from(json)))
+        .put(
+            &keys::heartbeat(shared.broker_id),
+            PutPayload::from(Bytes::from(json)),
+        )
         .await
     {
         Ok(_) => true,
@@ -629,7 +633,8 @@ async fn read_heartbeats(store: &Arc<dyn ObjectStore>) -> Result<Vec<Heartbeat>>
 /// next one.
 async fn elect(shared: &Shared) -> Result<()> {
     let view = &shared.cluster;
-    let chain: Chain<ControllerTerm> = Chain::new(shared.meta_store.clone(), keys::controller_chain());
+    let chain: Chain<ControllerTerm> =
+        Chain::new(shared.meta_store.clone(), keys::controller_chain());
     let known = view.state.read().controller.as_ref().map(|(v, _)| *v);
     let versions = chain
         .versions(known)
@@ -713,7 +718,10 @@ async fn refresh_assignment(shared: &Shared) -> Result<bool> {
 /// The controller's part of a round: plan and publish.
 async fn control(shared: &Shared) -> Result<()> {
     let view = &shared.cluster;
-    let fresh = view.control_rounds.fetch_add(1, Ordering::Relaxed) % FRESH_TOPICS_EVERY == 0;
+    let fresh = view
+        .control_rounds
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(FRESH_TOPICS_EVERY);
     let listed = if fresh {
         shared.topics.list_fresh().await?
     } else {
@@ -750,7 +758,12 @@ async fn control(shared: &Shared) -> Result<()> {
     if head.is_some() && next.same_placement(&current) {
         return Ok(());
     }
-    next.term = view.state.read().controller.as_ref().map_or(0, |(v, _)| v.0);
+    next.term = view
+        .state
+        .read()
+        .controller
+        .as_ref()
+        .map_or(0, |(v, _)| v.0);
     publish(shared, head, next, "controller").await?;
     Ok(())
 }
@@ -775,7 +788,12 @@ async fn publish(
         let old = st.assignment.as_ref().map(|(_, a)| a.clone());
         count_moves(old.as_deref(), &next)
     };
-    tracing::info!(version = version.0, moved, by = why, "published a new partition assignment");
+    tracing::info!(
+        version = version.0,
+        moved,
+        by = why,
+        "published a new partition assignment"
+    );
     view.state.write().assignment = Some((version, Arc::new(next)));
     if let Err(e) = chain.gc(version, CHAIN_KEEP).await {
         tracing::debug!(error = %e, "assignment garbage collection failed");
@@ -800,7 +818,11 @@ fn count_moves(old: Option<&Assignment>, new: &Assignment) -> usize {
 
 /// An operator's move: assigns `tp` to `to` (pinned) in a new assignment
 /// version, retrying when another writer moved the chain meanwhile.
-pub async fn move_partition(shared: &Shared, tp: &TopicPartition, to: u32) -> Result<(Version, Option<u32>)> {
+pub async fn move_partition(
+    shared: &Shared,
+    tp: &TopicPartition,
+    to: u32,
+) -> Result<(Version, Option<u32>)> {
     let view = &shared.cluster;
     let topic = shared.topics.get(&tp.topic).await?;
     if tp.partition >= topic.record.partitions {
@@ -955,11 +977,16 @@ async fn claim(shared: &Shared, tp: &TopicPartition) {
             Ok(log) => {
                 let st = log.status();
                 tracing::info!(%tp, epoch = st.leader_epoch, took_ms = started.elapsed().as_millis() as u64, sealed_bytes = st.sealed_bytes, "claimed the partition");
-                view.nudge_all().await;
                 return;
             }
             Err(e) => {
-                let waiting = matches!(&e, BrokerError::Storage { source: strata_storage::Error::OwnedElsewhere { .. }, .. });
+                let waiting = matches!(
+                    &e,
+                    BrokerError::Storage {
+                        source: strata_storage::Error::OwnedElsewhere { .. },
+                        ..
+                    }
+                );
                 if waiting {
                     if !waiting_logged {
                         tracing::info!(%tp, error = %e, "waiting for the previous owner to release the partition");
@@ -990,7 +1017,10 @@ pub async fn drain(shared: &Shared, deadline: Instant) {
     view.draining.store(true, Ordering::SeqCst);
     shared.set_ready(false);
     write_heartbeat(shared).await;
-    tracing::info!(partitions = shared.partitions.len(), "draining: moving this broker's partitions to the other brokers");
+    tracing::info!(
+        partitions = shared.partitions.len(),
+        "draining: moving this broker's partitions to the other brokers"
+    );
     view.nudge();
     view.nudge_all().await;
     let started = Instant::now();
@@ -999,15 +1029,25 @@ pub async fn drain(shared: &Shared, deadline: Instant) {
             .assignment()
             .is_some_and(|(_, a)| a.partitions_of(shared.broker_id.0).next().is_some());
         if !assigned_here && shared.partitions.is_empty() {
-            tracing::info!(took_ms = started.elapsed().as_millis() as u64, "drained: every partition moved to another broker");
+            tracing::info!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "drained: every partition moved to another broker"
+            );
             return;
         }
-        if view.eligible_others().is_empty() && started.elapsed() > view.config.heartbeat_interval * 2 {
-            tracing::info!("draining: no other live broker can take the partitions; releasing them");
+        if view.eligible_others().is_empty()
+            && started.elapsed() > view.config.heartbeat_interval * 2
+        {
+            tracing::info!(
+                "draining: no other live broker can take the partitions; releasing them"
+            );
             return;
         }
         if Instant::now() >= deadline {
-            tracing::warn!(left = shared.partitions.len(), "draining took too long; releasing the remaining partitions");
+            tracing::warn!(
+                left = shared.partitions.len(),
+                "draining took too long; releasing the remaining partitions"
+            );
             return;
         }
         tokio::select! {
@@ -1020,7 +1060,11 @@ pub async fn drain(shared: &Shared, deadline: Instant) {
 /// Leaves the cluster: deletes the heartbeat so the others stop waiting
 /// for it, and nudges them.
 pub async fn leave(shared: &Shared) {
-    if let Err(e) = shared.meta_store.delete(&keys::heartbeat(shared.broker_id)).await {
+    if let Err(e) = shared
+        .meta_store
+        .delete(&keys::heartbeat(shared.broker_id))
+        .await
+    {
         tracing::debug!(error = %e, "cannot delete the heartbeat");
     }
     shared.cluster.nudge_all().await;

@@ -169,12 +169,7 @@ pub fn plan(input: &PlanInput<'_>) -> Assignment {
     };
     let mut topics: BTreeMap<String, Vec<Slot>> = BTreeMap::new();
     for (name, count) in input.topics {
-        let mut slots = input
-            .current
-            .topics
-            .get(name)
-            .cloned()
-            .unwrap_or_default();
+        let mut slots = input.current.topics.get(name).cloned().unwrap_or_default();
         slots.resize(*count as usize, Slot::default());
         for s in &mut slots {
             if s.broker.is_some_and(|b| !eligible.contains(&b)) {
@@ -198,11 +193,7 @@ pub fn plan(input: &PlanInput<'_>) -> Assignment {
         if mean_rate < MIN_MEAN_RATE {
             return 1.0;
         }
-        let r = input
-            .rates
-            .get(&(t.to_string(), p))
-            .copied()
-            .unwrap_or(0.0);
+        let r = input.rates.get(&(t.to_string(), p)).copied().unwrap_or(0.0);
         1.0 + r / mean_rate
     };
 
@@ -218,7 +209,10 @@ pub fn plan(input: &PlanInput<'_>) -> Assignment {
         }
     }
     // Heaviest first onto the lightest broker (ties: lowest id).
-    orphans.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| (&a.0, a.1).cmp(&(&b.0, b.1))));
+    orphans.sort_by(|a, b| {
+        b.2.total_cmp(&a.2)
+            .then_with(|| (&a.0, a.1).cmp(&(&b.0, b.1)))
+    });
     for (t, p, w) in orphans {
         let target = lightest(&load);
         *load.entry(target).or_default() += w;
@@ -357,7 +351,10 @@ mod tests {
         assert_eq!(counts(&b), BTreeMap::from([(1, 4)]), "pinned stay put");
         let c = run(&a, &topics, &[2]);
         assert_eq!(counts(&c), BTreeMap::from([(2, 4)]));
-        assert!(c.topics["t"].iter().all(|s| !s.pinned), "pins to a gone broker are dropped");
+        assert!(
+            c.topics["t"].iter().all(|s| !s.pinned),
+            "pins to a gone broker are dropped"
+        );
     }
 
     #[test]
@@ -387,14 +384,22 @@ mod tests {
             eligible: &[1, 2],
             rates: &rates,
         });
-        assert_ne!(a.owner("t", 0), a.owner("t", 1), "hot partitions split: {a:?}");
+        assert_ne!(
+            a.owner("t", 0),
+            a.owner("t", 1),
+            "hot partitions split: {a:?}"
+        );
         assert_eq!(counts(&a), BTreeMap::from([(1, 2), (2, 2)]));
     }
 
     #[test]
     fn deleted_topics_and_shrunk_lists_disappear_and_no_eligible_broker_unassigns() {
         let topics = vec![("a".to_string(), 2)];
-        let mut current = run(&Assignment::default(), &[("a".into(), 2), ("gone".into(), 3)], &[1]);
+        let mut current = run(
+            &Assignment::default(),
+            &[("a".into(), 2), ("gone".into(), 3)],
+            &[1],
+        );
         current.term = 7;
         let a = run(&current, &topics, &[1]);
         assert!(!a.topics.contains_key("gone"));

@@ -16,8 +16,8 @@ use strata_proto::v1::{
     TopicSummary,
 };
 use strata_storage::keys::TopicPartition;
-use strata_storage::manifest;
 use strata_storage::log::LogConfig;
+use strata_storage::manifest;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, now_ms};

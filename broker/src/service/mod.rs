@@ -14,8 +14,8 @@ pub mod admin;
 pub mod cluster;
 pub mod strata;
 
-use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use object_store::ObjectStore;
 use parking_lot::Mutex;
@@ -271,6 +271,10 @@ impl Shared {
                 .engine()
                 .map(|e| e.cache().stats())
                 .unwrap_or_default(),
+            load: self.cluster.load(),
+            draining: self.cluster.is_draining(),
+            controller: self.cluster.is_controller(),
+            brokers_alive: self.cluster.live_brokers().len(),
         }
     }
 }

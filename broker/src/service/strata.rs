@@ -9,6 +9,11 @@
 //! (fenced, deleted, or the storage restarted as a new incarnation): the
 //! last two end with a retryable `BROKER_UNAVAILABLE`, so the client
 //! resumes on the reopened log instead of reading a stale one.
+//!
+//! A fetch sent to a broker that does not own the partition is served from
+//! the sealed segments when the offset is sealed (read scaling without
+//! replicas, DESIGN §7), and ends with `NOT_OWNER` naming the owner when it
+//! reaches the unsealed tail.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +27,10 @@ use strata_proto::v1::{
     TopicMetadata, produce_request,
 };
 use strata_storage::batch::{BatchBuilder, BatchHeader};
+use strata_storage::hot_tier::SegmentCache;
 use strata_storage::keys::TopicPartition;
 use strata_storage::log::{Acks, PartitionLog};
+use strata_storage::manifest::{self, Manifest};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -261,6 +268,67 @@ async fn fetch_loop(
     }
 }
 
+/// A fetch stream on a broker that does not own the partition: serves the
+/// sealed segments `manifest` lists (any broker can), then ends with
+/// `not_owner` (which names the owner) once the reader reaches the
+/// unsealed tail, so the client continues on the owner.
+async fn sealed_fetch_loop(
+    shared: Arc<Shared>,
+    tp: TopicPartition,
+    cache: SegmentCache,
+    manifest: Manifest,
+    mut p: FetchParams,
+    not_owner: BrokerError,
+    tx: mpsc::Sender<Result<FetchResponse, Status>>,
+) {
+    loop {
+        let read = tokio::select! {
+            r = manifest::read_sealed(&cache, &manifest, p.offset, p.max_bytes) => r,
+            () = tx.closed() => return,
+            () = shared.shutdown.cancelled() => {
+                let _ = tx.send(Err(BrokerError::Unavailable("shutting down").into_status())).await;
+                return;
+            }
+        };
+        let batches = match read {
+            Ok(Some(b)) if !b.is_empty() => b,
+            Ok(_) => {
+                let _ = tx.send(Err(not_owner.into_status())).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx
+                    .send(Err(BrokerError::storage(&tp, e).into_status()))
+                    .await;
+                return;
+            }
+        };
+        let mut next_offset = p.offset;
+        if let Some(last) = batches.last()
+            && let Ok(h) = BatchHeader::parse(last)
+        {
+            next_offset = next_offset.max(h.next_offset());
+        }
+        let bytes: usize = batches.iter().map(Bytes::len).sum();
+        let response = FetchResponse {
+            batches,
+            // What this broker knows: the sealed end (the owner's high
+            // watermark is at least this).
+            high_watermark: manifest.sealed_end().max(manifest.next_offset),
+            log_start_offset: manifest.log_start_offset,
+            next_offset,
+        };
+        p.offset = next_offset;
+        if tx.send(Ok(response)).await.is_err() {
+            return;
+        }
+        BrokerMetrics::add(&shared.metrics.fetch_bytes, bytes as u64);
+        if p.once {
+            return;
+        }
+    }
+}
+
 /// Reads from `p.offset`, waiting up to `p.max_wait` for `p.min_bytes`.
 async fn next_response(
     log: &PartitionLog,
@@ -343,9 +411,37 @@ impl Strata for StrataService {
             max_wait,
             once: req.once,
         };
-        let (tp, log, dropped) = shared.partition_watched(&req.topic, req.partition).await?;
         let (tx, rx) = mpsc::channel(FETCH_QUEUE);
-        tokio::spawn(fetch_loop(shared.clone(), tp, log, dropped, params, tx));
+        match shared.partition_watched(&req.topic, req.partition).await {
+            Ok((tp, log, dropped)) => {
+                tokio::spawn(fetch_loop(shared.clone(), tp, log, dropped, params, tx));
+            }
+            Err(not_owner @ BrokerError::NotOwner { .. }) => {
+                // Sealed data can be read from any broker: serve it from
+                // the segments, then send the client to the owner.
+                let (_, tp) = shared.resolve(&req.topic, req.partition).await?;
+                let engine = shared.engine()?;
+                let manifest = manifest::load_head(&shared.meta_store, &tp)
+                    .await
+                    .map_err(|e| BrokerError::storage(&tp, e))?
+                    .map(|(_, m)| m);
+                let Some(manifest) = manifest.filter(|m| {
+                    params.offset >= m.log_start_offset && params.offset < m.sealed_end()
+                }) else {
+                    return Err(not_owner.into_status());
+                };
+                tokio::spawn(sealed_fetch_loop(
+                    shared.clone(),
+                    tp,
+                    engine.cache().clone(),
+                    manifest,
+                    params,
+                    not_owner,
+                    tx,
+                ));
+            }
+            Err(e) => return Err(e.into_status()),
+        }
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
