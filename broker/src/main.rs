@@ -24,6 +24,9 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(cli::topic::TopicCommand),
+    /// Brokers of the cluster: status, drain a broker, move a partition.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
     /// Produce one record per line of standard input.
     Produce(cli::produce::ProduceArgs),
     /// Print records of a topic, one value per line.
@@ -52,6 +55,7 @@ fn main() -> std::process::ExitCode {
                 cli::init_tracing();
                 match command {
                     Command::Topic(c) => cli::topic::run(c).await,
+                    Command::Cluster(c) => cli::cluster::run(c).await,
                     Command::Produce(a) => cli::produce::run(a).await,
                     Command::Consume(a) => cli::consume::run(a).await,
                     Command::Bench(c) => cli::bench::run(c).await,

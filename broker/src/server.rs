@@ -329,7 +329,9 @@ async fn start_on(
     })
     .await;
     if joined.is_err() {
-        tracing::warn!("no partition assignment yet (is the controller slow?); serving anyway, requests get NOT_OWNER until one arrives");
+        tracing::warn!(
+            "no partition assignment yet (is the controller slow?); serving anyway, requests get NOT_OWNER until one arrives"
+        );
     }
 
     shared.set_ready(true);

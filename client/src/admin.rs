@@ -1,19 +1,25 @@
-//! Topic administration and cluster metadata ([`Admin`]).
+//! Topic and cluster administration, and cluster metadata ([`Admin`]).
 //!
-//! A thin layer over the `Admin` and `Strata.Metadata` RPCs: it adds request
-//! timeouts, error messages that say what to do, and [`TopicSettings`], a
+//! A thin layer over the `Admin`, `Cluster` and `Strata.Metadata` RPCs: it
+//! adds request timeouts, failover to another broker when the one it talks
+//! to is down, error messages that say what to do, and [`TopicSettings`], a
 //! typed form of the proto's `TopicConfig`. Results are the proto messages
-//! themselves ([`TopicDescription`], [`MetadataResponse`]).
+//! themselves ([`TopicDescription`], [`MetadataResponse`], [`ClusterStatus`]).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_proto::v1::admin_client::AdminClient;
+use strata_proto::v1::cluster_client::ClusterClient;
 use strata_proto::v1::{
-    CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, ListTopicsRequest,
-    MetadataResponse, TopicConfig, TopicDescription, TopicSummary,
+    ClusterStatus, ClusterStatusRequest, CreateTopicRequest, DeleteTopicRequest,
+    DescribeTopicRequest, DrainRequest, ListTopicsRequest, MetadataResponse, MoveRequest,
+    MoveResponse, TopicConfig, TopicDescription, TopicSummary,
 };
+use tonic::transport::Channel;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
 
 /// How long a topic keeps its records.
@@ -73,7 +79,11 @@ impl TopicSettings {
     }
 }
 
-/// Topic administration and metadata. Cheap to clone.
+/// Topic and cluster administration, and metadata. Cheap to clone.
+///
+/// Every call goes to the broker that answered last, or, when it is down,
+/// to the next one that answers: the bootstrap URLs, then the brokers
+/// learned from earlier answers.
 ///
 /// ```no_run
 /// # async fn demo() -> strata_client::Result<()> {
@@ -98,10 +108,41 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Connects to the broker at `url` (e.g. `http://127.0.0.1:50051`).
+    /// Connects to the cluster through `url`: one broker URL (e.g.
+    /// `http://127.0.0.1:50051`), or several separated by commas; any one
+    /// that answers will do.
     pub async fn connect(url: &str) -> Result<Admin> {
         let cluster = Cluster::connect(url, Duration::from_secs(30)).await?;
         Ok(Admin { cluster })
+    }
+
+    /// Runs an `Admin` service call on any broker that answers. Only
+    /// `idempotent` calls are sent again after a connection lost mid-call.
+    async fn admin_call<T, F, Fut>(&self, what: &str, idempotent: bool, call: F) -> Result<T>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (answer, _) = self
+            .cluster
+            .call_any(what, idempotent, |channel| {
+                call(AdminClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+            })
+            .await?;
+        Ok(answer)
+    }
+
+    /// Runs a `Cluster` service call on any broker that answers.
+    async fn cluster_call<T, F, Fut>(&self, what: &str, call: F) -> Result<(T, String)>
+    where
+        F: Fn(ClusterClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.cluster
+            .call_any(what, true, |channel| {
+                call(ClusterClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+            })
+            .await
     }
 
     /// Creates `name` with `partitions` partitions.
@@ -116,49 +157,40 @@ impl Admin {
                 "a topic needs at least one partition: 0".into(),
             ));
         }
-        let req = self.cluster.request(CreateTopicRequest {
+        let req = CreateTopicRequest {
             name: name.to_owned(),
             partitions,
             config: Some(settings.to_config()?),
             if_not_exists: settings.if_not_exists,
-        });
-        let mut client = self.cluster.admin()?;
-        self.cluster
-            .unary(
-                self.cluster.bootstrap(),
-                "create topic",
-                client.create_topic(req),
-            )
-            .await
+        };
+        // Sent twice, a create would fail with "already exists".
+        let idempotent = settings.if_not_exists;
+        self.admin_call("create topic", idempotent, |mut client| {
+            let req = self.cluster.request(req.clone());
+            async move { client.create_topic(req).await }
+        })
+        .await
     }
 
     /// Deletes `name` and all its records.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        let req = self.cluster.request(DeleteTopicRequest {
-            name: name.to_owned(),
-        });
-        let mut client = self.cluster.admin()?;
-        self.cluster
-            .unary(
-                self.cluster.bootstrap(),
-                "delete topic",
-                client.delete_topic(req),
-            )
-            .await?;
+        self.admin_call("delete topic", false, |mut client| {
+            let req = self.cluster.request(DeleteTopicRequest {
+                name: name.to_owned(),
+            });
+            async move { client.delete_topic(req).await }
+        })
+        .await?;
         Ok(())
     }
 
     /// All topics with their partition counts, sorted by name.
     pub async fn list_topics(&self) -> Result<Vec<TopicSummary>> {
-        let req = self.cluster.request(ListTopicsRequest {});
-        let mut client = self.cluster.admin()?;
         let mut topics = self
-            .cluster
-            .unary(
-                self.cluster.bootstrap(),
-                "list topics",
-                client.list_topics(req),
-            )
+            .admin_call("list topics", true, |mut client| {
+                let req = self.cluster.request(ListTopicsRequest {});
+                async move { client.list_topics(req).await }
+            })
             .await?
             .topics;
         topics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -167,17 +199,13 @@ impl Admin {
 
     /// A topic's settings and, per partition, owner, offsets and sizes.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
-        let req = self.cluster.request(DescribeTopicRequest {
-            name: name.to_owned(),
-        });
-        let mut client = self.cluster.admin()?;
         let mut desc = self
-            .cluster
-            .unary(
-                self.cluster.bootstrap(),
-                "describe topic",
-                client.describe_topic(req),
-            )
+            .admin_call("describe topic", true, |mut client| {
+                let req = self.cluster.request(DescribeTopicRequest {
+                    name: name.to_owned(),
+                });
+                async move { client.describe_topic(req).await }
+            })
             .await?;
         desc.partition_details.sort_by_key(|p| p.partition);
         Ok(desc)
@@ -188,6 +216,100 @@ impl Admin {
     pub async fn metadata(&self, topics: &[&str]) -> Result<MetadataResponse> {
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         self.cluster.fetch_metadata(&topics).await
+    }
+
+    /// The brokers (liveness, load, which one is the controller) and the
+    /// partition table, as any broker sees them. Brokers are sorted by id,
+    /// partitions by topic and number.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> strata_client::Result<()> {
+    /// use strata_client::Admin;
+    ///
+    /// let admin = Admin::connect("http://127.0.0.1:50051,http://127.0.0.1:50052").await?;
+    /// let status = admin.cluster_status().await?;
+    /// for b in &status.brokers {
+    ///     println!("broker {} at {}: alive {}", b.broker_id, b.address, b.alive);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cluster_status(&self) -> Result<ClusterStatus> {
+        let (mut status, url) = self
+            .cluster_call("cluster status", |mut client| {
+                let req = self.cluster.request(ClusterStatusRequest {});
+                async move { client.status(req).await }
+            })
+            .await?;
+        // Every broker listed is a place to fail over to.
+        self.cluster.learn(
+            status.broker_id,
+            &url,
+            status
+                .brokers
+                .iter()
+                .map(|b| (b.broker_id, b.address.as_str())),
+        );
+        status.brokers.sort_by_key(|b| b.broker_id);
+        status
+            .partitions
+            .sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(status)
+    }
+
+    /// Asks broker `broker_id` to drain: its partitions move to the other
+    /// brokers, then it exits. Returns the broker's message once the drain
+    /// has started; poll [`Admin::cluster_status`] until the broker is no
+    /// longer alive to see it finish.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> strata_client::Result<()> {
+    /// use strata_client::Admin;
+    ///
+    /// let admin = Admin::connect("http://127.0.0.1:50051").await?;
+    /// println!("{}", admin.drain_broker(2).await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn drain_broker(&self, broker_id: u32) -> Result<String> {
+        let (resp, _) = self
+            .cluster_call("drain", |mut client| {
+                let req = self.cluster.request(DrainRequest { broker_id });
+                async move { client.drain(req).await }
+            })
+            .await?;
+        Ok(resp.message)
+    }
+
+    /// Moves `topic`/`partition` to broker `to_broker_id` and pins it there
+    /// (the balancer leaves it alone until that broker drains or dies).
+    /// Returns once the new assignment is published; the new owner takes
+    /// over within milliseconds.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> strata_client::Result<()> {
+    /// use strata_client::Admin;
+    ///
+    /// let admin = Admin::connect("http://127.0.0.1:50051").await?;
+    /// let moved = admin.move_partition("orders", 3, 2).await?;
+    /// println!("was on {:?}", moved.from_broker_id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn move_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        to_broker_id: u32,
+    ) -> Result<MoveResponse> {
+        let (resp, _) = self
+            .cluster_call("move partition", |mut client| {
+                let req = self.cluster.request(MoveRequest {
+                    topic: topic.to_owned(),
+                    partition,
+                    to_broker_id,
+                });
+                async move { client.r#move(req).await }
+            })
+            .await?;
+        Ok(resp)
     }
 }
 

@@ -7,16 +7,26 @@
 //! either route to the owner named in the error ([`Cluster::set_owner`]) or
 //! refresh ([`Cluster::refresh`]).
 //!
-//! The one thing a newcomer must not break: locks here are `parking_lot`
-//! mutexes held only for map lookups, never across an `.await`.
+//! Requests that any broker can answer (metadata, admin, producer ids) go
+//! through [`Cluster::call_any`]: first the broker that answered last (the
+//! "home" URL), then the bootstrap URLs, then every broker learned from
+//! metadata, until one answers. So the client outlives the bootstrap broker,
+//! and a dead broker is tried again only after the live ones failed.
+//!
+//! The one thing a newcomer must not break: a broker that answered is
+//! reached at the URL we used, whatever address it advertises (behind NAT or
+//! in a container the advertised one may not route); locks here are
+//! `parking_lot` mutexes held only for map lookups, never across an `.await`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use strata_proto::ErrorInfo;
-use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::strata_client::StrataClient;
 use strata_proto::v1::{ErrorReason, MetadataRequest, MetadataResponse};
 use tonic::transport::{Channel, Endpoint};
@@ -40,20 +50,48 @@ struct TopicMeta {
 
 #[derive(Debug, Default)]
 struct MetaCache {
+    /// Broker id → the address it advertises (normalised, never empty).
     brokers: HashMap<u32, String>,
     topics: HashMap<String, TopicMeta>,
-    /// The broker that answered the last metadata call: we reach it at the
-    /// bootstrap URL, whatever address it advertises.
-    answered_by: Option<u32>,
+    /// Broker id → the URL at which it answered a call of ours. Preferred
+    /// over the advertised address: we know this one routes.
+    reached_at: HashMap<u32, String>,
     /// Owners named by `NOT_OWNER` errors since the last refresh.
     overrides: HashMap<(String, u32), String>,
     last_refresh: Option<Instant>,
 }
 
+impl MetaCache {
+    /// Records that `url` answered as broker `broker_id` (forgetting any
+    /// other broker we thought lived there).
+    fn answered(&mut self, broker_id: u32, url: &str) {
+        self.reached_at
+            .retain(|id, u| *id == broker_id || u.as_str() != url);
+        self.reached_at.insert(broker_id, url.to_owned());
+    }
+
+    /// Records the address broker `broker_id` advertises.
+    fn advertised(&mut self, broker_id: u32, address: &str) {
+        if address.trim().is_empty() {
+            return;
+        }
+        self.brokers.insert(broker_id, normalize_url(address));
+    }
+
+    /// Where to reach broker `id`, if we know.
+    fn address_of(&self, id: u32) -> Option<&String> {
+        self.reached_at.get(&id).or_else(|| self.brokers.get(&id))
+    }
+}
+
 /// Connections to the brokers and the metadata cache.
 #[derive(Debug)]
 pub(crate) struct Cluster {
-    bootstrap: String,
+    /// The URLs the client was started with, normalised, in order.
+    bootstrap: Vec<String>,
+    /// The URL that answered the last call any broker could answer: tried
+    /// first next time, and where requests without a known owner go.
+    home: Mutex<String>,
     channels: Mutex<HashMap<String, Channel>>,
     meta: Mutex<MetaCache>,
     /// Serialises metadata refreshes so a burst of errors costs one call.
@@ -71,6 +109,25 @@ fn normalize_url(url: &str) -> String {
     }
 }
 
+/// A bootstrap string (`http://a:1,b:2`) → its normalised, checked,
+/// deduplicated URLs.
+fn parse_bootstrap(urls: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for part in urls.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let url = normalize_url(part);
+        endpoint(&url)?;
+        if !out.contains(&url) {
+            out.push(url);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::InvalidUrl {
+            url: urls.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
 fn endpoint(url: &str) -> Result<Endpoint> {
     let invalid = || Error::InvalidUrl {
         url: url.to_owned(),
@@ -86,30 +143,108 @@ fn endpoint(url: &str) -> Result<Endpoint> {
         .keep_alive_while_idle(true))
 }
 
-impl Cluster {
-    /// Connects to the bootstrap broker at `url` (eagerly, so a wrong URL or
-    /// a stopped broker is reported here, not on the first request).
-    pub(crate) async fn connect(url: &str, request_timeout: Duration) -> Result<Arc<Cluster>> {
-        let url = normalize_url(url);
-        let channel = match endpoint(&url)?.connect().await {
-            Ok(c) => c,
-            Err(e) => {
-                let mut message = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    message = s.to_string();
-                    source = s.source();
+/// Connects eagerly to `url`; the error names the innermost cause
+/// ("connection refused").
+async fn connect_one(url: &str) -> Result<Channel> {
+    endpoint(url)?.connect().await.map_err(|e| {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message = s.to_string();
+            source = s.source();
+        }
+        Error::Connect {
+            url: url.to_owned(),
+            message: message.to_lowercase(),
+        }
+    })
+}
+
+/// True when `error` means "this broker cannot answer now, another may":
+/// it could not be reached, or refused because it is stopping or starting.
+/// A connection lost mid-request only counts for `idempotent` calls, which
+/// are safe to send twice.
+fn try_another_broker(error: &Error, idempotent: bool) -> bool {
+    match error {
+        Error::Connect { .. } | Error::InvalidUrl { .. } => true,
+        Error::Broker(info) => info.reason == ErrorReason::BrokerUnavailable,
+        Error::Transport { .. } | Error::Timeout { .. } => idempotent,
+        _ => false,
+    }
+}
+
+/// One error for "no broker answered": when none could be connected to, a
+/// [`Error::Connect`] naming every URL tried; else the last error.
+fn none_answered(mut failures: Vec<Error>) -> Error {
+    let all_connect = failures.iter().all(|e| matches!(e, Error::Connect { .. }));
+    if failures.len() > 1 && all_connect {
+        let mut urls = Vec::new();
+        let mut messages: Vec<String> = Vec::new();
+        for e in &failures {
+            if let Error::Connect { url, message } = e {
+                urls.push(url.as_str());
+                if !messages.contains(message) {
+                    messages.push(message.clone());
                 }
-                return Err(Error::Connect {
-                    url,
-                    message: message.to_lowercase(),
-                });
             }
+        }
+        return Error::Connect {
+            url: urls.join(", "),
+            message: messages.join(", "),
+        };
+    }
+    failures.pop().unwrap_or_else(|| Error::Connect {
+        url: String::new(),
+        message: "no broker address known".into(),
+    })
+}
+
+/// A data-plane client on `channel`.
+pub(crate) fn strata_client(channel: Channel) -> StrataClient<Channel> {
+    StrataClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+impl Cluster {
+    /// Connects to the bootstrap brokers `urls` (comma-separated; `host:port`
+    /// means `http://host:port`). Connects eagerly, so wrong URLs or stopped
+    /// brokers are reported here, not on the first request; succeeds when
+    /// any one of them answers.
+    pub(crate) async fn connect(urls: &str, request_timeout: Duration) -> Result<Arc<Cluster>> {
+        let bootstrap = parse_bootstrap(urls)?;
+        let mut attempts: FuturesUnordered<_> = bootstrap
+            .iter()
+            .map(|url| async move { (url, connect_one(url).await) })
+            .collect();
+        let mut failures = Vec::new();
+        let mut connected = None;
+        while let Some((url, result)) = attempts.next().await {
+            match result {
+                Ok(channel) => {
+                    connected = Some((url.clone(), channel));
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(url, error = %e, "bootstrap broker unreachable");
+                    failures.push(e);
+                }
+            }
+        }
+        drop(attempts);
+        let Some((home, channel)) = connected else {
+            // Report in the order given.
+            failures.sort_by_key(|e| match e {
+                Error::Connect { url, .. } => bootstrap.iter().position(|b| b == url),
+                _ => None,
+            });
+            return Err(none_answered(failures));
         };
         let mut channels = HashMap::new();
-        channels.insert(url.clone(), channel);
+        channels.insert(home.clone(), channel);
         Ok(Arc::new(Cluster {
-            bootstrap: url,
+            bootstrap,
+            home: Mutex::new(home),
             channels: Mutex::new(channels),
             meta: Mutex::new(MetaCache::default()),
             refreshing: tokio::sync::Mutex::new(()),
@@ -117,9 +252,14 @@ impl Cluster {
         }))
     }
 
-    /// The URL the client was started with.
-    pub(crate) fn bootstrap(&self) -> &str {
+    /// The URLs the client was started with.
+    pub(crate) fn bootstrap(&self) -> &[String] {
         &self.bootstrap
+    }
+
+    /// The URL of the broker that answered last.
+    pub(crate) fn home(&self) -> String {
+        self.home.lock().clone()
     }
 
     /// The channel to `address`, created (lazily connecting) on first use.
@@ -138,22 +278,14 @@ impl Cluster {
 
     /// A data-plane client for `address`.
     pub(crate) fn strata(&self, address: &str) -> Result<StrataClient<Channel>> {
-        Ok(StrataClient::new(self.channel(address)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
-    }
-
-    /// An admin client for the bootstrap broker.
-    pub(crate) fn admin(&self) -> Result<AdminClient<Channel>> {
-        Ok(AdminClient::new(self.channel(&self.bootstrap)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES))
+        Ok(strata_client(self.channel(address)?))
     }
 
     /// Runs a unary call against `address` with the request timeout, mapping
     /// errors.
     pub(crate) async fn unary<T, F>(&self, address: &str, what: &str, call: F) -> Result<T>
     where
-        F: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+        F: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         match tokio::time::timeout(self.request_timeout, call).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
@@ -173,26 +305,107 @@ impl Cluster {
         req
     }
 
-    /// Calls Metadata on the bootstrap broker (for `topics`; empty: all) and
-    /// returns the raw answer, updating the cache.
+    /// The URLs to try for a call any broker can answer, best first: the
+    /// last one that answered, the bootstrap URLs, then the brokers learned
+    /// from earlier answers.
+    fn candidates(&self) -> Vec<String> {
+        let mut out = vec![self.home()];
+        let mut push = |url: &String| {
+            if !out.contains(url) {
+                out.push(url.clone());
+            }
+        };
+        self.bootstrap.iter().for_each(&mut push);
+        let meta = self.meta.lock();
+        let mut known: Vec<(u32, &String)> = meta
+            .reached_at
+            .iter()
+            .chain(meta.brokers.iter())
+            .map(|(id, url)| (*id, url))
+            .collect();
+        known.sort();
+        known.into_iter().for_each(|(_, url)| push(url));
+        out
+    }
+
+    /// Runs a call that any broker can answer: `call` gets a channel and
+    /// returns the call's future. Tries [`Cluster::candidates`] in order
+    /// while they cannot answer (see `try_another_broker`); returns the
+    /// answer and the URL that gave it, which becomes the home URL.
+    pub(crate) async fn call_any<T, F, Fut>(
+        &self,
+        what: &str,
+        idempotent: bool,
+        mut call: F,
+    ) -> Result<(T, String)>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut failures = Vec::new();
+        for url in self.candidates() {
+            let result = match self.channel(&url) {
+                Ok(channel) => self.unary(&url, what, call(channel)).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(answer) => {
+                    if !failures.is_empty() {
+                        tracing::info!(url, what, "switched to another broker");
+                    }
+                    *self.home.lock() = url.clone();
+                    return Ok((answer, url));
+                }
+                Err(e) if try_another_broker(&e, idempotent) => {
+                    tracing::debug!(url, what, error = %e, "broker cannot answer; trying the next");
+                    failures.push(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(none_answered(failures))
+    }
+
+    /// Records that the broker at `url` answered as `broker_id`, and the
+    /// addresses other brokers advertise (from any cluster-wide answer).
+    pub(crate) fn learn<'a>(
+        &self,
+        broker_id: u32,
+        url: &str,
+        brokers: impl IntoIterator<Item = (u32, &'a str)>,
+    ) {
+        let mut meta = self.meta.lock();
+        for (id, address) in brokers {
+            meta.advertised(id, address);
+        }
+        meta.answered(broker_id, url);
+    }
+
+    /// Calls Metadata on any broker (for `topics`; empty: all) and returns
+    /// the raw answer, updating the cache.
     pub(crate) async fn fetch_metadata(&self, topics: &[String]) -> Result<MetadataResponse> {
-        let mut client = self.strata(&self.bootstrap)?;
-        let req = self.request(MetadataRequest {
-            topics: topics.to_vec(),
-        });
-        let resp = self
-            .unary(&self.bootstrap, "metadata", client.metadata(req))
+        let (resp, url) = self
+            .call_any("metadata", true, |channel| {
+                let mut client = strata_client(channel);
+                let req = self.request(MetadataRequest {
+                    topics: topics.to_vec(),
+                });
+                async move { client.metadata(req).await }
+            })
             .await?;
-        self.apply(&resp, topics);
+        self.apply(&resp, topics, &url);
         Ok(resp)
     }
 
-    fn apply(&self, resp: &MetadataResponse, asked: &[String]) {
+    fn apply(&self, resp: &MetadataResponse, asked: &[String], url: &str) {
+        self.learn(
+            resp.broker_id,
+            url,
+            resp.brokers
+                .iter()
+                .map(|b| (b.broker_id, b.address.as_str())),
+        );
         let mut meta = self.meta.lock();
-        meta.answered_by = Some(resp.broker_id);
-        for b in &resp.brokers {
-            meta.brokers.insert(b.broker_id, b.address.clone());
-        }
         if asked.is_empty() {
             meta.topics.clear();
         } else {
@@ -266,8 +479,9 @@ impl Cluster {
             .map(|t| u32::try_from(t.owners.len()).unwrap_or(u32::MAX))
     }
 
-    /// Where to send requests for `topic`/`partition`: the owner if known,
-    /// else the bootstrap broker (which answers `NOT_OWNER` with a hint).
+    /// Where to send requests for `topic`/`partition`: the owner if known
+    /// (at the URL it answered us at, else the address it advertises), else
+    /// the home broker (which answers `NOT_OWNER` with a hint).
     pub(crate) fn owner_address(&self, topic: &str, partition: u32) -> String {
         let meta = self.meta.lock();
         if let Some(addr) = meta.overrides.get(&(topic.to_owned(), partition)) {
@@ -276,17 +490,10 @@ impl Cluster {
         let owner = meta
             .topics
             .get(topic)
-            .and_then(|t| t.owners.get(partition as usize).copied().flatten());
-        match owner {
-            Some(id) if Some(id) == meta.answered_by => self.bootstrap.clone(),
-            Some(id) => meta
-                .brokers
-                .get(&id)
-                .filter(|a| !a.is_empty())
-                .cloned()
-                .unwrap_or_else(|| self.bootstrap.clone()),
-            None => self.bootstrap.clone(),
-        }
+            .and_then(|t| t.owners.get(partition as usize).copied().flatten())
+            .and_then(|id| meta.address_of(id).cloned());
+        drop(meta);
+        owner.unwrap_or_else(|| self.home())
     }
 
     /// Records the owner named by a `NOT_OWNER` / `FENCED` error.
@@ -309,7 +516,7 @@ impl Cluster {
             .and_then(|i| i.owner_address.clone())
             .filter(|a| !a.is_empty())
         {
-            self.set_owner(topic, partition, addr);
+            self.set_owner(topic, partition, normalize_url(&addr));
             return;
         }
         if let Err(e) = self.refresh(topic).await {
@@ -345,6 +552,74 @@ mod tests {
                 .with_retry_after(Duration::from_millis(321)),
         );
         assert_eq!(backoff(3, &e), Duration::from_millis(321));
+    }
+
+    #[test]
+    fn bootstrap_lists_parse() {
+        assert_eq!(
+            parse_bootstrap("http://a:1, b:2/,,http://a:1").unwrap(),
+            vec!["http://a:1".to_owned(), "http://b:2".to_owned()]
+        );
+        assert!(matches!(
+            parse_bootstrap(" , "),
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            parse_bootstrap("http://a:1,ftp://b:2"),
+            Err(Error::InvalidUrl { url }) if url == "ftp://b:2"
+        ));
+    }
+
+    #[test]
+    fn failover_only_when_another_broker_can_help() {
+        let connect = Error::Connect {
+            url: "http://a:1".into(),
+            message: "connection refused".into(),
+        };
+        assert!(try_another_broker(&connect, false));
+        let lost = Error::Transport {
+            url: "http://a:1".into(),
+            message: "connection reset".into(),
+        };
+        assert!(try_another_broker(&lost, true));
+        assert!(!try_another_broker(&lost, false), "not safe to send twice");
+        let stopping = Error::Broker(ErrorInfo::new(ErrorReason::BrokerUnavailable, "stopping"));
+        assert!(try_another_broker(&stopping, false));
+        let unknown = Error::Broker(ErrorInfo::new(ErrorReason::UnknownTopic, "t"));
+        assert!(!try_another_broker(&unknown, true));
+    }
+
+    #[test]
+    fn none_answered_names_every_url() {
+        let e = none_answered(vec![
+            Error::Connect {
+                url: "http://a:1".into(),
+                message: "connection refused".into(),
+            },
+            Error::Connect {
+                url: "http://b:2".into(),
+                message: "connection refused".into(),
+            },
+        ]);
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to broker http://a:1, http://b:2: connection refused; is `strata serve` running there?"
+        );
+    }
+
+    #[test]
+    fn answering_url_wins_over_advertised_address() {
+        let mut meta = MetaCache::default();
+        meta.advertised(1, "10.0.0.1:50051");
+        meta.advertised(2, "");
+        assert_eq!(meta.address_of(1).unwrap(), "http://10.0.0.1:50051");
+        assert_eq!(meta.address_of(2), None);
+        meta.answered(1, "http://lb:1");
+        assert_eq!(meta.address_of(1).unwrap(), "http://lb:1");
+        // The same URL now answers as another broker.
+        meta.answered(2, "http://lb:1");
+        assert_eq!(meta.address_of(1).unwrap(), "http://10.0.0.1:50051");
+        assert_eq!(meta.address_of(2).unwrap(), "http://lb:1");
     }
 
     #[test]

@@ -172,7 +172,9 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    /// Connects to the broker at `url`.
+    /// Connects to the cluster through `url`: one broker URL, or several
+    /// separated by commas (`http://a:50051,http://b:50051`); any one that
+    /// answers will do.
     pub async fn connect(url: &str, config: ConsumerConfig) -> Result<Consumer> {
         if config.buffer_bytes == 0 || config.max_bytes == 0 {
             return Err(Error::Config(

@@ -23,7 +23,8 @@ pub enum Error {
     /// The broker could not be reached at all.
     #[error("cannot connect to broker {url}: {message}; is `strata serve` running there?")]
     Connect {
-        /// The broker's URL.
+        /// The broker's URL; several, comma-separated, when none of the
+        /// brokers tried could be reached.
         url: String,
         /// What the transport said.
         message: String,

@@ -8,7 +8,12 @@
 //! - [`Consumer`]: assign partitions, seek to earliest / latest / an offset /
 //!   a timestamp, and read an async [`futures::Stream`] of
 //!   [`ConsumerRecord`]s, in order per partition, with bounded buffering.
-//! - [`Admin`]: create, list, describe and delete topics; cluster metadata.
+//! - [`Admin`]: create, list, describe and delete topics; cluster metadata
+//!   and status; drain a broker, move a partition.
+//!
+//! Every `connect` takes one broker URL or several separated by commas: the
+//! client needs any one of them to answer, learns the other brokers from
+//! it, and keeps working when the broker it started from goes away.
 //!
 //! Every failure is an [`Error`] that says what to do, and
 //! [`Error::is_retryable`] says whether trying again can help.

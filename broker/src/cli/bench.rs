@@ -37,6 +37,10 @@ pub enum BenchCommand {
     /// Raw PUT throughput of a store, with no broker: the yardstick for
     /// `bench produce` on the same store.
     Store(super::bench_store::StoreBench),
+    /// Start a 3-broker cluster of this binary and measure partition move
+    /// time (small vs large sealed history), the produce dip during moves,
+    /// and failover time after kill -9.
+    Cluster(super::bench_cluster::ClusterBench),
 }
 
 /// Where the broker's Prometheus metrics are.
@@ -125,6 +129,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Produce(a) => produce(a).await,
         BenchCommand::Consume(a) => consume(a).await,
         BenchCommand::Store(a) => super::bench_store::run(a).await,
+        BenchCommand::Cluster(a) => super::bench_cluster::run(a).await,
     }
 }
 

@@ -1,13 +1,16 @@
 //! Client subcommands of `strata`, in the style of Kafka's console tools:
-//! `topic`, `produce`, `consume` and `bench`. Each is a thin shell over
-//! `strata-client`; they share [`BrokerArgs`] (`--broker`, `STRATA_BROKER`).
+//! `topic`, `cluster`, `produce`, `consume` and `bench`. Each is a thin shell
+//! over `strata-client`; they share [`BrokerArgs`] (`--broker`,
+//! `STRATA_BROKER`).
 //!
 //! Conventions: data goes to stdout, everything else (counts, progress,
 //! errors) to stderr; a closed stdout (`| head`) is a clean exit; a failure
 //! exits non-zero with a message that says what to do.
 
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_store;
+pub mod cluster;
 pub mod consume;
 pub mod produce;
 pub mod topic;
@@ -15,7 +18,8 @@ pub mod topic;
 /// The broker every client command talks to.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
-    /// gRPC URL of any broker of the cluster.
+    /// gRPC URL of any broker of the cluster, or several separated by
+    /// commas (any one that answers will do).
     #[arg(
         id = "broker_url",
         long = "broker",

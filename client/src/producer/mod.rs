@@ -42,7 +42,7 @@ use strata_proto::ErrorInfo;
 use strata_proto::v1::{ErrorReason, InitProducerRequest};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, strata_client};
 use crate::error::{Error, Result};
 use crate::partitioner::{StickyPartitioner, partition_for_key};
 
@@ -337,11 +337,14 @@ impl Shared {
 }
 
 async fn init_producer(cluster: &Cluster) -> Result<(i64, i16)> {
-    let addr = cluster.bootstrap().to_owned();
-    let mut client = cluster.strata(&addr)?;
-    let req = cluster.request(InitProducerRequest {});
-    let resp = cluster
-        .unary(&addr, "init producer", client.init_producer(req))
+    // Any broker hands out producer ids; a lost one is harmless, so the call
+    // is idempotent.
+    let (resp, _) = cluster
+        .call_any("init producer", true, |channel| {
+            let mut client = strata_client(channel);
+            let req = cluster.request(InitProducerRequest {});
+            async move { client.init_producer(req).await }
+        })
         .await?;
     let epoch = i16::try_from(resp.producer_epoch).map_err(|_| {
         Error::InvalidResponse(format!(
@@ -397,8 +400,9 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Connects to the broker at `url` and, for an idempotent producer,
-    /// obtains a producer id.
+    /// Connects to the cluster through `url` (one broker URL, or several
+    /// separated by commas; any one that answers will do) and, for an
+    /// idempotent producer, obtains a producer id.
     pub async fn connect(url: &str, config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
         let cluster = Cluster::connect(url, config.request_timeout).await?;

@@ -1,0 +1,451 @@
+//! `strata bench cluster`: how fast partitions move and fail over.
+//!
+//! Starts its own brokers (this binary, `strata serve`, on loopback ports,
+//! sharing one bucket), then measures:
+//!
+//! 1. **Move time** for a partition holding each `--sizes` of sealed data:
+//!    from the `Move` call until the new owner acknowledges a produce. A
+//!    warm-up move seals the tail first, so the figure is about the sealed
+//!    history alone; it should not depend on its size (nothing is copied).
+//! 2. **Produce dip during a move**: a producer offers `--rate` records/s to
+//!    the moving partition; the longest ack latency and the longest gap
+//!    between two acks during the moves.
+//! 3. **Failover time** after `kill -9` of a partition's owner: the gap
+//!    between the last ack before the kill and the first ack after, with
+//!    `--heartbeat-timeout` (the dominant term).
+//!
+//! Brokers' logs stay in the work directory (printed at the end).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use strata_client::{Admin, Producer, ProducerConfig, ProducerRecord, TopicSettings};
+use strata_proto::v1::strata_client::StrataClient;
+use strata_proto::v1::{ListOffsetsRequest, OffsetSpec};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Flags of `strata bench cluster`.
+#[derive(Debug, clap::Args)]
+pub struct ClusterBench {
+    /// The bucket the brokers share. Default: a `file://` bucket in the
+    /// work directory. S3 settings come from the AWS_* variables.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Work directory for the brokers' data and logs (default: a new
+    /// directory under the system temp dir, kept afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Sealed history sizes to move, in MiB.
+    #[arg(long, value_delimiter = ',', default_value = "10,1024")]
+    pub sizes_mib: Vec<u64>,
+    /// Moves per size (back and forth between two brokers).
+    #[arg(long, default_value_t = 6)]
+    pub moves: usize,
+    /// Records per second offered to the moving partition during moves.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u64,
+    /// Heartbeat interval of the brokers.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Heartbeat timeout of the brokers (failover waits this long).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
+    /// Skip the failover measurement.
+    #[arg(long)]
+    pub no_failover: bool,
+}
+
+struct Broker {
+    id: u32,
+    url: String,
+    child: Child,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn spawn_broker(
+    a: &ClusterBench,
+    dir: &Path,
+    store: &str,
+    id: u32,
+) -> anyhow::Result<Broker> {
+    let exe = std::env::current_exe().context("cannot find the strata binary")?;
+    let data = dir.join(format!("broker-{id}"));
+    std::fs::create_dir_all(&data)?;
+    let log = std::fs::File::create(data.join("broker.log"))?;
+    let mut child = Command::new(exe)
+        .args([
+            "serve",
+            "--broker-id",
+            &id.to_string(),
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--http-addr", "127.0.0.1:0", "--store", store])
+        .arg("--data-dir")
+        .arg(&data)
+        .env(
+            "STRATA_CLUSTER__HEARTBEAT_INTERVAL",
+            humantime::format_duration(a.heartbeat_interval).to_string(),
+        )
+        .env(
+            "STRATA_CLUSTER__HEARTBEAT_TIMEOUT",
+            humantime::format_duration(a.heartbeat_timeout).to_string(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start a broker")?;
+    let stdout = child.stdout.take().context("broker stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("a broker did not become ready within 60s")??
+        .context("a broker exited before becoming ready")?;
+    let url = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .context("no grpc= in the ready line")?
+        .to_string();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Broker { id, url, child })
+}
+
+/// Acks seen by the background producer: (partition, sent at, acked at).
+type Acks = Arc<Mutex<Vec<(u32, Instant, Instant)>>>;
+
+/// Offers `rate` records/s to `topic` until `stop`, recording acks.
+fn steady_producer(
+    producer: Producer,
+    topic: String,
+    partitions: u32,
+    rate: u64,
+    acks: Acks,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+        let mut tick = tokio::time::interval(period);
+        let value = Bytes::from(vec![7u8; 256]);
+        let mut failed = 0u64;
+        let mut i: u64 = 0;
+        let mut inflight = tokio::task::JoinSet::new();
+        while !stop.is_cancelled() {
+            tick.tick().await;
+            let p = (i % u64::from(partitions)) as u32;
+            i += 1;
+            let rec = ProducerRecord::new(&topic, value.clone()).partition(p);
+            let sent = Instant::now();
+            match producer.send(rec).await {
+                Ok(f) => {
+                    let acks = acks.clone();
+                    inflight.spawn(async move {
+                        let ok = f.await.is_ok();
+                        if ok {
+                            acks.lock().push((p, sent, Instant::now()));
+                        }
+                        ok
+                    });
+                }
+                Err(_) => failed += 1,
+            }
+            while let Some(r) = inflight.try_join_next() {
+                failed += u64::from(!r.unwrap_or(false));
+            }
+        }
+        while let Some(r) = inflight.join_next().await {
+            failed += u64::from(!r.unwrap_or(false));
+        }
+        failed
+    })
+}
+
+/// Waits until `url` serves `topic`/`partition` (ListOffsets answers).
+async fn wait_served(
+    url: &str,
+    topic: &str,
+    partition: u32,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect()
+        .await?;
+    let mut client = StrataClient::new(channel);
+    let deadline = Instant::now() + limit;
+    loop {
+        let req = ListOffsetsRequest {
+            topic: topic.to_string(),
+            partition,
+            spec: OffsetSpec::Latest as i32,
+            timestamp_ms: 0,
+        };
+        if client.list_offsets(req).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{url} did not serve {topic}/{partition} within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Longest gap between consecutive acks of `partition` within `[from, to]`
+/// (counting from `from` to the first ack).
+fn longest_gap(
+    acks: &[(u32, Instant, Instant)],
+    partition: u32,
+    from: Instant,
+    to: Instant,
+) -> Duration {
+    let mut times: Vec<Instant> = acks
+        .iter()
+        .filter(|(p, _, at)| *p == partition && *at >= from && *at <= to)
+        .map(|(_, _, at)| *at)
+        .collect();
+    times.sort();
+    let mut prev = from;
+    let mut gap = Duration::ZERO;
+    for t in times {
+        gap = gap.max(t.duration_since(prev));
+        prev = t;
+    }
+    gap
+}
+
+/// Runs the benchmark and prints its tables.
+pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
+    let dir = match &a.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("strata-bench-cluster-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let store = a
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("file://{}", dir.join("bucket").display()));
+    eprintln!("starting 3 brokers on {store} (work dir {})", dir.display());
+    let mut brokers = Vec::new();
+    for id in 1..=3 {
+        brokers.push(spawn_broker(&a, &dir, &store, id).await?);
+    }
+    let urls: Vec<String> = brokers.iter().map(|b| b.url.clone()).collect();
+    let admin = Admin::connect(&urls[0]).await?;
+
+    // 1 + 2: moves with a large sealed history.
+    let mut rows = Vec::new();
+    for &mib in &a.sizes_mib {
+        let topic = format!("move-{mib}mib");
+        admin
+            .create_topic(
+                &topic,
+                1,
+                TopicSettings {
+                    if_not_exists: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        admin.move_partition(&topic, 0, 1).await?;
+        wait_served(&urls[0], &topic, 0, Duration::from_secs(30)).await?;
+        fill(&urls[0], &topic, mib << 20).await?;
+        // Warm-up move: seals the tail, so the measured moves carry only
+        // the sealed history.
+        admin.move_partition(&topic, 0, 2).await?;
+        wait_served(&urls[1], &topic, 0, Duration::from_secs(60)).await?;
+        let desc = admin.describe_topic(&topic).await?;
+        let sealed = desc.partition_details.first().map_or(0, |d| d.sealed_bytes);
+
+        let producer = Producer::connect(&urls.join(","), ProducerConfig::default()).await?;
+        let acks: Acks = Arc::new(Mutex::new(Vec::new()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let bg = steady_producer(
+            producer.clone(),
+            topic.clone(),
+            1,
+            a.rate,
+            acks.clone(),
+            stop.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut times = Vec::new();
+        let mut gaps = Vec::new();
+        let mut owner = 2u32;
+        for _ in 0..a.moves {
+            let to = if owner == 2 { 1 } else { 2 };
+            let t0 = Instant::now();
+            admin.move_partition(&topic, 0, to).await?;
+            wait_served(&urls[to as usize - 1], &topic, 0, Duration::from_secs(60)).await?;
+            times.push(t0.elapsed().as_secs_f64() * 1000.0);
+            owner = to;
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            gaps.push(longest_gap(&acks.lock(), 0, t0, Instant::now()).as_secs_f64() * 1000.0);
+        }
+        stop.cancel();
+        let failed = bg.await.unwrap_or(0);
+        producer.close().await?;
+        let mut lat: Vec<f64> = acks
+            .lock()
+            .iter()
+            .map(|(_, s, at)| at.duration_since(*s).as_secs_f64() * 1000.0)
+            .collect();
+        rows.push((
+            mib,
+            sealed,
+            percentile(&mut times.clone(), 0.5),
+            times.iter().copied().fold(0.0, f64::max),
+            gaps.iter().copied().fold(0.0, f64::max),
+            percentile(&mut lat, 0.99),
+            lat.iter().copied().fold(0.0, f64::max),
+            failed,
+        ));
+    }
+    println!(
+        "\nPartition moves ({} per size, {} records/s produced to the partition meanwhile)",
+        a.moves, a.rate
+    );
+    println!(
+        "| sealed history | move p50 | move max | longest ack gap | ack p99 | ack max | failed sends |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (mib, sealed, p50, max, gap, p99, lmax, failed) in &rows {
+        println!(
+            "| {} ({mib} MiB asked) | {p50:.0} ms | {max:.0} ms | {gap:.0} ms | {p99:.1} ms | {lmax:.0} ms | {failed} |",
+            super::human_bytes(*sealed)
+        );
+    }
+
+    // 3: failover after kill -9.
+    if !a.no_failover {
+        let topic = "failover".to_string();
+        admin
+            .create_topic(
+                &topic,
+                3,
+                TopicSettings {
+                    if_not_exists: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        for p in 0..3u32 {
+            admin.move_partition(&topic, p, p + 1).await?;
+        }
+        for p in 0..3u32 {
+            wait_served(&urls[p as usize], &topic, p, Duration::from_secs(30)).await?;
+        }
+        let producer = Producer::connect(&urls[..2].join(","), ProducerConfig::default()).await?;
+        let acks: Acks = Arc::new(Mutex::new(Vec::new()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let bg = steady_producer(
+            producer.clone(),
+            topic.clone(),
+            3,
+            a.rate,
+            acks.clone(),
+            stop.clone(),
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let victim = brokers.pop().context("three brokers")?;
+        let killed_id = victim.id;
+        let t0 = Instant::now();
+        drop(victim); // SIGKILL
+        let limit = a.heartbeat_timeout * 5 + Duration::from_secs(10);
+        let recovered = loop {
+            let got = acks.lock().iter().any(|(p, s, _)| *p == 2 && *s > t0);
+            if got || t0.elapsed() > limit {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.cancel();
+        let failed = bg.await.unwrap_or(0);
+        producer.close().await?;
+        let acked = acks.lock().clone();
+        let last_before = acked
+            .iter()
+            .filter(|(p, _, at)| *p == 2 && *at <= t0)
+            .map(|(_, _, at)| *at)
+            .max()
+            .unwrap_or(t0);
+        let first_after = acked
+            .iter()
+            .filter(|(p, s, _)| *p == 2 && *s > t0)
+            .map(|(_, _, at)| *at)
+            .min();
+        println!(
+            "\nFailover after kill -9 of broker {killed_id} (heartbeat timeout {})",
+            humantime::format_duration(a.heartbeat_timeout)
+        );
+        println!("| partition | served again after the kill | longest ack gap | failed sends |");
+        println!("|---|---:|---:|---:|");
+        match (recovered, first_after) {
+            (true, Some(first)) => println!(
+                "| failover/2 | {:.0} ms | {:.0} ms | {failed} |",
+                first.duration_since(t0).as_secs_f64() * 1000.0,
+                first.duration_since(last_before).as_secs_f64() * 1000.0,
+            ),
+            _ => println!("| failover/2 | not within {limit:?} | – | {failed} |"),
+        }
+    }
+    eprintln!("broker logs: {}/broker-*/broker.log", dir.display());
+    Ok(())
+}
+
+/// Writes about `bytes` of 1 KiB records to partition 0 of `topic`.
+async fn fill(url: &str, topic: &str, bytes: u64) -> anyhow::Result<()> {
+    let config = ProducerConfig {
+        buffer_bytes: 64 << 20,
+        ..Default::default()
+    };
+    let producer = Producer::connect(url, config).await?;
+    let value = Bytes::from(vec![0x42u8; 1024]);
+    let n = bytes / 1024;
+    let bar = indicatif::ProgressBar::new(n);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} filling {msg} [{elapsed_precise}] {wide_bar} {pos}/{len} records ({per_sec})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(topic.to_string());
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..n {
+        let f = producer
+            .send(ProducerRecord::new(topic, value.clone()).partition(0))
+            .await?;
+        pending.push_back(f);
+        if pending.len() > 8192
+            && let Some(f) = pending.pop_front()
+        {
+            f.await?;
+        }
+        if i % 1024 == 0 {
+            bar.set_position(i);
+        }
+    }
+    for f in pending {
+        f.await?;
+    }
+    producer.close().await?;
+    bar.finish_and_clear();
+    Ok(())
+}
