@@ -202,7 +202,24 @@ impl PartitionRegistry {
         };
         match opened {
             None => Err(BrokerError::Unavailable(RESTARTING)),
-            Some(Ok(log)) => Ok((log.clone(), slot.dropped.clone())),
+            Some(Ok(log)) => {
+                // A concurrent caller whose open failed first may have
+                // removed this slot while our retry of the init succeeded:
+                // put it back, or the open log would be orphaned (owned by
+                // this incarnation, unreachable, never released).
+                let mut inner = self.inner.lock();
+                if slot.dropped.is_cancelled() {
+                    return Err(BrokerError::Unavailable(RESTARTING));
+                }
+                match inner.slots.get(tp) {
+                    Some(s) if Arc::ptr_eq(s, &slot) => {}
+                    Some(s) if s.log.initialized() => {}
+                    _ => {
+                        inner.slots.insert(tp.clone(), slot.clone());
+                    }
+                }
+                Ok((log.clone(), slot.dropped.clone()))
+            }
             Some(Err(e)) => {
                 if matches!(e, strata_storage::Error::OwnedElsewhere { .. }) {
                     tracing::debug!(%tp, error = %e, "partition still owned elsewhere");
@@ -236,7 +253,9 @@ impl PartitionRegistry {
 
     fn remove_slot(&self, tp: &TopicPartition, slot: &Slot) {
         let mut inner = self.inner.lock();
-        if inner.slots.get(tp).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+        // Another caller may have opened it meanwhile (a failed init is
+        // retried by the next waiter): keep an open log.
+        if !slot.log.initialized() && inner.slots.get(tp).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             inner.slots.remove(tp);
         }
     }

@@ -525,13 +525,15 @@ impl Cluster {
     }
 }
 
-/// Exponential backoff with jitter: 50 ms doubling to 2 s, or the broker's
+/// Exponential backoff with jitter: 50 ms doubling to 500 ms (a partition
+/// that failed over is served again within a heartbeat timeout; a longer
+/// cap would add up to itself to every failover), or the broker's
 /// `retry_after` when it gave one.
 pub(crate) fn backoff(attempt: u32, error: &Error) -> Duration {
     if let Some(after) = error.broker_info().and_then(|i| i.retry_after) {
         return after;
     }
-    let base = 50u64.saturating_mul(1u64 << attempt.min(6)).min(2_000);
+    let base = 50u64.saturating_mul(1u64 << attempt.min(6)).min(500);
     let jitter = rand::random_range(0..=base / 4);
     Duration::from_millis(base + jitter)
 }

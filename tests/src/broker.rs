@@ -237,6 +237,15 @@ impl BrokerProcess {
     /// When it does not exit in time.
     pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         self.signal("TERM");
+        self.wait_exit(timeout, "SIGTERM").await
+    }
+
+    /// Waits (at most `timeout`) for the process to exit by itself, e.g.
+    /// after it was asked to drain; `why` names what should make it exit.
+    ///
+    /// # Panics
+    /// When it does not exit in time (it is killed, and its log printed).
+    pub async fn wait_exit(&mut self, timeout: Duration, why: &str) -> ExitStatus {
         let mut child = self.child.take().expect("the broker is running");
         match tokio::time::timeout(timeout, child.wait()).await {
             Ok(Ok(status)) => status,
@@ -244,11 +253,17 @@ impl BrokerProcess {
             Err(_) => {
                 let _ = child.start_kill();
                 panic!(
-                    "the broker did not exit within {timeout:?} of SIGTERM; its log:\n{}",
+                    "broker {} did not exit within {timeout:?} of {why}; its log:\n{}",
+                    self.options.broker_id,
                     self.log()
                 )
             }
         }
+    }
+
+    /// The broker id it was started with.
+    pub fn broker_id(&self) -> u32 {
+        self.options.broker_id
     }
 
     /// SIGKILL: no chance to flush, seal or release anything.
@@ -321,4 +336,28 @@ pub async fn run_cli(
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// `GET base/path` over plain HTTP/1.0; returns (status code, body).
+///
+/// # Errors
+/// When the server cannot be reached or the exchange fails.
+pub async fn http_get(base: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }

@@ -1,7 +1,9 @@
 //! Test support for Strata: the S3-compatible test fixture and helpers shared
-//! by the end-to-end, conformance and fault tests in `tests/tests/`.
+//! by the end-to-end, cluster, conformance and fault tests in `tests/tests/`.
 
 pub mod broker;
+pub mod cluster;
 pub mod harness;
 pub mod s3;
 pub mod scenarios;
+pub mod workload;

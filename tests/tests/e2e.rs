@@ -4,206 +4,28 @@
 //! offset its ack named, in order, with no offset gap or reuse, and no
 //! record is ever duplicated (idempotent producer).
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use parking_lot::Mutex;
-use strata_client::{
-    Admin, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord,
-    TopicSettings,
-};
+use strata_client::{Admin, Producer, ProducerConfig, TopicSettings};
 use strata_proto::v1::{self, ErrorReason};
-use strata_tests::broker::{BrokerOptions, BrokerProcess, run_cli};
+use strata_tests::broker::{BrokerOptions, BrokerProcess, http_get, run_cli};
 use strata_tests::s3::TestS3;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use strata_tests::workload::{
+    Acked, Workload, check_invariant, produce_range, produce_until, wait_for,
+};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Acknowledged records: value → (partition, offset), plus the send order of
-/// values per partition.
-#[derive(Debug, Default)]
-struct Acked {
-    at: HashMap<String, (u32, i64)>,
-}
-
-/// Produces `count` records starting at `first` (values `v{i}`, keys
-/// `k{i % 13}`) with up to `window` unacknowledged at a time, recording
-/// each ack. Failed sends are returned, not fatal: a broker may be down.
-async fn produce_range(
-    producer: &Producer,
-    topic: &str,
-    first: usize,
-    count: usize,
-    acked: &Arc<Mutex<Acked>>,
-) -> usize {
-    let mut pending = futures::stream::FuturesUnordered::new();
-    let mut failed = 0;
-    for i in first..first + count {
-        let record = ProducerRecord::new(topic, Bytes::from(format!("v{i}")))
-            .key(Bytes::from(format!("k{}", i % 13)));
-        match producer.send(record).await {
-            Ok(delivery) => pending.push(async move { (i, delivery.await) }),
-            Err(e) => {
-                eprintln!("send of v{i} refused: {e}");
-                failed += 1;
-            }
-        }
-        while pending.len() >= 256 {
-            if let Some((i, result)) = pending.next().await {
-                failed += record_ack(acked, i, result);
-            }
-        }
-    }
-    while let Some((i, result)) = pending.next().await {
-        failed += record_ack(acked, i, result);
-    }
-    failed
-}
-
-fn record_ack(
-    acked: &Arc<Mutex<Acked>>,
-    i: usize,
-    result: strata_client::Result<strata_client::RecordMetadata>,
-) -> usize {
-    match result {
-        Ok(meta) => {
-            let prev = acked
-                .lock()
-                .at
-                .insert(format!("v{i}"), (meta.partition, meta.offset));
-            assert!(prev.is_none(), "v{i} acknowledged twice");
-            0
-        }
-        Err(e) => {
-            eprintln!("v{i} failed: {e}");
-            1
-        }
-    }
-}
-
-/// Reads every partition of `topic` from the beginning to its high
-/// watermark and checks the invariant against `acked`.
-async fn check_invariant(url: &str, topic: &str, partitions: u32, acked: &Acked) {
-    let admin = Admin::connect(url).await.expect("admin connects");
-    let description = admin.describe_topic(topic).await.expect("describe");
-    let mut consumer = Consumer::connect(url, ConsumerConfig::default())
-        .await
-        .expect("consumer connects");
-    let mut ends = BTreeMap::new();
-    for p in &description.partition_details {
-        ends.insert(p.partition, p.high_watermark);
-        consumer
-            .assign(topic, p.partition, Offset::Earliest)
-            .await
-            .expect("assign");
-    }
-    assert_eq!(ends.len() as u32, partitions);
-    let total: i64 = ends.values().sum();
-    let mut seen: BTreeMap<u32, Vec<(i64, String)>> = BTreeMap::new();
-    let mut read = 0i64;
-    let stream = consumer.stream();
-    futures::pin_mut!(stream);
-    while read < total {
-        let record = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .unwrap_or_else(|_| panic!("consumer stalled after {read} of {total} records"))
-            .expect("stream goes on")
-            .expect("record");
-        if record.offset >= ends[&record.partition] {
-            continue;
-        }
-        let value = String::from_utf8(record.value.expect("value").to_vec()).expect("utf8");
-        seen.entry(record.partition)
-            .or_default()
-            .push((record.offset, value));
-        read += 1;
-    }
-    let mut values = HashMap::new();
-    for (partition, records) in &seen {
-        for (i, (offset, value)) in records.iter().enumerate() {
-            assert_eq!(
-                *offset, i as i64,
-                "partition {partition}: offset gap or reuse at index {i}"
-            );
-            let prev = values.insert(value.clone(), (*partition, *offset));
-            assert!(
-                prev.is_none(),
-                "{value} is in the log twice: {prev:?} and ({partition}, {offset})"
-            );
-        }
-    }
-    for (value, at) in &acked.at {
-        assert_eq!(
-            values.get(value),
-            Some(at),
-            "acknowledged record {value} is not where its ack said"
-        );
-    }
-    // Per key, acknowledged values appear in send order.
-    let mut last_by_key: HashMap<usize, (usize, i64)> = HashMap::new();
-    let mut by_offset: Vec<(u32, i64, usize)> = acked
-        .at
-        .iter()
-        .map(|(v, (p, o))| (*p, *o, v[1..].parse::<usize>().expect("v<n>")))
-        .collect();
-    by_offset.sort();
-    for (p, o, i) in by_offset {
-        if let Some((prev_i, prev_o)) = last_by_key.insert(i % 13, (i, o)) {
-            assert!(
-                prev_i < i,
-                "partition {p}: v{prev_i} at {prev_o} after v{i} at {o} breaks send order"
-            );
-        }
-    }
-}
+/// How long acks may take to reach a count.
+const WAIT: Duration = Duration::from_secs(60);
 
 fn batch_of(value: &[u8]) -> Bytes {
     let mut builder = strata_storage::batch::BatchBuilder::new();
     builder.push(0, None, Some(value), &[]);
     builder.build()
-}
-
-async fn http_get(base: &str, path: &str) -> (u16, String) {
-    let addr = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// Produces records `first..` until `stop` is set (at least `min` of them),
-/// returning the number sent and the number that failed.
-async fn produce_until(
-    producer: Producer,
-    first: usize,
-    min: usize,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Acked>>,
-) -> (usize, usize) {
-    let mut next = first;
-    let mut failed = 0;
-    while next < first + min || !stop.load(Ordering::SeqCst) {
-        failed += produce_range(&producer, "orders", next, 100, &acked).await;
-        next += 100;
-    }
-    (next - first, failed)
 }
 
 /// Produce with the idempotent producer while the broker is stopped with
@@ -223,10 +45,11 @@ async fn survive_restarts(options: BrokerOptions) {
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(&url, config).await.expect("producer");
-    let acked = Arc::new(Mutex::new(Acked::default()));
+    let acked = Acked::shared();
+    let workload = Workload::keyed("orders");
 
     // Phase 1: a clean run, then a graceful stop with nothing in flight.
-    let failed = produce_range(&producer, "orders", 0, 600, &acked).await;
+    let failed = produce_range(&producer, &workload, 0, 600, &acked).await;
     assert_eq!(failed, 0, "nothing may fail while the broker is up");
     let status = broker.terminate(Duration::from_secs(60)).await;
     assert!(
@@ -242,15 +65,16 @@ async fn survive_restarts(options: BrokerOptions) {
         let stop = Arc::new(AtomicBool::new(false));
         let background = tokio::spawn(produce_until(
             producer.clone(),
+            workload.clone(),
             sent,
             500,
             stop.clone(),
             acked.clone(),
         ));
         // Let acks flow, so the fault lands mid-stream.
-        let before = acked.lock().at.len();
-        bounded_wait("acks before the fault", || {
-            acked.lock().at.len() >= before + 200
+        let before = acked.lock().len();
+        wait_for("acks before the fault", WAIT, || {
+            acked.lock().len() >= before + 200
         })
         .await;
         if graceful {
@@ -263,11 +87,11 @@ async fn survive_restarts(options: BrokerOptions) {
         } else {
             broker.kill().await;
         }
-        let at_fault = acked.lock().at.len();
+        let at_fault = acked.lock().len();
         tokio::time::sleep(Duration::from_millis(300)).await;
         broker.restart().await;
-        bounded_wait("acks after the restart", || {
-            acked.lock().at.len() >= at_fault + 200
+        wait_for("acks after the restart", WAIT, || {
+            acked.lock().len() >= at_fault + 200
         })
         .await;
         stop.store(true, Ordering::SeqCst);
@@ -281,25 +105,13 @@ async fn survive_restarts(options: BrokerOptions) {
     producer.flush().await.expect("flush");
 
     let acked = std::mem::take(&mut *acked.lock());
-    assert_eq!(acked.at.len(), sent, "every record was acknowledged once");
+    assert_eq!(acked.len(), sent, "every record was acknowledged once");
     check_invariant(&broker.url(), "orders", 3, &acked).await;
 
     // And once more after a kill -9 with nothing in flight.
     broker.kill().await;
     broker.restart().await;
     check_invariant(&broker.url(), "orders", 3, &acked).await;
-}
-
-/// Waits (at most a minute) until `done` holds.
-async fn bounded_wait(what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,11 +370,17 @@ async fn bad_input_gets_clear_errors_and_the_broker_keeps_serving() {
             .into_inner();
         assert_eq!(r.base_offset, 0);
     }
-    let (status, body) = http_get(&broker.http_url(), "/healthz").await;
+    let (status, body) = http_get(&broker.http_url(), "/healthz")
+        .await
+        .expect("/healthz");
     assert_eq!(status, 200, "{body}");
-    let (status, body) = http_get(&broker.http_url(), "/readyz").await;
+    let (status, body) = http_get(&broker.http_url(), "/readyz")
+        .await
+        .expect("/readyz");
     assert_eq!(status, 200, "{body}");
-    let (status, body) = http_get(&broker.http_url(), "/metrics").await;
+    let (status, body) = http_get(&broker.http_url(), "/metrics")
+        .await
+        .expect("/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("strata_store_requests_total"), "{body}");
     assert!(body.contains("strata_produce_errors_total"), "{body}");
