@@ -49,6 +49,11 @@ pub const RESTARTING: &str = "restarting its storage as a new incarnation";
 #[derive(Debug)]
 struct SlotCell {
     log: OnceCell<PartitionLog>,
+    /// Set when an open of this slot failed and the slot left the
+    /// registry: callers still waiting on the cell must not retry the open
+    /// (tokio's `OnceCell` lets the next waiter retry a failed init), or it
+    /// would run beside an open of the slot that replaced this one.
+    dead: AtomicBool,
     /// Cancelled when this slot leaves the registry.
     dropped: CancellationToken,
 }
@@ -187,6 +192,7 @@ impl PartitionRegistry {
                 .or_insert_with(|| {
                     Arc::new(SlotCell {
                         log: OnceCell::new(),
+                        dead: AtomicBool::new(false),
                         dropped: token.child_token(),
                     })
                 })
@@ -198,28 +204,23 @@ impl PartitionRegistry {
         let opened = tokio::select! {
             biased;
             () = slot.dropped.cancelled() => None,
-            r = slot.log.get_or_try_init(|| engine.open_partition_guarded(tp.clone(), config.clone(), may_fence)) => Some(r),
+            r = slot.log.get_or_try_init(|| async {
+                if slot.dead.load(Ordering::SeqCst) {
+                    return Err(strata_storage::Error::Unavailable(format!(
+                        "{tp}: a concurrent open failed; retry"
+                    )));
+                }
+                let r = engine.open_partition_guarded(tp.clone(), config.clone(), may_fence).await;
+                if r.is_err() {
+                    // Before the next waiter may retry the init.
+                    slot.dead.store(true, Ordering::SeqCst);
+                }
+                r
+            }) => Some(r),
         };
         match opened {
             None => Err(BrokerError::Unavailable(RESTARTING)),
-            Some(Ok(log)) => {
-                // A concurrent caller whose open failed first may have
-                // removed this slot while our retry of the init succeeded:
-                // put it back, or the open log would be orphaned (owned by
-                // this incarnation, unreachable, never released).
-                let mut inner = self.inner.lock();
-                if slot.dropped.is_cancelled() {
-                    return Err(BrokerError::Unavailable(RESTARTING));
-                }
-                match inner.slots.get(tp) {
-                    Some(s) if Arc::ptr_eq(s, &slot) => {}
-                    Some(s) if s.log.initialized() => {}
-                    _ => {
-                        inner.slots.insert(tp.clone(), slot.clone());
-                    }
-                }
-                Ok((log.clone(), slot.dropped.clone()))
-            }
+            Some(Ok(log)) => Ok((log.clone(), slot.dropped.clone())),
             Some(Err(e)) => {
                 if matches!(e, strata_storage::Error::OwnedElsewhere { .. }) {
                     tracing::debug!(%tp, error = %e, "partition still owned elsewhere");
@@ -253,8 +254,6 @@ impl PartitionRegistry {
 
     fn remove_slot(&self, tp: &TopicPartition, slot: &Slot) {
         let mut inner = self.inner.lock();
-        // Another caller may have opened it meanwhile (a failed init is
-        // retried by the next waiter): keep an open log.
         if !slot.log.initialized() && inner.slots.get(tp).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             inner.slots.remove(tp);
         }

@@ -336,6 +336,7 @@ impl PartitionLog {
         let floor = wal.next_seq();
         manifest.leader_epoch += 1;
         manifest.owner = Some(me);
+        manifest.claim = Some(rand::random());
         manifest.next_offset = end;
         manifest.tail = Some(TailPointer {
             from_offset: end,

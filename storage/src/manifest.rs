@@ -58,6 +58,12 @@ pub struct Manifest {
     /// Idempotent-producer state of the durable records up to (at least)
     /// the segments' end; replaying the tail brings it up to date.
     pub producers: ProducerTable,
+    /// Random id of the claim (open) that wrote this version. Two claims
+    /// by the same incarnation would otherwise write byte-identical
+    /// versions, and the chain counts an identical existing version as the
+    /// writer's own (lost-response recovery): both would "win".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<u64>,
 }
 
 impl Manifest {
@@ -71,6 +77,7 @@ impl Manifest {
             segments: Vec::new(),
             tail: None,
             producers: ProducerTable::default(),
+            claim: None,
         }
     }
 
