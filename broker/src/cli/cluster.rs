@@ -15,7 +15,7 @@ use strata_client::proto::v1::strata_client::StrataClient;
 use strata_client::proto::v1::{BrokerStatus, ClusterStatus, ListOffsetsRequest, OffsetSpec};
 use tonic::transport::Endpoint;
 
-use super::{BrokerArgs, human_bytes};
+use super::{BrokerArgs, human_bytes, print_stdout, table};
 
 /// How often `drain --wait` asks for the cluster status.
 const DRAIN_POLL: Duration = Duration::from_millis(500);
@@ -499,35 +499,6 @@ fn human_elapsed(d: Duration) -> String {
         format!("{} ms", d.as_millis())
     } else {
         format!("{:.1} s", d.as_secs_f64())
-    }
-}
-
-/// Left-aligned columns separated by two spaces.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-fn print_stdout(s: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(s.as_bytes()) {
-        Err(e) if super::is_broken_pipe(&e) => Ok(()),
-        other => Ok(other?),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use strata_client::{Admin, Retention, TopicSettings};
 
-use super::{BrokerArgs, human_bytes};
+use super::{BrokerArgs, human_bytes, print_stdout, table};
 
 /// Topic administration.
 #[derive(Debug, clap::Subcommand)]
@@ -131,14 +131,6 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
     print_stdout(&out)
 }
 
-fn print_stdout(s: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(s.as_bytes()) {
-        Err(e) if super::is_broken_pipe(&e) => Ok(()),
-        other => Ok(other?),
-    }
-}
-
 fn ms_setting(v: Option<i64>) -> String {
     match v {
         None => "default".into(),
@@ -212,27 +204,6 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
     }
     out.push_str(&table(&rows));
     print_stdout(&out)
-}
-
-/// Left-aligned columns separated by two spaces.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]
