@@ -254,16 +254,7 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &mib in &a.sizes_mib {
         let topic = format!("move-{mib}mib");
-        admin
-            .create_topic(
-                &topic,
-                1,
-                TopicSettings {
-                    if_not_exists: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        create_topic(&admin, &topic, 1).await?;
         admin.move_partition(&topic, 0, 1).await?;
         wait_served(&urls[0], &topic, 0, Duration::from_secs(30)).await?;
         fill(&urls[0], &topic, mib << 20).await?;
@@ -336,16 +327,7 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
     // 3: failover after kill -9.
     if !a.no_failover {
         let topic = "failover".to_string();
-        admin
-            .create_topic(
-                &topic,
-                3,
-                TopicSettings {
-                    if_not_exists: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        create_topic(&admin, &topic, 3).await?;
         for p in 0..3u32 {
             admin.move_partition(&topic, p, p + 1).await?;
         }
@@ -408,6 +390,16 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
         }
     }
     eprintln!("broker logs: {}/broker-*/broker.log", dir.display());
+    Ok(())
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists.
+async fn create_topic(admin: &Admin, topic: &str, partitions: u32) -> anyhow::Result<()> {
+    let settings = TopicSettings {
+        if_not_exists: true,
+        ..Default::default()
+    };
+    admin.create_topic(topic, partitions, settings).await?;
     Ok(())
 }
 

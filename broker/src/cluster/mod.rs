@@ -580,6 +580,26 @@ struct Tasks {
     busy: Arc<Mutex<HashSet<TopicPartition>>>,
 }
 
+impl Tasks {
+    /// Runs `work` for `tp` in its own task unless one is already running.
+    fn spawn_once<F, Fut>(&self, shared: &Arc<Shared>, tp: TopicPartition, work: F)
+    where
+        F: FnOnce(Arc<Shared>, TopicPartition) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if !self.busy.lock().insert(tp.clone()) {
+            return;
+        }
+        let busy = self.busy.clone();
+        let done = tp.clone();
+        let fut = work(shared.clone(), tp);
+        tokio::spawn(async move {
+            fut.await;
+            busy.lock().remove(&done);
+        });
+    }
+}
+
 /// One round: read members, elect, plan (if controller), follow.
 async fn round(shared: &Shared, tasks: &mut Tasks) -> Result<()> {
     let view = &shared.cluster;
@@ -896,14 +916,8 @@ fn reconcile(shared: &Shared, tasks: &mut Tasks) {
         if assignment.owner(tp.topic.as_str(), tp.partition) == Some(me) {
             continue;
         }
-        if !tasks.busy.lock().insert(tp.clone()) {
-            continue;
-        }
-        let busy = tasks.busy.clone();
-        let shared = this.clone();
-        tokio::spawn(async move {
-            hand_over(&shared, &tp).await;
-            busy.lock().remove(&tp);
+        tasks.spawn_once(&this, tp, |shared, tp| async move {
+            hand_over(&shared, &tp).await
         });
     }
     if shared.shutdown.is_cancelled() {
@@ -920,15 +934,11 @@ fn reconcile(shared: &Shared, tasks: &mut Tasks) {
         if shared.partitions.get_open(&tp).is_some() {
             continue;
         }
-        if !tasks.busy.lock().insert(tp.clone()) {
-            continue;
-        }
-        let busy = tasks.busy.clone();
-        let shared = this.clone();
-        tokio::spawn(async move {
-            claim(&shared, &tp).await;
-            busy.lock().remove(&tp);
-        });
+        tasks.spawn_once(
+            &this,
+            tp,
+            |shared, tp| async move { claim(&shared, &tp).await },
+        );
     }
 }
 
