@@ -534,6 +534,19 @@ async fn scale_one_to_three_to_one_with_drains() {
         .await;
     eprintln!("scaled out to 3 brokers in {:?}", started.elapsed());
     traffic.more_acks("on three brokers").await;
+    // The balancer's inputs: owners report each partition's produce and
+    // fetch rates (the tailing consumer reads what the producer writes).
+    cluster
+        .wait_until(
+            "the status to show partition bytes in and out",
+            SETTLE,
+            |s| {
+                s.partitions.iter().any(|p| {
+                    p.topic == TOPIC && p.bytes_in_per_sec > 0.0 && p.bytes_out_per_sec > 0.0
+                })
+            },
+        )
+        .await;
 
     // Scale in: SIGTERM drains broker 3.
     let status = cluster.status().await.expect("status");

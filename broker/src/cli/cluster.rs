@@ -388,7 +388,7 @@ fn status_text(s: &ClusterStatus) -> String {
     }
     out.push_str(&table(&rows));
     out.push('\n');
-    let mut rows = vec![["PARTITION", "BROKER", "PINNED", "IN"].map(String::from)];
+    let mut rows = vec![["PARTITION", "BROKER", "PINNED", "IN", "OUT"].map(String::from)];
     for p in &s.partitions {
         rows.push([
             format!("{}/{}", p.topic, p.partition),
@@ -396,6 +396,7 @@ fn status_text(s: &ClusterStatus) -> String {
                 .map_or_else(|| "-".to_owned(), |b| b.to_string()),
             if p.pinned { "pinned" } else { "" }.to_owned(),
             human_rate(p.bytes_in_per_sec),
+            human_rate(p.bytes_out_per_sec),
         ]);
     }
     if s.partitions.is_empty() {
@@ -439,6 +440,7 @@ fn status_json(s: &ClusterStatus) -> serde_json::Value {
                 "broker_id": p.broker_id,
                 "pinned": p.pinned,
                 "bytes_in_per_sec": p.bytes_in_per_sec,
+                "bytes_out_per_sec": p.bytes_out_per_sec,
             })
         })
         .collect();
@@ -587,6 +589,7 @@ mod tests {
                     broker_id: Some(0),
                     pinned: true,
                     bytes_in_per_sec: 2048.0,
+                    bytes_out_per_sec: 3.0 * 1024.0 * 1024.0,
                 },
                 PartitionAssignment {
                     topic: "orders".into(),
@@ -610,7 +613,7 @@ mod tests {
         let draining: Vec<&str> = lines[4].split_whitespace().collect();
         assert_eq!(draining[..4], ["1", "http://127.0.0.1:50052", "yes", "yes"]);
         assert!(
-            text.contains("orders/0   0       pinned  2.0 KiB/s"),
+            text.contains("orders/0   0       pinned  2.0 KiB/s  3.0 MiB/s"),
             "{text}"
         );
         assert!(text.contains("orders/1   -"), "{text}");
@@ -619,6 +622,10 @@ mod tests {
         assert_eq!(j["controller_id"], 0);
         assert_eq!(j["brokers"][1]["draining"], true);
         assert_eq!(j["partitions"][1]["broker_id"], serde_json::Value::Null);
+        assert_eq!(
+            j["partitions"][0]["bytes_out_per_sec"],
+            3.0 * 1024.0 * 1024.0
+        );
     }
 
     #[test]

@@ -62,7 +62,9 @@ use crate::config::ClusterConfig;
 use crate::error::{BrokerError, Result};
 use crate::restart::{self, RestartReason};
 use crate::service::{Shared, now_ms};
-use model::{Assignment, ControllerTerm, Heartbeat, Load, OwnedPartition, PlanInput, Slot};
+use model::{
+    Assignment, ControllerTerm, Heartbeat, Load, OwnedPartition, PlanInput, Slot, Traffic,
+};
 
 /// The controller re-reads every topic's head (to see deletes made on other
 /// brokers) once in this many rounds; other rounds trust its cache.
@@ -100,8 +102,8 @@ pub struct ClusterView {
     round: Notify,
     /// Wakes claims waiting for a previous owner's release.
     released: Notify,
-    /// Per-partition produce bytes (for the heartbeat's rates).
-    bytes_in: Mutex<HashMap<TopicPartition, u64>>,
+    /// Per-partition produce and fetch bytes (for the heartbeat's rates).
+    traffic: Mutex<HashMap<TopicPartition, TrafficCount>>,
     /// The load last published.
     load: Mutex<Load>,
     /// Controller rounds run.
@@ -124,7 +126,7 @@ impl ClusterView {
             draining: AtomicBool::new(false),
             round: Notify::new(),
             released: Notify::new(),
-            bytes_in: Mutex::new(HashMap::new()),
+            traffic: Mutex::new(HashMap::new()),
             load: Mutex::new(Load::default()),
             control_rounds: AtomicU64::new(0),
             hb_seq: AtomicU64::new(1),
@@ -156,7 +158,12 @@ impl ClusterView {
 
     /// Counts `bytes` produced into `tp`.
     pub fn count_bytes_in(&self, tp: &TopicPartition, bytes: u64) {
-        *self.bytes_in.lock().entry(tp.clone()).or_default() += bytes;
+        self.traffic.lock().entry(tp.clone()).or_default().bytes_in += bytes;
+    }
+
+    /// Counts `bytes` fetched from `tp`.
+    pub fn count_bytes_out(&self, tp: &TopicPartition, bytes: u64) {
+        self.traffic.lock().entry(tp.clone()).or_default().bytes_out += bytes;
     }
 
     /// The load last published in the heartbeat.
@@ -314,19 +321,20 @@ impl ClusterView {
                     .iter()
                     .flat_map(|(t, slots)| {
                         let rates = &rates;
-                        slots
-                            .iter()
-                            .enumerate()
-                            .map(move |(p, s)| PartitionAssignment {
+                        slots.iter().enumerate().map(move |(p, s)| {
+                            let r = rates
+                                .get(&(t.clone(), p as u32))
+                                .copied()
+                                .unwrap_or_default();
+                            PartitionAssignment {
                                 topic: t.clone(),
                                 partition: p as u32,
                                 broker_id: s.broker,
                                 pinned: s.pinned,
-                                bytes_in_per_sec: rates
-                                    .get(&(t.clone(), p as u32))
-                                    .copied()
-                                    .unwrap_or(0.0),
-                            })
+                                bytes_in_per_sec: r.bytes_in_per_sec,
+                                bytes_out_per_sec: r.bytes_out_per_sec,
+                            }
+                        })
                     })
                     .collect()
             })
@@ -384,12 +392,12 @@ impl ClusterView {
     }
 }
 
-/// Produce bytes/s per partition, from the owners' heartbeats.
-fn partition_rates(members: &BTreeMap<u32, Member>) -> HashMap<(String, u32), f64> {
+/// Traffic per partition, from the owners' heartbeats.
+fn partition_rates(members: &BTreeMap<u32, Member>) -> HashMap<(String, u32), Traffic> {
     members
         .values()
         .flat_map(|m| m.hb.partitions.iter())
-        .map(|p| ((p.topic.clone(), p.partition), p.bytes_in_per_sec))
+        .map(|p| ((p.topic.clone(), p.partition), p.traffic()))
         .collect()
 }
 
@@ -400,6 +408,13 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let _ = heartbeats.await;
 }
 
+/// Bytes produced into and fetched from one partition since start.
+#[derive(Debug, Clone, Copy, Default)]
+struct TrafficCount {
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
 /// Rates computed between two heartbeats.
 #[derive(Debug)]
 struct RateMeter {
@@ -407,7 +422,7 @@ struct RateMeter {
     bytes_in: u64,
     bytes_out: u64,
     cpu: f64,
-    partitions: HashMap<TopicPartition, u64>,
+    partitions: HashMap<TopicPartition, TrafficCount>,
 }
 
 impl RateMeter {
@@ -417,7 +432,7 @@ impl RateMeter {
             bytes_in: shared.metrics.produce_bytes.load(Ordering::Relaxed),
             bytes_out: shared.metrics.fetch_bytes.load(Ordering::Relaxed),
             cpu: crate::metrics::process_cpu_seconds(),
-            partitions: shared.cluster.bytes_in.lock().clone(),
+            partitions: shared.cluster.traffic.lock().clone(),
         }
     }
 }
@@ -452,12 +467,13 @@ fn build_heartbeat(shared: &Shared) -> Option<Heartbeat> {
         .iter()
         .map(|log| {
             let tp = log.topic_partition();
-            let before = last.partitions.get(tp).copied().unwrap_or(0);
-            let after = now.partitions.get(tp).copied().unwrap_or(0);
+            let before = last.partitions.get(tp).copied().unwrap_or_default();
+            let after = now.partitions.get(tp).copied().unwrap_or_default();
             OwnedPartition {
                 topic: tp.topic.to_string(),
                 partition: tp.partition,
-                bytes_in_per_sec: rate(after, before),
+                bytes_in_per_sec: rate(after.bytes_in, before.bytes_in),
+                bytes_out_per_sec: rate(after.bytes_out, before.bytes_out),
             }
         })
         .collect();

@@ -26,7 +26,7 @@ pub struct Load {
     pub cpu_cores: f64,
 }
 
-/// A partition a broker serves, with its produce rate.
+/// A partition a broker serves, with its traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OwnedPartition {
     /// Topic name.
@@ -36,6 +36,28 @@ pub struct OwnedPartition {
     /// Produce bytes per second into it.
     #[serde(default)]
     pub bytes_in_per_sec: f64,
+    /// Fetch bytes per second served from it by its owner.
+    #[serde(default)]
+    pub bytes_out_per_sec: f64,
+}
+
+impl OwnedPartition {
+    /// Its traffic.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            bytes_in_per_sec: self.bytes_in_per_sec,
+            bytes_out_per_sec: self.bytes_out_per_sec,
+        }
+    }
+}
+
+/// One partition's traffic, as its owner measured it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Traffic {
+    /// Produce bytes per second.
+    pub bytes_in_per_sec: f64,
+    /// Fetch bytes per second.
+    pub bytes_out_per_sec: f64,
 }
 
 /// What a broker publishes about itself.
@@ -130,8 +152,9 @@ impl Assignment {
     }
 }
 
-/// Produce rates below this (bytes/s, averaged over partitions) are noise:
-/// the balancer then balances partition counts only.
+/// Rates below this (bytes/s, averaged over partitions) are noise: the
+/// balancer then ignores that direction (with both below it, it balances
+/// partition counts only).
 const MIN_MEAN_RATE: f64 = 64.0 * 1024.0;
 
 /// A move must lower the busiest broker's load by at least this much (in
@@ -148,18 +171,20 @@ pub struct PlanInput<'a> {
     pub topics: &'a [(String, u32)],
     /// Brokers that may receive partitions: alive and not draining.
     pub eligible: &'a [u32],
-    /// Produce bytes/s per partition, from the owners' heartbeats.
-    pub rates: &'a HashMap<(String, u32), f64>,
+    /// Traffic per partition, from the owners' heartbeats.
+    pub rates: &'a HashMap<(String, u32), Traffic>,
 }
 
 /// The next assignment: keeps every partition where it is when its broker
 /// is eligible (fewest moves), gives orphaned partitions (new topics, dead
 /// or draining brokers) to the least-loaded brokers, then moves partitions
 /// from the busiest to the least busy broker while that lowers the peak
-/// load by at least half an average partition. A partition's weight is 1
-/// plus its produce rate relative to the mean rate, so both partition
-/// counts and bytes in are balanced. Pinned partitions stay put unless
-/// their broker is not eligible.
+/// load by at least half an average partition. A partition's weight is
+/// `1 + in / mean_in + out / mean_out` (its produce and fetch rates relative
+/// to the means over all partitions; a direction whose mean is below
+/// [`MIN_MEAN_RATE`] counts 0), so partition counts, bytes in and bytes out
+/// are balanced together. Pinned partitions stay put unless their broker is
+/// not eligible.
 pub fn plan(input: &PlanInput<'_>) -> Assignment {
     let eligible: Vec<u32> = {
         let mut v = input.eligible.to_vec();
@@ -183,18 +208,21 @@ pub fn plan(input: &PlanInput<'_>) -> Assignment {
     }
 
     let total: usize = topics.values().map(Vec::len).sum();
-    let rate_sum: f64 = input.rates.values().sum();
-    let mean_rate = if total == 0 {
-        0.0
-    } else {
-        rate_sum / total as f64
+    let mean = |f: fn(&Traffic) -> f64| -> Option<f64> {
+        let sum: f64 = input.rates.values().map(f).sum();
+        let mean = if total == 0 { 0.0 } else { sum / total as f64 };
+        (mean >= MIN_MEAN_RATE).then_some(mean)
     };
+    let mean_in = mean(|t| t.bytes_in_per_sec);
+    let mean_out = mean(|t| t.bytes_out_per_sec);
     let weight = |t: &str, p: u32| -> f64 {
-        if mean_rate < MIN_MEAN_RATE {
-            return 1.0;
-        }
-        let r = input.rates.get(&(t.to_string(), p)).copied().unwrap_or(0.0);
-        1.0 + r / mean_rate
+        let r = input
+            .rates
+            .get(&(t.to_string(), p))
+            .copied()
+            .unwrap_or_default();
+        1.0 + mean_in.map_or(0.0, |m| r.bytes_in_per_sec / m)
+            + mean_out.map_or(0.0, |m| r.bytes_out_per_sec / m)
     };
 
     let mut load: BTreeMap<u32, f64> = eligible.iter().map(|b| (*b, 0.0)).collect();
@@ -221,7 +249,11 @@ pub fn plan(input: &PlanInput<'_>) -> Assignment {
         }
     }
 
-    // Rebalance: bounded by the partition count, each move strictly helps.
+    // Rebalance: bounded by the partition count; each step lowers the
+    // busiest broker's load by at least MIN_GAIN. A step moves one partition
+    // from the busiest to the least busy broker, or, when no single move
+    // helps (a few hot partitions among cold ones), swaps a hot partition
+    // for a colder one, which keeps partition counts as they are.
     for _ in 0..total {
         let heavy = heaviest(&load);
         let light = lightest(&load);
@@ -229,30 +261,94 @@ pub fn plan(input: &PlanInput<'_>) -> Assignment {
             break;
         }
         let (lh, ll) = (load[&heavy], load[&light]);
-        let mut best: Option<(String, u32, f64, f64)> = None;
-        for (t, slots) in &topics {
-            for (p, s) in slots.iter().enumerate() {
-                if s.broker != Some(heavy) || s.pinned {
-                    continue;
+        let movable = |b: u32| -> Vec<((String, u32), f64)> {
+            let mut v = Vec::new();
+            for (t, slots) in &topics {
+                for (p, s) in slots.iter().enumerate() {
+                    if s.broker == Some(b) && !s.pinned {
+                        v.push(((t.clone(), p as u32), weight(t, p as u32)));
+                    }
                 }
-                let w = weight(t, p as u32);
-                let peak = (lh - w).max(ll + w);
-                if best.as_ref().is_none_or(|b| peak < b.3) {
-                    best = Some((t.clone(), p as u32, w, peak));
+            }
+            v
+        };
+        let from_heavy = movable(heavy);
+        // (partition to light, partition to heavy, weight delta, new peak)
+        let mut best: Option<Step> = None;
+        for (tp, w) in &from_heavy {
+            Step::keep_better(
+                &mut best,
+                Step {
+                    out: tp.clone(),
+                    back: None,
+                    delta: *w,
+                    peak: (lh - w).max(ll + w),
+                },
+            );
+        }
+        if best.as_ref().is_none_or(|b| b.peak > lh - MIN_GAIN) {
+            let mut from_light = movable(light);
+            from_light.sort_by(|a, b| a.1.total_cmp(&b.1));
+            for (tp, w) in &from_heavy {
+                // The ideal partner weighs `w - (lh - ll) / 2`; look at the
+                // two nearest.
+                let ideal = w - (lh - ll) / 2.0;
+                let i = from_light.partition_point(|(_, lw)| *lw < ideal);
+                for (back, lw) in
+                    from_light[i.saturating_sub(1)..(i + 1).min(from_light.len())].iter()
+                {
+                    let delta = w - lw;
+                    if delta > 0.0 {
+                        Step::keep_better(
+                            &mut best,
+                            Step {
+                                out: tp.clone(),
+                                back: Some(back.clone()),
+                                delta,
+                                peak: (lh - delta).max(ll + delta),
+                            },
+                        );
+                    }
                 }
             }
         }
-        let Some((t, p, w, peak)) = best else { break };
-        if peak > lh - MIN_GAIN {
+        let Some(step) = best else { break };
+        if step.peak > lh - MIN_GAIN {
             break;
         }
-        if let Some(s) = topics.get_mut(&t).and_then(|v| v.get_mut(p as usize)) {
-            s.broker = Some(light);
+        let mut place = |(t, p): &(String, u32), b: u32| {
+            if let Some(s) = topics.get_mut(t).and_then(|v| v.get_mut(*p as usize)) {
+                s.broker = Some(b);
+            }
+        };
+        place(&step.out, light);
+        if let Some(back) = &step.back {
+            place(back, heavy);
         }
-        *load.entry(heavy).or_default() -= w;
-        *load.entry(light).or_default() += w;
+        *load.entry(heavy).or_default() -= step.delta;
+        *load.entry(light).or_default() += step.delta;
     }
     Assignment { term: 0, topics }
+}
+
+/// One rebalancing step: `out` goes from the busiest broker to the least
+/// busy one, and `back` (for a swap) the other way.
+struct Step {
+    out: (String, u32),
+    back: Option<(String, u32)>,
+    /// Load that leaves the busiest broker.
+    delta: f64,
+    /// The larger of the two brokers' loads afterwards.
+    peak: f64,
+}
+
+impl Step {
+    /// Keeps the step with the lower peak in `best`.
+    fn keep_better(best: &mut Option<Step>, step: Step) {
+        if best.as_ref().is_none_or(|b| step.peak < b.peak) {
+            *best = Some(step);
+        }
+    }
 }
 
 fn lightest(load: &BTreeMap<u32, f64>) -> u32 {
@@ -357,14 +453,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn hot_partitions_are_spread_by_bytes() {
-        let topics = vec![("t".to_string(), 4)];
-        // Two hot partitions on broker 1, two cold on broker 2.
-        let mut current = Assignment::default();
-        current.topics.insert(
+    fn inbound(bytes_in_per_sec: f64) -> Traffic {
+        Traffic {
+            bytes_in_per_sec,
+            bytes_out_per_sec: 0.0,
+        }
+    }
+
+    fn outbound(bytes_out_per_sec: f64) -> Traffic {
+        Traffic {
+            bytes_in_per_sec: 0.0,
+            bytes_out_per_sec,
+        }
+    }
+
+    fn placed(owners: &[u32]) -> Assignment {
+        let mut a = Assignment::default();
+        a.topics.insert(
             "t".into(),
-            [1, 1, 2, 2]
+            owners
                 .iter()
                 .map(|b| Slot {
                     broker: Some(*b),
@@ -372,11 +479,60 @@ mod tests {
                 })
                 .collect(),
         );
+        a
+    }
+
+    #[test]
+    fn hot_partitions_are_spread_by_bytes_out() {
+        // Equal counts and equal produce rates, but partitions 0 and 1 (both
+        // on broker 1) have many consumers: broker 1 serves ~all the fetch
+        // traffic, so one of them must move and a cold one come back.
+        let topics = vec![("t".to_string(), 4)];
+        let current = placed(&[1, 1, 2, 2]);
+        let both = |out: f64| Traffic {
+            bytes_in_per_sec: 1e6,
+            bytes_out_per_sec: out,
+        };
         let rates = HashMap::from([
-            (("t".to_string(), 0), 10e6),
-            (("t".to_string(), 1), 10e6),
-            (("t".to_string(), 2), 1e3),
-            (("t".to_string(), 3), 1e3),
+            (("t".to_string(), 0), both(30e6)),
+            (("t".to_string(), 1), both(30e6)),
+            (("t".to_string(), 2), both(1e3)),
+            (("t".to_string(), 3), both(1e3)),
+        ]);
+        let a = plan(&PlanInput {
+            current: &current,
+            topics: &topics,
+            eligible: &[1, 2],
+            rates: &rates,
+        });
+        assert_ne!(a.owner("t", 0), a.owner("t", 1), "readers split: {a:?}");
+        assert_eq!(counts(&a), BTreeMap::from([(1, 2), (2, 2)]));
+        assert_eq!(moves(&current, &a), 2, "one swap, nothing else: {a:?}");
+
+        // Fetch rates that are noise (mean below MIN_MEAN_RATE) move nothing.
+        let quiet = HashMap::from([
+            (("t".to_string(), 0), outbound(100.0)),
+            (("t".to_string(), 1), outbound(100.0)),
+        ]);
+        let b = plan(&PlanInput {
+            current: &current,
+            topics: &topics,
+            eligible: &[1, 2],
+            rates: &quiet,
+        });
+        assert_eq!(b, current);
+    }
+
+    #[test]
+    fn hot_partitions_are_spread_by_bytes() {
+        let topics = vec![("t".to_string(), 4)];
+        // Two hot partitions on broker 1, two cold on broker 2.
+        let current = placed(&[1, 1, 2, 2]);
+        let rates = HashMap::from([
+            (("t".to_string(), 0), inbound(10e6)),
+            (("t".to_string(), 1), inbound(10e6)),
+            (("t".to_string(), 2), inbound(1e3)),
+            (("t".to_string(), 3), inbound(1e3)),
         ]);
         let a = plan(&PlanInput {
             current: &current,
@@ -405,5 +561,111 @@ mod tests {
         assert!(!a.topics.contains_key("gone"));
         let none = run(&a, &topics, &[]);
         assert!(none.topics["a"].iter().all(|s| s.broker.is_none()));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Topics with their slots (owner in 0..6 or none, sometimes
+        /// pinned), the eligible brokers, and per-partition traffic.
+        fn cluster() -> impl Strategy<Value = (Assignment, Vec<(String, u32)>, Vec<u32>, Rates)> {
+            let slot = (proptest::option::of(0u32..6), proptest::bool::weighted(0.1))
+                .prop_map(|(broker, pinned)| Slot { broker, pinned });
+            let topic = proptest::collection::vec(slot, 1..24);
+            let rate = prop_oneof![Just(0.0), 0.0..50e6f64];
+            (
+                proptest::collection::vec(topic, 1..4),
+                proptest::collection::btree_set(0u32..6, 0..5),
+                proptest::collection::vec((rate.clone(), rate), 72),
+            )
+                .prop_map(|(topics, eligible, rates)| {
+                    let mut current = Assignment::default();
+                    let mut names = Vec::new();
+                    let mut traffic = HashMap::new();
+                    let mut r = rates.into_iter().cycle();
+                    for (i, slots) in topics.into_iter().enumerate() {
+                        let name = format!("t{i}");
+                        names.push((name.clone(), slots.len() as u32));
+                        for p in 0..slots.len() as u32 {
+                            let (i, o) = r.next().unwrap_or_default();
+                            traffic.insert(
+                                (name.clone(), p),
+                                Traffic {
+                                    bytes_in_per_sec: i,
+                                    bytes_out_per_sec: o,
+                                },
+                            );
+                        }
+                        current.topics.insert(name, slots);
+                    }
+                    (current, names, eligible.into_iter().collect(), traffic)
+                })
+        }
+
+        type Rates = HashMap<(String, u32), Traffic>;
+
+        fn plan_with(
+            current: &Assignment,
+            topics: &[(String, u32)],
+            eligible: &[u32],
+            rates: &Rates,
+        ) -> Assignment {
+            plan(&PlanInput {
+                current,
+                topics,
+                eligible,
+                rates,
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// Every partition lands on an eligible broker, pins on
+            /// eligible brokers hold, and planning again with the same
+            /// figures changes nothing (the balancer never flaps).
+            #[test]
+            fn plans_are_complete_respect_pins_and_are_stable(
+                (current, topics, eligible, rates) in cluster()
+            ) {
+                let next = plan_with(&current, &topics, &eligible, &rates);
+                for (t, slots) in &next.topics {
+                    for (p, s) in slots.iter().enumerate() {
+                        if eligible.is_empty() {
+                            prop_assert_eq!(s.broker, None);
+                            continue;
+                        }
+                        let b = s.broker;
+                        prop_assert!(b.is_some_and(|b| eligible.contains(&b)), "{t}/{p} -> {b:?}");
+                        let before = current.slot(t, p as u32).unwrap_or_default();
+                        if before.pinned && before.broker.is_some_and(|b| eligible.contains(&b)) {
+                            prop_assert_eq!(s.broker, before.broker, "{}/{} was pinned", t, p);
+                        }
+                    }
+                }
+                let again = plan_with(&next, &topics, &eligible, &rates);
+                prop_assert!(again.same_placement(&next), "flaps: {next:?} -> {again:?}");
+            }
+
+            /// Without traffic and pins, partition counts differ by at most
+            /// one between eligible brokers.
+            #[test]
+            fn counts_balance_without_traffic(
+                (mut current, topics, eligible, _rates) in cluster()
+            ) {
+                prop_assume!(!eligible.is_empty());
+                for slots in current.topics.values_mut() {
+                    for s in slots {
+                        s.pinned = false;
+                    }
+                }
+                let next = plan_with(&current, &topics, &eligible, &HashMap::new());
+                let c = counts(&next);
+                let per: Vec<usize> = eligible.iter().map(|b| c.get(b).copied().unwrap_or(0)).collect();
+                let (lo, hi) = (per.iter().min().copied().unwrap_or(0), per.iter().max().copied().unwrap_or(0));
+                prop_assert!(hi - lo <= 1, "counts {c:?} over {eligible:?}");
+            }
+        }
     }
 }

@@ -262,6 +262,7 @@ async fn fetch_loop(
             return;
         }
         BrokerMetrics::add(&shared.metrics.fetch_bytes, bytes as u64);
+        shared.cluster.count_bytes_out(&tp, bytes as u64);
         if p.once {
             return;
         }
@@ -323,6 +324,7 @@ async fn sealed_fetch_loop(
             return;
         }
         BrokerMetrics::add(&shared.metrics.fetch_bytes, bytes as u64);
+        shared.cluster.count_bytes_out(&tp, bytes as u64);
         if p.once {
             return;
         }
