@@ -276,6 +276,20 @@ impl PartitionRegistry {
         }
     }
 
+    /// The topics with a partition open here.
+    pub fn open_topics(&self) -> Vec<TopicName> {
+        let mut topics: Vec<TopicName> = self
+            .inner
+            .lock()
+            .slots
+            .keys()
+            .map(|tp| tp.topic.clone())
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
     /// Every open log.
     pub fn open_logs(&self) -> Vec<PartitionLog> {
         self.inner
@@ -304,17 +318,36 @@ impl PartitionRegistry {
     /// Removes and releases every open partition of `topic` (before a
     /// delete). Errors are logged: the topic goes away either way.
     pub async fn release_topic(&self, topic: &TopicName) {
-        let slots: Vec<Slot> = {
-            let mut inner = self.inner.lock();
-            let tps: Vec<TopicPartition> = inner
-                .slots
-                .keys()
-                .filter(|tp| &tp.topic == topic)
-                .cloned()
-                .collect();
-            tps.iter().filter_map(|tp| inner.slots.remove(tp)).collect()
-        };
-        release(slots).await;
+        release(self.take_topic(topic)).await;
+    }
+
+    /// Removes every slot of `topic`.
+    fn take_topic(&self, topic: &TopicName) -> Vec<Slot> {
+        let mut inner = self.inner.lock();
+        let tps: Vec<TopicPartition> = inner
+            .slots
+            .keys()
+            .filter(|tp| &tp.topic == topic)
+            .cloned()
+            .collect();
+        tps.iter().filter_map(|tp| inner.slots.remove(tp)).collect()
+    }
+
+    /// Removes every open partition of `topic` and abandons its log
+    /// without writing to the bucket (`PartitionLog::abandon`): the topic
+    /// was deleted or re-created elsewhere, and its old keys are being
+    /// purged. Returns how many were open.
+    pub async fn abandon_topic(&self, topic: &TopicName, reason: &str) -> usize {
+        let slots = self.take_topic(topic);
+        let logs: Vec<PartitionLog> = slots
+            .iter()
+            .filter_map(|s| {
+                s.dropped.cancel();
+                s.log.get().cloned()
+            })
+            .collect();
+        futures::future::join_all(logs.iter().map(|log| log.abandon(reason))).await;
+        logs.len()
     }
 
     /// Refuses new opens and releases every open partition: seals tails

@@ -7,7 +7,9 @@
 //!   starts empty).
 //! - Delete writes a version with `deleted = true`; the caller releases the
 //!   open partitions first and purges the partition data
-//!   ([`TopicRegistry::purge_data`]) in the background.
+//!   ([`TopicRegistry::purge_deleted`]) in the background. That purge only
+//!   deletes objects older than the deletion marker (by the store's clock),
+//!   so it never touches a re-created topic's data, however late it runs.
 //! - List is one delimited LIST of `topics/` (the topic names are its
 //!   common prefixes) plus a head read per topic not yet cached.
 //!
@@ -153,6 +155,9 @@ pub struct TopicRegistry {
     broker: BrokerId,
     defaults: LogConfig,
     cache: Mutex<HashMap<TopicName, Cached>>,
+    /// Topics whose head moved under the cache (deleted or re-created by
+    /// another broker) since [`Self::take_changed`] last ran.
+    changed: Mutex<Vec<TopicName>>,
 }
 
 /// Validates a topic name from a request.
@@ -168,6 +173,7 @@ impl TopicRegistry {
             broker,
             defaults,
             cache: Mutex::new(HashMap::new()),
+            changed: Mutex::new(Vec::new()),
         }
     }
 
@@ -207,15 +213,46 @@ impl TopicRegistry {
             .map_err(|e| BrokerError::storage(format!("reading topic {name}"), e))?;
         let cached = head.map(|(version, record)| Cached { version, record });
         let mut cache = self.cache.lock();
-        match &cached {
-            Some(c) => {
-                cache.insert(name.clone(), c.clone());
-            }
-            None => {
-                cache.remove(name);
-            }
+        let before = match &cached {
+            Some(c) => cache.insert(name.clone(), c.clone()),
+            None => cache.remove(name),
+        };
+        drop(cache);
+        // A live version replaced: partitions opened under it are stale.
+        // (From deleted to re-created is not: a deleted topic's partitions
+        // were dropped when the delete was seen.)
+        if let Some(before) = before
+            && !before.record.deleted
+            && cached.as_ref().is_none_or(|c| c.version != before.version)
+        {
+            self.changed.lock().push(name.clone());
         }
         Ok(cached)
+    }
+
+    /// Re-reads the head of `name` (a change lands in
+    /// [`Self::take_changed`]).
+    pub async fn reread(&self, name: &TopicName) -> Result<()> {
+        self.refresh(name).await.map(drop)
+    }
+
+    /// True when the cache says `name` is deleted (without reading the
+    /// bucket).
+    pub fn cached_as_deleted(&self, name: &TopicName) -> bool {
+        self.cache
+            .lock()
+            .get(name)
+            .is_some_and(|c| c.record.deleted)
+    }
+
+    /// The topics whose head this broker saw move under its cache since the
+    /// last call: deleted or re-created elsewhere, so partitions of them
+    /// open here belong to a topic that is gone.
+    pub fn take_changed(&self) -> Vec<TopicName> {
+        let mut v = std::mem::take(&mut *self.changed.lock());
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// The live topic `name`; [`BrokerError::UnknownTopic`] if there is none.
@@ -257,7 +294,7 @@ impl TopicRegistry {
             }
             Some(c) => {
                 // Re-create after delete: start empty.
-                self.purge_data(name).await?;
+                self.purge_data(name, None).await?;
                 c.version.next()
             }
             None => Version(1),
@@ -297,9 +334,9 @@ impl TopicRegistry {
         }
     }
 
-    /// Marks the topic deleted (the next chain version). Returns the record
-    /// it had. The caller must have released its partitions.
-    pub async fn mark_deleted(&self, name: &TopicName, now_ms: i64) -> Result<TopicRecord> {
+    /// Marks the topic deleted (the next chain version). Returns the version
+    /// of that marker. The caller must have released its partitions.
+    pub async fn mark_deleted(&self, name: &TopicName, now_ms: i64) -> Result<Version> {
         let Some(head) = self.refresh(name).await? else {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         };
@@ -321,22 +358,40 @@ impl TopicRegistry {
             .lock()
             .insert(name.clone(), Cached { version, record });
         tracing::info!(topic = %name, %version, "topic deleted");
-        Ok(head.record)
+        Ok(version)
+    }
+
+    /// Deletes what the topic deleted by marker `marker` left behind: every
+    /// object except the config chain that is older than the marker, by
+    /// the store's own clock. Objects of a topic re-created since are newer
+    /// and stay. Idempotent.
+    pub async fn purge_deleted(&self, name: &TopicName, marker: Version) -> Result<usize> {
+        let path = keys::topic_config_chain(name).version(marker);
+        let meta = self.store.head(&path).await.map_err(|e| {
+            BrokerError::storage(format!("reading the deletion of topic {name}"), e.into())
+        })?;
+        self.purge_data(name, Some(meta.last_modified)).await
     }
 
     /// Deletes every object of the topic except its config chain
-    /// (manifests, segments). Idempotent.
-    pub async fn purge_data(&self, name: &TopicName) -> Result<usize> {
+    /// (manifests, segments), only those modified before `before` when
+    /// given. Idempotent.
+    async fn purge_data(
+        &self,
+        name: &TopicName,
+        before: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<usize> {
         let root = keys::topic_root(name);
         let config = keys::topic_config_chain(name);
         let doomed: Vec<Path> = self
             .store
             .list(Some(&root))
-            .map_ok(|m| m.location)
-            .try_filter(|p| {
-                let keep = p.prefix_match(config.path()).is_some();
+            .try_filter(|m| {
+                let keep = m.location.prefix_match(config.path()).is_some()
+                    || before.is_some_and(|b| m.last_modified >= b);
                 futures::future::ready(!keep)
             })
+            .map_ok(|m| m.location)
             .try_collect()
             .await
             .map_err(|e| {
@@ -452,6 +507,38 @@ mod tests {
             .expect("re-create");
         assert!(created && topic.record.partitions == 2);
         assert!(r.store.head(&leftover).await.is_err());
+
+        // The purge after a delete spares what a re-created topic wrote
+        // after the deletion marker, however late it runs.
+        let old = keys::topic_root(&t).join("0").join("segments").join("old");
+        r.store.put(&old, "old".into()).await.expect("put");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let marker = r.mark_deleted(&t, 4).await.expect("delete");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        r.create(&t, 2, TopicOverrides::default(), false, 5)
+            .await
+            .expect("re-create");
+        let new = keys::topic_root(&t).join("0").join("segments").join("new");
+        r.store.put(&new, "new".into()).await.expect("put");
+        assert_eq!(r.purge_deleted(&t, marker).await.expect("purge"), 0);
+        assert!(
+            r.store.head(&new).await.is_ok(),
+            "the new topic's data stays"
+        );
+        r.store.put(&old, "old".into()).await.expect("put");
+        let marker = r.mark_deleted(&t, 6).await.expect("delete");
+        assert_eq!(r.purge_deleted(&t, marker).await.expect("purge"), 2);
+        assert!(
+            r.store.head(&new).await.is_err(),
+            "older than the delete: gone"
+        );
+        assert!(
+            r.store.head(&old).await.is_err(),
+            "older than the delete: gone"
+        );
+        r.create(&t, 2, TopicOverrides::default(), false, 7)
+            .await
+            .expect("re-create");
 
         // A second registry (another broker) sees it through the bucket.
         let other = TopicRegistry::new(r.store.clone(), BrokerId(1), LogConfig::default());

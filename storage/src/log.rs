@@ -198,6 +198,8 @@ struct Inner {
     progress: watch::Sender<Progress>,
     seal_lock: tokio::sync::Mutex<()>,
     sealing: AtomicBool,
+    /// Set by [`PartitionLog::abandon`]: never write a manifest again.
+    abandoned: AtomicBool,
 }
 
 /// One partition's log, owned by this broker incarnation. Cheap to clone.
@@ -382,6 +384,7 @@ impl PartitionLog {
                 progress,
                 seal_lock: tokio::sync::Mutex::new(()),
                 sealing: AtomicBool::new(false),
+                abandoned: AtomicBool::new(false),
             }),
         })
     }
@@ -682,6 +685,12 @@ impl PartitionLog {
     }
 
     async fn write_manifest(&self, version: Version, manifest: &Manifest) -> Result<()> {
+        if self.inner.abandoned.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable(format!(
+                "{} was abandoned by this broker; not writing manifest {version}",
+                self.inner.tp
+            )));
+        }
         match create_with_retry(&self.inner.chain, version, manifest).await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -831,6 +840,23 @@ impl PartitionLog {
         inner.wal.release(&inner.tp);
         tracing::info!(tp = %inner.tp, "partition released");
         Ok(())
+    }
+
+    /// Stops using this log without writing anything more to the bucket:
+    /// appends, reads and seals fail with `Unavailable(reason)`, and no
+    /// manifest is written after this returns (it waits for a seal in
+    /// progress). For a partition whose topic was deleted or re-created:
+    /// its manifest chain and segments are being purged, so a release
+    /// would write stale state into the next incarnation's keys.
+    pub async fn abandon(&self, reason: &str) {
+        let inner = &self.inner;
+        inner.abandoned.store(true, Ordering::SeqCst);
+        self.close_with(Error::Unavailable(format!("{}: {reason}", inner.tp)));
+        // A seal or release that passed its checks holds the lock until its
+        // manifest write returned.
+        drop(inner.seal_lock.lock().await);
+        inner.wal.release(&inner.tp);
+        tracing::info!(tp = %inner.tp, reason, "partition abandoned");
     }
 
     fn close_with(&self, error: Error) {

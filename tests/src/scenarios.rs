@@ -180,6 +180,48 @@ pub async fn idempotent_producer_survives_recovery(store: Arc<dyn ObjectStore>) 
     assert_eq!(read_all(&log).await.len(), 6);
 }
 
+/// An abandoned log (its topic was deleted or re-created) writes nothing
+/// more to the bucket: appends, seals and a release all fail, and no object
+/// under the partition's keys appears or changes afterwards.
+pub async fn abandoned_log_writes_nothing(store: Arc<dyn ObjectStore>) {
+    use futures::TryStreamExt;
+    let tp = tp("abandoned");
+    let node = Node::start(store.clone(), 1).await;
+    let log = node.open(&tp, small_log_config()).await.expect("open");
+    for i in 0..3 {
+        log.append(batch_of(&values("a", i, 1), None), Acks::All)
+            .await
+            .expect("append");
+    }
+    log.seal().await.expect("seal");
+    // An unsealed, acknowledged tail the abandon must not seal.
+    log.append(batch_of(&values("a", 3, 1), None), Acks::All)
+        .await
+        .expect("append");
+    let listing = || async {
+        let root = strata_storage::keys::topic_root(&tp.topic);
+        let mut objects: Vec<(String, u64)> = store
+            .list(Some(&root))
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_collect()
+            .await
+            .expect("list");
+        objects.sort();
+        objects
+    };
+    let before = listing().await;
+    log.abandon("its topic was deleted").await;
+    let late = log
+        .append(batch_of(&values("late", 0, 1), None), Acks::All)
+        .await
+        .expect_err("append after abandon");
+    assert!(late.to_string().contains("its topic was deleted"), "{late}");
+    assert!(log.seal().await.is_err(), "seal after abandon");
+    assert!(log.release().await.is_err(), "release after abandon");
+    assert_eq!(listing().await, before, "nothing written after abandon");
+    node.wal.close().await;
+}
+
 /// Graceful hand-over: the owner seals and releases, the next owner opens
 /// without fencing, epochs increase, nothing is copied or lost.
 pub async fn graceful_release_and_reopen(store: Arc<dyn ObjectStore>) {

@@ -765,3 +765,48 @@ async fn move_partition_with_large_sealed_history_back_and_forth() {
     }
     traffic.finish(&cluster).await;
 }
+
+/// A topic deleted and at once re-created in a cluster starts empty on
+/// every broker: the deleting broker tells the others, which drop the
+/// deleted topic's partitions before the data is purged, so nothing of the
+/// old topic (records, offsets, producer state) leaks into the new one, and
+/// the new one's records are all acknowledged and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_recreated_topic_starts_empty_on_every_broker() {
+    let cluster = balanced_cluster(ClusterHarness::on_files(3).await, PARTITIONS).await;
+    let workload = Workload::round_robin(TOPIC, PARTITIONS, RATE);
+    let old = Acked::shared();
+    let producer = cluster.producer(producer_config()).await;
+    let failed = produce_range(&producer, &workload, 0, 300, &old).await;
+    assert_eq!(failed, 0, "the first topic takes every record");
+    drop(producer);
+
+    let admin = cluster.admin().await;
+    admin.delete_topic(TOPIC).await.expect("delete");
+    admin
+        .create_topic(TOPIC, PARTITIONS, TopicSettings::default())
+        .await
+        .expect("re-create at once");
+
+    // A new producer (its sequence numbers belonged to the old topic).
+    let new = Acked::shared();
+    let producer = cluster.producer(producer_config()).await;
+    let failed = produce_range(&producer, &workload, 100_000, 300, &new).await;
+    assert_eq!(failed, 0, "the re-created topic takes every record");
+    let acked = std::mem::take(&mut *new.lock());
+    let url = cluster.client_url().await;
+    let log = check_invariant(&url, TOPIC, PARTITIONS, &acked).await;
+    let total: usize = log.values().map(Vec::len).sum();
+    let leaked: Vec<&str> = log
+        .values()
+        .flatten()
+        .map(|(_, v)| v.as_str())
+        .filter(|v| old.lock().get(v).is_some())
+        .collect();
+    assert!(
+        leaked.is_empty() && total == acked.len(),
+        "the re-created topic must hold exactly its {} records, but it holds {total}, {} of them from the deleted topic: {leaked:?}",
+        acked.len(),
+        leaked.len()
+    );
+}

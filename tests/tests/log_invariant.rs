@@ -40,6 +40,11 @@ async fn idempotent_producer_in_memory() {
 }
 
 #[tokio::test]
+async fn abandoned_log_writes_nothing_in_memory() {
+    scenarios::abandoned_log_writes_nothing(mem()).await;
+}
+
+#[tokio::test]
 async fn graceful_release_in_memory() {
     scenarios::graceful_release_and_reopen(mem()).await;
 }

@@ -217,6 +217,18 @@ impl ClusterView {
             .collect()
     }
 
+    /// Live brokers other than this one whose last heartbeat lists a
+    /// partition of `topic` open.
+    fn brokers_with_open(&self, topic: &str) -> Vec<u32> {
+        let st = self.state.read();
+        st.members
+            .values()
+            .filter(|m| m.hb.broker_id != self.me.0 && self.alive(m))
+            .filter(|m| m.hb.partitions.iter().any(|p| p.topic == topic))
+            .map(|m| m.hb.broker_id)
+            .collect()
+    }
+
     /// Live, non-draining brokers other than this one.
     pub fn eligible_others(&self) -> Vec<u32> {
         let st = self.state.read();
@@ -368,15 +380,26 @@ impl ClusterView {
     /// Tells the broker at `address` to look at the cluster state now (best
     /// effort: it looks at its next round anyway).
     pub async fn nudge_broker(&self, address: &str) {
+        self.send_nudge(address, Vec::new()).await;
+    }
+
+    /// Sends `Cluster.Nudge` naming `topics` that changed. Returns whether
+    /// the broker answered.
+    async fn send_nudge(&self, address: &str, topics: Vec<String>) -> bool {
         let Some(channel) = self.channel(address).await else {
-            return;
+            return false;
         };
         let req = NudgeRequest {
             from_broker_id: self.me.0,
+            topics,
         };
-        if let Err(e) = ClusterClient::new(channel).nudge(req).await {
-            tracing::debug!(address, error = %e, "nudge failed");
-            self.channels.lock().remove(address);
+        match ClusterClient::new(channel).nudge(req).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(address, error = %e, "nudge failed");
+                self.channels.lock().remove(address);
+                false
+            }
         }
     }
 
@@ -578,7 +601,10 @@ async fn check_paused(shared: &Shared, gap: Duration) {
 async fn state_loop(shared: &Shared, stop: &CancellationToken) {
     let view = &shared.cluster;
     let mut tasks = Tasks::default();
-    loop {
+    for n in 0u64.. {
+        if n.is_multiple_of(FRESH_TOPICS_EVERY) {
+            reread_open_topics(shared).await;
+        }
         if let Err(e) = round(shared, &mut tasks).await {
             tracing::warn!(error = %e, "cluster round failed; retrying at the next one");
         }
@@ -630,8 +656,110 @@ async fn round(shared: &Shared, tasks: &mut Tasks) -> Result<()> {
     if changed {
         tracing::debug!("the partition assignment changed");
     }
+    abandon_gone_topics(shared).await;
     reconcile(shared, tasks);
     Ok(())
+}
+
+/// Drops, without writing anything, the partitions open here whose topic
+/// was deleted or re-created: those whose topic head this broker saw move
+/// ([`crate::topics::TopicRegistry::take_changed`]), and any of a topic
+/// its cache knows is deleted (an open that raced the delete). Their keys
+/// are being purged, so a release would write stale state into them.
+pub async fn abandon_gone_topics(shared: &Shared) {
+    let mut gone = shared.topics.take_changed();
+    gone.extend(
+        shared
+            .partitions
+            .open_topics()
+            .into_iter()
+            .filter(|t| shared.topics.cached_as_deleted(t)),
+    );
+    gone.sort();
+    gone.dedup();
+    for topic in gone {
+        let n = shared
+            .partitions
+            .abandon_topic(&topic, "its topic was deleted or re-created")
+            .await;
+        if n > 0 {
+            tracing::info!(%topic, partitions = n, "dropped the partitions of a deleted or re-created topic");
+        }
+    }
+}
+
+/// Re-reads the heads of the topics with partitions open here, so a delete
+/// or re-create this broker was not told of (it was unreachable when
+/// [`announce_topic_change`] ran) is seen within [`FRESH_TOPICS_EVERY`]
+/// rounds.
+async fn reread_open_topics(shared: &Shared) {
+    for topic in shared.partitions.open_topics() {
+        if let Err(e) = shared.topics.reread(&topic).await {
+            tracing::debug!(%topic, error = %e, "cannot re-read the topic; next time");
+        }
+    }
+}
+
+/// Before `topic` is re-created after a delete: makes sure no live broker
+/// still has a partition of the deleted topic open, so no old log can
+/// write into the new topic's keys. Drops this broker's own, tells the
+/// others again ([`announce_topic_change`]), and waits until every live
+/// broker that did not answer stops listing the topic in its heartbeat;
+/// fails (retryable) after twice the heartbeat timeout.
+pub async fn await_topic_closed(shared: &Shared, topic: &TopicName) -> Result<()> {
+    shared.topics.reread(topic).await?;
+    abandon_gone_topics(shared).await;
+    let view = &shared.cluster;
+    let silent = announce_topic_change(shared, topic).await;
+    let deadline = Instant::now() + 2 * view.config.heartbeat_timeout;
+    loop {
+        let holders: Vec<u32> = view
+            .brokers_with_open(topic.as_str())
+            .into_iter()
+            .filter(|b| silent.contains(b))
+            .collect();
+        if holders.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BrokerError::storage(
+                format!("re-creating topic {topic}"),
+                strata_storage::Error::Unavailable(format!(
+                    "brokers {holders:?} still have partitions of the deleted topic open and do not answer; retry in a few seconds"
+                )),
+            ));
+        }
+        tokio::time::sleep(view.config.heartbeat_interval / 4).await;
+    }
+}
+
+/// Tells every live broker that `topic` was created, deleted or re-created: each
+/// re-reads its head and drops its partitions of the old topic before it
+/// answers (`Cluster.Nudge` with the topic), and the controller drops it
+/// from the assignment at once. Brokers that cannot be reached see it
+/// within [`FRESH_TOPICS_EVERY`] rounds. Returns the brokers that did not
+/// answer.
+pub async fn announce_topic_change(shared: &Shared, topic: &TopicName) -> Vec<u32> {
+    let view = &shared.cluster;
+    view.nudge();
+    let others: Vec<(u32, String)> = view
+        .live_brokers()
+        .into_iter()
+        .filter(|(b, _)| *b != shared.broker_id.0)
+        .collect();
+    let topics = vec![topic.to_string()];
+    let answers = futures::future::join_all(
+        others
+            .iter()
+            .map(|(_, a)| view.send_nudge(a, topics.clone())),
+    )
+    .await;
+    others
+        .iter()
+        .zip(answers)
+        .filter(|(_, ok)| !ok)
+        .map(|((b, _), _)| *b)
+        .collect()
 }
 
 fn storage_err(what: &str, e: strata_storage::Error) -> BrokerError {
@@ -1106,8 +1234,9 @@ pub async fn await_assigned(shared: &Shared, topic: &crate::topics::Topic) {
         })
     };
     let deadline = Instant::now() + view.config.heartbeat_timeout;
-    view.nudge();
-    view.nudge_all().await;
+    // Naming the topic makes every broker (the controller among them)
+    // re-read it, even one whose cache says it was deleted.
+    announce_topic_change(shared, &topic.name).await;
     while !assigned() && Instant::now() < deadline {
         tokio::select! {
             () = view.released.notified() => {}

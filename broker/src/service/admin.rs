@@ -2,10 +2,12 @@
 //! list and describe topics, over the [`crate::topics`] registry.
 //!
 //! Create returns once the controller assigned the new partitions (their
-//! owners claim them right away). Delete releases the partitions open
-//! here, writes the `deleted` version and purges the partition data in the
-//! background; the controller drops the topic from the assignment at its
-//! next full topic scan, and other owners then release their partitions.
+//! owners claim them right away); a re-create first makes sure no broker
+//! still has the deleted topic open. Delete releases the partitions open
+//! here, writes the `deleted` version, tells every live broker (each drops
+//! its partitions of the topic before answering, and the controller drops
+//! it from the assignment), then purges the data older than the delete in
+//! the background.
 
 use std::sync::Arc;
 
@@ -121,6 +123,10 @@ impl Admin for AdminService {
         let shared = &self.shared;
         shared.check_running()?;
         let name = topics::parse_name(&req.name)?;
+        if shared.topics.get(&name).await.is_err() {
+            // Possibly a re-create: no old log may still be open anywhere.
+            cluster::await_topic_closed(shared, &name).await?;
+        }
         let (topic, _created) = shared
             .topics
             .create(
@@ -147,12 +153,18 @@ impl Admin for AdminService {
         let name = topics::parse_name(&req.name)?;
         shared.topics.get(&name).await?;
         shared.partitions.release_topic(&name).await;
-        shared.topics.mark_deleted(&name, now_ms()).await?;
+        let marker = shared.topics.mark_deleted(&name, now_ms()).await?;
         // A request that raced the delete may have reopened a partition.
         shared.partitions.release_topic(&name).await;
+        // The other owners drop theirs before the purge starts, and the
+        // controller drops the topic from the assignment.
+        let silent = cluster::announce_topic_change(shared, &name).await;
+        if !silent.is_empty() {
+            tracing::warn!(topic = %name, brokers = ?silent, "could not tell every broker of the delete; they notice within a few heartbeat intervals");
+        }
         let bg = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = bg.topics.purge_data(&name).await {
+            if let Err(e) = bg.topics.purge_deleted(&name, marker).await {
                 tracing::warn!(topic = %name, error = %e, "could not delete the data of a deleted topic; it is removed when the topic is re-created");
             }
         });

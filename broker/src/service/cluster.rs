@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use super::Shared;
 use crate::cluster;
 use crate::error::{BrokerError, Result};
+use crate::topics;
 
 /// The `strata.v1.Cluster` service.
 #[derive(Debug, Clone)]
@@ -119,9 +120,18 @@ impl Cluster for ClusterService {
 
     async fn nudge(
         &self,
-        _request: Request<NudgeRequest>,
+        request: Request<NudgeRequest>,
     ) -> Result<Response<NudgeResponse>, Status> {
-        self.shared.cluster.nudge();
+        let shared = &self.shared;
+        let req = request.into_inner();
+        for topic in &req.topics {
+            let name = topics::parse_name(topic)?;
+            shared.topics.reread(&name).await?;
+        }
+        if !req.topics.is_empty() {
+            cluster::abandon_gone_topics(shared).await;
+        }
+        shared.cluster.nudge();
         Ok(Response::new(NudgeResponse {}))
     }
 }
