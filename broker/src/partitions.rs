@@ -13,6 +13,11 @@
 //!   reopened log ([`PartitionRegistry::get_or_open_watched`]).
 //! - A log that failed with `Fenced` is dropped ([`PartitionRegistry::drop_fenced`])
 //!   and reopened by the next request.
+//! - Opens run in a task of their own, so a caller that goes away (a client
+//!   cancels) never cuts a claim off halfway; a log nobody took is released
+//!   again. Opens and releases in flight are counted per partition, and a
+//!   manifest that names this incarnation (a claim it lost track of) is
+//!   adopted only when none is in flight besides the open itself.
 //! - The engine can be swapped for a new incarnation
 //!   ([`PartitionRegistry::take_engine`], then [`PartitionRegistry::install`];
 //!   see [`crate::restart`]). Taking it drops every open partition **without
@@ -41,6 +46,11 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BrokerError, Result};
+
+/// Decides whether a claim may fence the owner a manifest names (see
+/// `crate::cluster::ClusterView::may_fence`). Shared with the open's own
+/// task, hence `Arc` and `'static`.
+pub type MayFence = Arc<dyn Fn(&WalStream) -> bool + Send + Sync>;
 
 /// What [`BrokerError::Unavailable`] says while the engine is replaced.
 pub const RESTARTING: &str = "restarting its storage as a new incarnation";
@@ -81,6 +91,46 @@ struct Inner {
 pub struct PartitionRegistry {
     inner: Mutex<Inner>,
     closing: AtomicBool,
+    busy: Busy,
+}
+
+/// Partitions with an open or a release in flight here, counted: a claim of
+/// this incarnation found in a manifest may be adopted only when no other
+/// log of the partition can still write (see `PartitionLog::open_guarded`).
+#[derive(Debug, Clone, Default)]
+struct Busy(Arc<Mutex<HashMap<TopicPartition, usize>>>);
+
+impl Busy {
+    fn enter(&self, tp: &TopicPartition) -> BusyGuard {
+        *self.0.lock().entry(tp.clone()).or_default() += 1;
+        BusyGuard {
+            busy: self.clone(),
+            tp: tp.clone(),
+        }
+    }
+
+    fn count(&self, tp: &TopicPartition) -> usize {
+        self.0.lock().get(tp).copied().unwrap_or(0)
+    }
+}
+
+/// One open or release in flight; counted out when dropped.
+#[derive(Debug)]
+struct BusyGuard {
+    busy: Busy,
+    tp: TopicPartition,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        let mut map = self.busy.0.lock();
+        if let Some(n) = map.get_mut(&self.tp) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.tp);
+            }
+        }
+    }
 }
 
 impl PartitionRegistry {
@@ -96,6 +146,7 @@ impl PartitionRegistry {
                 slots: HashMap::new(),
             }),
             closing: AtomicBool::new(false),
+            busy: Busy::default(),
         }
     }
 
@@ -163,7 +214,7 @@ impl PartitionRegistry {
         &self,
         tp: &TopicPartition,
         config: &LogConfig,
-        may_fence: &(dyn Fn(&WalStream) -> bool + Send + Sync),
+        may_fence: MayFence,
     ) -> Result<PartitionLog> {
         Ok(self.get_or_open_watched(tp, config, may_fence).await?.0)
     }
@@ -171,11 +222,17 @@ impl PartitionRegistry {
     /// [`Self::get_or_open`], also returning a token cancelled when the log
     /// leaves the registry: whoever keeps the log (a fetch stream) stops
     /// using it then and lets its client resume on the reopened one.
+    ///
+    /// The open (a claim: it writes a manifest naming this incarnation)
+    /// runs in its own task, so it is never cut off halfway when the caller
+    /// goes away (a client cancels, the slot is dropped). Should nobody take
+    /// the log it opened, that task releases it again, so the manifest never
+    /// names this incarnation with no log behind it.
     pub async fn get_or_open_watched(
         &self,
         tp: &TopicPartition,
         config: &LogConfig,
-        may_fence: &(dyn Fn(&WalStream) -> bool + Send + Sync),
+        may_fence: MayFence,
     ) -> Result<(PartitionLog, CancellationToken)> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(BrokerError::Unavailable("shutting down"));
@@ -210,7 +267,7 @@ impl PartitionRegistry {
                         "{tp}: a concurrent open failed; retry"
                     )));
                 }
-                let r = engine.open_partition_guarded(tp.clone(), config.clone(), may_fence).await;
+                let r = self.open_detached(&engine, tp, config, may_fence, &slot.dropped).await;
                 if r.is_err() {
                     // Before the next waiter may retry the init.
                     slot.dead.store(true, Ordering::SeqCst);
@@ -233,13 +290,67 @@ impl PartitionRegistry {
         }
     }
 
+    /// Opens `tp` in a task of its own and waits for it. If this waiter is gone
+    /// by the time the open succeeds, the task releases the log it opened (an
+    /// owner-less manifest), since nobody will serve or release it.
+    async fn open_detached(
+        &self,
+        engine: &Engine,
+        tp: &TopicPartition,
+        config: &LogConfig,
+        may_fence: MayFence,
+        dropped: &CancellationToken,
+    ) -> strata_storage::Result<PartitionLog> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (engine, config, dropped) = (engine.clone(), config.clone(), dropped.clone());
+        // Counted busy until the log is handed over or released again.
+        let busy = self.busy.enter(tp);
+        // This incarnation's own claim is adopted only if no other open or
+        // release of the partition is in flight here (this one counts 1).
+        let me = engine.wal().stream();
+        let may_fence: MayFence = {
+            let (busy, tp) = (self.busy.clone(), tp.clone());
+            Arc::new(move |o: &WalStream| {
+                if *o == me {
+                    busy.count(&tp) <= 1
+                } else {
+                    may_fence(o)
+                }
+            })
+        };
+        let task_tp = tp.clone();
+        tokio::spawn(async move {
+            let _busy = busy;
+            let tp = task_tp;
+            if dropped.is_cancelled() {
+                // Released or its engine replaced before the task ran: nothing
+                // to claim any more.
+                return;
+            }
+            let r = engine
+                .open_partition_guarded(tp.clone(), config, &*may_fence)
+                .await;
+            if let Err(Ok(log)) = tx.send(r) {
+                tracing::info!(%tp, "the open finished after its caller left; releasing the partition again");
+                if let Err(e) = log.release().await {
+                    tracing::warn!(%tp, error = %e, "cannot release a partition nobody took");
+                }
+            }
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(strata_storage::Error::Unavailable(format!(
+                "{tp}: the open was dropped before it claimed anything; retry"
+            )))
+        })
+    }
+
     /// Removes `tp` and releases its log (a graceful move away): appends
     /// are refused from now on, the tail is sealed and an owner-less
     /// manifest written, so the next owner claims it without fencing.
     pub async fn release_one(&self, tp: &TopicPartition) {
         let slot = self.inner.lock().slots.remove(tp);
         if let Some(slot) = slot {
-            release(vec![slot]).await;
+            release(&self.busy, vec![slot]).await;
         }
     }
 
@@ -318,7 +429,7 @@ impl PartitionRegistry {
     /// Removes and releases every open partition of `topic` (before a
     /// delete). Errors are logged: the topic goes away either way.
     pub async fn release_topic(&self, topic: &TopicName) {
-        release(self.take_topic(topic)).await;
+        release(&self.busy, self.take_topic(topic)).await;
     }
 
     /// Removes every slot of `topic`.
@@ -346,7 +457,11 @@ impl PartitionRegistry {
                 s.log.get().cloned()
             })
             .collect();
-        futures::future::join_all(logs.iter().map(|log| log.abandon(reason))).await;
+        futures::future::join_all(logs.iter().map(|log| async move {
+            let _busy = self.busy.enter(log.topic_partition());
+            log.abandon(reason).await;
+        }))
+        .await;
         logs.len()
     }
 
@@ -355,7 +470,7 @@ impl PartitionRegistry {
     pub async fn release_all(&self) {
         self.closing.store(true, Ordering::SeqCst);
         let slots: Vec<Slot> = self.inner.lock().slots.drain().map(|(_, s)| s).collect();
-        release(slots).await;
+        release(&self.busy, slots).await;
     }
 }
 
@@ -364,21 +479,148 @@ impl PartitionRegistry {
 const RELEASE_CONCURRENCY: usize = 32;
 
 /// Ends the users of `slots` and releases their logs.
-async fn release(slots: Vec<Slot>) {
+async fn release(busy: &Busy, slots: Vec<Slot>) {
     use futures::StreamExt;
-    let logs: Vec<PartitionLog> = slots
+    let logs: Vec<(PartitionLog, BusyGuard)> = slots
         .iter()
         .filter_map(|s| {
             s.dropped.cancel();
             s.log.get().cloned()
         })
+        .map(|log| {
+            let guard = busy.enter(log.topic_partition());
+            (log, guard)
+        })
         .collect();
     let mut results = futures::stream::iter(logs)
-        .map(|log| async move { (log.topic_partition().clone(), log.release().await) })
+        .map(|(log, busy)| async move {
+            let r = log.release().await;
+            drop(busy);
+            (log.topic_partition().clone(), r)
+        })
         .buffer_unordered(RELEASE_CONCURRENCY);
     while let Some((tp, r)) = results.next().await {
         if let Err(e) = r {
             tracing::warn!(%tp, error = %e, "partition release failed; the next owner recovers it from the WAL");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use object_store::ObjectStore;
+    use object_store::memory::InMemory;
+    use strata_storage::chain::Chain;
+    use strata_storage::engine::EngineConfig;
+    use strata_storage::keys::{self, BrokerId};
+    use strata_storage::manifest::Manifest;
+    use strata_storage::store::{FaultConfig, FaultRule, FaultStore, FaultTiming, Op, OpSet};
+
+    use super::*;
+
+    /// A caller that goes away after the claim manifest landed (a client
+    /// cancels) must not leave the manifest naming this incarnation with no
+    /// log behind it: the open finishes in its own task and, with nobody
+    /// to take the log, releases it; the next open succeeds.
+    #[tokio::test]
+    async fn an_open_whose_caller_left_halfway_is_released_not_orphaned() {
+        let tp = TopicPartition::new("orphan", 0).unwrap();
+        let manifests = keys::manifest_chain(&tp).path().to_string();
+        let fault = Arc::new(FaultStore::new(
+            Arc::new(InMemory::new()),
+            FaultConfig {
+                seed: 1,
+                // Slow reads of the manifest chain: the claim's create,
+                // whose response is lost, is confirmed by a read that the
+                // caller does not wait for.
+                rules: vec![
+                    FaultRule::latency(
+                        OpSet::from(Op::Get),
+                        Duration::from_millis(300),
+                        Duration::from_millis(300),
+                    )
+                    .with_key_prefix(manifests),
+                ],
+            },
+        ));
+        let store: Arc<dyn ObjectStore> = fault.clone();
+        let engine = Engine::open(
+            store.clone(),
+            "memory",
+            BrokerId(1),
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        let registry = Arc::new(PartitionRegistry::new(engine));
+        let always: MayFence = Arc::new(|_| true);
+
+        fault.fail_next(Op::Put, FaultTiming::After);
+        let caller = {
+            let (registry, tp, always) = (registry.clone(), tp.clone(), always.clone());
+            tokio::spawn(async move {
+                registry
+                    .get_or_open(&tp, &LogConfig::default(), always)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+
+        // The next open gets the partition, at a higher epoch than the
+        // claim nobody took, and without waiting for a timeout.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let log = loop {
+            match registry
+                .get_or_open(&tp, &LogConfig::default(), always.clone())
+                .await
+            {
+                Ok(log) => break log,
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the partition stays unavailable: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let chain: Chain<Manifest> = Chain::new(store, keys::manifest_chain(&tp));
+        let versions = chain.versions(None).await.unwrap();
+        assert!(
+            versions.len() >= 3,
+            "claim, release by the open's task, claim: {versions:?}"
+        );
+        assert_eq!(log.status().leader_epoch, 2);
+    }
+
+    /// A claim of this incarnation that no log holds (lost by a race the
+    /// registry cannot see) is adopted by the next open, not left to block
+    /// the partition until the broker restarts.
+    #[tokio::test]
+    async fn a_lost_claim_of_this_incarnation_is_adopted() {
+        let tp = TopicPartition::new("lost", 0).unwrap();
+        let engine = Engine::open(
+            Arc::new(InMemory::new()),
+            "memory",
+            BrokerId(1),
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        let lost = engine.open_partition(tp.clone()).await.unwrap();
+        let epoch = lost.status().leader_epoch;
+        drop(lost);
+        let registry = PartitionRegistry::new(engine);
+        // Fencing other brokers is refused: only our own claim is taken.
+        let log = registry
+            .get_or_open(&tp, &LogConfig::default(), Arc::new(|_| false))
+            .await
+            .unwrap();
+        assert_eq!(log.status().leader_epoch, epoch + 1);
     }
 }

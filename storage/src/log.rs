@@ -248,7 +248,8 @@ impl PartitionLog {
         tp: TopicPartition,
         config: LogConfig,
     ) -> Result<Self> {
-        Self::open_guarded(store, cache, wal, tp, config, &|_| true).await
+        let me = wal.stream();
+        Self::open_guarded(store, cache, wal, tp, config, &|o| *o != me).await
     }
 
     /// [`Self::open`], asking `may_fence` before fencing the incarnation
@@ -256,6 +257,14 @@ impl PartitionLog {
     /// alive and is expected to release the partition), the open fails with
     /// [`Error::OwnedElsewhere`] and changes nothing. A manifest without an
     /// owner (released) is claimed without asking.
+    ///
+    /// A manifest naming *this* incarnation is a claim it lost track of (an
+    /// open whose result never reached its caller, a release that failed
+    /// halfway). `may_fence` is asked about this incarnation too: the
+    /// caller answers `true` only when no log of the partition is in use or
+    /// being released here, and the open then adopts the claim, replaying
+    /// the tail from this incarnation's own WAL without fencing it.
+    /// Otherwise the open fails with a retryable `Unavailable`.
     pub async fn open_guarded(
         store: Arc<dyn ObjectStore>,
         cache: SegmentCache,
@@ -272,9 +281,10 @@ impl PartitionLog {
             Some((v, m)) => (Some(v), m),
             None => (None, Manifest::empty()),
         };
-        if manifest.owner == Some(me) {
+        let adopt = manifest.owner == Some(me);
+        if adopt && !may_fence(&me) {
             return Err(Error::Unavailable(format!(
-                "{tp} is already owned by this incarnation ({me}); release it before opening it again"
+                "{tp} is already owned by this incarnation ({me}) and still in use here; retry once it is released"
             )));
         }
         if let Some(owner) = manifest.owner.filter(|o| *o != me)
@@ -298,7 +308,12 @@ impl PartitionLog {
                     ),
                 ));
             }
-            let objects = wal::fence(&store, tail.wal, tail.first_seq).await?;
+            let objects = if adopt && tail.wal == me {
+                tracing::warn!(%tp, "adopting a claim of this incarnation that no log holds");
+                wal::own_objects(&store, me, tail.first_seq).await?
+            } else {
+                wal::fence(&store, tail.wal, tail.first_seq).await?
+            };
             for object in &objects {
                 for (_, batches) in wal::read_partition(&store, object, &tp).await? {
                     for b in batches {

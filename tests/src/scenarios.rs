@@ -9,12 +9,16 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 use strata_storage::ErrorKind;
 use strata_storage::keys::TopicPartition;
-use strata_storage::log::Acks;
+use strata_storage::log::{Acks, PartitionLog};
 
 use crate::harness::{Node, batch_of, bounded, check_invariant, read_all, small_log_config};
 
 fn tp(name: &str) -> TopicPartition {
-    TopicPartition::new(name, 0).expect("valid topic")
+    tp_n(name, 0)
+}
+
+fn tp_n(name: &str, partition: u32) -> TopicPartition {
+    TopicPartition::new(name, partition).expect("valid topic")
 }
 
 fn values(prefix: &str, from: usize, n: usize) -> Vec<String> {
@@ -219,6 +223,70 @@ pub async fn abandoned_log_writes_nothing(store: Arc<dyn ObjectStore>) {
     assert!(log.seal().await.is_err(), "seal after abandon");
     assert!(log.release().await.is_err(), "release after abandon");
     assert_eq!(listing().await, before, "nothing written after abandon");
+    node.wal.close().await;
+}
+
+/// A claim of this incarnation that no log holds any more (its open's
+/// result was lost, or a release failed halfway) is adopted when the caller
+/// allows it: the tail is replayed from this incarnation's own WAL, which
+/// is not fenced (it keeps writing), and every acknowledged record is
+/// there. Without that permission the open refuses, retryably.
+pub async fn lost_claim_of_this_incarnation_is_adopted(store: Arc<dyn ObjectStore>) {
+    let tp = tp("adopted");
+    let other = tp_n("adopted", 1);
+    let node = Node::start(store.clone(), 1).await;
+    let mut acked = BTreeMap::new();
+    let log = node.open(&tp, small_log_config()).await.expect("open");
+    for i in 0..6 {
+        let vals = values("a", i, 1);
+        let r = log
+            .append(batch_of(&vals, None), Acks::All)
+            .await
+            .expect("append");
+        acked.insert(r.base_offset, vals[0].clone());
+        if i == 2 {
+            log.seal().await.expect("seal");
+        }
+    }
+    let epoch = log.status().leader_epoch;
+    // The log is lost track of: no release, nothing more written.
+    drop(log);
+    // The same incarnation keeps writing other partitions meanwhile.
+    let busy = node.open(&other, small_log_config()).await.expect("open");
+    busy.append(batch_of(&values("b", 0, 1), None), Acks::All)
+        .await
+        .expect("append");
+
+    let refused = node
+        .open(&tp, small_log_config())
+        .await
+        .expect_err("open() never adopts");
+    assert!(
+        matches!(refused.kind(), ErrorKind::Transient { .. }),
+        "{refused}"
+    );
+    let me = node.wal.stream();
+    let log = PartitionLog::open_guarded(
+        store.clone(),
+        node.cache.clone(),
+        node.wal.clone(),
+        tp.clone(),
+        small_log_config(),
+        &|o| *o == me,
+    )
+    .await
+    .expect("adopted");
+    assert_eq!(log.status().leader_epoch, epoch + 1);
+    check_invariant(&read_all(&log).await, &acked, &BTreeMap::new(), 0);
+    // The stream was not fenced: this incarnation still writes.
+    let r = log
+        .append(batch_of(&values("a", 6, 1), None), Acks::All)
+        .await
+        .expect("append after adoption");
+    assert_eq!(r.base_offset, 6);
+    busy.append(batch_of(&values("b", 1, 1), None), Acks::All)
+        .await
+        .expect("the other partition still writes");
     node.wal.close().await;
 }
 

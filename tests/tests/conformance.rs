@@ -334,6 +334,19 @@ async fn engine_idempotent_producer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn engine_adopts_a_lost_claim_of_its_own_incarnation() {
+    on_each_store(|_, store| {
+        strata_tests::scenarios::lost_claim_of_this_incarnation_is_adopted(store)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn engine_abandoned_log_writes_nothing() {
+    on_each_store(|_, store| strata_tests::scenarios::abandoned_log_writes_nothing(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn engine_graceful_release() {
     on_each_store(|_, store| strata_tests::scenarios::graceful_release_and_reopen(store)).await;
 }

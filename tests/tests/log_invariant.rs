@@ -45,6 +45,11 @@ async fn abandoned_log_writes_nothing_in_memory() {
 }
 
 #[tokio::test]
+async fn lost_claim_of_this_incarnation_is_adopted_in_memory() {
+    scenarios::lost_claim_of_this_incarnation_is_adopted(mem()).await;
+}
+
+#[tokio::test]
 async fn graceful_release_in_memory() {
     scenarios::graceful_release_and_reopen(mem()).await;
 }

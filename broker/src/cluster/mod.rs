@@ -1125,7 +1125,10 @@ async fn claim(shared: &Shared, tp: &TopicPartition) {
         let released = view.released.notified();
         match shared
             .partitions
-            .get_or_open(tp, &topic.log_config, &|o| force || view.may_fence(o))
+            .get_or_open(tp, &topic.log_config, {
+                let guard = shared.fence_guard();
+                Arc::new(move |o: &WalStream| force || guard(o))
+            })
             .await
         {
             Ok(log) => {

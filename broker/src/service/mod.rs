@@ -32,7 +32,7 @@ use crate::cluster::ClusterView;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 use crate::metrics::{BrokerMetrics, Gauges};
-use crate::partitions::PartitionRegistry;
+use crate::partitions::{MayFence, PartitionRegistry};
 use crate::producer_ids::ProducerIds;
 use crate::service::strata::StrataService;
 use crate::topics::{self, Topic, TopicRegistry};
@@ -212,7 +212,7 @@ impl Shared {
         self.cluster.check_owner(&tp)?;
         let (log, dropped) = self
             .partitions
-            .get_or_open_watched(&tp, &topic.log_config, &|o| self.may_fence(o))
+            .get_or_open_watched(&tp, &topic.log_config, self.fence_guard())
             .await?;
         Ok((tp, log, dropped))
     }
@@ -227,7 +227,7 @@ impl Shared {
         self.cluster.check_owner(&tp)?;
         let log = self
             .partitions
-            .get_or_open(&tp, &topic.log_config, &|o| self.may_fence(o))
+            .get_or_open(&tp, &topic.log_config, self.fence_guard())
             .await?;
         Ok((topic, tp, log))
     }
@@ -236,6 +236,13 @@ impl Shared {
     /// [`ClusterView::may_fence`].
     pub fn may_fence(&self, owner: &WalStream) -> bool {
         self.cluster.may_fence(owner)
+    }
+
+    /// [`Self::may_fence`] as an owned guard for the registry's open task
+    /// (`false` once the broker is gone).
+    pub fn fence_guard(&self) -> MayFence {
+        let this = self.this.clone();
+        Arc::new(move |o: &WalStream| this.upgrade().is_some_and(|s| s.may_fence(o)))
     }
 
     /// The topic and the topic-partition, checked to exist.

@@ -15,7 +15,7 @@ pub mod format;
 pub mod reader;
 pub mod writer;
 
-pub use reader::{WalObject, fence, read_partition};
+pub use reader::{WalObject, fence, list_from, own_objects, read_partition};
 pub use writer::{WalConfig, WalEntry, WalPermit, WalSink, WalWriter};
 
 #[cfg(test)]

@@ -32,6 +32,48 @@ pub struct WalObject {
     pub size: u64,
 }
 
+/// The objects of `stream` from `from` on, ascending, as listed now (no
+/// fencing: for reading this incarnation's own stream).
+pub async fn list_from(
+    store: &Arc<dyn ObjectStore>,
+    stream: WalStream,
+    from: WalSeq,
+) -> Result<Vec<WalObject>> {
+    let mut objects: Vec<WalObject> = store
+        .list(Some(&stream.prefix()))
+        .try_filter_map(|m| {
+            let seq = stream.parse(&m.location);
+            futures::future::ready(Ok(seq.filter(|s| *s >= from).map(|seq| WalObject {
+                seq,
+                key: m.location,
+                size: m.size,
+            })))
+        })
+        .try_collect()
+        .await?;
+    objects.sort_by_key(|o| o.seq);
+    Ok(objects)
+}
+
+/// The data objects of this incarnation's own `stream` from `from` on, for
+/// re-adopting a partition it claimed but lost track of (no fencing: that
+/// would stop its own writer). Fails with [`Error::Fenced`] if another
+/// broker fenced the stream.
+pub async fn own_objects(
+    store: &Arc<dyn ObjectStore>,
+    stream: WalStream,
+    from: WalSeq,
+) -> Result<Vec<WalObject>> {
+    let objects = list_from(store, stream, from).await?;
+    if let Some(t) = objects.iter().find(|o| o.size as usize == HEADER_LEN) {
+        return Err(Error::Fenced(format!(
+            "{stream} was fenced at {} by another broker",
+            t.seq
+        )));
+    }
+    Ok(objects)
+}
+
 /// Fences `stream` from `from` on and returns its data objects from `from`
 /// up to the first tombstone, contiguous and ascending.
 pub async fn fence(
@@ -40,19 +82,7 @@ pub async fn fence(
     from: WalSeq,
 ) -> Result<Vec<WalObject>> {
     for _ in 0..1000 {
-        let mut objects: Vec<WalObject> = store
-            .list(Some(&stream.prefix()))
-            .try_filter_map(|m| {
-                let seq = stream.parse(&m.location);
-                futures::future::ready(Ok(seq.filter(|s| *s >= from).map(|seq| WalObject {
-                    seq,
-                    key: m.location,
-                    size: m.size,
-                })))
-            })
-            .try_collect()
-            .await?;
-        objects.sort_by_key(|o| o.seq);
+        let objects = list_from(store, stream, from).await?;
         let mut expected = from;
         let mut run = Vec::new();
         let mut gap = None;
