@@ -103,6 +103,13 @@ pub struct ClusterConfig {
     /// partition during a move before fencing it anyway.
     #[serde(with = "humantime_serde")]
     pub release_timeout: Duration,
+    /// A dead broker is listed (alive = no) in `strata cluster status` for
+    /// this long; then the controller deletes its heartbeat. Longer keeps
+    /// the evidence of a crash in view; shorter keeps the list and the
+    /// per-interval heartbeat reads small when brokers come and go with
+    /// new ids. At least `heartbeat_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub forget_dead_after: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -111,6 +118,7 @@ impl Default for ClusterConfig {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(6),
             release_timeout: Duration::from_secs(30),
+            forget_dead_after: Duration::from_secs(600),
         }
     }
 }
@@ -433,6 +441,13 @@ impl BrokerConfig {
                 humantime::format_duration(c.heartbeat_timeout)
             );
         }
+        if c.forget_dead_after < c.heartbeat_timeout {
+            bail!(
+                "invalid setting cluster.forget_dead_after: must be at least cluster.heartbeat_timeout ({}), got {}",
+                humantime::format_duration(c.heartbeat_timeout),
+                humantime::format_duration(c.forget_dead_after)
+            );
+        }
         if let Some(a) = &self.advertised_addr
             && !(a.starts_with("http://") || a.starts_with("https://"))
         {
@@ -610,6 +625,17 @@ mod tests {
         )
         .expect_err("too small");
         assert!(format!("{err:#}").contains("log.segment_bytes"), "{err:#}");
+
+        let err = BrokerConfig::load(
+            None,
+            env(&[("STRATA_CLUSTER__FORGET_DEAD_AFTER", "1s")]),
+            &Overrides::default(),
+        )
+        .expect_err("shorter than the heartbeat timeout");
+        assert!(
+            format!("{err:#}").contains("cluster.forget_dead_after: must be at least"),
+            "{err:#}"
+        );
 
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("bad.toml");

@@ -40,6 +40,9 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 /// How long without a heartbeat change before a broker is declared dead.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `cluster.forget_dead_after` of the test brokers.
+pub const FORGET_DEAD_AFTER: Duration = Duration::from_secs(3);
+
 /// How long one `Cluster` call may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -130,6 +133,10 @@ impl ClusterHarness {
             (
                 "STRATA_CLUSTER__HEARTBEAT_TIMEOUT".to_owned(),
                 format!("{}ms", HEARTBEAT_TIMEOUT.as_millis()),
+            ),
+            (
+                "STRATA_CLUSTER__FORGET_DEAD_AFTER".to_owned(),
+                format!("{}ms", FORGET_DEAD_AFTER.as_millis()),
             ),
         ];
         env.extend(self.env.iter().cloned());

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use strata_client::{ProducerConfig, TopicSettings};
 use strata_proto::v1;
 use strata_tests::broker::http_get;
-use strata_tests::cluster::{ClusterHarness, HEARTBEAT_TIMEOUT, StatusExt, describe};
+use strata_tests::cluster::{
+    ClusterHarness, FORGET_DEAD_AFTER, HEARTBEAT_TIMEOUT, StatusExt, describe,
+};
 use strata_tests::s3::TestS3;
 use strata_tests::workload::{
     AckLog, Acked, Background, Placement, Tail, Workload, check_invariant, produce_range,
@@ -348,6 +350,20 @@ async fn kill9_takeover(cluster: ClusterHarness, victim: Victim) {
     eprintln!(
         "after kill -9: reassigned in {reassigned:?}, served in {served:?}, the producer's \
          records acknowledged again in {client:?}"
+    );
+
+    // The dead broker is listed until cluster.forget_dead_after, then its
+    // heartbeat is deleted.
+    cluster
+        .wait_until(
+            &format!("dead broker {victim} to be forgotten"),
+            FORGET_DEAD_AFTER + TAKEOVER_SLACK,
+            |s| s.broker(victim).is_none(),
+        )
+        .await;
+    eprintln!(
+        "dead broker {victim} forgotten {:?} after the kill",
+        killed_at.elapsed()
     );
 
     // The killed broker comes back as a new incarnation and rejoins.

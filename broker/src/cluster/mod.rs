@@ -661,6 +661,43 @@ async fn round(shared: &Shared, tasks: &mut Tasks) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the heartbeats of brokers dead for `cluster.forget_dead_after`
+/// that own nothing in the assignment, so `cluster status` and every
+/// broker's per-interval heartbeat reads stop carrying them. A broker that
+/// was only paused writes its heartbeat again and reappears.
+async fn forget_dead(shared: &Shared) {
+    let view = &shared.cluster;
+    let doomed: Vec<u32> = {
+        let st = view.state.read();
+        let owns = |b: u32| {
+            st.assignment
+                .as_ref()
+                .is_some_and(|(_, a)| a.partitions_of(b).next().is_some())
+        };
+        st.members
+            .values()
+            .filter(|m| m.changed_at.elapsed() >= view.config.forget_dead_after)
+            .filter(|m| !view.alive(m) && !owns(m.hb.broker_id))
+            .map(|m| m.hb.broker_id)
+            .collect()
+    };
+    for id in doomed {
+        match shared
+            .meta_store
+            .delete(&keys::heartbeat(BrokerId(id)))
+            .await
+        {
+            Ok(()) => {
+                view.state.write().members.remove(&id);
+                tracing::info!(broker = id, after = %humantime::format_duration(view.config.forget_dead_after), "forgot a dead broker: deleted its heartbeat");
+            }
+            Err(e) => {
+                tracing::debug!(broker = id, error = %e, "cannot delete a dead broker's heartbeat")
+            }
+        }
+    }
+}
+
 /// Drops, without writing anything, the partitions open here whose topic
 /// was deleted or re-created: those whose topic head this broker saw move
 /// ([`crate::topics::TopicRegistry::take_changed`]), and any of a topic
@@ -886,6 +923,9 @@ async fn control(shared: &Shared) -> Result<()> {
         .control_rounds
         .fetch_add(1, Ordering::Relaxed)
         .is_multiple_of(FRESH_TOPICS_EVERY);
+    if fresh {
+        forget_dead(shared).await;
+    }
     let listed = if fresh {
         shared.topics.list_fresh().await?
     } else {
