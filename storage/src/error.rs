@@ -185,6 +185,16 @@ impl Error {
         self.kind() == ErrorKind::Fenced
     }
 
+    /// The message without the variant's prefix ("fenced: ", "partition
+    /// log unavailable: "), for wrapping into another error of the same
+    /// kind without repeating the prefix.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Fenced(m) | Error::Unavailable(m) => m.clone(),
+            e => e.to_string(),
+        }
+    }
+
     pub(crate) fn corrupt(key: impl ToString, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             key: key.to_string(),

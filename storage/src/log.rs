@@ -175,7 +175,7 @@ impl State {
         match &self.closed {
             None => Ok(()),
             Some(Error::Fenced(m)) => Err(Error::Fenced(m.clone())),
-            Some(e) => Err(Error::Unavailable(e.to_string())),
+            Some(e) => Err(Error::Unavailable(e.detail())),
         }
     }
 
@@ -712,8 +712,9 @@ impl PartitionLog {
                 if e.is_fenced() {
                     tracing::warn!(tp = %self.inner.tp, error = %e, "partition taken over by another broker: stop serving it");
                     self.close_with(Error::Fenced(format!(
-                        "{} was taken over by another broker: {e}",
-                        self.inner.tp
+                        "{} was taken over by another broker: {}",
+                        self.inner.tp,
+                        e.detail()
                     )));
                 }
                 Err(e)
@@ -876,7 +877,7 @@ impl PartitionLog {
 
     fn close_with(&self, error: Error) {
         let fenced = error.is_fenced();
-        let msg = error.to_string();
+        let msg = error.detail();
         let mut st = self.inner.state.lock();
         if st.closed.is_none() {
             st.closed = Some(error);
@@ -914,7 +915,7 @@ impl WalSink for Inner {
 
     fn failed(&self, error: &Error) {
         let fenced = error.is_fenced();
-        let msg = format!("{}: {error}", self.tp);
+        let msg = format!("{}: {}", self.tp, error.detail());
         {
             let mut st = self.state.lock();
             if st.closed.is_none() {

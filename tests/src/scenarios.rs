@@ -107,15 +107,24 @@ pub async fn zombie_is_fenced(store: Arc<dyn ObjectStore>) {
         .await
         {
             Ok(r) => panic!("a fenced zombie acknowledged offset {}", r.base_offset),
-            Err(e) => assert_eq!(
-                e.kind(),
-                ErrorKind::Fenced,
-                "zombie append failed for another reason: {e}"
-            ),
+            Err(e) => {
+                assert_eq!(
+                    e.kind(),
+                    ErrorKind::Fenced,
+                    "zombie append failed for another reason: {e}"
+                );
+                let text = e.to_string();
+                assert_eq!(
+                    text.matches("fenced:").count(),
+                    1,
+                    "the reason says fenced once: {text}"
+                );
+            }
         }
     }
+    let err = old.seal().await.expect_err("a zombie cannot seal");
+    assert_eq!(err.to_string().matches("fenced:").count(), 1, "{err}");
     // Its seal fails too and it can not write a manifest.
-    assert!(old.seal().await.is_err());
     for i in 0..5 {
         let vals = values("b", i, 1);
         let r = new
