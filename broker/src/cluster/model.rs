@@ -388,13 +388,24 @@ mod tests {
         m
     }
 
-    fn run(current: &Assignment, topics: &[(String, u32)], eligible: &[u32]) -> Assignment {
+    type Rates = HashMap<(String, u32), Traffic>;
+
+    fn plan_with(
+        current: &Assignment,
+        topics: &[(String, u32)],
+        eligible: &[u32],
+        rates: &Rates,
+    ) -> Assignment {
         plan(&PlanInput {
             current,
             topics,
             eligible,
-            rates: &HashMap::new(),
+            rates,
         })
+    }
+
+    fn run(current: &Assignment, topics: &[(String, u32)], eligible: &[u32]) -> Assignment {
+        plan_with(current, topics, eligible, &HashMap::new())
     }
 
     fn moves(a: &Assignment, b: &Assignment) -> usize {
@@ -499,12 +510,7 @@ mod tests {
             (("t".to_string(), 2), both(1e3)),
             (("t".to_string(), 3), both(1e3)),
         ]);
-        let a = plan(&PlanInput {
-            current: &current,
-            topics: &topics,
-            eligible: &[1, 2],
-            rates: &rates,
-        });
+        let a = plan_with(&current, &topics, &[1, 2], &rates);
         assert_ne!(a.owner("t", 0), a.owner("t", 1), "readers split: {a:?}");
         assert_eq!(counts(&a), BTreeMap::from([(1, 2), (2, 2)]));
         assert_eq!(moves(&current, &a), 2, "one swap, nothing else: {a:?}");
@@ -514,12 +520,7 @@ mod tests {
             (("t".to_string(), 0), outbound(100.0)),
             (("t".to_string(), 1), outbound(100.0)),
         ]);
-        let b = plan(&PlanInput {
-            current: &current,
-            topics: &topics,
-            eligible: &[1, 2],
-            rates: &quiet,
-        });
+        let b = plan_with(&current, &topics, &[1, 2], &quiet);
         assert_eq!(b, current);
     }
 
@@ -534,12 +535,7 @@ mod tests {
             (("t".to_string(), 2), inbound(1e3)),
             (("t".to_string(), 3), inbound(1e3)),
         ]);
-        let a = plan(&PlanInput {
-            current: &current,
-            topics: &topics,
-            eligible: &[1, 2],
-            rates: &rates,
-        });
+        let a = plan_with(&current, &topics, &[1, 2], &rates);
         assert_ne!(
             a.owner("t", 0),
             a.owner("t", 1),
@@ -601,22 +597,6 @@ mod tests {
                     }
                     (current, names, eligible.into_iter().collect(), traffic)
                 })
-        }
-
-        type Rates = HashMap<(String, u32), Traffic>;
-
-        fn plan_with(
-            current: &Assignment,
-            topics: &[(String, u32)],
-            eligible: &[u32],
-            rates: &Rates,
-        ) -> Assignment {
-            plan(&PlanInput {
-                current,
-                topics,
-                eligible,
-                rates,
-            })
         }
 
         proptest! {
