@@ -281,6 +281,7 @@ async fn serve_produce_fetch_errors_restart() {
     let d = admin
         .describe_topic(DescribeTopicRequest {
             name: "orders".into(),
+            local_only: false,
         })
         .await
         .expect("describe")

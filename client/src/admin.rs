@@ -203,6 +203,7 @@ impl Admin {
             .admin_call("describe topic", true, |mut client| {
                 let req = self.cluster.request(DescribeTopicRequest {
                     name: name.to_owned(),
+                    local_only: false,
                 });
                 async move { client.describe_topic(req).await }
             })

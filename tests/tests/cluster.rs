@@ -810,6 +810,19 @@ async fn deleted_and_recreated_topic_starts_empty_on_every_broker() {
     let failed = produce_range(&producer, &workload, 100_000, 300, &new).await;
     assert_eq!(failed, 0, "the re-created topic takes every record");
     let acked = std::mem::take(&mut *new.lock());
+    // Whichever broker answers, describe shows every owner's live high
+    // watermark (the unsealed tails are in no manifest yet).
+    let desc = admin.describe_topic(TOPIC).await.expect("describe");
+    let high: i64 = desc
+        .partition_details
+        .iter()
+        .map(|d| d.high_watermark)
+        .sum();
+    assert_eq!(
+        usize::try_from(high).expect("non-negative"),
+        acked.len(),
+        "describe: {desc:?}"
+    );
     let url = cluster.client_url().await;
     let log = check_invariant(&url, TOPIC, PARTITIONS, &acked).await;
     let total: usize = log.values().map(Vec::len).sum();

@@ -362,7 +362,7 @@ impl ClusterView {
     }
 
     /// A (cached) channel to a broker.
-    async fn channel(&self, address: &str) -> Option<Channel> {
+    pub(crate) async fn channel(&self, address: &str) -> Option<Channel> {
         if let Some(c) = self.channels.lock().get(address) {
             return Some(c.clone());
         }

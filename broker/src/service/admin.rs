@@ -9,8 +9,10 @@
 //! it from the assignment), then purges the data older than the delete in
 //! the background.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::admin_server::Admin;
 use strata_proto::v1::{
     CreateTopicRequest, DeleteTopicRequest, DeleteTopicResponse, DescribeTopicRequest,
@@ -44,8 +46,16 @@ impl AdminService {
     /// partition, else (with `read_manifests`) from the partition's
     /// manifest in the bucket (the unsealed tail of another owner is not
     /// counted then).
-    async fn describe(&self, topic: &Topic, read_manifests: bool) -> Result<TopicDescription> {
+    /// The topic with each partition's offsets and sizes: live figures for
+    /// the partitions open here; for the others (`remote`), the owner's
+    /// live figures ([`Self::from_owners`]), or else the manifest in the
+    /// bucket (whose high watermark may trail the owner's tail).
+    async fn describe(&self, topic: &Topic, remote: Remote) -> Result<TopicDescription> {
         let shared = &self.shared;
+        let from_owners = match remote {
+            Remote::AskOwners => self.from_owners(topic).await,
+            Remote::Skip => HashMap::new(),
+        };
         let mut details = Vec::with_capacity(topic.record.partitions as usize);
         for p in 0..topic.record.partitions {
             let tp = TopicPartition {
@@ -65,7 +75,9 @@ impl AdminService {
                 d.segments = u32::try_from(s.segments).unwrap_or(u32::MAX);
                 d.sealed_bytes = s.sealed_bytes;
                 d.tail_bytes = s.tail_bytes;
-            } else if read_manifests
+            } else if let Some(live) = from_owners.get(&p) {
+                d = live.clone();
+            } else if remote != Remote::Skip
                 && let Some((_, m)) = manifest::load_head(&shared.meta_store, &tp)
                     .await
                     .map_err(|e| BrokerError::storage(&tp, e))?
@@ -85,6 +97,53 @@ impl AdminService {
             partition_details: details,
         })
     }
+
+    /// Asks the other live owners of `topic`'s partitions for the live
+    /// figures of the partitions open on them (one `local_only` describe
+    /// each, concurrently, bounded by the cluster's RPC timeout). Owners
+    /// that do not answer are left out (their manifests stand in).
+    async fn from_owners(&self, topic: &Topic) -> HashMap<u32, PartitionDescription> {
+        let shared = &self.shared;
+        let view = &shared.cluster;
+        let mut owners: Vec<u32> = (0..topic.record.partitions)
+            .filter_map(|p| view.owner_of(topic.name.as_str(), p))
+            .filter(|b| *b != shared.broker_id.0)
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let asks = owners.into_iter().filter_map(|b| view.address_of(b)).map(|address| async move {
+            let channel = view.channel(&address).await?;
+            let req = DescribeTopicRequest {
+                name: topic.name.to_string(),
+                local_only: true,
+            };
+            match AdminClient::new(channel).describe_topic(req).await {
+                Ok(r) => Some(r.into_inner().partition_details),
+                Err(e) => {
+                    tracing::debug!(%address, error = %e, "cannot ask a partition owner for live offsets");
+                    None
+                }
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|d| d.leader_epoch > 0)
+            .map(|d| (d.partition, d))
+            .collect()
+    }
+}
+
+/// Where [`AdminService::describe`] gets the figures of partitions not
+/// open on this broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remote {
+    /// Their owners, else the manifests in the bucket.
+    AskOwners,
+    /// Nowhere (a `local_only` request, a create's answer).
+    Skip,
 }
 
 /// The wire form of effective log settings.
@@ -140,7 +199,7 @@ impl Admin for AdminService {
         // Answer once the controller assigned the partitions, so the
         // topic is usable as soon as the call returns.
         cluster::await_assigned(shared, &topic).await;
-        Ok(Response::new(self.describe(&topic, false).await?))
+        Ok(Response::new(self.describe(&topic, Remote::Skip).await?))
     }
 
     async fn delete_topic(
@@ -193,6 +252,11 @@ impl Admin for AdminService {
     ) -> Result<Response<TopicDescription>, Status> {
         let req = request.into_inner();
         let topic = self.shared.topic(&req.name).await?;
-        Ok(Response::new(self.describe(&topic, true).await?))
+        let remote = if req.local_only {
+            Remote::Skip
+        } else {
+            Remote::AskOwners
+        };
+        Ok(Response::new(self.describe(&topic, remote).await?))
     }
 }
