@@ -48,12 +48,12 @@ impl AdminService {
     /// counted then).
     /// The topic with each partition's offsets and sizes: live figures for
     /// the partitions open here; for the others (`remote`), the owner's
-    /// live figures ([`Self::from_owners`]), or else the manifest in the
+    /// live figures ([`Self::ask_owners`]), or else the manifest in the
     /// bucket (whose high watermark may trail the owner's tail).
     async fn describe(&self, topic: &Topic, remote: Remote) -> Result<TopicDescription> {
         let shared = &self.shared;
-        let from_owners = match remote {
-            Remote::AskOwners => self.from_owners(topic).await,
+        let ask_owners = match remote {
+            Remote::AskOwners => self.ask_owners(topic).await,
             Remote::Skip => HashMap::new(),
         };
         let mut details = Vec::with_capacity(topic.record.partitions as usize);
@@ -75,8 +75,8 @@ impl AdminService {
                 d.segments = u32::try_from(s.segments).unwrap_or(u32::MAX);
                 d.sealed_bytes = s.sealed_bytes;
                 d.tail_bytes = s.tail_bytes;
-            } else if let Some(live) = from_owners.get(&p) {
-                d = live.clone();
+            } else if let Some(live) = ask_owners.get(&p) {
+                d = *live;
             } else if remote != Remote::Skip
                 && let Some((_, m)) = manifest::load_head(&shared.meta_store, &tp)
                     .await
@@ -102,7 +102,7 @@ impl AdminService {
     /// figures of the partitions open on them (one `local_only` describe
     /// each, concurrently, bounded by the cluster's RPC timeout). Owners
     /// that do not answer are left out (their manifests stand in).
-    async fn from_owners(&self, topic: &Topic) -> HashMap<u32, PartitionDescription> {
+    async fn ask_owners(&self, topic: &Topic) -> HashMap<u32, PartitionDescription> {
         let shared = &self.shared;
         let view = &shared.cluster;
         let mut owners: Vec<u32> = (0..topic.record.partitions)
