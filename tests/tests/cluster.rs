@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use strata_client::{ProducerConfig, TopicSettings};
+use strata_client::{Consumer, ConsumerConfig, Offset, ProducerConfig, TopicSettings};
 use strata_proto::v1;
 use strata_tests::broker::http_get;
 use strata_tests::cluster::{
@@ -838,4 +838,100 @@ async fn deleted_and_recreated_topic_starts_empty_on_every_broker() {
         acked.len(),
         leaked.len()
     );
+}
+
+/// The controller balances fetch traffic, not only partition counts and
+/// produce traffic: two partitions with busy readers that share a broker end
+/// up on different brokers (counts stay even), and stay there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_with_busy_readers_are_spread_by_bytes_out() {
+    const PARTS: u32 = 4;
+    const RECORD_BYTES: usize = 8 << 10;
+    const RECORDS: usize = 64; // 512 KiB per partition
+    let cluster = balanced_cluster(ClusterHarness::on_files(2).await, PARTS).await;
+    let status = cluster.status().await.expect("status");
+    let hot = status.partitions_of_topic(TOPIC, 1);
+    assert_eq!(
+        hot.len(),
+        2,
+        "two partitions per broker:\n{}",
+        describe(&status)
+    );
+
+    let producer = cluster.producer(producer_config()).await;
+    let acked = Acked::shared();
+    let workload = Workload {
+        topic: TOPIC.to_owned(),
+        placement: Placement::RoundRobin(PARTS),
+        padding: RECORD_BYTES,
+        rate: None,
+    };
+    let failed = produce_range(&producer, &workload, 0, RECORDS * PARTS as usize, &acked).await;
+    assert_eq!(failed, 0);
+    producer.flush().await.expect("flush");
+
+    // Readers re-read the two hot partitions from the start, about
+    // 1 MiB/s each, while the other two are idle.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = cluster.client_url().await;
+    let readers: Vec<_> = hot
+        .iter()
+        .map(|&partition| {
+            let (stop, url) = (stop.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut consumer = Consumer::connect(&url, ConsumerConfig::default())
+                    .await
+                    .expect("consumer");
+                consumer
+                    .assign(TOPIC, partition, Offset::Earliest)
+                    .await
+                    .expect("assign");
+                let mut read = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
+                        Ok(Some(Ok(r))) => {
+                            read += 1;
+                            if r.offset + 1 >= RECORDS as i64 {
+                                tokio::time::sleep(Duration::from_millis(400)).await;
+                                let _ = consumer.seek(TOPIC, partition, Offset::Earliest).await;
+                            }
+                        }
+                        Ok(Some(Err(e))) => eprintln!("reader of {partition}: {e}"),
+                        Ok(None) => break,
+                        Err(_) => eprintln!("reader of {partition}: nothing for 5s"),
+                    }
+                }
+                read
+            })
+        })
+        .collect();
+
+    cluster
+        .wait_until(
+            "the busy partitions to be on different brokers",
+            SETTLE,
+            |s| {
+                let (a, b) = (s.owner(TOPIC, hot[0]), s.owner(TOPIC, hot[1]));
+                a.is_some() && b.is_some() && a != b && s.balanced(TOPIC, PARTS)
+            },
+        )
+        .await;
+    let spread = cluster.status().await.expect("status");
+    eprintln!("spread by bytes out:\n{}", describe(&spread));
+    // And they stay spread while the readers go on (no flapping).
+    tokio::time::sleep(HEARTBEAT_TIMEOUT * 2).await;
+    let later = cluster.status().await.expect("status");
+    for p in 0..PARTS {
+        assert_eq!(
+            later.owner(TOPIC, p),
+            spread.owner(TOPIC, p),
+            "partition {p} moved again:\n{}",
+            describe(&later)
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let read = r.await.expect("reader");
+        assert!(read > RECORDS, "a reader read its partition more than once");
+    }
 }

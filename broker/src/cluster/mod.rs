@@ -70,8 +70,27 @@ use model::{
 /// brokers) once in this many rounds; other rounds trust its cache.
 const FRESH_TOPICS_EVERY: u64 = 10;
 
+/// Weight of a round's rate reports in the controller's running estimates
+/// (`model::smooth`).
+const RATE_SMOOTHING: f64 = 0.3;
+
+/// After a rebalance moved partitions, the controller only places orphans
+/// for this many heartbeat intervals: the moved partitions' rates are
+/// measured afresh by their new owners meanwhile, and the estimates settle
+/// instead of making partitions flap.
+const REBALANCE_COOLDOWN_INTERVALS: u32 = 10;
+
 /// Keep this many old controller terms and assignment versions.
 const CHAIN_KEEP: u64 = 20;
+
+/// What the controller keeps between rounds to keep the balancer calm.
+#[derive(Debug, Default)]
+struct Balancer {
+    /// Smoothed traffic per partition.
+    rates: HashMap<(String, u32), Traffic>,
+    /// When a rebalance last moved partitions.
+    moved_at: Option<Instant>,
+}
 
 /// A member as this broker sees it.
 #[derive(Debug, Clone)]
@@ -112,6 +131,8 @@ pub struct ClusterView {
     hb_seq: AtomicU64,
     /// Counters at the last heartbeat, for rates.
     meter: Mutex<Option<RateMeter>>,
+    /// The controller's memory between rounds.
+    balancer: Mutex<Balancer>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -131,6 +152,7 @@ impl ClusterView {
             control_rounds: AtomicU64::new(0),
             hb_seq: AtomicU64::new(1),
             meter: Mutex::new(None),
+            balancer: Mutex::new(Balancer::default()),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -953,12 +975,34 @@ async fn control(shared: &Shared) -> Result<()> {
             st.assignment.as_ref().map(|(v, _)| *v),
         )
     };
-    let mut next = model::plan(&PlanInput {
+    let (rates, cooling) = {
+        let mut b = view.balancer.lock();
+        model::smooth(&mut b.rates, &rates, RATE_SMOOTHING);
+        b.rates
+            .retain(|(t, _), _| topics.iter().any(|(name, _)| name == t));
+        let cooldown = view.config.heartbeat_interval * REBALANCE_COOLDOWN_INTERVALS;
+        (
+            b.rates.clone(),
+            b.moved_at.is_some_and(|t| t.elapsed() < cooldown),
+        )
+    };
+    let input = |rebalance| PlanInput {
         current: &current,
         topics: &topics,
         eligible: &eligible,
         rates: &rates,
-    });
+        rebalance,
+    };
+    let placed = model::plan(&input(false));
+    let mut next = if cooling {
+        placed
+    } else {
+        let balanced = model::plan(&input(true));
+        if !balanced.same_placement(&placed) {
+            view.balancer.lock().moved_at = Some(Instant::now());
+        }
+        balanced
+    };
     if head.is_some() && next.same_placement(&current) {
         return Ok(());
     }

@@ -173,6 +173,11 @@ pub struct PlanInput<'a> {
     pub eligible: &'a [u32],
     /// Traffic per partition, from the owners' heartbeats.
     pub rates: &'a HashMap<(String, u32), Traffic>,
+    /// Move partitions between eligible brokers to even out the load. When
+    /// false, only orphans are placed (the controller holds rebalancing back
+    /// for a while after a rebalance, until the moved partitions' rates are
+    /// measured again by their new owners).
+    pub rebalance: bool,
 }
 
 /// The next assignment: keeps every partition where it is when its broker
@@ -249,6 +254,9 @@ pub fn plan(input: &PlanInput<'_>) -> Assignment {
         }
     }
 
+    if !input.rebalance {
+        return Assignment { term: 0, topics };
+    }
     // Rebalance: bounded by the partition count; each step lowers the
     // busiest broker's load by at least MIN_GAIN. A step moves one partition
     // from the busiest to the least busy broker, or, when no single move
@@ -331,6 +339,27 @@ pub fn plan(input: &PlanInput<'_>) -> Assignment {
     Assignment { term: 0, topics }
 }
 
+/// Folds the rates just reported into the running estimates `smoothed`
+/// (exponentially weighted, `alpha` per round), so bursty readers and
+/// writers do not make the balancer chase noise. A partition not reported
+/// this round (it is moving) keeps its estimate; one reported for the first
+/// time starts at its report.
+pub fn smooth(
+    smoothed: &mut HashMap<(String, u32), Traffic>,
+    reported: &HashMap<(String, u32), Traffic>,
+    alpha: f64,
+) {
+    for (tp, r) in reported {
+        smoothed
+            .entry(tp.clone())
+            .and_modify(|s| {
+                s.bytes_in_per_sec += alpha * (r.bytes_in_per_sec - s.bytes_in_per_sec);
+                s.bytes_out_per_sec += alpha * (r.bytes_out_per_sec - s.bytes_out_per_sec);
+            })
+            .or_insert(*r);
+    }
+}
+
 /// One rebalancing step: `out` goes from the busiest broker to the least
 /// busy one, and `back` (for a swap) the other way.
 struct Step {
@@ -401,6 +430,7 @@ mod tests {
             topics,
             eligible,
             rates,
+            rebalance: true,
         })
     }
 
@@ -522,6 +552,45 @@ mod tests {
         ]);
         let b = plan_with(&current, &topics, &[1, 2], &quiet);
         assert_eq!(b, current);
+    }
+
+    #[test]
+    fn smoothing_follows_reports_and_keeps_moving_partitions() {
+        let mut s = HashMap::new();
+        let t0 = ("t".to_string(), 0);
+        let t1 = ("t".to_string(), 1);
+        smooth(&mut s, &HashMap::from([(t0.clone(), outbound(100.0))]), 0.5);
+        assert_eq!(s[&t0].bytes_out_per_sec, 100.0, "first report taken as is");
+        smooth(&mut s, &HashMap::from([(t0.clone(), outbound(0.0))]), 0.5);
+        assert_eq!(s[&t0].bytes_out_per_sec, 50.0);
+        // t0 is moving (nobody reports it): its estimate stays.
+        smooth(&mut s, &HashMap::from([(t1.clone(), inbound(8.0))]), 0.5);
+        assert_eq!(s[&t0].bytes_out_per_sec, 50.0);
+        assert_eq!(s[&t1].bytes_in_per_sec, 8.0);
+    }
+
+    #[test]
+    fn without_rebalance_only_orphans_are_placed() {
+        let topics = vec![("t".to_string(), 5)];
+        let mut current = placed(&[1, 1, 1, 1]);
+        current.topics.get_mut("t").unwrap().push(Slot::default());
+        let a = plan(&PlanInput {
+            current: &current,
+            topics: &topics,
+            eligible: &[1, 2],
+            rates: &HashMap::new(),
+            rebalance: false,
+        });
+        assert_eq!(
+            a.owner("t", 4),
+            Some(2),
+            "the orphan goes to the lighter broker"
+        );
+        assert_eq!(
+            counts(&a),
+            BTreeMap::from([(1, 4), (2, 1)]),
+            "nothing else moves"
+        );
     }
 
     #[test]
