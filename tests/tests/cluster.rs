@@ -10,6 +10,11 @@
 //! 4. moving a partition with [`HISTORY_BYTES`] of sealed history back and
 //!    forth with `Cluster.Move`.
 //!
+//! Each runs on a `file://` bucket and, as `s3_*`, on the S3-compatible
+//! test server. Two more check the balancer and topic deletes: partitions
+//! with busy readers are spread by bytes out, and a topic deleted and
+//! re-created at once starts empty on every broker.
+//!
 //! Each ends with the invariant of `strata_tests::workload`: every
 //! acknowledged record read back exactly once, at the offset its ack named,
 //! in order, with no offset gap, reuse or duplicate; and the tailing
@@ -404,7 +409,17 @@ fn batch_of(value: &[u8]) -> bytes::Bytes {
 /// fails), notices it is fenced, and rejoins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstopped_broker_is_fenced_acknowledges_nothing_and_rejoins() {
-    let mut cluster = balanced_cluster(ClusterHarness::on_files(3).await, PARTITIONS).await;
+    sigstop_zombie(ClusterHarness::on_files(3).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_sigstopped_broker_is_fenced_acknowledges_nothing_and_rejoins() {
+    let s3 = TestS3::shared().await;
+    sigstop_zombie(ClusterHarness::on_s3(3, s3).await).await;
+}
+
+async fn sigstop_zombie(cluster: ClusterHarness) {
+    let mut cluster = balanced_cluster(cluster, PARTITIONS).await;
     let acked = Acked::shared();
     let traffic = Traffic::start(&cluster, TOPIC, PARTITIONS, 0, acked).await;
     traffic.more_acks("before the stop").await;
@@ -534,7 +549,17 @@ async fn sigstopped_broker_is_fenced_acknowledges_nothing_and_rejoins() {
 /// `Cluster.Drain`) and exits 0, its partitions moved before it exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_one_to_three_to_one_with_drains() {
-    let mut cluster = balanced_cluster(ClusterHarness::on_files(1).await, PARTITIONS).await;
+    scale_1_3_1(ClusterHarness::on_files(1).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_scale_one_to_three_to_one_with_drains() {
+    let s3 = TestS3::shared().await;
+    scale_1_3_1(ClusterHarness::on_s3(1, s3).await).await;
+}
+
+async fn scale_1_3_1(cluster: ClusterHarness) {
+    let mut cluster = balanced_cluster(cluster, PARTITIONS).await;
     let acked = Acked::shared();
     let traffic = Traffic::start(&cluster, TOPIC, PARTITIONS, 0, acked).await;
     traffic.more_acks("on one broker").await;
@@ -662,9 +687,18 @@ async fn drained(
 /// within [`MOVE_DEADLINE`], and the whole history stays readable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_partition_with_large_sealed_history_back_and_forth() {
+    move_large_history(ClusterHarness::on_files(2).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_move_partition_with_large_sealed_history_back_and_forth() {
+    let s3 = TestS3::shared().await;
+    move_large_history(ClusterHarness::on_s3(2, s3).await).await;
+}
+
+async fn move_large_history(cluster: ClusterHarness) {
     const PARTS: u32 = 4;
     const MOVED: u32 = 0;
-    let cluster = ClusterHarness::on_files(2).await;
     cluster
         .admin()
         .await
