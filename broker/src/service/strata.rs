@@ -256,17 +256,29 @@ async fn fetch_loop(
                 return;
             }
         };
-        let bytes: usize = response.batches.iter().map(Bytes::len).sum();
-        p.offset = response.next_offset;
-        if tx.send(Ok(response)).await.is_err() {
-            return;
-        }
-        BrokerMetrics::add(&shared.metrics.fetch_bytes, bytes as u64);
-        shared.cluster.count_bytes_out(&tp, bytes as u64);
-        if p.once {
+        if !deliver(&shared, &tp, &mut p, &tx, response).await {
             return;
         }
     }
+}
+
+/// Sends `response` on a fetch stream, moves `p` past it and counts its
+/// bytes. Returns false when the stream ends (the client left, or `once`).
+async fn deliver(
+    shared: &Shared,
+    tp: &TopicPartition,
+    p: &mut FetchParams,
+    tx: &mpsc::Sender<Result<FetchResponse, Status>>,
+    response: FetchResponse,
+) -> bool {
+    let bytes: usize = response.batches.iter().map(Bytes::len).sum();
+    p.offset = response.next_offset;
+    if tx.send(Ok(response)).await.is_err() {
+        return false;
+    }
+    BrokerMetrics::add(&shared.metrics.fetch_bytes, bytes as u64);
+    shared.cluster.count_bytes_out(tp, bytes as u64);
+    !p.once
 }
 
 /// A fetch stream on a broker that does not own the partition: serves the
@@ -310,7 +322,6 @@ async fn sealed_fetch_loop(
         {
             next_offset = next_offset.max(h.next_offset());
         }
-        let bytes: usize = batches.iter().map(Bytes::len).sum();
         let response = FetchResponse {
             batches,
             // What this broker knows: the sealed end (the owner's high
@@ -319,13 +330,7 @@ async fn sealed_fetch_loop(
             log_start_offset: manifest.log_start_offset,
             next_offset,
         };
-        p.offset = next_offset;
-        if tx.send(Ok(response)).await.is_err() {
-            return;
-        }
-        BrokerMetrics::add(&shared.metrics.fetch_bytes, bytes as u64);
-        shared.cluster.count_bytes_out(&tp, bytes as u64);
-        if p.once {
+        if !deliver(&shared, &tp, &mut p, &tx, response).await {
             return;
         }
     }
