@@ -125,6 +125,52 @@ async fn spawn_broker(
 /// Acks seen by the background producer: (partition, sent at, acked at).
 type Acks = Arc<Mutex<Vec<(u32, Instant, Instant)>>>;
 
+/// A producer offering a steady load in the background, recording acks.
+struct SteadyLoad {
+    producer: Producer,
+    acks: Acks,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl SteadyLoad {
+    /// Connects to `bootstrap` and offers `rate` records/s round-robin
+    /// over `topic`'s first `partitions` partitions.
+    async fn start(
+        bootstrap: &str,
+        topic: &str,
+        partitions: u32,
+        rate: u64,
+    ) -> anyhow::Result<Self> {
+        let producer = Producer::connect(bootstrap, ProducerConfig::default()).await?;
+        let acks: Acks = Arc::new(Mutex::new(Vec::new()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = steady_producer(
+            producer.clone(),
+            topic.to_owned(),
+            partitions,
+            rate,
+            acks.clone(),
+            stop.clone(),
+        );
+        Ok(Self {
+            producer,
+            acks,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops the load; returns the acks and the number of failed sends.
+    async fn finish(self) -> anyhow::Result<(Vec<(u32, Instant, Instant)>, u64)> {
+        self.stop.cancel();
+        let failed = self.task.await.unwrap_or(0);
+        self.producer.close().await?;
+        let acks = std::mem::take(&mut *self.acks.lock());
+        Ok((acks, failed))
+    }
+}
+
 /// Offers `rate` records/s to `topic` until `stop`, recording acks.
 fn steady_producer(
     producer: Producer,
@@ -265,17 +311,7 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
         let desc = admin.describe_topic(&topic).await?;
         let sealed = desc.partition_details.first().map_or(0, |d| d.sealed_bytes);
 
-        let producer = Producer::connect(&urls.join(","), ProducerConfig::default()).await?;
-        let acks: Acks = Arc::new(Mutex::new(Vec::new()));
-        let stop = tokio_util::sync::CancellationToken::new();
-        let bg = steady_producer(
-            producer.clone(),
-            topic.clone(),
-            1,
-            a.rate,
-            acks.clone(),
-            stop.clone(),
-        );
+        let load = SteadyLoad::start(&urls.join(","), &topic, 1, a.rate).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut times = Vec::new();
         let mut gaps = Vec::new();
@@ -288,13 +324,10 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
             times.push(t0.elapsed().as_secs_f64() * 1000.0);
             owner = to;
             tokio::time::sleep(Duration::from_millis(700)).await;
-            gaps.push(longest_gap(&acks.lock(), 0, t0, Instant::now()).as_secs_f64() * 1000.0);
+            gaps.push(longest_gap(&load.acks.lock(), 0, t0, Instant::now()).as_secs_f64() * 1000.0);
         }
-        stop.cancel();
-        let failed = bg.await.unwrap_or(0);
-        producer.close().await?;
-        let mut lat: Vec<f64> = acks
-            .lock()
+        let (acked, failed) = load.finish().await?;
+        let mut lat: Vec<f64> = acked
             .iter()
             .map(|(_, s, at)| at.duration_since(*s).as_secs_f64() * 1000.0)
             .collect();
@@ -334,17 +367,7 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
         for p in 0..3u32 {
             wait_served(&urls[p as usize], &topic, p, Duration::from_secs(30)).await?;
         }
-        let producer = Producer::connect(&urls[..2].join(","), ProducerConfig::default()).await?;
-        let acks: Acks = Arc::new(Mutex::new(Vec::new()));
-        let stop = tokio_util::sync::CancellationToken::new();
-        let bg = steady_producer(
-            producer.clone(),
-            topic.clone(),
-            3,
-            a.rate,
-            acks.clone(),
-            stop.clone(),
-        );
+        let load = SteadyLoad::start(&urls[..2].join(","), &topic, 3, a.rate).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let victim = brokers.pop().context("three brokers")?;
         let killed_id = victim.id;
@@ -352,17 +375,14 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
         drop(victim); // SIGKILL
         let limit = a.heartbeat_timeout * 5 + Duration::from_secs(10);
         let recovered = loop {
-            let got = acks.lock().iter().any(|(p, s, _)| *p == 2 && *s > t0);
+            let got = load.acks.lock().iter().any(|(p, s, _)| *p == 2 && *s > t0);
             if got || t0.elapsed() > limit {
                 break got;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
-        stop.cancel();
-        let failed = bg.await.unwrap_or(0);
-        producer.close().await?;
-        let acked = acks.lock().clone();
+        let (acked, failed) = load.finish().await?;
         let last_before = acked
             .iter()
             .filter(|(p, _, at)| *p == 2 && *at <= t0)
