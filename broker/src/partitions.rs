@@ -214,7 +214,7 @@ impl PartitionRegistry {
         &self,
         tp: &TopicPartition,
         config: &LogConfig,
-        may_fence: MayFence,
+        may_fence: &MayFence,
     ) -> Result<PartitionLog> {
         Ok(self.get_or_open_watched(tp, config, may_fence).await?.0)
     }
@@ -232,7 +232,7 @@ impl PartitionRegistry {
         &self,
         tp: &TopicPartition,
         config: &LogConfig,
-        may_fence: MayFence,
+        may_fence: &MayFence,
     ) -> Result<(PartitionLog, CancellationToken)> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(BrokerError::Unavailable("shutting down"));
@@ -298,7 +298,7 @@ impl PartitionRegistry {
         engine: &Engine,
         tp: &TopicPartition,
         config: &LogConfig,
-        may_fence: MayFence,
+        may_fence: &MayFence,
         dropped: &CancellationToken,
     ) -> strata_storage::Result<PartitionLog> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -309,7 +309,7 @@ impl PartitionRegistry {
         // release of the partition is in flight here (this one counts 1).
         let me = engine.wal().stream();
         let may_fence: MayFence = {
-            let (busy, tp) = (self.busy.clone(), tp.clone());
+            let (busy, tp, may_fence) = (self.busy.clone(), tp.clone(), may_fence.clone());
             Arc::new(move |o: &WalStream| {
                 if *o == me {
                     busy.count(&tp) <= 1
@@ -563,7 +563,7 @@ mod tests {
             let (registry, tp, always) = (registry.clone(), tp.clone(), always.clone());
             tokio::spawn(async move {
                 registry
-                    .get_or_open(&tp, &LogConfig::default(), always)
+                    .get_or_open(&tp, &LogConfig::default(), &always)
                     .await
             })
         };
@@ -576,7 +576,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let log = loop {
             match registry
-                .get_or_open(&tp, &LogConfig::default(), always.clone())
+                .get_or_open(&tp, &LogConfig::default(), &always)
                 .await
             {
                 Ok(log) => break log,
@@ -617,8 +617,9 @@ mod tests {
         drop(lost);
         let registry = PartitionRegistry::new(engine);
         // Fencing other brokers is refused: only our own claim is taken.
+        let never: MayFence = Arc::new(|_: &WalStream| false);
         let log = registry
-            .get_or_open(&tp, &LogConfig::default(), Arc::new(|_| false))
+            .get_or_open(&tp, &LogConfig::default(), &never)
             .await
             .unwrap();
         assert_eq!(log.status().leader_epoch, epoch + 1);

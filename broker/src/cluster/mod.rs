@@ -54,12 +54,14 @@ use strata_proto::v1::cluster_client::ClusterClient;
 use strata_proto::v1::{BrokerStatus, ClusterStatus, NudgeRequest, PartitionAssignment};
 use strata_storage::chain::Chain;
 use strata_storage::keys::{self, BrokerId, TopicName, TopicPartition, Version, WalStream};
+use strata_storage::log::PartitionLog;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::ClusterConfig;
 use crate::error::{BrokerError, Result};
+use crate::partitions::MayFence;
 use crate::restart::{self, RestartReason};
 use crate::service::{Shared, now_ms};
 use model::{
@@ -180,12 +182,21 @@ impl ClusterView {
 
     /// Counts `bytes` produced into `tp`.
     pub fn count_bytes_in(&self, tp: &TopicPartition, bytes: u64) {
-        self.traffic.lock().entry(tp.clone()).or_default().bytes_in += bytes;
+        self.count(tp, |c| c.bytes_in += bytes);
     }
 
     /// Counts `bytes` fetched from `tp`.
     pub fn count_bytes_out(&self, tp: &TopicPartition, bytes: u64) {
-        self.traffic.lock().entry(tp.clone()).or_default().bytes_out += bytes;
+        self.count(tp, |c| c.bytes_out += bytes);
+    }
+
+    /// Updates `tp`'s counters (cloning the key only on its first use).
+    fn count(&self, tp: &TopicPartition, add: impl FnOnce(&mut TrafficCount)) {
+        let mut traffic = self.traffic.lock();
+        match traffic.get_mut(tp) {
+            Some(c) => add(c),
+            None => add(traffic.entry(tp.clone()).or_default()),
+        }
     }
 
     /// The load last published in the heartbeat.
@@ -506,9 +517,8 @@ fn build_heartbeat(shared: &Shared) -> Option<Heartbeat> {
             cpu_cores: ((now.cpu - last.cpu) / secs).max(0.0),
         }
     };
-    let partitions = shared
-        .partitions
-        .open_logs()
+    let open = shared.partitions.open_logs();
+    let partitions = open
         .iter()
         .map(|log| {
             let tp = log.topic_partition();
@@ -522,6 +532,13 @@ fn build_heartbeat(shared: &Shared) -> Option<Heartbeat> {
             }
         })
         .collect();
+    // Counters of partitions not open here (sealed reads served for other
+    // owners, partitions gone) are reported by nobody: drop them, so the
+    // map stays as small as the open set.
+    let open: HashSet<&TopicPartition> = open.iter().map(PartitionLog::topic_partition).collect();
+    let mut now = now;
+    now.partitions.retain(|tp, _| open.contains(tp));
+    view.traffic.lock().retain(|tp, _| open.contains(tp));
     *meter = Some(now);
     drop(meter);
     *view.load.lock() = load;
@@ -624,7 +641,9 @@ async fn state_loop(shared: &Shared, stop: &CancellationToken) {
     let view = &shared.cluster;
     let mut tasks = Tasks::default();
     for n in 0u64.. {
-        if n.is_multiple_of(FRESH_TOPICS_EVERY) {
+        // The controller re-reads every topic head in `control` anyway.
+        let controlling = view.is_controller() && !view.is_draining();
+        if n.is_multiple_of(FRESH_TOPICS_EVERY) && !controlling {
             reread_open_topics(shared).await;
         }
         if let Err(e) = round(shared, &mut tasks).await {
@@ -759,14 +778,19 @@ async fn reread_open_topics(shared: &Shared) {
     }
 }
 
-/// Before `topic` is re-created after a delete: makes sure no live broker
-/// still has a partition of the deleted topic open, so no old log can
-/// write into the new topic's keys. Drops this broker's own, tells the
-/// others again ([`announce_topic_change`]), and waits until every live
-/// broker that did not answer stops listing the topic in its heartbeat;
-/// fails (retryable) after twice the heartbeat timeout.
+/// Before `topic` is created: if it is a re-create after a delete, makes
+/// sure no live broker still has a partition of the deleted topic open, so
+/// no old log can write into the new topic's keys. Drops this broker's own,
+/// tells the others again ([`announce_topic_change`]), and waits until
+/// every live broker that did not answer stops listing the topic in its
+/// heartbeat; fails (retryable) after twice the heartbeat timeout. A topic
+/// that never existed (or is live) costs one head read.
 pub async fn await_topic_closed(shared: &Shared, topic: &TopicName) -> Result<()> {
     shared.topics.reread(topic).await?;
+    if !shared.topics.cached_as_deleted(topic) {
+        // Never created (or live): no old topic to close.
+        return Ok(());
+    }
     abandon_gone_topics(shared).await;
     let view = &shared.cluster;
     let silent = announce_topic_change(shared, topic).await;
@@ -1209,9 +1233,9 @@ async fn claim(shared: &Shared, tp: &TopicPartition) {
         let released = view.released.notified();
         match shared
             .partitions
-            .get_or_open(tp, &topic.log_config, {
-                let guard = shared.fence_guard();
-                Arc::new(move |o: &WalStream| force || guard(o))
+            .get_or_open(tp, &topic.log_config, &{
+                let guard = shared.fence_guard().clone();
+                Arc::new(move |o: &WalStream| force || guard(o)) as MayFence
             })
             .await
         {

@@ -182,10 +182,8 @@ impl Admin for AdminService {
         let shared = &self.shared;
         shared.check_running()?;
         let name = topics::parse_name(&req.name)?;
-        if shared.topics.get(&name).await.is_err() {
-            // Possibly a re-create: no old log may still be open anywhere.
-            cluster::await_topic_closed(shared, &name).await?;
-        }
+        // A re-create: no log of the deleted topic may still be open.
+        cluster::await_topic_closed(shared, &name).await?;
         let (topic, _created) = shared
             .topics
             .create(

@@ -65,6 +65,8 @@ pub struct Shared {
     pub drain_requested: CancellationToken,
     /// This value's own `Arc`, for background tasks.
     pub(crate) this: Weak<Shared>,
+    /// [`Self::may_fence`] as the registry's owned guard, built once.
+    fence_guard: FenceGuard,
     /// Topics (in the bucket, cached).
     pub topics: TopicRegistry,
     /// The storage engine in service and its open partitions.
@@ -84,6 +86,15 @@ pub struct Shared {
     /// counters keep growing across storage restarts.
     store_stats: Mutex<Vec<Arc<StoreStats>>>,
     ready: AtomicBool,
+}
+
+/// [`Shared::fence_guard`]'s closure (it has no `Debug` of its own).
+struct FenceGuard(MayFence);
+
+impl std::fmt::Debug for FenceGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FenceGuard")
+    }
 }
 
 impl Shared {
@@ -115,6 +126,12 @@ impl Shared {
             cluster,
             drain_requested: CancellationToken::new(),
             this: this.clone(),
+            fence_guard: {
+                let this = this.clone();
+                FenceGuard(Arc::new(move |o: &WalStream| {
+                    this.upgrade().is_some_and(|s| s.may_fence(o))
+                }))
+            },
             topics: TopicRegistry::new(engine_store.clone(), broker_id, config.log.clone()),
             store_stats: Mutex::new(vec![engine.store_stats().clone()]),
             partitions: PartitionRegistry::new(engine),
@@ -240,9 +257,8 @@ impl Shared {
 
     /// [`Self::may_fence`] as an owned guard for the registry's open task
     /// (`false` once the broker is gone).
-    pub fn fence_guard(&self) -> MayFence {
-        let this = self.this.clone();
-        Arc::new(move |o: &WalStream| this.upgrade().is_some_and(|s| s.may_fence(o)))
+    pub fn fence_guard(&self) -> &MayFence {
+        &self.fence_guard.0
     }
 
     /// The topic and the topic-partition, checked to exist.
