@@ -100,7 +100,7 @@ impl ProducerIds {
                 first,
                 size: BLOCK_SIZE,
                 broker_id: self.broker.0,
-                token: rand_token(),
+                token: rand::random(),
             };
             match self.chain.create(version, &block).await {
                 Ok(()) => {
@@ -121,18 +121,6 @@ impl ProducerIds {
             }),
         ))
     }
-}
-
-fn rand_token() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 #[cfg(test)]
