@@ -150,9 +150,10 @@ impl Error {
                 .metadata()
                 .get(strata_proto::REASON_METADATA_KEY)
                 .is_some();
-        if !from_strata && status.code() == tonic::Code::Unavailable {
+        let h2 = !from_strata && h2_error(status).is_some();
+        if h2 || (!from_strata && status.code() == tonic::Code::Unavailable) {
             let message = transport_message(status);
-            let connect = message.contains("connect") || message.contains("refused");
+            let connect = !h2 && (message.contains("connect") || message.contains("refused"));
             return if connect {
                 Error::Connect {
                     url: url.to_owned(),
@@ -173,6 +174,23 @@ impl Error {
         }
         Error::Broker(ErrorInfo::from_status(status))
     }
+}
+
+/// The HTTP/2 error under a status, if the connection failed rather than
+/// the broker answering. tonic maps a GOAWAY with `NO_ERROR` (a broker
+/// shutting down gracefully refuses streams it never started) and most
+/// stream resets to `INTERNAL`, which would read as a bug; a Strata broker
+/// always names its reason, so a bare status over an h2 error is the
+/// connection's failure and safe to retry like any lost connection.
+fn h2_error(status: &tonic::Status) -> Option<&h2::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return Some(h2);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// The status message plus the innermost source, which says what really
@@ -234,5 +252,15 @@ mod tests {
         let s = ErrorInfo::new(ErrorReason::StoreUnavailable, "slow").into_status();
         let e = Error::from_status(&s, "u");
         assert!(e.is_retryable() && !e.needs_metadata_refresh());
+        // tonic calls an HTTP/2 GOAWAY or reset INTERNAL; it is the
+        // connection failing, not the broker.
+        let s = tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::NO_ERROR)));
+        assert_eq!(s.code(), tonic::Code::Internal);
+        let e = Error::from_status(&s, "u");
+        assert!(matches!(e, Error::Transport { .. }), "{e:?}");
+        assert!(e.is_retryable() && e.needs_metadata_refresh());
+        // A broker's own INTERNAL stays a broker error.
+        let s = ErrorInfo::new(ErrorReason::Internal, "bug").into_status();
+        assert!(!Error::from_status(&s, "u").is_retryable());
     }
 }

@@ -1,7 +1,8 @@
 //! The client against a cluster of in-process mock brokers that can be
 //! killed (their runtime dropped, so connections close and the port
-//! refuses): a bootstrap list with dead URLs, the death of the bootstrap
-//! broker, and the `Cluster` admin calls.
+//! refuses) or stopped gracefully (HTTP/2 GOAWAY): a bootstrap list with
+//! dead URLs, the death of the bootstrap broker, producers riding through
+//! graceful shutdowns, and the `Cluster` admin calls.
 
 #![allow(clippy::unwrap_used)]
 
@@ -39,6 +40,9 @@ struct Shared {
     metadata_calls: HashMap<u32, usize>,
     produced: HashMap<u32, usize>,
     drained: Vec<u32>,
+    /// How long a produce takes, so that requests are in flight when a
+    /// broker stops.
+    produce_delay: Duration,
 }
 
 #[derive(Clone)]
@@ -53,6 +57,10 @@ impl Strata for Mock {
         &self,
         req: Request<ProduceRequest>,
     ) -> Result<Response<ProduceResponse>, Status> {
+        let delay = self.shared.lock().unwrap().produce_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut s = self.shared.lock().unwrap();
         if s.owner != self.id {
             return Err(ErrorInfo::new(ErrorReason::NotOwner, "not mine").into_status());
@@ -205,6 +213,7 @@ impl Cluster for Mock {
 struct Running {
     url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    graceful: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -214,6 +223,7 @@ impl Running {
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (graceful, graceful_stop) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -229,7 +239,9 @@ impl Running {
                 let server = tonic::transport::Server::builder()
                     .add_service(StrataServer::new(mock.clone()))
                     .add_service(ClusterServer::new(mock))
-                    .serve_with_incoming(incoming);
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = graceful_stop.await;
+                    });
                 tokio::select! {
                     _ = server => {}
                     _ = stopped => {}
@@ -241,7 +253,25 @@ impl Running {
         Running {
             url,
             stop: Some(stop),
+            graceful: Some(graceful),
             thread: Some(thread),
+        }
+    }
+
+    /// Sends GOAWAY to every client; the server ends once in-flight
+    /// requests finish.
+    fn begin_graceful_stop(&mut self) {
+        if let Some(graceful) = self.graceful.take() {
+            let _ = graceful.send(());
+        }
+    }
+
+    /// Stops like a draining broker: GOAWAY to every client, in-flight
+    /// requests finish, then the server ends.
+    fn stop_gracefully(&mut self) {
+        self.begin_graceful_stop();
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
         }
     }
 
@@ -367,6 +397,221 @@ async fn metadata_refresh_moves_off_a_dead_bootstrap_broker() {
     assert_eq!(shared.lock().unwrap().metadata_calls.get(&1), Some(&5));
     // Admin calls follow the live broker too.
     assert_eq!(admin.cluster_status().await.unwrap().broker_id, 1);
+}
+
+/// A broker that stops gracefully sends GOAWAY: requests it never started
+/// fail with an HTTP/2 error that tonic reports as `INTERNAL`. They were
+/// not processed, so the producer must retry them (on the new owner), not
+/// fail the records as if the broker had a bug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_retry_what_a_gracefully_stopping_broker_refused() {
+    const PRODUCERS: usize = 8;
+    const STOPS: u32 = 10;
+    let shared = Arc::new(Mutex::new(Shared {
+        produce_delay: Duration::from_millis(2),
+        ..Shared::default()
+    }));
+    // A broker that stays (and never owns the partition), so that every
+    // producer always knows one live broker to refresh its metadata from,
+    // however many brokers came and went since its last refresh.
+    const ANCHOR: u32 = 99;
+    let anchor = Running::start(ANCHOR, shared.clone());
+    let mut current = Running::start(0, shared.clone());
+    shared.lock().unwrap().brokers = vec![(ANCHOR, anchor.url.clone()), (0, current.url.clone())];
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for p in 0..PRODUCERS {
+        let producer = Producer::connect(&anchor.url, config()).await.unwrap();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match producer
+                    .send_and_wait(ProducerRecord::new("t", format!("p{p}-{i}")))
+                    .await
+                {
+                    Ok(meta) => acked.push(meta.offset),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                i += 1;
+            }
+            (acked, failed)
+        }));
+    }
+    for id in 1..=STOPS {
+        let next = Running::start(id, shared.clone());
+        shared.lock().unwrap().brokers.push((id, next.url.clone()));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        // The old owner starts stopping while producers still send to it,
+        // then the partition moves to the new broker.
+        current.begin_graceful_stop();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        shared.lock().unwrap().owner = id;
+        tokio::task::block_in_place(|| current.stop_gracefully());
+        shared
+            .lock()
+            .unwrap()
+            .brokers
+            .retain(|(b, _)| *b == id || *b == ANCHOR);
+        current = next;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut offsets = Vec::new();
+    for task in tasks {
+        let (acked, failed) = task.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} sends failed: {failed:?}",
+            failed.len()
+        );
+        offsets.extend(acked);
+    }
+    offsets.sort_unstable();
+    let produced = shared.lock().unwrap().next_offset;
+    assert_eq!(offsets, (0..produced).collect::<Vec<_>>(), "every ack once");
+    assert!(produced > i64::from(STOPS), "traffic flowed: {produced}");
+}
+
+/// A TCP proxy in front of a mock broker. It can cut every connection, and
+/// answer the next ones with an HTTP/2 GOAWAY (`NO_ERROR`, last stream 0)
+/// right after the handshake: exactly what a gracefully stopping broker
+/// sends for requests it never started.
+struct GoAwayProxy {
+    url: String,
+    refuse: Arc<std::sync::atomic::AtomicUsize>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GoAwayProxy {
+    async fn start(upstream: &str) -> GoAwayProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let refuse = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let task = {
+            let (refuse, refused) = (refuse.clone(), refused.clone());
+            tokio::spawn(async move {
+                while let Ok((mut socket, _)) = listener.accept().await {
+                    let go_away = refuse
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if go_away {
+                        let refused = refused.clone();
+                        tokio::spawn(async move {
+                            if refuse_after_headers(&mut socket).await.is_ok() {
+                                refused.fetch_add(1, Ordering::SeqCst);
+                            }
+                        });
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let mut cut = cut_rx.clone();
+                    cut.mark_unchanged();
+                    tokio::spawn(async move {
+                        let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut socket, &mut up) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+            })
+        };
+        GoAwayProxy {
+            url,
+            refuse,
+            refused,
+            cut,
+            task,
+        }
+    }
+
+    /// Cuts the open connections; the next `n` get a GOAWAY.
+    fn cut_and_refuse(&self, n: usize) {
+        self.refuse.store(n, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+}
+
+/// Speaks just enough HTTP/2 to refuse the first request: the server's
+/// SETTINGS, then, once the client's HEADERS arrived, a GOAWAY with last
+/// stream 0 and `NO_ERROR` (the request was never started), then close.
+async fn refuse_after_headers(socket: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SETTINGS: u8 = 0x4;
+    const HEADERS: u8 = 0x1;
+    const GOAWAY: u8 = 0x7;
+    let frame = |kind: u8, flags: u8, payload: &[u8]| {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    };
+    socket.write_all(&frame(SETTINGS, 0, &[])).await?;
+    let mut preface = [0u8; 24];
+    socket.read_exact(&mut preface).await?;
+    loop {
+        let mut header = [0u8; 9];
+        socket.read_exact(&mut header).await?;
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        socket.read_exact(&mut payload).await?;
+        match header[3] {
+            SETTINGS if header[4] & 0x1 == 0 => {
+                socket.write_all(&frame(SETTINGS, 0x1, &[])).await?;
+            }
+            HEADERS => {
+                socket.write_all(&frame(GOAWAY, 0, &[0; 8])).await?;
+                socket.flush().await?;
+                // Give the client time to read it before the close.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for GoAwayProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// tonic reports a stream refused by GOAWAY as `INTERNAL` ("h2 protocol
+/// error"), which reads like a broker bug; the broker never started it, so
+/// the producer must retry it and deliver every record exactly once.
+#[tokio::test]
+async fn producer_retries_requests_refused_by_goaway() {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let broker = Running::start(0, shared.clone());
+    let proxy = GoAwayProxy::start(&broker.url).await;
+    // Clients reach broker 0 only through the proxy.
+    shared.lock().unwrap().brokers = vec![(0, proxy.url.clone())];
+    let producer = Producer::connect(&proxy.url, config()).await.unwrap();
+    for i in 0..6 {
+        if i > 0 {
+            proxy.cut_and_refuse(1);
+        }
+        let meta = producer
+            .send_and_wait(ProducerRecord::new("t", format!("v{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("send {i} failed: {e}"));
+        assert_eq!(meta.offset, i, "each record once, in order");
+    }
+    assert!(
+        proxy.refused.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "the GOAWAY path was exercised"
+    );
+    assert_eq!(shared.lock().unwrap().next_offset, 6);
 }
 
 #[tokio::test]
