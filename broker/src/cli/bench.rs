@@ -411,7 +411,7 @@ async fn consume(a: ConsumeBench) -> anyhow::Result<()> {
 // ------------------------------------------------------------ store cost
 
 /// Counter samples by name and `op` label.
-type Samples = BTreeMap<(String, String), f64>;
+pub(super) type Samples = BTreeMap<(String, String), f64>;
 
 /// What a run cost in store requests.
 #[derive(Debug, Clone, PartialEq)]
@@ -510,7 +510,7 @@ fn print_store(
 }
 
 /// GETs `url` (http only) with HTTP/1.0 and parses the Prometheus text.
-async fn scrape(url: &str) -> Result<Samples, String> {
+pub(super) async fn scrape(url: &str) -> Result<Samples, String> {
     let body = tokio::time::timeout(Duration::from_secs(5), http_get(url))
         .await
         .map_err(|_| "timed out".to_owned())??;

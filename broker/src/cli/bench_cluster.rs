@@ -13,6 +13,10 @@
 //! 3. **Failover time** after `kill -9` of a partition's owner: the gap
 //!    between the last ack before the kill and the first ack after, with
 //!    `--heartbeat-timeout` (the dominant term).
+//! 4. **Idle cost** first of all: store requests per broker per heartbeat
+//!    interval while nothing is produced (heartbeats, membership, controller
+//!    and assignment reads), from each broker's `/metrics`, with what that
+//!    costs a month at S3 Standard request prices.
 //!
 //! Brokers' logs stay in the work directory (printed at the end).
 
@@ -59,11 +63,15 @@ pub struct ClusterBench {
     /// Skip the failover measurement.
     #[arg(long)]
     pub no_failover: bool,
+    /// How long to count store requests of the idle cluster (0 skips it).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub idle: Duration,
 }
 
 struct Broker {
     id: u32,
     url: String,
+    http: String,
     child: Child,
 }
 
@@ -113,13 +121,21 @@ async fn spawn_broker(
         .await
         .context("a broker did not become ready within 60s")??
         .context("a broker exited before becoming ready")?;
-    let url = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("grpc="))
-        .context("no grpc= in the ready line")?
-        .to_string();
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(str::to_string)
+            .with_context(|| format!("no {name} in the ready line: {line}"))
+    };
+    let url = field("grpc=")?;
+    let http = field("http=")?;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Broker { id, url, child })
+    Ok(Broker {
+        id,
+        url,
+        http,
+        child,
+    })
 }
 
 /// Acks seen by the background producer: (partition, sent at, acked at).
@@ -296,6 +312,14 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
     let urls: Vec<String> = brokers.iter().map(|b| b.url.clone()).collect();
     let admin = Admin::connect(&urls[0]).await?;
 
+    // 4 (first, while the cluster is quiet): idle cost.
+    if !a.idle.is_zero() {
+        create_topic(&admin, "idle", 6).await?;
+        // Let the assignment settle and the claims finish.
+        tokio::time::sleep(a.heartbeat_timeout).await;
+        idle_cost(&a, &brokers).await;
+    }
+
     // 1 + 2: moves with a large sealed history.
     let mut rows = Vec::new();
     for &mib in &a.sizes_mib {
@@ -411,6 +435,54 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
     }
     eprintln!("broker logs: {}/broker-*/broker.log", dir.display());
     Ok(())
+}
+
+/// S3 Standard request prices (us-east-1), dollars per 1,000 requests.
+const PUT_LIST_PRICE: f64 = 0.005;
+const GET_PRICE: f64 = 0.0004;
+
+/// Counts each broker's store requests over `a.idle` and prints them per
+/// heartbeat interval, with their monthly price at a 1s interval.
+async fn idle_cost(a: &ClusterBench, brokers: &[Broker]) {
+    let metrics = |b: &Broker| format!("{}/metrics", b.http);
+    let scrape_all = || {
+        futures::future::join_all(
+            brokers
+                .iter()
+                .map(|b| async move { super::bench::scrape(&metrics(b)).await }),
+        )
+    };
+    let before = scrape_all().await;
+    tokio::time::sleep(a.idle).await;
+    let after = scrape_all().await;
+    let intervals = a.idle.as_secs_f64() / a.heartbeat_interval.as_secs_f64();
+    println!(
+        "\nIdle cluster: store requests per broker per heartbeat interval ({} brokers, 1 topic of 6 partitions, nothing produced, counted over {})",
+        brokers.len(),
+        humantime::format_duration(a.idle)
+    );
+    println!("| broker | PUT | GET | LIST | other | $/month at a 1s interval |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let month_intervals = 30.0 * 24.0 * 3600.0;
+    for ((b, before), after) in brokers.iter().zip(&before).zip(&after) {
+        let (Ok(before), Ok(after)) = (before, after) else {
+            println!("| {} | cannot scrape {} | | | | |", b.id, metrics(b));
+            continue;
+        };
+        let delta = |op: &str| {
+            let k = ("strata_store_requests_total".to_owned(), op.to_owned());
+            (after.get(&k).copied().unwrap_or(0.0) - before.get(&k).copied().unwrap_or(0.0))
+                / intervals
+        };
+        let (put, get, list) = (delta("put"), delta("get"), delta("list"));
+        let other = delta("head") + delta("delete") + delta("copy") + delta("multipart");
+        let dollars =
+            month_intervals * ((put + list + other) * PUT_LIST_PRICE + get * GET_PRICE) / 1000.0;
+        println!(
+            "| {} | {put:.2} | {get:.2} | {list:.2} | {other:.2} | {dollars:.2} |",
+            b.id
+        );
+    }
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists.
