@@ -429,6 +429,24 @@ impl TopicRegistry {
         self.list_with(true).await
     }
 
+    /// All live topics this broker's cache knows, without IO (a topic
+    /// created elsewhere and not announced here is missing until a list).
+    pub fn list_cached(&self) -> Result<Vec<Topic>> {
+        let live: Vec<(TopicName, TopicRecord)> = self
+            .cache
+            .lock()
+            .iter()
+            .filter(|(_, c)| !c.record.deleted)
+            .map(|(name, c)| (name.clone(), c.record.clone()))
+            .collect();
+        let mut topics = live
+            .into_iter()
+            .map(|(name, record)| self.topic(&name, record))
+            .collect::<Result<Vec<_>>>()?;
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
     async fn list_with(&self, fresh: bool) -> Result<Vec<Topic>> {
         let listing = self
             .store

@@ -31,6 +31,13 @@
 //!   out at its next WAL write). Either way it never acknowledges anything
 //!   after the takeover: its WAL writes fail.
 //!
+//! - **Cost at idle**: a round GETs the known members' heartbeats and
+//!   nothing else. Heartbeats carry the controller term and assignment
+//!   version their writer knows, so the chains are read only when someone
+//!   names a newer version; every tenth round and every nudged round also
+//!   LIST the heartbeats (new brokers) and the chains ([`Look`]). A new
+//!   broker nudges the others after its first round.
+//!
 //! Correctness never rests on the controller being unique or the views
 //! being fresh: ownership is decided by create-only manifest versions and
 //! WAL fencing (storage). The cluster layer only decides who *tries*.
@@ -69,7 +76,8 @@ use model::{
 };
 
 /// The controller re-reads every topic's head (to see deletes made on other
-/// brokers) once in this many rounds; other rounds trust its cache.
+/// brokers that were not announced to it) once in this many of its rounds;
+/// other rounds trust its cache.
 const FRESH_TOPICS_EVERY: u64 = 10;
 
 /// Weight of a round's rate reports in the controller's running estimates
@@ -81,6 +89,10 @@ const RATE_SMOOTHING: f64 = 0.3;
 /// measured afresh by their new owners meanwhile, and the estimates settle
 /// instead of making partitions flap.
 const REBALANCE_COOLDOWN_INTERVALS: u32 = 10;
+
+/// Every this many rounds a broker LISTs the heartbeats and reads every
+/// chain head even when no heartbeat hints at a change (see [`Look`]).
+const LOOK_EVERY: u64 = 10;
 
 /// Keep this many old controller terms and assignment versions.
 const CHAIN_KEEP: u64 = 20;
@@ -311,12 +323,18 @@ impl ClusterView {
     }
 
     /// Updates the members from freshly read heartbeats (a broker whose
-    /// heartbeat object is gone has left).
-    fn update_members(&self, heartbeats: Vec<Heartbeat>) {
+    /// heartbeat object is gone has left; one whose heartbeat could not be
+    /// read stays as it was).
+    fn update_members(&self, heartbeats: Heartbeats) {
         let now = Instant::now();
         let mut st = self.state.write();
         let mut next = BTreeMap::new();
-        for hb in heartbeats {
+        for b in heartbeats.unread {
+            if let Some(m) = st.members.get(&b) {
+                next.insert(b, m.clone());
+            }
+        }
+        for hb in heartbeats.read {
             let changed_at = match st.members.get(&hb.broker_id) {
                 Some(m) if m.hb.incarnation == hb.incarnation && m.hb.seq == hb.seq => m.changed_at,
                 _ => now,
@@ -324,6 +342,20 @@ impl ClusterView {
             next.insert(hb.broker_id, Member { hb, changed_at });
         }
         st.members = next;
+    }
+
+    /// True when a member's heartbeat names a newer chain version (read by
+    /// `field`) than `known`.
+    fn newer_hint(
+        &self,
+        known: Option<Version>,
+        field: impl Fn(&Heartbeat) -> Option<u64>,
+    ) -> bool {
+        let st = self.state.read();
+        st.members
+            .values()
+            .filter_map(|m| field(&m.hb))
+            .any(|v| known.is_none_or(|k| v > k.0))
     }
 
     /// The cluster status for `strata cluster status`.
@@ -542,6 +574,13 @@ fn build_heartbeat(shared: &Shared) -> Option<Heartbeat> {
     *meter = Some(now);
     drop(meter);
     *view.load.lock() = load;
+    let (controller_term, assignment_version) = {
+        let st = view.state.read();
+        (
+            st.controller.as_ref().map(|(v, _)| v.0),
+            st.assignment.as_ref().map(|(v, _)| v.0),
+        )
+    };
     Some(Heartbeat {
         broker_id: shared.broker_id.0,
         incarnation: engine.wal().stream().incarnation.0,
@@ -552,6 +591,8 @@ fn build_heartbeat(shared: &Shared) -> Option<Heartbeat> {
         written_at_ms: now_ms(),
         load,
         partitions,
+        controller_term,
+        assignment_version,
     })
 }
 
@@ -640,21 +681,45 @@ async fn check_paused(shared: &Shared, gap: Duration) {
 async fn state_loop(shared: &Shared, stop: &CancellationToken) {
     let view = &shared.cluster;
     let mut tasks = Tasks::default();
+    // The first round looks at everything.
+    let mut nudged = true;
     for n in 0u64.. {
-        // The controller re-reads every topic head in `control` anyway.
-        let controlling = view.is_controller() && !view.is_draining();
-        if n.is_multiple_of(FRESH_TOPICS_EVERY) && !controlling {
-            reread_open_topics(shared).await;
-        }
-        if let Err(e) = round(shared, &mut tasks).await {
+        let look = if nudged || n.is_multiple_of(LOOK_EVERY) {
+            Look::Everything
+        } else {
+            Look::Hinted
+        };
+        if let Err(e) = round(shared, &mut tasks, look).await {
             tracing::warn!(error = %e, "cluster round failed; retrying at the next one");
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = view.round.notified() => {}
-            () = tokio::time::sleep(view.config.heartbeat_interval) => {}
+        if n == 0 {
+            // The others discover this broker now rather than at their
+            // next full look.
+            view.nudge_all().await;
         }
+        nudged = tokio::select! {
+            () = stop.cancelled() => return,
+            () = view.round.notified() => true,
+            () = tokio::time::sleep(view.config.heartbeat_interval) => false,
+        };
     }
+}
+
+/// How much a round reads.
+///
+/// At idle, a round costs one GET per member heartbeat and nothing else:
+/// the controller term and the assignment version are read only when a
+/// heartbeat names a newer one than this broker knows ([`Look::Hinted`]).
+/// Every [`LOOK_EVERY`]th round, and every round woken by a nudge, also
+/// LISTs the heartbeats (new brokers), the term and the assignment chains
+/// ([`Look::Everything`]). Correctness does not rest on this: ownership is
+/// decided by manifests and WAL fencing, and a stale view only delays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// GET the known members' heartbeats; follow their hints.
+    Hinted,
+    /// LIST the heartbeats and read every chain head.
+    Everything,
 }
 
 /// Claims and releases in flight, so one round does not start them twice.
@@ -684,15 +749,19 @@ impl Tasks {
 }
 
 /// One round: read members, elect, plan (if controller), follow.
-async fn round(shared: &Shared, tasks: &mut Tasks) -> Result<()> {
+async fn round(shared: &Shared, tasks: &mut Tasks, look: Look) -> Result<()> {
     let view = &shared.cluster;
     let store = &shared.meta_store;
-    let heartbeats = read_heartbeats(store).await?;
+    let known = match look {
+        Look::Everything => None,
+        Look::Hinted => Some(view.state.read().members.keys().copied().collect()),
+    };
+    let heartbeats = read_heartbeats(store, known).await?;
     view.update_members(heartbeats);
-    elect(shared).await?;
-    let changed = refresh_assignment(shared).await?;
+    elect(shared, look).await?;
+    let changed = refresh_assignment(shared, look).await?;
     if view.is_controller() && !view.is_draining() {
-        control(shared).await?;
+        control(shared, look).await?;
     }
     if changed {
         tracing::debug!("the partition assignment changed");
@@ -766,18 +835,6 @@ pub async fn abandon_gone_topics(shared: &Shared) {
     }
 }
 
-/// Re-reads the heads of the topics with partitions open here, so a delete
-/// or re-create this broker was not told of (it was unreachable when
-/// [`announce_topic_change`] ran) is seen within [`FRESH_TOPICS_EVERY`]
-/// rounds.
-async fn reread_open_topics(shared: &Shared) {
-    for topic in shared.partitions.open_topics() {
-        if let Err(e) = shared.topics.reread(&topic).await {
-            tracing::debug!(%topic, error = %e, "cannot re-read the topic; next time");
-        }
-    }
-}
-
 /// Before `topic` is created: if it is a re-create after a delete, makes
 /// sure no live broker still has a partition of the deleted topic open, so
 /// no old log can write into the new topic's keys. Drops this broker's own,
@@ -819,9 +876,10 @@ pub async fn await_topic_closed(shared: &Shared, topic: &TopicName) -> Result<()
 /// Tells every live broker that `topic` was created, deleted or re-created: each
 /// re-reads its head and drops its partitions of the old topic before it
 /// answers (`Cluster.Nudge` with the topic), and the controller drops it
-/// from the assignment at once. Brokers that cannot be reached see it
-/// within [`FRESH_TOPICS_EVERY`] rounds. Returns the brokers that did not
-/// answer.
+/// from the assignment at once. A broker that cannot be reached sees a
+/// delete when the controller drops the topic from the assignment: it
+/// re-reads the head of a topic before releasing an unassigned partition
+/// of it ([`hand_over`]). Returns the brokers that did not answer.
 pub async fn announce_topic_change(shared: &Shared, topic: &TopicName) -> Vec<u32> {
     let view = &shared.cluster;
     view.nudge();
@@ -849,68 +907,117 @@ fn storage_err(what: &str, e: strata_storage::Error) -> BrokerError {
     BrokerError::storage(what, e)
 }
 
-/// Reads every broker's heartbeat.
-async fn read_heartbeats(store: &Arc<dyn ObjectStore>) -> Result<Vec<Heartbeat>> {
-    let metas: Vec<_> = store
-        .list(Some(&keys::heartbeats_prefix()))
-        .try_collect()
-        .await
-        .map_err(|e| storage_err("listing heartbeats", e.into()))?;
-    let reads = metas
-        .into_iter()
-        .filter(|m| m.location.filename() == Some("heartbeat.json"))
-        .map(|m| async move {
-            let bytes = store.get(&m.location).await.ok()?.bytes().await.ok()?;
-            match serde_json::from_slice::<Heartbeat>(&bytes) {
-                Ok(hb) => Some(hb),
+/// Heartbeats read in one round.
+#[derive(Debug, Default)]
+struct Heartbeats {
+    read: Vec<Heartbeat>,
+    /// Brokers whose heartbeat exists but could not be read now: their
+    /// members are kept as they were (a failed GET is not a departure).
+    unread: Vec<u32>,
+}
+
+/// Reads the heartbeats of `known` brokers (a GET each; a broker whose
+/// heartbeat is gone has left), or of every broker (a LIST first).
+async fn read_heartbeats(
+    store: &Arc<dyn ObjectStore>,
+    known: Option<Vec<u32>>,
+) -> Result<Heartbeats> {
+    let ids: Vec<u32> = match known {
+        Some(ids) => ids,
+        None => store
+            .list(Some(&keys::heartbeats_prefix()))
+            .try_filter_map(|m| std::future::ready(Ok(heartbeat_owner(&m.location))))
+            .try_collect()
+            .await
+            .map_err(|e| storage_err("listing heartbeats", e.into()))?,
+    };
+    let reads = ids.into_iter().map(|b| async move {
+        let location = keys::heartbeat(BrokerId(b));
+        let got = match store.get(&location).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok(bytes) => match serde_json::from_slice::<Heartbeat>(&bytes) {
+                Ok(hb) => Ok(Some(hb)),
                 Err(e) => {
-                    tracing::warn!(key = %m.location, error = %e, "ignoring an unreadable heartbeat");
-                    None
+                    tracing::warn!(key = %location, error = %e, "ignoring an unreadable heartbeat");
+                    Err(b)
                 }
+            },
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => {
+                tracing::debug!(key = %location, error = %e, "cannot read a heartbeat; keeping what was seen");
+                Err(b)
             }
-        });
-    Ok(futures::stream::iter(reads)
+        }
+    });
+    let results: Vec<_> = futures::stream::iter(reads)
         .buffer_unordered(16)
-        .filter_map(|x| async move { x })
         .collect()
-        .await)
+        .await;
+    let mut out = Heartbeats::default();
+    for r in results {
+        match r {
+            Ok(Some(hb)) => out.read.push(hb),
+            Ok(None) => {}
+            Err(b) => out.unread.push(b),
+        }
+    }
+    Ok(out)
+}
+
+/// The broker id of a `cluster/brokers/{id}/heartbeat.json` key.
+fn heartbeat_owner(location: &object_store::path::Path) -> Option<u32> {
+    if location.filename() != Some("heartbeat.json") {
+        return None;
+    }
+    let parts: Vec<_> = location.parts().collect();
+    parts
+        .len()
+        .checked_sub(2)
+        .and_then(|i| parts[i].as_ref().parse().ok())
 }
 
 /// Reads the controller term and, when its holder is gone, runs for the
 /// next one.
-async fn elect(shared: &Shared) -> Result<()> {
+async fn elect(shared: &Shared, look: Look) -> Result<()> {
     let view = &shared.cluster;
     let chain: Chain<ControllerTerm> =
         Chain::new(shared.meta_store.clone(), keys::controller_chain());
-    let known = view.state.read().controller.as_ref().map(|(v, _)| *v);
-    let versions = chain
-        .versions(known)
-        .await
-        .map_err(|e| storage_err("reading the controller term", e))?;
-    if let Some(&last) = versions.last()
-        && Some(last) != known
-    {
-        match chain.read(last).await {
-            Ok(term) => view.state.write().controller = Some((last, term)),
-            Err(e) => return Err(storage_err("reading the controller term", e)),
-        }
-    }
     let me = shared.broker_id.0;
     let incarnation = view.incarnation.load(Ordering::SeqCst);
-    let (head, valid) = {
+    let valid = || {
         let st = view.state.read();
-        let head = st.controller.as_ref().map(|(v, _)| *v);
-        let valid = st.controller.as_ref().is_some_and(|(_, c)| {
+        st.controller.as_ref().is_some_and(|(_, c)| {
             if c.broker_id == me {
                 return c.incarnation == incarnation && !view.is_draining();
             }
             st.members.get(&c.broker_id).is_some_and(|m| {
                 m.hb.incarnation == c.incarnation && view.alive(m) && !m.hb.draining
             })
-        });
-        (head, valid)
+        })
     };
-    if valid || view.is_draining() || incarnation == 0 {
+    let known = view.state.read().controller.as_ref().map(|(v, _)| *v);
+    // A valid term is re-read only when someone names a newer one (or at a
+    // full look); before running for a term, always.
+    let hinted = view.newer_hint(known, |hb| hb.controller_term);
+    if look == Look::Everything || hinted || !valid() {
+        let versions = chain
+            .versions(known)
+            .await
+            .map_err(|e| storage_err("reading the controller term", e))?;
+        if let Some(&last) = versions.last()
+            && Some(last) != known
+        {
+            match chain.read(last).await {
+                Ok(term) => view.state.write().controller = Some((last, term)),
+                Err(e) => return Err(storage_err("reading the controller term", e)),
+            }
+        }
+    }
+    let head = view.state.read().controller.as_ref().map(|(v, _)| *v);
+    if valid() || view.is_draining() || incarnation == 0 {
         return Ok(());
     }
     let term = head.map_or(Version(0), Version::next);
@@ -940,10 +1047,14 @@ fn assignment_chain(shared: &Shared) -> Chain<Assignment> {
 }
 
 /// Reads the assignment head if it moved. Returns true when it changed.
-async fn refresh_assignment(shared: &Shared) -> Result<bool> {
+async fn refresh_assignment(shared: &Shared, look: Look) -> Result<bool> {
     let view = &shared.cluster;
     let chain = assignment_chain(shared);
     let known = view.state.read().assignment.as_ref().map(|(v, _)| *v);
+    let hinted = view.newer_hint(known, |hb| hb.assignment_version);
+    if look == Look::Hinted && known.is_some() && !hinted {
+        return Ok(false);
+    }
     let versions = chain
         .versions(known)
         .await
@@ -963,7 +1074,7 @@ async fn refresh_assignment(shared: &Shared) -> Result<bool> {
 }
 
 /// The controller's part of a round: plan and publish.
-async fn control(shared: &Shared) -> Result<()> {
+async fn control(shared: &Shared, look: Look) -> Result<()> {
     let view = &shared.cluster;
     let fresh = view
         .control_rounds
@@ -972,10 +1083,15 @@ async fn control(shared: &Shared) -> Result<()> {
     if fresh {
         forget_dead(shared).await;
     }
+    // Creates and deletes on any broker reach the controller's cache by
+    // their announcement (a nudge naming the topic); the listings catch
+    // what an announcement missed.
     let listed = if fresh {
         shared.topics.list_fresh().await?
-    } else {
+    } else if look == Look::Everything {
         shared.topics.list().await?
+    } else {
+        shared.topics.list_cached()?
     };
     let topics: Vec<(String, u32)> = listed
         .iter()
@@ -1122,7 +1238,7 @@ pub async fn move_partition(
         )));
     }
     for _ in 0..10 {
-        refresh_assignment(shared).await?;
+        refresh_assignment(shared, Look::Everything).await?;
         let (head, current) = match view.assignment() {
             Some((v, a)) => (Some(v), (*a).clone()),
             None => (None, Assignment::default()),
@@ -1198,6 +1314,21 @@ fn reconcile(shared: &Shared, tasks: &mut Tasks) {
 async fn hand_over(shared: &Shared, tp: &TopicPartition) {
     let started = Instant::now();
     let to = shared.cluster.owner_of(tp.topic.as_str(), tp.partition);
+    if to.is_none() {
+        // The controller drops a topic from the assignment when it is
+        // deleted. This broker may not have been told (it was unreachable
+        // when the delete was announced): look at the topic's head before
+        // writing anything into its keys, and drop the log without a word
+        // if the topic is gone or was re-created.
+        if let Err(e) = shared.topics.reread(&tp.topic).await {
+            tracing::debug!(%tp, error = %e, "cannot re-read the topic of an unassigned partition; next round");
+            return;
+        }
+        abandon_gone_topics(shared).await;
+        if shared.partitions.get_open(tp).is_none() {
+            return;
+        }
+    }
     shared.partitions.release_one(tp).await;
     tracing::info!(%tp, to = ?to, took_ms = started.elapsed().as_millis() as u64, "released the partition to its new owner");
     if let Some(addr) = to.and_then(|b| shared.cluster.address_of(b)) {
@@ -1356,5 +1487,79 @@ pub async fn await_assigned(shared: &Shared, topic: &crate::topics::Topic) {
     }
     if !assigned() {
         tracing::warn!(topic = %topic.name, "the controller has not assigned the new topic's partitions yet; requests get a retryable NOT_OWNER meanwhile");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(broker_id: u32, seq: u64) -> Heartbeat {
+        Heartbeat {
+            broker_id,
+            incarnation: 1,
+            address: format!("http://broker-{broker_id}"),
+            http_address: String::new(),
+            draining: false,
+            seq,
+            written_at_ms: 0,
+            load: Load::default(),
+            partitions: Vec::new(),
+            controller_term: Some(1),
+            assignment_version: Some(broker_id.into()),
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_that_could_not_be_read_keeps_its_member() {
+        let view = ClusterView::new(BrokerId(1), ClusterConfig::default());
+        let members = |view: &ClusterView| -> Vec<u32> {
+            view.state.read().members.keys().copied().collect()
+        };
+        view.update_members(Heartbeats {
+            read: vec![hb(1, 1), hb(2, 1)],
+            unread: Vec::new(),
+        });
+        let seen = view.state.read().members[&2].changed_at;
+        // A failed GET is not a departure, nor a sign of life.
+        view.update_members(Heartbeats {
+            read: vec![hb(1, 2)],
+            unread: vec![2],
+        });
+        assert_eq!(members(&view), [1, 2]);
+        assert_eq!(view.state.read().members[&2].changed_at, seen);
+        // Not found: gone.
+        view.update_members(Heartbeats {
+            read: vec![hb(1, 3)],
+            unread: Vec::new(),
+        });
+        assert_eq!(members(&view), [1]);
+        // A failed read of a broker never seen adds nothing.
+        view.update_members(Heartbeats {
+            read: vec![hb(1, 4)],
+            unread: vec![7],
+        });
+        assert_eq!(members(&view), [1]);
+    }
+
+    #[test]
+    fn heartbeats_hint_at_newer_chain_versions() {
+        let view = ClusterView::new(BrokerId(1), ClusterConfig::default());
+        view.update_members(Heartbeats {
+            read: vec![hb(1, 1), hb(3, 1)],
+            unread: Vec::new(),
+        });
+        let assignment = |h: &Heartbeat| h.assignment_version;
+        assert!(view.newer_hint(None, assignment));
+        assert!(view.newer_hint(Some(Version(2)), assignment));
+        assert!(!view.newer_hint(Some(Version(3)), assignment));
+        assert!(!view.newer_hint(Some(Version(1)), |h| h.controller_term));
+    }
+
+    #[test]
+    fn heartbeat_keys_name_their_broker() {
+        assert_eq!(heartbeat_owner(&keys::heartbeat(BrokerId(42))), Some(42));
+        let other = keys::heartbeats_prefix().join("42").join("other.json");
+        assert_eq!(heartbeat_owner(&other), None);
     }
 }

@@ -87,6 +87,14 @@ pub struct Heartbeat {
     /// Partitions open on it.
     #[serde(default)]
     pub partitions: Vec<OwnedPartition>,
+    /// The highest controller term its writer has seen: a reader that
+    /// knows an older one reads the term chain, others skip that LIST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_term: Option<u64>,
+    /// The highest assignment version its writer has seen (the same hint
+    /// for the assignment chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_version: Option<u64>,
 }
 
 /// One controller term.
