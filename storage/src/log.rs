@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,10 @@ use crate::manifest::{Manifest, SegmentMeta, TailPointer};
 use crate::producers::{ProducerTable, SeqCheck};
 use crate::segment;
 use crate::wal::{self, WalEntry, WalSink, WalWriter};
+
+/// WAL objects read ahead while replaying a tail on open. Each holds only
+/// this partition's chunks of one object, so memory stays bounded.
+const REPLAY_READ_AHEAD: usize = 16;
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -314,8 +319,20 @@ impl PartitionLog {
             } else {
                 wal::fence(&store, tail.wal, tail.first_seq).await?
             };
-            for object in &objects {
-                for (_, batches) in wal::read_partition(&store, object, &tp).await? {
+            // Read ahead (in order): a replay of many small WAL objects is
+            // bound by request latency, not bandwidth.
+            // (Owned arguments: a closure over borrowed ones makes the
+            // spawned open future fail the `Send` check, rust#102211.)
+            let reads = objects.into_iter().map(|object| {
+                let (store, tp) = (store.clone(), tp.clone());
+                async move {
+                    let read = wal::read_partition(&store, &object, &tp).await;
+                    (object, read)
+                }
+            });
+            let mut reads = futures::stream::iter(reads).buffered(REPLAY_READ_AHEAD);
+            while let Some((object, chunks)) = reads.next().await {
+                for (_, batches) in chunks? {
                     for b in batches {
                         if b.last_offset() < end {
                             continue; // sealed already

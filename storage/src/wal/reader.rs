@@ -153,13 +153,34 @@ pub async fn read_partition(
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
+    // Chunks inside the tail already read (all of them, for an object of
+    // up to 64 KiB) cost no second GET.
+    let tail_start = object.size - tail_len;
+    let in_tail = |c: &ChunkEntry| c.pos >= tail_start;
     let ranges: Vec<_> = wanted
         .iter()
+        .filter(|c| !in_tail(c))
         .map(|c| c.pos..c.pos + u64::from(c.len))
         .collect();
-    let datas = store.get_ranges(&object.key, &ranges).await?;
+    let mut fetched = if ranges.is_empty() {
+        Vec::new()
+    } else {
+        store.get_ranges(&object.key, &ranges).await?
+    }
+    .into_iter();
     let mut out = Vec::with_capacity(wanted.len());
-    for (chunk, data) in wanted.into_iter().zip(datas) {
+    for chunk in wanted {
+        let data = if in_tail(&chunk) {
+            // Clamped: a directory pointing past the object reads short
+            // and fails the length check below, never panics.
+            let start = usize::try_from(chunk.pos - tail_start)
+                .unwrap_or(usize::MAX)
+                .min(tail.len());
+            let end = start.saturating_add(chunk.len as usize).min(tail.len());
+            tail.slice(start..end)
+        } else {
+            fetched.next().unwrap_or_default()
+        };
         if data.len() != chunk.len as usize || crc32c::crc32c(&data) != chunk.crc {
             return Err(Error::corrupt(
                 key,

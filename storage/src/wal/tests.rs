@@ -168,3 +168,72 @@ async fn fence_fills_gaps_left_by_in_flight_writes() {
     assert_eq!(meta.size as usize, format::HEADER_LEN);
     assert!(n >= 1);
 }
+
+/// A batch of `n` records of `size` bytes each, at `base`.
+fn big_batch(base: i64, n: usize, size: usize) -> Batch {
+    let mut b = BatchBuilder::new();
+    for i in 0..n {
+        let value = format!("v{}-{}", base + i as i64, "x".repeat(size));
+        b.push(1000, None, Some(value.as_bytes()), &[]);
+    }
+    Batch::validate(b.build(), &BatchLimits::default())
+        .unwrap()
+        .stamp(base, 1)
+}
+
+/// Reading a partition's chunks back slices those inside the tail already
+/// fetched (footer and directory) instead of asking again: one GET for an
+/// object of up to 64 KiB. In a larger object, chunks before the tail are
+/// fetched and every partition still reads back exactly its batches.
+#[tokio::test]
+async fn chunks_in_the_fetched_tail_cost_no_second_get() {
+    use crate::store::MetricsStore;
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let metered = MetricsStore::new(inner);
+    let stats = metered.stats();
+    let store: Arc<dyn ObjectStore> = Arc::new(metered);
+    let tps: Vec<TopicPartition> = (0..6)
+        .map(|p| TopicPartition::new("t", p).unwrap())
+        .collect();
+    let cfg = WalConfig {
+        min_interval: Duration::from_millis(50),
+        ..WalConfig::default()
+    };
+    // Object 0: small. Object 1: six partitions of about 20 KiB each.
+    let w = WalWriter::start(store.clone(), stream(1), WalSeq(0), cfg).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn WalSink> = recorder.clone();
+    for tp in &tps {
+        submit(&w, tp, &batch(0, 3), sink.clone()).await;
+    }
+    while recorder.durable.lock().len() < tps.len() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for tp in &tps {
+        submit(&w, tp, &big_batch(3, 20, 1000), sink.clone()).await;
+    }
+    w.close().await;
+    let objects = fence(&store, stream(1), WalSeq(0)).await.unwrap();
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    assert!(objects[0].size < 64 << 10 && objects[1].size > 100 << 10);
+
+    for tp in &tps {
+        let before = stats.snapshot().get_requests;
+        let small = read_partition(&store, &objects[0], tp).await.unwrap();
+        assert_eq!(stats.snapshot().get_requests - before, 1, "one GET");
+        let offsets: Vec<_> = small
+            .iter()
+            .flat_map(|(_, bs)| bs.iter().map(|b| (b.base_offset(), b.last_offset())))
+            .collect();
+        assert_eq!(offsets, [(0, 2)]);
+
+        let large = read_partition(&store, &objects[1], tp).await.unwrap();
+        let batches: Vec<&Batch> = large.iter().flat_map(|(_, bs)| bs).collect();
+        assert_eq!(batches.len(), 1, "{tp}");
+        batches[0].verify_crc().unwrap();
+        assert_eq!(
+            (batches[0].base_offset(), batches[0].last_offset()),
+            (3, 22)
+        );
+    }
+}
