@@ -681,16 +681,21 @@ async fn check_paused(shared: &Shared, gap: Duration) {
 async fn state_loop(shared: &Shared, stop: &CancellationToken) {
     let view = &shared.cluster;
     let mut tasks = Tasks::default();
-    // The first round looks at everything.
+    // The first round looks at everything, and so does the one after a
+    // failed round.
     let mut nudged = true;
+    let mut failed = false;
     for n in 0u64.. {
-        let look = if nudged || n.is_multiple_of(LOOK_EVERY) {
+        let blind = view.state.read().members.is_empty();
+        let look = if nudged || failed || blind || n.is_multiple_of(LOOK_EVERY) {
             Look::Everything
         } else {
             Look::Hinted
         };
+        failed = false;
         if let Err(e) = round(shared, &mut tasks, look).await {
             tracing::warn!(error = %e, "cluster round failed; retrying at the next one");
+            failed = true;
         }
         if n == 0 {
             // The others discover this broker now rather than at their
