@@ -150,7 +150,7 @@ impl Error {
                 .metadata()
                 .get(strata_proto::REASON_METADATA_KEY)
                 .is_some();
-        let h2 = !from_strata && h2_error(status).is_some();
+        let h2 = !from_strata && h2_error(status).is_some_and(connection_lost);
         if h2 || (!from_strata && status.code() == tonic::Code::Unavailable) {
             let message = transport_message(status);
             let connect = !h2 && (message.contains("connect") || message.contains("refused"));
@@ -191,6 +191,18 @@ fn h2_error(status: &tonic::Status) -> Option<&h2::Error> {
         source = s.source();
     }
     None
+}
+
+/// True for the HTTP/2 errors that mean the connection (not the request)
+/// failed: I/O errors, a graceful GOAWAY (`NO_ERROR`), a refused or
+/// cancelled stream. Errors that would fail again the same way (a
+/// `PROTOCOL_ERROR` for oversized headers, say) stay non-retryable.
+fn connection_lost(e: &h2::Error) -> bool {
+    e.is_io()
+        || matches!(
+            e.reason(),
+            Some(h2::Reason::NO_ERROR | h2::Reason::REFUSED_STREAM | h2::Reason::CANCEL)
+        )
 }
 
 /// The status message plus the innermost source, which says what really
@@ -259,6 +271,9 @@ mod tests {
         let e = Error::from_status(&s, "u");
         assert!(matches!(e, Error::Transport { .. }), "{e:?}");
         assert!(e.is_retryable() && e.needs_metadata_refresh());
+        // A protocol error would fail the same way again.
+        let s = tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::PROTOCOL_ERROR)));
+        assert!(!Error::from_status(&s, "u").is_retryable());
         // A broker's own INTERNAL stays a broker error.
         let s = ErrorInfo::new(ErrorReason::Internal, "bug").into_status();
         assert!(!Error::from_status(&s, "u").is_retryable());

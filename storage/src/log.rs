@@ -44,6 +44,11 @@ use crate::wal::{self, WalEntry, WalSink, WalWriter};
 /// this partition's chunks of one object, so memory stays bounded.
 const REPLAY_READ_AHEAD: usize = 16;
 
+/// WAL object reads in flight across every replay of this process: a
+/// failover claims many partitions at once, each replaying the same dead
+/// broker's objects, and the store would answer a flood with SlowDown.
+static REPLAY_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
+
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -326,6 +331,8 @@ impl PartitionLog {
             let reads = objects.into_iter().map(|object| {
                 let (store, tp) = (store.clone(), tp.clone());
                 async move {
+                    // The semaphore is static and never closed.
+                    let _permit = REPLAY_READS.acquire().await.ok();
                     let read = wal::read_partition(&store, &object, &tp).await;
                     (object, read)
                 }

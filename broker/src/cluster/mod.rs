@@ -48,7 +48,7 @@
 
 pub mod model;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -117,6 +117,13 @@ struct Member {
 #[derive(Debug, Default)]
 struct ViewState {
     members: BTreeMap<u32, Member>,
+    /// Brokers a claim found named in a manifest but this view does not
+    /// know (hinted rounds only read known members): the next round reads
+    /// their heartbeats.
+    wanted: BTreeSet<u32>,
+    /// Brokers whose heartbeat a read found gone: they left (or were
+    /// forgotten), so a claim may fence them.
+    gone: BTreeSet<u32>,
     controller: Option<(Version, ControllerTerm)>,
     assignment: Option<(Version, Arc<Assignment>)>,
 }
@@ -139,8 +146,10 @@ pub struct ClusterView {
     traffic: Mutex<HashMap<TopicPartition, TrafficCount>>,
     /// The load last published.
     load: Mutex<Load>,
-    /// Controller rounds run.
+    /// Controller rounds run in the current term.
     control_rounds: AtomicU64,
+    /// The term those rounds ran in.
+    controlling_term: Mutex<Option<u64>>,
     /// Sequence number of the next heartbeat.
     hb_seq: AtomicU64,
     /// Counters at the last heartbeat, for rates.
@@ -164,6 +173,7 @@ impl ClusterView {
             traffic: Mutex::new(HashMap::new()),
             load: Mutex::new(Load::default()),
             control_rounds: AtomicU64::new(0),
+            controlling_term: Mutex::new(None),
             hb_seq: AtomicU64::new(1),
             meter: Mutex::new(None),
             balancer: Mutex::new(Balancer::default()),
@@ -227,10 +237,20 @@ impl ClusterView {
             // Our own earlier incarnation: gone, since ours is in service.
             return owner.incarnation.0 != self.incarnation.load(Ordering::SeqCst);
         }
-        let st = self.state.read();
-        match st.members.get(&owner.broker.0) {
-            None => true,
+        let id = owner.broker.0;
+        let mut st = self.state.write();
+        match st.members.get(&id) {
             Some(m) => m.hb.incarnation != owner.incarnation.0 || !self.alive(m),
+            // Known to have left.
+            None if st.gone.contains(&id) => true,
+            // Not known yet (a new broker this view has not listed): look
+            // before fencing it; the claim retries after the round.
+            None => {
+                st.wanted.insert(id);
+                drop(st);
+                self.round.notify_one();
+                false
+            }
         }
     }
 
@@ -328,6 +348,19 @@ impl ClusterView {
     fn update_members(&self, heartbeats: Heartbeats) {
         let now = Instant::now();
         let mut st = self.state.write();
+        let found: BTreeSet<u32> = heartbeats
+            .read
+            .iter()
+            .map(|hb| hb.broker_id)
+            .chain(heartbeats.unread.iter().copied())
+            .collect();
+        st.gone.retain(|b| !found.contains(b));
+        for b in &heartbeats.asked_for {
+            st.wanted.remove(b);
+            if !found.contains(b) {
+                st.gone.insert(*b);
+            }
+        }
         let mut next = BTreeMap::new();
         for b in heartbeats.unread {
             if let Some(m) = st.members.get(&b) {
@@ -757,11 +790,17 @@ impl Tasks {
 async fn round(shared: &Shared, tasks: &mut Tasks, look: Look) -> Result<()> {
     let view = &shared.cluster;
     let store = &shared.meta_store;
-    let known = match look {
-        Look::Everything => None,
-        Look::Hinted => Some(view.state.read().members.keys().copied().collect()),
+    let (known, wanted) = {
+        let st = view.state.read();
+        let wanted: Vec<u32> = st.wanted.iter().copied().collect();
+        let known = match look {
+            Look::Everything => None,
+            Look::Hinted => Some(st.members.keys().chain(&wanted).copied().collect()),
+        };
+        (known, wanted)
     };
-    let heartbeats = read_heartbeats(store, known).await?;
+    let mut heartbeats = read_heartbeats(store, known).await?;
+    heartbeats.asked_for = wanted;
     view.update_members(heartbeats);
     elect(shared, look).await?;
     let changed = refresh_assignment(shared, look).await?;
@@ -915,6 +954,8 @@ fn storage_err(what: &str, e: strata_storage::Error) -> BrokerError {
 /// Heartbeats read in one round.
 #[derive(Debug, Default)]
 struct Heartbeats {
+    /// Wanted brokers (see `ViewState::wanted`) this read looked for.
+    asked_for: Vec<u32>,
     read: Vec<Heartbeat>,
     /// Brokers whose heartbeat exists but could not be read now: their
     /// members are kept as they were (a failed GET is not a departure).
@@ -1025,6 +1066,12 @@ async fn elect(shared: &Shared, look: Look) -> Result<()> {
     if valid() || view.is_draining() || incarnation == 0 {
         return Ok(());
     }
+    if look == Look::Hinted {
+        // The holder may be a broker this view has not listed yet: look
+        // at everything (at once) before running for a term.
+        view.round.notify_one();
+        return Ok(());
+    }
     let term = head.map_or(Version(0), Version::next);
     let doc = ControllerTerm {
         broker_id: me,
@@ -1081,6 +1128,13 @@ async fn refresh_assignment(shared: &Shared, look: Look) -> Result<bool> {
 /// The controller's part of a round: plan and publish.
 async fn control(shared: &Shared, look: Look) -> Result<()> {
     let view = &shared.cluster;
+    // A new term starts with a fresh listing: as a follower this broker
+    // only cached the topics it was told of or served.
+    let term = view.state.read().controller.as_ref().map(|(v, _)| v.0);
+    let new_term = std::mem::replace(&mut *view.controlling_term.lock(), term) != term;
+    if new_term {
+        view.control_rounds.store(0, Ordering::Relaxed);
+    }
     let fresh = view
         .control_rounds
         .fetch_add(1, Ordering::Relaxed)
@@ -1523,28 +1577,69 @@ mod tests {
         };
         view.update_members(Heartbeats {
             read: vec![hb(1, 1), hb(2, 1)],
-            unread: Vec::new(),
+            ..Heartbeats::default()
         });
         let seen = view.state.read().members[&2].changed_at;
         // A failed GET is not a departure, nor a sign of life.
         view.update_members(Heartbeats {
             read: vec![hb(1, 2)],
             unread: vec![2],
+            ..Heartbeats::default()
         });
         assert_eq!(members(&view), [1, 2]);
         assert_eq!(view.state.read().members[&2].changed_at, seen);
         // Not found: gone.
         view.update_members(Heartbeats {
             read: vec![hb(1, 3)],
-            unread: Vec::new(),
+            ..Heartbeats::default()
         });
         assert_eq!(members(&view), [1]);
         // A failed read of a broker never seen adds nothing.
         view.update_members(Heartbeats {
             read: vec![hb(1, 4)],
             unread: vec![7],
+            ..Heartbeats::default()
         });
         assert_eq!(members(&view), [1]);
+    }
+
+    fn stream(broker: u32, incarnation: u64) -> WalStream {
+        WalStream {
+            broker: BrokerId(broker),
+            incarnation: keys::Incarnation(incarnation),
+        }
+    }
+
+    /// A manifest may name a broker this view has not listed yet (hinted
+    /// rounds read known members only): never fence it before looking.
+    #[test]
+    fn an_unknown_owner_is_looked_up_before_it_is_fenced() {
+        let view = ClusterView::new(BrokerId(1), ClusterConfig::default());
+        view.update_members(Heartbeats {
+            read: vec![hb(1, 1)],
+            ..Heartbeats::default()
+        });
+        assert!(!view.may_fence(&stream(5, 1)), "unknown: look first");
+        assert!(!view.may_fence(&stream(6, 1)));
+        let wanted: Vec<u32> = view.state.read().wanted.iter().copied().collect();
+        assert_eq!(wanted, [5, 6]);
+        // The next round asks for them: 5 is alive, 6 is gone.
+        view.update_members(Heartbeats {
+            asked_for: wanted,
+            read: vec![hb(1, 2), hb(5, 1)],
+            unread: Vec::new(),
+        });
+        assert!(!view.may_fence(&stream(5, 1)), "alive");
+        assert!(view.may_fence(&stream(5, 0)), "an older incarnation");
+        assert!(view.may_fence(&stream(6, 1)), "its heartbeat is gone");
+        assert!(view.state.read().wanted.is_empty());
+        // A gone broker that comes back is a member again.
+        view.update_members(Heartbeats {
+            read: vec![hb(1, 3), hb(5, 2), hb(6, 1)],
+            ..Heartbeats::default()
+        });
+        assert!(!view.state.read().gone.contains(&6));
+        assert!(!view.may_fence(&stream(6, 1)));
     }
 
     #[test]
@@ -1552,7 +1647,7 @@ mod tests {
         let view = ClusterView::new(BrokerId(1), ClusterConfig::default());
         view.update_members(Heartbeats {
             read: vec![hb(1, 1), hb(3, 1)],
-            unread: Vec::new(),
+            ..Heartbeats::default()
         });
         let assignment = |h: &Heartbeat| h.assignment_version;
         assert!(view.newer_hint(None, assignment));

@@ -145,7 +145,11 @@ pub fn decode_footer(key: &str, buf: &[u8], size: u64) -> Result<Footer> {
         chunk_count: be_u32(&buf[12..16]),
         dir_crc: be_u32(&buf[16..20]),
     };
-    if f.dir_pos + u64::from(f.dir_len) + FOOTER_LEN as u64 != size {
+    let end = f
+        .dir_pos
+        .checked_add(u64::from(f.dir_len))
+        .and_then(|e| e.checked_add(FOOTER_LEN as u64));
+    if end != Some(size) {
         return Err(Error::corrupt(
             key,
             "WAL footer does not match the object size",
@@ -254,5 +258,9 @@ mod tests {
         let mut bad = t.to_vec();
         bad[3] ^= 1;
         assert!(decode_directory("k", &bad[..f.dir_len as usize], &f).is_err());
+        // A footer whose directory position overflows is corrupt, not a panic.
+        let mut footer = t[t.len() - FOOTER_LEN..].to_vec();
+        footer[0..8].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(decode_footer("k", &footer, size).is_err());
     }
 }
