@@ -55,16 +55,16 @@ pub struct ClusterBench {
     #[arg(long, default_value_t = 500)]
     pub rate: u64,
     /// Heartbeat interval of the brokers.
-    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "200ms", value_parser = super::parse_duration)]
     pub heartbeat_interval: Duration,
     /// Heartbeat timeout of the brokers (failover waits this long).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
     pub heartbeat_timeout: Duration,
     /// Skip the failover measurement.
     #[arg(long)]
     pub no_failover: bool,
     /// How long to count store requests of the idle cluster (0 skips it).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     pub idle: Duration,
 }
 
