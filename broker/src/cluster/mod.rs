@@ -238,20 +238,20 @@ impl ClusterView {
             return owner.incarnation.0 != self.incarnation.load(Ordering::SeqCst);
         }
         let id = owner.broker.0;
-        let mut st = self.state.write();
-        match st.members.get(&id) {
-            Some(m) => m.hb.incarnation != owner.incarnation.0 || !self.alive(m),
-            // Known to have left.
-            None if st.gone.contains(&id) => true,
-            // Not known yet (a new broker this view has not listed): look
-            // before fencing it; the claim retries after the round.
-            None => {
-                st.wanted.insert(id);
-                drop(st);
-                self.round.notify_one();
-                false
+        {
+            let st = self.state.read();
+            match st.members.get(&id) {
+                Some(m) => return m.hb.incarnation != owner.incarnation.0 || !self.alive(m),
+                // Known to have left.
+                None if st.gone.contains(&id) => return true,
+                None => {}
             }
         }
+        // Not known yet (a new broker this view has not listed): look
+        // before fencing it; the claim retries after the round.
+        self.state.write().wanted.insert(id);
+        self.round.notify_one();
+        false
     }
 
     /// The broker `topic`/`partition` is assigned to.
