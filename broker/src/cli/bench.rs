@@ -415,8 +415,9 @@ pub(super) type Samples = BTreeMap<(String, String), f64>;
 
 /// What a run cost in store requests.
 #[derive(Debug, Clone, PartialEq)]
-struct StoreCost {
-    requests: BTreeMap<String, f64>,
+pub(super) struct StoreCost {
+    /// Requests by `op` label (only those that changed).
+    pub(super) requests: BTreeMap<String, f64>,
     put_bytes: f64,
     get_bytes: f64,
     /// PUTs per GiB of record data produced (None when nothing was).
@@ -424,7 +425,7 @@ struct StoreCost {
 }
 
 impl StoreCost {
-    fn between(
+    pub(super) fn between(
         before: &Result<Samples, String>,
         after: &Result<Samples, String>,
         produced_bytes: u64,

@@ -465,17 +465,22 @@ async fn idle_cost(a: &ClusterBench, brokers: &[Broker]) {
     println!("|---:|---:|---:|---:|---:|---:|");
     let month_intervals = 30.0 * 24.0 * 3600.0;
     for ((b, before), after) in brokers.iter().zip(&before).zip(&after) {
-        let (Ok(before), Ok(after)) = (before, after) else {
+        let Some(cost) = super::bench::StoreCost::between(before, after, 0) else {
             println!("| {} | cannot scrape {} | | | | |", b.id, metrics(b));
             continue;
         };
-        let delta = |op: &str| {
-            let k = ("strata_store_requests_total".to_owned(), op.to_owned());
-            (after.get(&k).copied().unwrap_or(0.0) - before.get(&k).copied().unwrap_or(0.0))
-                / intervals
-        };
-        let (put, get, list) = (delta("put"), delta("get"), delta("list"));
-        let other = delta("head") + delta("delete") + delta("copy") + delta("multipart");
+        let per_interval = |op: &str| cost.requests.get(op).copied().unwrap_or(0.0) / intervals;
+        let (put, get, list) = (
+            per_interval("put"),
+            per_interval("get"),
+            per_interval("list"),
+        );
+        let other = cost
+            .requests
+            .iter()
+            .filter(|(op, _)| !matches!(op.as_str(), "put" | "get" | "list"))
+            // (A fold from +0.0: an empty f64 sum is -0.0.)
+            .fold(0.0, |sum, (_, n)| sum + n / intervals);
         let dollars =
             month_intervals * ((put + list + other) * PUT_LIST_PRICE + get * GET_PRICE) / 1000.0;
         println!(
