@@ -183,14 +183,12 @@ impl Error {
 /// always names its reason, so a bare status over an h2 error is the
 /// connection's failure and safe to retry like any lost connection.
 fn h2_error(status: &tonic::Status) -> Option<&h2::Error> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return Some(h2);
-        }
-        source = s.source();
-    }
-    None
+    sources(status).find_map(|s| s.downcast_ref::<h2::Error>())
+}
+
+/// The chain of errors under `status`, outermost first.
+fn sources(status: &tonic::Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(status), |s| s.source())
 }
 
 /// True for the HTTP/2 errors that mean the connection (not the request)
@@ -209,13 +207,7 @@ fn connection_lost(e: &h2::Error) -> bool {
 /// failed ("connection refused").
 fn transport_message(status: &tonic::Status) -> String {
     let mut message = status.message().to_owned();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    let mut innermost = None;
-    while let Some(s) = source {
-        innermost = Some(s.to_string());
-        source = s.source();
-    }
-    if let Some(inner) = innermost
+    if let Some(inner) = sources(status).last().map(|s| s.to_string())
         && !message.contains(&inner)
     {
         message = format!("{message}: {inner}");
