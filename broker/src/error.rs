@@ -179,9 +179,10 @@ fn storage_reason(e: &StorageError) -> (ErrorReason, Option<Duration>) {
             ErrorKind::Fenced => (ErrorReason::Fenced, None),
             _ => (ErrorReason::Internal, None),
         },
-        StorageError::Corrupt { .. } | StorageError::UnsafeStore(_) | StorageError::Json { .. } => {
-            (ErrorReason::Internal, None)
-        }
+        StorageError::Corrupt { .. }
+        | StorageError::UnsafeStore(_)
+        | StorageError::IncompatibleBucket(_)
+        | StorageError::Json { .. } => (ErrorReason::Internal, None),
     }
 }
 

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use strata_storage::engine::Engine;
-use strata_storage::keys::{TopicName, TopicPartition, WalStream};
+use strata_storage::keys::{TopicId, TopicIdPartition, TopicName, TopicPartition, WalStream};
 use strata_storage::log::{LogConfig, PartitionLog};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,9 @@ pub const RESTARTING: &str = "restarting its storage as a new incarnation";
 /// One partition's place in the registry.
 #[derive(Debug)]
 struct SlotCell {
+    /// The incarnation of the topic this slot opens: a request for another
+    /// (the topic was re-created) replaces the slot.
+    topic_id: TopicId,
     log: OnceCell<PartitionLog>,
     /// Set when an open of this slot failed and the slot left the
     /// registry: callers still waiting on the cell must not retry the open
@@ -212,7 +215,7 @@ impl PartitionRegistry {
     /// nothing. Ownership in the assignment is checked by the caller.
     pub async fn get_or_open(
         &self,
-        tp: &TopicPartition,
+        tp: &TopicIdPartition,
         config: &LogConfig,
         may_fence: &MayFence,
     ) -> Result<PartitionLog> {
@@ -230,32 +233,47 @@ impl PartitionRegistry {
     /// names this incarnation with no log behind it.
     pub async fn get_or_open_watched(
         &self,
-        tp: &TopicPartition,
+        id: &TopicIdPartition,
         config: &LogConfig,
         may_fence: &MayFence,
     ) -> Result<(PartitionLog, CancellationToken)> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(BrokerError::Unavailable("shutting down"));
         }
-        let (engine, slot) = {
+        let tp = &id.tp;
+        let (engine, slot, stale) = {
             let mut inner = self.inner.lock();
             let (engine, token) = match &inner.current {
                 Some(c) => (c.engine.clone(), c.token.clone()),
                 None => return Err(BrokerError::Unavailable(RESTARTING)),
             };
+            // A slot of another incarnation of the topic (deleted and
+            // re-created since it opened) is dropped without a write.
+            let stale = inner.slots.remove_entry(tp).and_then(|(k, s)| {
+                if s.topic_id == id.topic_id {
+                    inner.slots.insert(k, s);
+                    None
+                } else {
+                    Some(s)
+                }
+            });
             let slot = inner
                 .slots
                 .entry(tp.clone())
                 .or_insert_with(|| {
                     Arc::new(SlotCell {
+                        topic_id: id.topic_id,
                         log: OnceCell::new(),
                         dead: AtomicBool::new(false),
                         dropped: token.child_token(),
                     })
                 })
                 .clone();
-            (engine, slot)
+            (engine, slot, stale)
         };
+        if let Some(stale) = stale {
+            self.abandon(vec![stale], "its topic was re-created").await;
+        }
         // Cancelled when the engine is taken away: an open of the old
         // incarnation must not go on claiming the partition.
         let opened = tokio::select! {
@@ -267,7 +285,7 @@ impl PartitionRegistry {
                         "{tp}: a concurrent open failed; retry"
                     )));
                 }
-                let r = self.open_detached(&engine, tp, config, may_fence, &slot.dropped).await;
+                let r = self.open_detached(&engine, id, config, may_fence, &slot.dropped).await;
                 if r.is_err() {
                     // Before the next waiter may retry the init.
                     slot.dead.store(true, Ordering::SeqCst);
@@ -296,11 +314,12 @@ impl PartitionRegistry {
     async fn open_detached(
         &self,
         engine: &Engine,
-        tp: &TopicPartition,
+        id: &TopicIdPartition,
         config: &LogConfig,
         may_fence: &MayFence,
         dropped: &CancellationToken,
     ) -> strata_storage::Result<PartitionLog> {
+        let tp = &id.tp;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (engine, config, dropped) = (engine.clone(), config.clone(), dropped.clone());
         // Counted busy until the log is handed over or released again.
@@ -318,17 +337,17 @@ impl PartitionRegistry {
                 }
             })
         };
-        let task_tp = tp.clone();
+        let task_id = id.clone();
         tokio::spawn(async move {
             let _busy = busy;
-            let tp = task_tp;
+            let tp = task_id.tp.clone();
             if dropped.is_cancelled() {
                 // Released or its engine replaced before the task ran: nothing
                 // to claim any more.
                 return;
             }
             let r = engine
-                .open_partition_guarded(tp.clone(), config, &*may_fence)
+                .open_partition_guarded(task_id, config, &*may_fence)
                 .await;
             if let Err(Ok(log)) = tx.send(r) {
                 tracing::info!(%tp, "the open finished after its caller left; releasing the partition again");
@@ -449,7 +468,11 @@ impl PartitionRegistry {
     /// was deleted or re-created elsewhere, and its old keys are being
     /// purged. Returns how many were open.
     pub async fn abandon_topic(&self, topic: &TopicName, reason: &str) -> usize {
-        let slots = self.take_topic(topic);
+        self.abandon(self.take_topic(topic), reason).await
+    }
+
+    /// Abandons the logs of `slots`, removed from the registry already.
+    async fn abandon(&self, slots: Vec<Slot>, reason: &str) -> usize {
         let logs: Vec<PartitionLog> = slots
             .iter()
             .filter_map(|s| {
@@ -527,7 +550,8 @@ mod tests {
     /// to take the log, releases it; the next open succeeds.
     #[tokio::test]
     async fn an_open_whose_caller_left_halfway_is_released_not_orphaned() {
-        let tp = TopicPartition::new("orphan", 0).unwrap();
+        let tp =
+            TopicIdPartition::new(TopicId::random(), TopicPartition::new("orphan", 0).unwrap());
         let manifests = keys::manifest_chain(&tp).path().to_string();
         let fault = Arc::new(FaultStore::new(
             Arc::new(InMemory::new()),
@@ -603,7 +627,7 @@ mod tests {
     /// the partition until the broker restarts.
     #[tokio::test]
     async fn a_lost_claim_of_this_incarnation_is_adopted() {
-        let tp = TopicPartition::new("lost", 0).unwrap();
+        let tp = TopicIdPartition::new(TopicId::random(), TopicPartition::new("lost", 0).unwrap());
         let engine = Engine::open(
             Arc::new(InMemory::new()),
             "memory",

@@ -2,14 +2,17 @@
 //! topic is a create-only chain of [`TopicRecord`]s at
 //! `topics/{topic}/config/{version:020}.json` (`keys::topic_config_chain`).
 //!
-//! - Create writes version 1, or the version after a `deleted` head (after
-//!   removing whatever the deleted topic left behind, so a re-created topic
-//!   starts empty).
-//! - Delete writes a version with `deleted = true`; the caller releases the
-//!   open partitions first and purges the partition data
-//!   ([`TopicRegistry::purge_deleted`]) in the background. That purge only
-//!   deletes objects older than the deletion marker (by the store's clock),
-//!   so it never touches a re-created topic's data, however late it runs.
+//! Every topic gets a random [`TopicId`] when it is created, and its data
+//! lives under `topics/{topic}/{topic_id}/`: a name deleted and re-created
+//! is a new id, so nothing the old incarnation's brokers write (however
+//! late) can land in the new one's manifest chains.
+//!
+//! - Create writes version 1, or the version after a `deleted` head, with
+//!   a new id (and removes what a deleted incarnation left behind).
+//! - Delete writes a version with `deleted = true` (same id); the caller
+//!   releases the open partitions first and purges that id's data
+//!   ([`TopicRegistry::purge_deleted`]) in the background. A purge deletes
+//!   only its own id's prefix, so it never touches a re-created topic.
 //! - List is one delimited LIST of `topics/` (the topic names are its
 //!   common prefixes) plus a head read per topic not yet cached.
 //!
@@ -29,7 +32,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use strata_storage::Error as StorageError;
 use strata_storage::chain::Chain;
-use strata_storage::keys::{self, BrokerId, TopicName, Version};
+use strata_storage::keys::{
+    self, BrokerId, TopicId, TopicIdPartition, TopicName, TopicPartition, Version,
+};
 use strata_storage::log::LogConfig;
 
 use crate::error::{BrokerError, Result};
@@ -115,6 +120,8 @@ impl TopicOverrides {
 /// One version of a topic's configuration, as stored in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicRecord {
+    /// The id of this incarnation of the name (its data's prefix).
+    pub id: TopicId,
     /// Number of partitions.
     pub partitions: u32,
     /// Overrides of the broker defaults.
@@ -140,6 +147,19 @@ pub struct Topic {
     pub record: TopicRecord,
     /// The log settings of its partitions.
     pub log_config: LogConfig,
+}
+
+impl Topic {
+    /// Partition `partition` of this incarnation of the topic.
+    pub fn partition(&self, partition: u32) -> TopicIdPartition {
+        TopicIdPartition::new(
+            self.record.id,
+            TopicPartition {
+                topic: self.name.clone(),
+                partition,
+            },
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -293,13 +313,15 @@ impl TopicRegistry {
                 };
             }
             Some(c) => {
-                // Re-create after delete: start empty.
-                self.purge_data(name, None).await?;
+                // Re-create after delete: whatever the deleted incarnation
+                // left (a purge that did not finish) goes now.
+                self.purge_data(name, c.record.id).await?;
                 c.version.next()
             }
             None => Version(1),
         };
         let record = TopicRecord {
+            id: TopicId::random(),
             partitions,
             config: overrides,
             created_at_ms: now_ms,
@@ -361,59 +383,26 @@ impl TopicRegistry {
         Ok(version)
     }
 
-    /// Deletes what the topic deleted by marker `marker` left behind: every
-    /// object except the config chain that is older than the marker, by
-    /// the store's own clock. Objects of a topic re-created since are newer
-    /// and stay. Idempotent.
+    /// Deletes what the topic deleted by marker `marker` left behind: its
+    /// incarnation's data prefix `topics/{topic}/{id}/`. A topic re-created
+    /// since has another id and is not touched. Idempotent.
     pub async fn purge_deleted(&self, name: &TopicName, marker: Version) -> Result<usize> {
-        let path = keys::topic_config_chain(name).version(marker);
-        let meta = self.store.head(&path).await.map_err(|e| {
-            BrokerError::storage(format!("reading the deletion of topic {name}"), e.into())
+        let record = self.chain(name).read(marker).await.map_err(|e| {
+            BrokerError::storage(format!("reading the deletion of topic {name}"), e)
         })?;
-        self.purge_data(name, Some(meta.last_modified)).await
+        self.purge_data(name, record.id).await
     }
 
-    /// Deletes every object of the topic except its config chain
-    /// (manifests, segments), only those modified before `before` when
-    /// given. Idempotent.
-    async fn purge_data(
-        &self,
-        name: &TopicName,
-        before: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<usize> {
-        let root = keys::topic_root(name);
-        let config = keys::topic_config_chain(name);
-        let doomed: Vec<Path> = self
-            .store
-            .list(Some(&root))
-            .try_filter(|m| {
-                let keep = m.location.prefix_match(config.path()).is_some()
-                    || before.is_some_and(|b| m.last_modified >= b);
-                futures::future::ready(!keep)
-            })
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .map_err(|e| {
-                BrokerError::storage(format!("listing the data of topic {name}"), e.into())
-            })?;
-        let n = doomed.len();
-        let store = &self.store;
-        futures::stream::iter(doomed)
-            .map(|p| async move {
-                match store.delete(&p).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            })
-            .buffer_unordered(8)
-            .try_collect::<Vec<()>>()
+    /// Deletes every object under one incarnation's data prefix
+    /// (manifests, segments). Idempotent.
+    async fn purge_data(&self, name: &TopicName, id: TopicId) -> Result<usize> {
+        let n = purge_prefix(&self.store, &keys::topic_data_root(name, id))
             .await
             .map_err(|e| {
                 BrokerError::storage(format!("deleting the data of topic {name}"), e.into())
             })?;
         if n > 0 {
-            tracing::info!(topic = %name, objects = n, "deleted topic data");
+            tracing::info!(topic = %name, %id, objects = n, "deleted topic data");
         }
         Ok(n)
     }
@@ -474,6 +463,30 @@ impl TopicRegistry {
     }
 }
 
+/// Deletes every object under `prefix`, eight at a time. Returns how many.
+pub(crate) async fn purge_prefix(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+) -> std::result::Result<usize, object_store::Error> {
+    let doomed: Vec<Path> = store
+        .list(Some(prefix))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await?;
+    let n = doomed.len();
+    futures::stream::iter(doomed)
+        .map(|p| async move {
+            match store.delete(&p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use object_store::memory::InMemory;
@@ -510,8 +523,10 @@ mod tests {
         assert!(!created);
         assert_eq!(r.list().await.expect("list").len(), 1);
 
-        // Leftover partition data is removed on re-create.
-        let leftover = keys::topic_root(&t)
+        // Leftover partition data of the deleted incarnation is removed on
+        // re-create, and the new incarnation gets a new id.
+        let old_id = topic.record.id;
+        let leftover = keys::topic_data_root(&t, old_id)
             .join("0")
             .join("manifest")
             .join("x.json");
@@ -524,36 +539,38 @@ mod tests {
             .await
             .expect("re-create");
         assert!(created && topic.record.partitions == 2);
+        assert_ne!(topic.record.id, old_id, "a re-created topic gets a new id");
         assert!(r.store.head(&leftover).await.is_err());
 
-        // The purge after a delete spares what a re-created topic wrote
-        // after the deletion marker, however late it runs.
-        let old = keys::topic_root(&t).join("0").join("segments").join("old");
+        // The purge after a delete removes only its own incarnation's data,
+        // however late it runs: a re-created topic's data stays.
+        let old = keys::topic_data_root(&t, topic.record.id)
+            .join("0")
+            .join("segments")
+            .join("old");
         r.store.put(&old, "old".into()).await.expect("put");
-        tokio::time::sleep(Duration::from_millis(5)).await;
         let marker = r.mark_deleted(&t, 4).await.expect("delete");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        r.create(&t, 2, TopicOverrides::default(), false, 5)
+        let (recreated, _) = r
+            .create(&t, 2, TopicOverrides::default(), false, 5)
             .await
             .expect("re-create");
-        let new = keys::topic_root(&t).join("0").join("segments").join("new");
+        let new = keys::topic_data_root(&t, recreated.record.id)
+            .join("0")
+            .join("segments")
+            .join("new");
         r.store.put(&new, "new".into()).await.expect("put");
+        // (The re-create purged the old incarnation already.)
         assert_eq!(r.purge_deleted(&t, marker).await.expect("purge"), 0);
         assert!(
             r.store.head(&new).await.is_ok(),
             "the new topic's data stays"
         );
         r.store.put(&old, "old".into()).await.expect("put");
+        assert_eq!(r.purge_deleted(&t, marker).await.expect("purge"), 1);
+        assert!(r.store.head(&old).await.is_err(), "the deleted one's: gone");
+        assert!(r.store.head(&new).await.is_ok(), "the live one's: kept");
         let marker = r.mark_deleted(&t, 6).await.expect("delete");
-        assert_eq!(r.purge_deleted(&t, marker).await.expect("purge"), 2);
-        assert!(
-            r.store.head(&new).await.is_err(),
-            "older than the delete: gone"
-        );
-        assert!(
-            r.store.head(&old).await.is_err(),
-            "older than the delete: gone"
-        );
+        assert_eq!(r.purge_deleted(&t, marker).await.expect("purge"), 1);
         r.create(&t, 2, TopicOverrides::default(), false, 7)
             .await
             .expect("re-create");

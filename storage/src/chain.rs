@@ -181,10 +181,16 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
-    use crate::keys::{TopicPartition, manifest_chain};
+    use crate::keys::{TopicId, TopicIdPartition, TopicPartition, manifest_chain};
 
     fn chain(store: Arc<dyn ObjectStore>) -> Chain<serde_json::Value> {
-        Chain::new(store, manifest_chain(&TopicPartition::new("t", 0).unwrap()))
+        Chain::new(
+            store,
+            manifest_chain(&TopicIdPartition::new(
+                TopicId::random(),
+                TopicPartition::new("t", 0).unwrap(),
+            )),
+        )
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::hot_tier::{HotTierConfig, SegmentCache};
-use crate::keys::{BrokerId, Incarnation, TopicPartition, WalSeq, WalStream};
+use crate::keys::{BrokerId, Incarnation, TopicIdPartition, WalSeq, WalStream};
 use crate::log::{LogConfig, PartitionLog};
 use crate::store::{MetricsStore, RetryConfig, RetryStore, StoreStats};
 use crate::wal::{WalConfig, WalWriter};
@@ -62,6 +62,7 @@ impl Engine {
             Arc::new(RetryStore::new(Arc::new(metrics), config.retry.clone()));
         crate::selftest::check_conditional_writes(&store, &Path::from("selftest"), store_name)
             .await?;
+        crate::layout::check_or_init(&store, store_name).await?;
         let stream = WalStream {
             broker,
             incarnation: Incarnation::generate(),
@@ -79,14 +80,14 @@ impl Engine {
     }
 
     /// Claims and recovers `tp` with the default log settings.
-    pub async fn open_partition(&self, tp: TopicPartition) -> Result<PartitionLog> {
+    pub async fn open_partition(&self, tp: TopicIdPartition) -> Result<PartitionLog> {
         self.open_partition_with(tp, self.log.clone()).await
     }
 
     /// Claims and recovers `tp` with its own settings (topic overrides).
     pub async fn open_partition_with(
         &self,
-        tp: TopicPartition,
+        tp: TopicIdPartition,
         config: LogConfig,
     ) -> Result<PartitionLog> {
         PartitionLog::open(
@@ -103,7 +104,7 @@ impl Engine {
     /// `may_fence` allows it (see [`PartitionLog::open_guarded`]).
     pub async fn open_partition_guarded(
         &self,
-        tp: TopicPartition,
+        tp: TopicIdPartition,
         config: LogConfig,
         may_fence: &(dyn Fn(&WalStream) -> bool + Send + Sync),
     ) -> Result<PartitionLog> {
@@ -160,7 +161,10 @@ mod tests {
             .await
             .unwrap();
         let log = engine
-            .open_partition(TopicPartition::new("t", 0).unwrap())
+            .open_partition(TopicIdPartition::new(
+                crate::keys::TopicId::random(),
+                crate::keys::TopicPartition::new("t", 0).unwrap(),
+            ))
             .await
             .unwrap();
         let mut b = BatchBuilder::new();

@@ -90,6 +90,9 @@ pub enum Error {
     /// The store does not enforce create-only writes; using it could lose data.
     #[error("{0}")]
     UnsafeStore(String),
+    /// The bucket holds keys in a layout this release cannot serve.
+    #[error("{0}")]
+    IncompatibleBucket(String),
     /// A configuration value is invalid.
     #[error("invalid setting {key}: {reason}")]
     Config {
@@ -174,9 +177,10 @@ impl Error {
             Error::OwnedElsewhere { .. } => ErrorKind::Transient {
                 retry_after: Duration::from_millis(50),
             },
-            Error::Corrupt { .. } | Error::UnsafeStore(_) | Error::Json { .. } => {
-                ErrorKind::Internal
-            }
+            Error::Corrupt { .. }
+            | Error::UnsafeStore(_)
+            | Error::IncompatibleBucket(_)
+            | Error::Json { .. } => ErrorKind::Internal,
         }
     }
 

@@ -7,11 +7,17 @@
 //! cluster/assignment/{version:020}.json
 //! cluster/producer-ids/{version:020}.json
 //! cluster/brokers/{broker_id}/heartbeat.json
+//! cluster/layout.json
 //! topics/{topic}/config/{version:020}.json
-//! topics/{topic}/{partition}/manifest/{version:020}.json
-//! topics/{topic}/{partition}/segments/{base_offset:020}-{uuid}.seg
+//! topics/{topic}/{topic_id}/{partition}/manifest/{version:020}.json
+//! topics/{topic}/{topic_id}/{partition}/segments/{base_offset:020}-{uuid}.seg
 //! wal/{broker_id}/{incarnation:020}/{seq:020}.wal
 //! ```
+//!
+//! A topic's data lives under its [`TopicId`], fixed when the topic is
+//! created (Kafka's KIP-516): a name deleted and re-created gets a new id,
+//! so the manifest chains and segments of two incarnations of one name
+//! never meet, whatever a paused broker writes when it wakes up.
 //!
 //! Numbers are zero-padded to 20 digits so that lexicographic order (what a
 //! LIST returns and what `list_with_offset` compares) is numeric order.
@@ -109,6 +115,78 @@ impl TopicPartition {
 impl fmt::Display for TopicPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// A topic's identity, fixed at creation: a random UUID. Written in keys
+/// and JSON as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TopicId(pub uuid::Uuid);
+
+impl TopicId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+
+    /// Parses the 32-hex-digit form (the hyphenated form is accepted too).
+    pub fn parse(s: &str) -> Result<Self> {
+        uuid::Uuid::try_parse(s)
+            .map(Self)
+            .map_err(|_| Error::InvalidName {
+                what: "topic id",
+                reason: "it is not a UUID",
+                value: s.to_string(),
+            })
+    }
+
+    /// The 16 bytes (Kafka's wire form of a topic id).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.simple())
+    }
+}
+
+impl TryFrom<String> for TopicId {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self> {
+        Self::parse(&value)
+    }
+}
+
+impl From<TopicId> for String {
+    fn from(value: TopicId) -> Self {
+        value.to_string()
+    }
+}
+
+/// A partition of one incarnation of a topic: what storage keys and WAL
+/// chunks are addressed by. Two topics of the same name (deleted and
+/// re-created) have different ids, so their partitions never compare equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TopicIdPartition {
+    /// The topic's id.
+    pub topic_id: TopicId,
+    /// The topic name and partition number.
+    pub tp: TopicPartition,
+}
+
+impl TopicIdPartition {
+    /// Pairs `tp` with its topic's id.
+    pub fn new(topic_id: TopicId, tp: TopicPartition) -> Self {
+        Self { topic_id, tp }
+    }
+}
+
+impl fmt::Display for TopicIdPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.tp)
     }
 }
 
@@ -216,8 +294,8 @@ impl ChainPrefix {
 }
 
 /// The chain of a partition's manifests.
-pub fn manifest_chain(tp: &TopicPartition) -> ChainPrefix {
-    ChainPrefix(partition_root(tp).join("manifest"))
+pub fn manifest_chain(p: &TopicIdPartition) -> ChainPrefix {
+    ChainPrefix(partition_root(p).join("manifest"))
 }
 
 /// The chain of a topic's configurations.
@@ -259,23 +337,51 @@ pub fn topics_prefix() -> Path {
     Path::from("topics")
 }
 
-/// The prefix holding everything of one topic.
+/// The prefix holding everything of one topic name: its config chain and
+/// the data of each of its incarnations.
 pub fn topic_root(topic: &TopicName) -> Path {
     topics_prefix().join(topic.as_str())
 }
 
-fn partition_root(tp: &TopicPartition) -> Path {
-    topic_root(&tp.topic).join(tp.partition.to_string())
+/// The prefix holding the data (manifests, segments) of one incarnation of
+/// a topic.
+pub fn topic_data_root(topic: &TopicName, id: TopicId) -> Path {
+    topic_root(topic).join(id.to_string())
+}
+
+/// The topic id a `topics/{topic}/{id}/` prefix names, or `None` for the
+/// config chain and foreign keys.
+pub fn parse_topic_data_root(topic: &TopicName, prefix: &Path) -> Option<TopicId> {
+    let mut parts = prefix.prefix_match(&topic_root(topic))?;
+    let part = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let s = part.as_ref();
+    if s.len() != 32 {
+        return None;
+    }
+    TopicId::parse(s).ok()
+}
+
+fn partition_root(p: &TopicIdPartition) -> Path {
+    topic_data_root(&p.tp.topic, p.topic_id).join(p.tp.partition.to_string())
 }
 
 /// The prefix of a partition's segment objects.
-pub fn segments_prefix(tp: &TopicPartition) -> Path {
-    partition_root(tp).join("segments")
+pub fn segments_prefix(p: &TopicIdPartition) -> Path {
+    partition_root(p).join("segments")
+}
+
+/// Where the bucket records which layout of keys it holds (see
+/// [`crate::layout`]).
+pub fn layout_marker() -> Path {
+    Path::from("cluster").join("layout.json")
 }
 
 /// A new, unique segment key for a segment starting at `base_offset`.
-pub fn new_segment(tp: &TopicPartition, base_offset: i64) -> Path {
-    segments_prefix(tp).join(format!(
+pub fn new_segment(p: &TopicIdPartition, base_offset: i64) -> Path {
+    segments_prefix(p).join(format!(
         "{}-{}.seg",
         padded(base_offset.max(0) as u64),
         uuid::Uuid::new_v4().simple()
@@ -331,10 +437,11 @@ mod tests {
 
     #[test]
     fn layout_matches_design() {
-        let tp = TopicPartition::new("orders", 3).unwrap();
+        let id = TopicId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let tp = TopicIdPartition::new(id, TopicPartition::new("orders", 3).unwrap());
         assert_eq!(
             manifest_chain(&tp).version(Version(42)).as_ref(),
-            "topics/orders/3/manifest/00000000000000000042.json"
+            "topics/orders/0123456789abcdef0123456789abcdef/3/manifest/00000000000000000042.json"
         );
         let s = WalStream {
             broker: BrokerId(7),
@@ -346,20 +453,40 @@ mod tests {
         );
         assert_eq!(s.parse(&s.object(WalSeq(9))), Some(WalSeq(9)));
         let seg = new_segment(&tp, 100);
-        assert!(
-            seg.as_ref()
-                .starts_with("topics/orders/3/segments/00000000000000000100-")
-        );
+        assert!(seg.as_ref().starts_with(
+            "topics/orders/0123456789abcdef0123456789abcdef/3/segments/00000000000000000100-"
+        ));
         let chain = manifest_chain(&tp);
         assert_eq!(chain.parse(&chain.version(Version(3))), Some(Version(3)));
         assert_eq!(
-            chain.parse(&Path::from("topics/orders/3/manifest/x.json")),
+            chain.parse(&Path::from(
+                "topics/orders/0123456789abcdef0123456789abcdef/3/manifest/x.json"
+            )),
             None
         );
         assert_eq!(
             heartbeat(BrokerId(1)).as_ref(),
             "cluster/brokers/1/heartbeat.json"
         );
+        let name = TopicName::new("orders").unwrap();
+        assert_eq!(
+            parse_topic_data_root(&name, &topic_data_root(&name, id)),
+            Some(id)
+        );
+        assert_eq!(
+            parse_topic_data_root(&name, &topic_config_chain(&name).path().clone()),
+            None
+        );
+    }
+
+    #[test]
+    fn topic_ids_differ_and_round_trip() {
+        let a = TopicId::random();
+        assert_ne!(a, TopicId::random());
+        assert_eq!(TopicId::parse(&a.to_string()).unwrap(), a);
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<TopicId>(&json).unwrap(), a);
+        assert!(TopicId::parse("orders").is_err());
     }
 
     #[test]

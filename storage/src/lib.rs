@@ -15,6 +15,7 @@
 //! - [`batch`]: RecordBatch v2 parsing, validation and in-place offset stamping.
 //! - [`keys`]: every object key, built from typed parts.
 //! - [`chain`]: create-only versioned chains (manifests, topic configs).
+//! - [`layout`]: which key layout a bucket holds, checked at start.
 //! - [`manifest`]: the partition manifest.
 //! - [`wal`]: the broker-wide write-ahead log with group commit and fencing.
 //! - [`segment`]: sealed segment objects with a sparse index.
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod hot_tier;
 pub mod keys;
+pub mod layout;
 pub mod log;
 pub mod manifest;
 pub mod producers;

@@ -34,7 +34,7 @@ use crate::batch::{Batch, BatchError, BatchLimits};
 use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::hot_tier::SegmentCache;
-use crate::keys::{self, TopicPartition, Version, WalSeq, WalStream};
+use crate::keys::{self, TopicIdPartition, TopicPartition, Version, WalSeq, WalStream};
 use crate::manifest::{Manifest, SegmentMeta, TailPointer};
 use crate::producers::{ProducerTable, SeqCheck};
 use crate::segment;
@@ -83,6 +83,12 @@ pub struct LogConfig {
     pub max_batch_bytes: usize,
     /// Manifest versions kept behind the head.
     pub manifest_keep: u64,
+    /// Most WAL objects a partition's tail may keep from collection (and
+    /// a takeover must replay): past this, a tail is sealed, and an empty
+    /// tail's floor moves up with one manifest write. Lower means faster
+    /// failover and a smaller WAL; higher means fewer manifest writes for
+    /// idle partitions of a busy broker.
+    pub tail_max_wal_objects: u64,
 }
 
 impl Default for LogConfig {
@@ -95,6 +101,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             max_batch_bytes: 1 << 20,
             manifest_keep: 8,
+            tail_max_wal_objects: 4096,
         }
     }
 }
@@ -115,6 +122,12 @@ impl LogConfig {
                     "must be between 1024 and log.segment_bytes ({}), got {}",
                     self.segment_bytes, self.max_batch_bytes
                 ),
+            });
+        }
+        if self.tail_max_wal_objects == 0 {
+            return Err(Error::Config {
+                key: "log.tail_max_wal_objects",
+                reason: "must be at least 1".into(),
             });
         }
         if self.manifest_keep < 2 {
@@ -175,6 +188,8 @@ struct State {
     tail_since: Option<Instant>,
     /// No tail record is in a WAL object of our stream below this.
     tail_floor: WalSeq,
+    /// When the manifest naming `tail_floor` was written.
+    floor_since: Instant,
     producers: ProducerTable,
     durable_producers: ProducerTable,
     closed: Option<Error>,
@@ -197,7 +212,7 @@ impl State {
 }
 
 struct Inner {
-    tp: TopicPartition,
+    tp: TopicIdPartition,
     store: Arc<dyn ObjectStore>,
     cache: SegmentCache,
     wal: WalWriter,
@@ -255,7 +270,7 @@ impl PartitionLog {
         store: Arc<dyn ObjectStore>,
         cache: SegmentCache,
         wal: WalWriter,
-        tp: TopicPartition,
+        tp: TopicIdPartition,
         config: LogConfig,
     ) -> Result<Self> {
         let me = wal.stream();
@@ -279,7 +294,7 @@ impl PartitionLog {
         store: Arc<dyn ObjectStore>,
         cache: SegmentCache,
         wal: WalWriter,
-        tp: TopicPartition,
+        tp: TopicIdPartition,
         config: LogConfig,
         may_fence: &(dyn Fn(&WalStream) -> bool + Send + Sync),
     ) -> Result<Self> {
@@ -397,6 +412,7 @@ impl PartitionLog {
             tail_bytes: 0,
             tail_since: None,
             tail_floor: floor,
+            floor_since: Instant::now(),
             producers: manifest.producers.clone(),
             durable_producers: manifest.producers.clone(),
             manifest,
@@ -430,6 +446,11 @@ impl PartitionLog {
 
     /// The partition.
     pub fn topic_partition(&self) -> &TopicPartition {
+        &self.inner.tp.tp
+    }
+
+    /// The partition and its topic's id.
+    pub fn id(&self) -> &TopicIdPartition {
         &self.inner.tp
     }
 
@@ -488,7 +509,7 @@ impl PartitionLog {
                         st.tail_since = Some(Instant::now());
                     }
                     permit.submit(WalEntry {
-                        tp: inner.tp.clone(),
+                        partition: inner.tp.clone(),
                         leader_epoch: st.leader_epoch,
                         first_offset: base,
                         last_offset: batch.last_offset(),
@@ -680,13 +701,19 @@ impl PartitionLog {
             let st = inner.state.lock();
             let mut m = st.manifest.clone();
             m.segments.push(meta.clone());
-            let floor = st
-                .tail
-                .iter()
-                .take_while(|b| b.batch.base_offset() < sealed_end)
-                .filter_map(|b| b.wal_seq)
-                .max()
-                .unwrap_or(st.tail_floor);
+            let floor = if st.next_offset == sealed_end {
+                // Nothing left unsealed, nothing in flight: whatever is
+                // appended next lands at or above the writer's next
+                // sequence, so the partition pins no older object.
+                inner.wal.next_seq()
+            } else {
+                st.tail
+                    .iter()
+                    .take_while(|b| b.batch.base_offset() < sealed_end)
+                    .filter_map(|b| b.wal_seq)
+                    .max()
+                    .unwrap_or(st.tail_floor)
+            };
             m.tail = Some(TailPointer {
                 from_offset: sealed_end,
                 wal: inner.wal.stream(),
@@ -715,12 +742,61 @@ impl PartitionLog {
                 Some(Instant::now())
             };
             st.tail_floor = floor;
+            st.floor_since = Instant::now();
             st.manifest = manifest;
             st.version = version;
         }
         inner.wal.retain_from(&inner.tp, floor);
         self.gc_manifests(version).await;
         Ok(Some(meta))
+    }
+
+    /// Moves an empty tail's WAL floor up to the writer's next sequence
+    /// with one manifest write, so an idle partition stops keeping the
+    /// broker's WAL from collection (and a takeover of it from replaying
+    /// that history). Returns whether it wrote a manifest: `false` when
+    /// the tail holds records (seal it instead) or the floor is current.
+    pub async fn advance_floor(&self) -> Result<bool> {
+        let inner = &self.inner;
+        let _guard = inner.seal_lock.lock().await;
+        let (version, manifest, floor) = {
+            let st = inner.state.lock();
+            st.check_open()?;
+            if !st.tail.is_empty() || st.next_offset != st.durable_end {
+                return Ok(false);
+            }
+            // Read under the lock: an append after it lands at or above.
+            let floor = inner.wal.next_seq();
+            if floor <= st.tail_floor {
+                return Ok(false);
+            }
+            let mut m = st.manifest.clone();
+            m.tail = Some(TailPointer {
+                from_offset: st.durable_end,
+                wal: inner.wal.stream(),
+                first_seq: floor,
+            });
+            m.next_offset = st.durable_end;
+            m.producers = st.durable_producers.clone();
+            (st.version.next(), m, floor)
+        };
+        self.write_manifest(version, &manifest).await?;
+        {
+            let mut st = inner.state.lock();
+            st.tail_floor = floor;
+            st.floor_since = Instant::now();
+            st.manifest = manifest;
+            st.version = version;
+        }
+        inner.wal.retain_from(&inner.tp, floor);
+        self.gc_manifests(version).await;
+        Ok(true)
+    }
+
+    /// WAL objects this partition keeps from collection now.
+    pub fn pinned_wal_objects(&self) -> u64 {
+        let floor = self.inner.state.lock().tail_floor;
+        self.inner.wal.next_seq().0.saturating_sub(floor.0)
     }
 
     async fn write_manifest(&self, version: Version, manifest: &Manifest) -> Result<()> {
@@ -760,13 +836,26 @@ impl PartitionLog {
     /// Time-based housekeeping: seals a tail older than `segment_ms` and
     /// applies retention. `now_ms` is wall-clock time in milliseconds.
     pub async fn maintain(&self, now_ms: i64) -> Result<()> {
-        let due = {
+        let config = &self.inner.config;
+        let (seal, advance) = {
             let st = self.inner.state.lock();
-            st.tail_since
-                .is_some_and(|t| t.elapsed() >= self.inner.config.segment_ms)
+            let pinned = self.inner.wal.next_seq().0.saturating_sub(st.tail_floor.0);
+            let too_many = pinned >= config.tail_max_wal_objects;
+            let idle = st.tail.is_empty() && st.next_offset == st.durable_end;
+            let old_tail = st
+                .tail_since
+                .is_some_and(|t| t.elapsed() >= config.segment_ms);
+            let old_floor = pinned > 0 && st.floor_since.elapsed() >= config.segment_ms;
+            (
+                !idle && (old_tail || too_many),
+                idle && (old_floor || too_many),
+            )
         };
-        if due {
+        if seal {
             self.seal().await?;
+        }
+        if advance {
+            self.advance_floor().await?;
         }
         self.apply_retention(now_ms).await?;
         Ok(())
@@ -956,7 +1045,7 @@ impl WalSink for Inner {
     }
 }
 
-fn chain_key(tp: &TopicPartition, version: Option<Version>) -> String {
+fn chain_key(tp: &TopicIdPartition, version: Option<Version>) -> String {
     keys::manifest_chain(tp)
         .version(version.unwrap_or(Version(0)))
         .to_string()

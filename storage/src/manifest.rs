@@ -99,7 +99,7 @@ impl Manifest {
 /// this is how non-owners serve sealed data and describe partitions.
 pub async fn load_head(
     store: &std::sync::Arc<dyn object_store::ObjectStore>,
-    tp: &crate::keys::TopicPartition,
+    tp: &crate::keys::TopicIdPartition,
 ) -> crate::error::Result<Option<(crate::keys::Version, Manifest)>> {
     crate::chain::Chain::<Manifest>::new(store.clone(), crate::keys::manifest_chain(tp))
         .head(None)

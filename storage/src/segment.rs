@@ -142,7 +142,7 @@ pub async fn upload(
 /// uploads it: the one way every caller seals.
 pub async fn seal(
     store: &Arc<dyn ObjectStore>,
-    tp: &crate::keys::TopicPartition,
+    tp: &crate::keys::TopicIdPartition,
     batches: &[Batch],
     index_interval: usize,
 ) -> Result<SegmentMeta> {

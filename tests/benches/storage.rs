@@ -56,7 +56,6 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use strata_storage::batch::BatchBuilder;
-use strata_storage::keys::TopicPartition;
 use strata_storage::log::{Acks, LogConfig, PartitionLog};
 use strata_storage::store::{
     FaultConfig, FaultRule, FaultStore, MetricsStore, OpSet, StatsSnapshot, StoreStats,
@@ -226,7 +225,7 @@ async fn engine_case(kind: StoreKind, partitions: u32, volume: u64) -> Result<En
         .map(|p| {
             let node = &node;
             async move {
-                let tp = TopicPartition::new("bench", p).map_err(|e| e.to_string())?;
+                let tp = strata_tests::harness::tip("bench", p);
                 node.open(&tp, LogConfig::default())
                     .await
                     .map_err(|e| format!("opening {tp} failed: {e}"))

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 use strata_storage::batch::{Batch, BatchBuilder, decode_records, split_batches};
 use strata_storage::hot_tier::{HotTierConfig, SegmentCache};
-use strata_storage::keys::{BrokerId, Incarnation, TopicPartition, WalSeq, WalStream};
+use strata_storage::keys::{
+    BrokerId, Incarnation, TopicId, TopicIdPartition, TopicPartition, WalSeq, WalStream,
+};
 use strata_storage::log::{LogConfig, PartitionLog};
 use strata_storage::wal::{WalConfig, WalWriter};
 
@@ -55,7 +57,7 @@ impl Node {
     /// Opens (claims and recovers) a partition.
     pub async fn open(
         &self,
-        tp: &TopicPartition,
+        tp: &TopicIdPartition,
         config: LogConfig,
     ) -> strata_storage::Result<PartitionLog> {
         PartitionLog::open(
@@ -72,6 +74,15 @@ impl Node {
     pub fn crash(self) {
         self.wal.abort();
     }
+}
+
+/// Partition `partition` of topic `name`, under a fixed topic id (each
+/// test has a bucket of its own).
+pub fn tip(name: &str, partition: u32) -> TopicIdPartition {
+    TopicIdPartition::new(
+        TopicId(uuid::Uuid::from_u128(0x5eed)),
+        TopicPartition::new(name, partition).expect("valid topic"),
+    )
 }
 
 /// A small log config that seals often, for tests.

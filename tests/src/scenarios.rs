@@ -4,21 +4,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::ObjectStore;
 use strata_storage::ErrorKind;
-use strata_storage::keys::TopicPartition;
-use strata_storage::log::{Acks, PartitionLog};
+use strata_storage::keys::TopicIdPartition;
+use strata_storage::log::{Acks, LogConfig, PartitionLog};
 
-use crate::harness::{Node, batch_of, bounded, check_invariant, read_all, small_log_config};
+use crate::harness::{Node, batch_of, bounded, check_invariant, read_all, small_log_config, tip};
 
-fn tp(name: &str) -> TopicPartition {
-    tp_n(name, 0)
+fn tp(name: &str) -> TopicIdPartition {
+    tip(name, 0)
 }
 
-fn tp_n(name: &str, partition: u32) -> TopicPartition {
-    TopicPartition::new(name, partition).expect("valid topic")
+fn tp_n(name: &str, partition: u32) -> TopicIdPartition {
+    tip(name, partition)
 }
 
 fn values(prefix: &str, from: usize, n: usize) -> Vec<String> {
@@ -212,7 +213,7 @@ pub async fn abandoned_log_writes_nothing(store: Arc<dyn ObjectStore>) {
         .await
         .expect("append");
     let listing = || async {
-        let root = strata_storage::keys::topic_root(&tp.topic);
+        let root = strata_storage::keys::topic_root(&tp.tp.topic);
         let mut objects: Vec<(String, u64)> = store
             .list(Some(&root))
             .map_ok(|m| (m.location.to_string(), m.size))
@@ -335,4 +336,164 @@ pub async fn graceful_release_and_reopen(store: Arc<dyn ObjectStore>) {
     let log = reader.open(&tp, small_log_config()).await.expect("open");
     check_invariant(&read_all(&log).await, &acked, &BTreeMap::new(), 0);
     assert_eq!(log.status().high_watermark, 24);
+}
+
+/// WAL objects of `node`'s own stream in the bucket now.
+async fn wal_objects(node: &Node) -> usize {
+    strata_storage::wal::list_from(
+        &node.store,
+        node.wal.stream(),
+        strata_storage::keys::WalSeq(0),
+    )
+    .await
+    .expect("list the WAL")
+    .len()
+}
+
+/// An idle partition does not keep the broker's WAL from collection: one
+/// partition written continuously (and sealed), one that holds a single
+/// sealed record and one never written. Once the idle ones' floors are
+/// older than `segment_ms`, maintenance moves them up and the WAL shrinks
+/// to what the busy partition's tail needs; a takeover of an idle
+/// partition then replays nothing old and still has every record.
+pub async fn idle_partitions_do_not_pin_the_wal(store: Arc<dyn ObjectStore>) {
+    let config = LogConfig {
+        segment_ms: Duration::from_millis(200),
+        ..small_log_config()
+    };
+    let node = Node::start(store.clone(), 1).await;
+    let busy = node
+        .open(&tp_n("idle", 0), config.clone())
+        .await
+        .expect("open");
+    let one = node
+        .open(&tp_n("idle", 1), config.clone())
+        .await
+        .expect("open");
+    let never = node
+        .open(&tp_n("idle", 2), config.clone())
+        .await
+        .expect("open");
+    let r = one
+        .append(batch_of(&values("one", 0, 1), None), Acks::All)
+        .await
+        .expect("append");
+    let mut acked_one = BTreeMap::new();
+    acked_one.insert(r.base_offset, "one-0".to_string());
+    one.seal().await.expect("seal");
+    // 60 WAL objects of the busy partition, sealed every 20.
+    for i in 0..60 {
+        busy.append(batch_of(&values("busy", i, 1), None), Acks::All)
+            .await
+            .expect("append");
+        if i % 20 == 19 {
+            busy.seal().await.expect("seal");
+        }
+    }
+    node.wal.gc().await.expect("gc");
+    assert!(
+        wal_objects(&node).await >= 60,
+        "the idle partitions pin the WAL until their floors are old"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let now = 1_700_000_000_000;
+    for log in [&busy, &one, &never] {
+        log.maintain(now).await.expect("maintain");
+    }
+    node.wal.gc().await.expect("gc");
+    let left = wal_objects(&node).await;
+    assert!(
+        left <= 2,
+        "{left} WAL objects left: an idle partition still pins the WAL"
+    );
+    for log in [&busy, &one, &never] {
+        assert!(log.pinned_wal_objects() <= 1, "{:?}", log.id());
+    }
+    // A quiet broker writes nothing more for them.
+    let before = one.status().manifest_version;
+    one.maintain(now).await.expect("maintain");
+    assert_eq!(one.status().manifest_version, before, "no write when idle");
+
+    // Records appended after the floor moved are found by a takeover.
+    let r = one
+        .append(batch_of(&values("one", 1, 1), None), Acks::All)
+        .await
+        .expect("append");
+    acked_one.insert(r.base_offset, "one-1".to_string());
+    node.crash();
+    let next = Node::start(store.clone(), 2).await;
+    let one = next
+        .open(&tp_n("idle", 1), config.clone())
+        .await
+        .expect("takeover");
+    check_invariant(&read_all(&one).await, &acked_one, &BTreeMap::new(), 0);
+    let never = next.open(&tp_n("idle", 2), config).await.expect("takeover");
+    assert_eq!(never.status().high_watermark, 0);
+    next.wal.close().await;
+}
+
+/// Two incarnations of one topic name never meet: a broker still holding
+/// the deleted incarnation's partition (a zombie) seals and releases into
+/// its own keys, while the re-created topic (another id) serves from the
+/// start with its own producer state; neither sees the other's records.
+pub async fn recreated_topic_is_apart_from_a_zombie(store: Arc<dyn ObjectStore>) {
+    use strata_storage::keys::{TopicId, TopicIdPartition};
+    let old = tp("reborn");
+    let new = TopicIdPartition::new(TopicId::random(), old.tp.clone());
+    let zombie = Node::start(store.clone(), 1).await;
+    let stale = zombie.open(&old, small_log_config()).await.expect("open");
+    for i in 0..30 {
+        stale
+            .append(
+                batch_of(&values("old", i, 1), Some((7, 0, i as i32))),
+                Acks::All,
+            )
+            .await
+            .expect("append");
+        stale.seal().await.expect("seal");
+    }
+    stale
+        .append(batch_of(&values("old", 30, 1), Some((7, 0, 30))), Acks::All)
+        .await
+        .expect("append");
+    // The topic is re-created (new id) and served by another broker.
+    let node = Node::start(store.clone(), 2).await;
+    let fresh = node.open(&new, small_log_config()).await.expect("open new");
+    let mut acked = BTreeMap::new();
+    for i in 0..5 {
+        let r = fresh
+            .append(
+                batch_of(&values("new", i, 1), Some((7, 0, i as i32))),
+                Acks::All,
+            )
+            .await
+            .expect("the new topic has its own producer state");
+        acked.insert(r.base_offset, format!("new-{i}"));
+    }
+    // The zombie wakes up, seals and releases into the old incarnation.
+    stale.seal().await.expect("the zombie seals its own keys");
+    stale
+        .release()
+        .await
+        .expect("the zombie releases its own keys");
+    for i in 5..10 {
+        let r = fresh
+            .append(
+                batch_of(&values("new", i, 1), Some((7, 0, i as i32))),
+                Acks::All,
+            )
+            .await
+            .expect("append after the zombie woke");
+        acked.insert(r.base_offset, format!("new-{i}"));
+    }
+    check_invariant(&read_all(&fresh).await, &acked, &BTreeMap::new(), 0);
+    fresh.release().await.expect("release");
+    let reader = Node::start(store.clone(), 3).await;
+    let log = reader.open(&new, small_log_config()).await.expect("reopen");
+    let all = read_all(&log).await;
+    check_invariant(&all, &acked, &BTreeMap::new(), 0);
+    assert_eq!(all.len(), 10, "no record of the old incarnation leaks in");
+    zombie.wal.close().await;
+    node.wal.close().await;
+    reader.wal.close().await;
 }

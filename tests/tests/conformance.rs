@@ -350,3 +350,17 @@ async fn engine_abandoned_log_writes_nothing() {
 async fn engine_graceful_release() {
     on_each_store(|_, store| strata_tests::scenarios::graceful_release_and_reopen(store)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn engine_idle_partitions_do_not_pin_the_wal() {
+    on_each_store(|_, store| strata_tests::scenarios::idle_partitions_do_not_pin_the_wal(store))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn engine_recreated_topic_is_apart_from_a_zombie() {
+    on_each_store(|_, store| {
+        strata_tests::scenarios::recreated_topic_is_apart_from_a_zombie(store)
+    })
+    .await;
+}

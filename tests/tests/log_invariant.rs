@@ -11,7 +11,7 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use proptest::prelude::*;
-use strata_storage::keys::TopicPartition;
+use strata_storage::keys::TopicIdPartition;
 use strata_storage::log::{Acks, LogConfig};
 use strata_storage::store::{FaultConfig, FaultRule, FaultStore, OpSet, RetryConfig, RetryStore};
 use strata_storage::wal::WalConfig;
@@ -54,9 +54,22 @@ async fn graceful_release_in_memory() {
     scenarios::graceful_release_and_reopen(mem()).await;
 }
 
+#[tokio::test]
+async fn idle_partitions_do_not_pin_the_wal_in_memory() {
+    scenarios::idle_partitions_do_not_pin_the_wal(mem()).await;
+}
+
+#[tokio::test]
+async fn recreated_topic_is_apart_from_a_zombie_in_memory() {
+    scenarios::recreated_topic_is_apart_from_a_zombie(mem()).await;
+}
+
 /// The workload of the crash sweep: appends (some concurrent), two seals.
 /// Returns what was acknowledged before the store "crashed".
-async fn crash_workload(store: Arc<dyn ObjectStore>, tp: &TopicPartition) -> BTreeMap<i64, String> {
+async fn crash_workload(
+    store: Arc<dyn ObjectStore>,
+    tp: &TopicIdPartition,
+) -> BTreeMap<i64, String> {
     let mut acked = BTreeMap::new();
     // A crashed store never comes back: give up on it quickly.
     let wal = WalConfig {
@@ -100,7 +113,7 @@ async fn crash_workload(store: Arc<dyn ObjectStore>, tp: &TopicPartition) -> BTr
 /// incarnation recovers the partition with every acknowledged record.
 #[tokio::test]
 async fn every_crash_point_keeps_the_invariant() {
-    let tp = TopicPartition::new("crash", 0).unwrap();
+    let tp = strata_tests::harness::tip("crash", 0);
     // Count the requests of an uncrashed run.
     let counter = Arc::new(CrashStore::new(mem(), i64::MAX, false));
     let acked = crash_workload(counter.clone(), &tp).await;
@@ -158,7 +171,7 @@ async fn store_faults_lose_nothing() {
         },
         7,
     ));
-    let tp = TopicPartition::new("faults", 0).unwrap();
+    let tp = strata_tests::harness::tip("faults", 0);
     let mut acked = BTreeMap::new();
     let mut failed = 0;
     let mut generation = 0u32;
@@ -260,7 +273,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 async fn run_ops(ops: Vec<Op>) {
     let store = mem();
-    let tp = TopicPartition::new("model", 0).unwrap();
+    let tp = strata_tests::harness::tip("model", 0);
     let config = LogConfig {
         retention_bytes: Some(4096),
         retention_ms: None,
@@ -352,7 +365,7 @@ proptest! {
 #[tokio::test]
 async fn retention_by_time_and_timestamp_lookup() {
     let store = mem();
-    let tp = TopicPartition::new("retention", 0).unwrap();
+    let tp = strata_tests::harness::tip("retention", 0);
     let node = Node::start(store.clone(), 1).await;
     let log = node.open(&tp, small_log_config()).await.unwrap();
     for i in 0..3 {
@@ -399,7 +412,7 @@ async fn retention_by_time_and_timestamp_lookup() {
 #[tokio::test]
 async fn large_segments_upload_with_multipart() {
     let store = mem();
-    let tp = TopicPartition::new("large", 0).unwrap();
+    let tp = strata_tests::harness::tip("large", 0);
     let node = Node::start(store, 1).await;
     let config = LogConfig {
         segment_bytes: 64 << 20,

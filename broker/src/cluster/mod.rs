@@ -1423,7 +1423,7 @@ async fn claim(shared: &Shared, tp: &TopicPartition) {
         let released = view.released.notified();
         match shared
             .partitions
-            .get_or_open(tp, &topic.log_config, &{
+            .get_or_open(&topic.partition(tp.partition), &topic.log_config, &{
                 let guard = shared.fence_guard().clone();
                 Arc::new(move |o: &WalStream| force || guard(o)) as MayFence
             })

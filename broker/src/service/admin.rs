@@ -78,7 +78,7 @@ impl AdminService {
             } else if let Some(live) = ask_owners.get(&p) {
                 d = *live;
             } else if remote != Remote::Skip
-                && let Some((_, m)) = manifest::load_head(&shared.meta_store, &tp)
+                && let Some((_, m)) = manifest::load_head(&shared.meta_store, &topic.partition(p))
                     .await
                     .map_err(|e| BrokerError::storage(&tp, e))?
             {

@@ -229,7 +229,11 @@ impl Shared {
         self.cluster.check_owner(&tp)?;
         let (log, dropped) = self
             .partitions
-            .get_or_open_watched(&tp, &topic.log_config, self.fence_guard())
+            .get_or_open_watched(
+                &topic.partition(partition),
+                &topic.log_config,
+                self.fence_guard(),
+            )
             .await?;
         Ok((tp, log, dropped))
     }
@@ -244,7 +248,11 @@ impl Shared {
         self.cluster.check_owner(&tp)?;
         let log = self
             .partitions
-            .get_or_open(&tp, &topic.log_config, self.fence_guard())
+            .get_or_open(
+                &topic.partition(partition),
+                &topic.log_config,
+                self.fence_guard(),
+            )
             .await?;
         Ok((topic, tp, log))
     }

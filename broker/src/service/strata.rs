@@ -426,12 +426,13 @@ impl Strata for StrataService {
             Err(not_owner @ BrokerError::NotOwner { .. }) => {
                 // Sealed data can be read from any broker: serve it from
                 // the segments, then send the client to the owner.
-                let (_, tp) = shared.resolve(&req.topic, req.partition).await?;
+                let (topic, tp) = shared.resolve(&req.topic, req.partition).await?;
                 let engine = shared.engine()?;
-                let manifest = manifest::load_head(&shared.meta_store, &tp)
-                    .await
-                    .map_err(|e| BrokerError::storage(&tp, e))?
-                    .map(|(_, m)| m);
+                let manifest =
+                    manifest::load_head(&shared.meta_store, &topic.partition(tp.partition))
+                        .await
+                        .map_err(|e| BrokerError::storage(&tp, e))?
+                        .map(|(_, m)| m);
                 let Some(manifest) = manifest.filter(|m| {
                     params.offset >= m.log_start_offset && params.offset < m.sealed_end()
                 }) else {

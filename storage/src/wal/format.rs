@@ -4,7 +4,7 @@
 //! header    32 B  magic "STRATAWL", version u16, kind u16 (0 data, 1 tombstone),
 //!                 reserved u32, write_id u64, seq u64
 //! chunks          per partition: its batches, exactly as stored, concatenated
-//! directory       per chunk: topic_len u16, topic, partition u32, leader_epoch i32,
+//! directory       per chunk: topic_id [16], topic_len u16, topic, partition u32, leader_epoch i32,
 //!                 first_offset i64, last_offset i64, pos u64, len u32, crc32c u32
 //! footer    32 B  dir_pos u64, dir_len u32, chunk_count u32, dir_crc u32,
 //!                 reserved u32, magic "STRWALFT"
@@ -18,7 +18,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
-use crate::keys::{TopicName, TopicPartition, WalSeq};
+use crate::keys::{TopicId, TopicIdPartition, TopicName, TopicPartition, WalSeq};
 
 /// Size of the header (and of a whole tombstone object).
 pub const HEADER_LEN: usize = 32;
@@ -26,7 +26,8 @@ pub const HEADER_LEN: usize = 32;
 pub const FOOTER_LEN: usize = 32;
 const MAGIC: &[u8; 8] = b"STRATAWL";
 const FOOTER_MAGIC: &[u8; 8] = b"STRWALFT";
-const VERSION: u16 = 1;
+/// 2: chunks name their topic's id (1, before topic ids, is refused).
+const VERSION: u16 = 2;
 const KIND_DATA: u16 = 0;
 const KIND_TOMBSTONE: u16 = 1;
 
@@ -62,7 +63,9 @@ pub fn decode_header(key: &str, buf: &[u8]) -> Result<WalHeader> {
     if version != VERSION {
         return Err(Error::corrupt(
             key,
-            format!("unsupported WAL version {version}"),
+            format!(
+                "unsupported WAL version {version} (this broker reads version {VERSION}); the bucket was written by another Strata release"
+            ),
         ));
     }
     let kind = u16::from_be_bytes([buf[10], buf[11]]);
@@ -76,8 +79,8 @@ pub fn decode_header(key: &str, buf: &[u8]) -> Result<WalHeader> {
 /// One partition's chunk, as listed in the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkEntry {
-    /// The partition.
-    pub tp: TopicPartition,
+    /// The partition (of one incarnation of its topic).
+    pub partition: TopicIdPartition,
     /// The leader epoch the batches were written under.
     pub leader_epoch: i32,
     /// Offset of the first record in the chunk.
@@ -99,10 +102,11 @@ pub fn encode_trailer(chunks: &[ChunkEntry]) -> Bytes {
         .map_or(HEADER_LEN as u64, |c| c.pos + u64::from(c.len));
     let mut b = BytesMut::with_capacity(chunks.len() * 64 + FOOTER_LEN);
     for c in chunks {
-        let topic = c.tp.topic.as_str().as_bytes();
+        let topic = c.partition.tp.topic.as_str().as_bytes();
+        b.put_slice(c.partition.topic_id.as_bytes());
         b.put_u16(topic.len() as u16);
         b.put_slice(topic);
-        b.put_u32(c.tp.partition);
+        b.put_u32(c.partition.tp.partition);
         b.put_i32(c.leader_epoch);
         b.put_i64(c.first_offset);
         b.put_i64(c.last_offset);
@@ -167,6 +171,12 @@ pub fn decode_directory(key: &str, buf: &[u8], footer: &Footer) -> Result<Vec<Ch
     let mut p = 0usize;
     let short = || Error::corrupt(key, "truncated WAL directory");
     for _ in 0..footer.chunk_count {
+        let id: [u8; 16] = buf
+            .get(p..p + 16)
+            .ok_or_else(short)?
+            .try_into()
+            .map_err(|_| short())?;
+        p += 16;
         let tl = usize::from(u16::from_be_bytes(
             buf.get(p..p + 2)
                 .ok_or_else(short)?
@@ -180,9 +190,12 @@ pub fn decode_directory(key: &str, buf: &[u8], footer: &Footer) -> Result<Vec<Ch
         p += tl;
         let rest = buf.get(p..p + 40).ok_or_else(short)?;
         out.push(ChunkEntry {
-            tp: TopicPartition {
-                topic,
-                partition: be_u32(&rest[0..4]),
+            partition: TopicIdPartition {
+                topic_id: TopicId(uuid::Uuid::from_bytes(id)),
+                tp: TopicPartition {
+                    topic,
+                    partition: be_u32(&rest[0..4]),
+                },
             },
             leader_epoch: be_u32(&rest[4..8]) as i32,
             first_offset: be_u64(&rest[8..16]) as i64,
@@ -231,7 +244,10 @@ mod tests {
         );
         let chunks = vec![
             ChunkEntry {
-                tp: TopicPartition::new("a", 1).unwrap(),
+                partition: TopicIdPartition::new(
+                    TopicId::random(),
+                    TopicPartition::new("a", 1).unwrap(),
+                ),
                 leader_epoch: 3,
                 first_offset: 10,
                 last_offset: 19,
@@ -240,7 +256,10 @@ mod tests {
                 crc: 9,
             },
             ChunkEntry {
-                tp: TopicPartition::new("bb", 0).unwrap(),
+                partition: TopicIdPartition::new(
+                    TopicId::random(),
+                    TopicPartition::new("bb", 0).unwrap(),
+                ),
                 leader_epoch: 1,
                 first_offset: 0,
                 last_offset: 0,
@@ -251,6 +270,10 @@ mod tests {
         ];
         let t = encode_trailer(&chunks);
         let size = 202 + t.len() as u64;
+        let mut v1 = h.to_vec();
+        v1[9] = 1;
+        let err = decode_header("k", &v1).unwrap_err().to_string();
+        assert!(err.contains("unsupported WAL version 1"), "{err}");
         let f = decode_footer("k", &t[t.len() - FOOTER_LEN..], size).unwrap();
         assert_eq!(f.dir_pos, 202);
         let dir = decode_directory("k", &t[..f.dir_len as usize], &f).unwrap();

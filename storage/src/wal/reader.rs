@@ -19,7 +19,7 @@ use super::format::{self, ChunkEntry, FOOTER_LEN, HEADER_LEN};
 use super::writer::put_create;
 use crate::batch::{Batch, split_batches};
 use crate::error::{Error, Result};
-use crate::keys::{TopicPartition, WalSeq, WalStream};
+use crate::keys::{TopicIdPartition, WalSeq, WalStream};
 
 /// A data object of a fenced stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +39,15 @@ pub async fn list_from(
     stream: WalStream,
     from: WalSeq,
 ) -> Result<Vec<WalObject>> {
-    let mut objects: Vec<WalObject> = store
-        .list(Some(&stream.prefix()))
+    // LIST from the key before `from`: a long-lived stream's older objects
+    // (or, before they were collected, its whole history) cost nothing.
+    let listing = match from.0.checked_sub(1) {
+        Some(before) => {
+            store.list_with_offset(Some(&stream.prefix()), &stream.object(WalSeq(before)))
+        }
+        None => store.list(Some(&stream.prefix())),
+    };
+    let mut objects: Vec<WalObject> = listing
         .try_filter_map(|m| {
             let seq = stream.parse(&m.location);
             futures::future::ready(Ok(seq.filter(|s| *s >= from).map(|seq| WalObject {
@@ -125,7 +132,7 @@ pub async fn fence(
 pub async fn read_partition(
     store: &Arc<dyn ObjectStore>,
     object: &WalObject,
-    tp: &TopicPartition,
+    tp: &TopicIdPartition,
 ) -> Result<Vec<(ChunkEntry, Vec<Batch>)>> {
     let key = object.key.as_ref();
     if object.size < (HEADER_LEN + FOOTER_LEN) as u64 {
@@ -149,7 +156,7 @@ pub async fn read_partition(
             .await?
     };
     let dir = format::decode_directory(key, &dir_bytes, &footer)?;
-    let wanted: Vec<ChunkEntry> = dir.into_iter().filter(|c| &c.tp == tp).collect();
+    let wanted: Vec<ChunkEntry> = dir.into_iter().filter(|c| &c.partition == tp).collect();
     if wanted.is_empty() {
         return Ok(Vec::new());
     }

@@ -10,7 +10,16 @@ use parking_lot::Mutex;
 use super::*;
 use crate::batch::{Batch, BatchBuilder, BatchLimits};
 use crate::error::Error;
-use crate::keys::{BrokerId, Incarnation, TopicPartition, WalSeq, WalStream};
+use crate::keys::{
+    BrokerId, Incarnation, TopicId, TopicIdPartition, TopicPartition, WalSeq, WalStream,
+};
+
+fn tip(topic: &str, partition: u32) -> TopicIdPartition {
+    TopicIdPartition::new(
+        TopicId(uuid::Uuid::from_u128(7)),
+        TopicPartition::new(topic, partition).unwrap(),
+    )
+}
 
 #[derive(Default)]
 struct Recorder {
@@ -49,10 +58,10 @@ fn batch(base: i64, n: usize) -> Batch {
         .stamp(base, 1)
 }
 
-async fn submit(w: &WalWriter, tp: &TopicPartition, b: &Batch, sink: Arc<dyn WalSink>) {
+async fn submit(w: &WalWriter, tp: &TopicIdPartition, b: &Batch, sink: Arc<dyn WalSink>) {
     let permit = w.reserve(b.len()).await.unwrap();
     permit.submit(WalEntry {
-        tp: tp.clone(),
+        partition: tp.clone(),
         leader_epoch: 1,
         first_offset: b.base_offset(),
         last_offset: b.last_offset(),
@@ -69,9 +78,7 @@ async fn group_commit_shares_objects_and_reads_back_per_partition() {
         ..WalConfig::default()
     };
     let w = WalWriter::start(store.clone(), stream(1), WalSeq(0), cfg).unwrap();
-    let tps: Vec<TopicPartition> = (0..64)
-        .map(|p| TopicPartition::new("t", p).unwrap())
-        .collect();
+    let tps: Vec<TopicIdPartition> = (0..64).map(|p| tip("t", p)).collect();
     let sinks: Vec<Arc<Recorder>> = tps.iter().map(|_| Arc::new(Recorder::default())).collect();
     for round in 0..5i64 {
         for (tp, sink) in tps.iter().zip(&sinks) {
@@ -111,7 +118,7 @@ async fn group_commit_shares_objects_and_reads_back_per_partition() {
 async fn fenced_writer_fails_pending_and_refuses_more() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let w = WalWriter::start(store.clone(), stream(2), WalSeq(0), WalConfig::default()).unwrap();
-    let tp = TopicPartition::new("t", 0).unwrap();
+    let tp = tip("t", 0);
     let sink = Arc::new(Recorder::default());
     submit(&w, &tp, &batch(0, 1), sink.clone()).await;
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -149,7 +156,7 @@ async fn fenced_writer_fails_pending_and_refuses_more() {
 async fn fence_fills_gaps_left_by_in_flight_writes() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let w = WalWriter::start(store.clone(), stream(3), WalSeq(0), WalConfig::default()).unwrap();
-    let tp = TopicPartition::new("t", 0).unwrap();
+    let tp = tip("t", 0);
     let sink = Arc::new(Recorder::default());
     for i in 0..3 {
         submit(&w, &tp, &batch(i, 1), sink.clone()).await;
@@ -192,9 +199,7 @@ async fn chunks_in_the_fetched_tail_cost_no_second_get() {
     let metered = MetricsStore::new(inner);
     let stats = metered.stats();
     let store: Arc<dyn ObjectStore> = Arc::new(metered);
-    let tps: Vec<TopicPartition> = (0..6)
-        .map(|p| TopicPartition::new("t", p).unwrap())
-        .collect();
+    let tps: Vec<TopicIdPartition> = (0..6).map(|p| tip("t", p)).collect();
     let cfg = WalConfig {
         min_interval: Duration::from_millis(50),
         ..WalConfig::default()

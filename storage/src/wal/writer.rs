@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::format::{self, ChunkEntry, HEADER_LEN};
 use crate::error::{Error, Result};
-use crate::keys::{TopicPartition, WalSeq, WalStream};
+use crate::keys::{TopicIdPartition, WalSeq, WalStream};
 
 /// WAL settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +92,7 @@ pub trait WalSink: Send + Sync + 'static {
 /// One partition's appended batch, on its way into a WAL object.
 pub struct WalEntry {
     /// The partition.
-    pub tp: TopicPartition,
+    pub partition: TopicIdPartition,
     /// The leader epoch it was appended under.
     pub leader_epoch: i32,
     /// Offset of its first record.
@@ -120,7 +120,7 @@ enum Msg {
 impl std::fmt::Debug for WalEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WalEntry")
-            .field("tp", &self.tp)
+            .field("partition", &self.partition)
             .field("first_offset", &self.first_offset)
             .field("last_offset", &self.last_offset)
             .finish()
@@ -165,7 +165,7 @@ struct Shared {
 
 struct RetainState {
     /// Per partition, the lowest sequence its manifest still points at.
-    floors: HashMap<TopicPartition, WalSeq>,
+    floors: HashMap<TopicIdPartition, WalSeq>,
     /// Objects below this were deleted already.
     deleted_below: WalSeq,
 }
@@ -273,13 +273,13 @@ impl WalWriter {
     }
 
     /// Records that `tp`'s manifest needs WAL objects from `floor` on.
-    pub fn retain_from(&self, tp: &TopicPartition, floor: WalSeq) {
-        self.shared.retained.lock().floors.insert(tp.clone(), floor);
+    pub fn retain_from(&self, p: &TopicIdPartition, floor: WalSeq) {
+        self.shared.retained.lock().floors.insert(p.clone(), floor);
     }
 
-    /// `tp` no longer needs this WAL (sealed and released).
-    pub fn release(&self, tp: &TopicPartition) {
-        self.shared.retained.lock().floors.remove(tp);
+    /// `p` no longer needs this WAL (sealed and released).
+    pub fn release(&self, p: &TopicIdPartition) {
+        self.shared.retained.lock().floors.remove(p);
     }
 
     /// Deletes this stream's objects that no partition needs any more.
@@ -477,14 +477,14 @@ async fn write_object(
     let mut parts: Vec<Bytes> = Vec::with_capacity(batch.len() + 2);
     parts.push(format::encode_header(false, write_id, seq));
     let mut chunks: Vec<ChunkEntry> = Vec::new();
-    let mut index: HashMap<&TopicPartition, Vec<&WalEntry>> = HashMap::new();
-    let mut order: Vec<&TopicPartition> = Vec::new();
+    let mut index: HashMap<&TopicIdPartition, Vec<&WalEntry>> = HashMap::new();
+    let mut order: Vec<&TopicIdPartition> = Vec::new();
     for p in batch {
         let e = &p.entry;
         index
-            .entry(&e.tp)
+            .entry(&e.partition)
             .or_insert_with(|| {
-                order.push(&e.tp);
+                order.push(&e.partition);
                 Vec::new()
             })
             .push(e);
@@ -500,7 +500,7 @@ async fn write_object(
             parts.push(e.bytes.clone());
         }
         chunks.push(ChunkEntry {
-            tp: tp.clone(),
+            partition: tp.clone(),
             leader_epoch: entries[0].leader_epoch,
             first_offset: entries[0].first_offset,
             last_offset: entries[entries.len() - 1].last_offset,
