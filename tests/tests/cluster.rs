@@ -969,3 +969,123 @@ async fn partitions_with_busy_readers_are_spread_by_bytes_out() {
         assert!(read > RECORDS, "a reader read its partition more than once");
     }
 }
+
+/// Topic identity (issue #10): the owner of a partition with ~30 sealed
+/// segments is frozen (SIGSTOP) while its topic is deleted and re-created
+/// at once; the re-created topic takes records on another broker; the
+/// zombie wakes up with the old topic's log still open and nobody fenced
+/// its WAL. Whatever it seals or releases goes into the deleted
+/// incarnation's keys (another topic id), never into the new topic's
+/// chain: the new topic keeps exactly its own acknowledged records, in
+/// order, and its producer state is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zombie_of_a_deleted_topic_never_touches_the_recreated_one() {
+    const T: &str = "reborn";
+    let mut cluster = ClusterHarness::on_files(2).await;
+    let admin = cluster.admin().await;
+    let settings = TopicSettings {
+        segment_bytes: Some(2048),
+        max_batch_bytes: Some(2048),
+        ..TopicSettings::default()
+    };
+    admin
+        .create_topic(T, 1, settings.clone())
+        .await
+        .expect("create");
+    // About 30 seals: one 1.5 KiB record per batch, sent one at a time.
+    let history = Workload {
+        topic: T.to_owned(),
+        placement: Placement::RoundRobin(1),
+        padding: 1500,
+        rate: None,
+    };
+    let old = Acked::shared();
+    let producer = cluster.producer(producer_config()).await;
+    for i in 0..40 {
+        let failed = produce_range(&producer, &history, i, 1, &old).await;
+        assert_eq!(failed, 0, "the first topic takes every record");
+    }
+    drop(producer);
+    let sealed = {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let d = admin.describe_topic(T).await.expect("describe");
+            let segments = d.partition_details[0].segments;
+            if segments >= 25 || Instant::now() > deadline {
+                break segments;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(sealed >= 25, "the old topic sealed {sealed} segments");
+    let status = cluster.status().await.expect("status");
+    let owner = status.owner(T, 0).expect("an owner");
+    eprintln!("freezing broker {owner}, owner of {T}/0 with {sealed} segments");
+    cluster.stop(owner);
+    drop(admin);
+
+    // Delete and re-create through the other broker. The re-create waits
+    // (retryably) until the frozen broker is no longer counted alive.
+    let admin = cluster.admin().await;
+    admin.delete_topic(T).await.expect("delete");
+    let settings = TopicSettings {
+        segment_bytes: Some(64 << 10),
+        max_batch_bytes: Some(64 << 10),
+        ..TopicSettings::default()
+    };
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match admin.create_topic(T, 1, settings.clone()).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("re-create not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("re-create failed: {e}"),
+        }
+    }
+    let fresh = Workload {
+        topic: T.to_owned(),
+        placement: Placement::RoundRobin(1),
+        padding: 100,
+        rate: None,
+    };
+    let new = Acked::shared();
+    let producer = cluster.producer(producer_config()).await;
+    let failed = produce_range(&producer, &fresh, 100_000, 500, &new).await;
+    assert_eq!(failed, 0, "the re-created topic takes every record");
+
+    // The zombie wakes with the old log open and its WAL unfenced.
+    cluster.resume(owner);
+    cluster
+        .wait_until(
+            &format!("broker {owner} to rejoin after SIGCONT"),
+            SETTLE,
+            |s| s.is_alive(owner),
+        )
+        .await;
+    // Give it time to act on its stale log (seal, release, hand over).
+    tokio::time::sleep(HEARTBEAT_TIMEOUT).await;
+    let failed = produce_range(&producer, &fresh, 100_500, 500, &new).await;
+    assert_eq!(
+        failed, 0,
+        "the re-created topic keeps taking records after the zombie woke"
+    );
+    drop(producer);
+    let acked = std::mem::take(&mut *new.lock());
+    let url = cluster.client_url().await;
+    let log = check_invariant(&url, T, 1, &acked).await;
+    let total: usize = log.values().map(Vec::len).sum();
+    let leaked: Vec<&str> = log
+        .values()
+        .flatten()
+        .map(|(_, v)| v.as_str())
+        .filter(|v| old.lock().get(v).is_some())
+        .collect();
+    assert!(
+        leaked.is_empty() && total == acked.len(),
+        "the re-created topic must hold exactly its {} records, but it holds {total}, {} of them from the deleted topic: {leaked:?}",
+        acked.len(),
+        leaked.len()
+    );
+}
