@@ -31,6 +31,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use strata_storage::engine::EngineConfig;
+use strata_storage::gc::GcConfig;
 use strata_storage::hot_tier::HotTierConfig;
 use strata_storage::log::LogConfig;
 use strata_storage::wal::WalConfig;
@@ -171,6 +172,8 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// Block cache of sealed segments (memory + local disk).
     pub hot_tier: HotTierConfig,
+    /// Bucket garbage collection (run by the controller).
+    pub gc: GcConfig,
 }
 
 impl Default for BrokerConfig {
@@ -191,6 +194,7 @@ impl Default for BrokerConfig {
             wal: WalConfig::default(),
             log: LogConfig::default(),
             hot_tier: HotTierConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }
@@ -397,6 +401,7 @@ impl BrokerConfig {
         self.wal.validate()?;
         self.log.validate()?;
         self.hot_tier.validate()?;
+        self.gc.validate()?;
         let f = &self.fetch;
         if f.max_bytes == 0 || f.max_bytes > f.max_bytes_limit {
             bail!(

@@ -21,8 +21,10 @@
 //! - [`service`]: the gRPC services (`Strata`, `Admin`).
 //! - [`http`], [`metrics`]: health, readiness and Prometheus metrics.
 //! - [`maintenance`]: time-based sealing, retention, WAL GC.
+//! - [`bucket_gc`]: the controller's bucket sweep and inventory.
 //! - [`cli`]: the client subcommands.
 
+pub mod bucket_gc;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -21,20 +21,23 @@ use crate::service::{Shared, now_ms};
 /// Partitions maintained concurrently.
 const CONCURRENCY: usize = 16;
 
-/// Runs until `stop` is cancelled.
+/// Runs until `stop` is cancelled, with the bucket sweep
+/// ([`crate::bucket_gc::run`]) beside it.
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let sweeper = tokio::spawn(crate::bucket_gc::run(shared.clone(), stop.clone()));
     let mut tick = tokio::time::interval(shared.config.maintenance_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             () = once(&shared) => {}
         }
     }
+    let _ = sweeper.await;
 }
 
 /// One round of maintenance.

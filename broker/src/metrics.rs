@@ -23,6 +23,10 @@
 //! | `strata_draining` | gauge | | 1 while the broker drains before exiting |
 //! | `strata_controller` | gauge | | 1 on the broker holding the controller term |
 //! | `strata_cluster_brokers_alive` | gauge | | live brokers in this broker's view |
+//! | `strata_bucket_objects` | gauge | `kind` = wal, wal_tombstone, segment, manifest, topic_config, cluster, other | the controller's last bucket sweep (absent elsewhere and before the first) |
+//! | `strata_bucket_bytes` | gauge | `kind` (as above) | the controller's last bucket sweep |
+//! | `strata_gc_deleted_objects_total` | counter | `kind` (as above) | objects this broker's sweeps deleted |
+//! | `strata_gc_deleted_bytes_total` | counter | `kind` (as above) | bytes this broker's sweeps deleted |
 //!
 //! `strata bench` scrapes these names: renaming one breaks it.
 
@@ -31,6 +35,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use strata_storage::gc::Inventory;
 use strata_storage::hot_tier::HotTierStats;
 use strata_storage::store::StatsSnapshot;
 
@@ -69,6 +74,10 @@ pub struct Gauges {
     pub controller: bool,
     /// Live brokers seen.
     pub brokers_alive: usize,
+    /// What the bucket held at this broker's last sweep (controller only).
+    pub bucket: Option<Inventory>,
+    /// What this broker's sweeps deleted.
+    pub gc_deleted: Inventory,
 }
 
 impl BrokerMetrics {
@@ -243,6 +252,36 @@ impl BrokerMetrics {
             header(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {value}");
         }
+        if let Some(bucket) = &g.bucket {
+            by_kind(
+                &mut out,
+                ("strata_bucket_objects", "gauge"),
+                "Objects in the bucket by kind, at the controller's last sweep.",
+                bucket,
+                |c| c.objects,
+            );
+            by_kind(
+                &mut out,
+                ("strata_bucket_bytes", "gauge"),
+                "Bytes in the bucket by kind, at the controller's last sweep.",
+                bucket,
+                |c| c.bytes,
+            );
+        }
+        by_kind(
+            &mut out,
+            ("strata_gc_deleted_objects_total", "counter"),
+            "Objects deleted by this broker's bucket sweeps, by kind.",
+            &g.gc_deleted,
+            |c| c.objects,
+        );
+        by_kind(
+            &mut out,
+            ("strata_gc_deleted_bytes_total", "counter"),
+            "Bytes deleted by this broker's bucket sweeps, by kind.",
+            &g.gc_deleted,
+            |c| c.bytes,
+        );
         out
     }
 }
@@ -250,6 +289,19 @@ impl BrokerMetrics {
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn by_kind(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    inventory: &Inventory,
+    value: impl Fn(strata_storage::gc::Count) -> u64,
+) {
+    header(out, name, kind, help);
+    for (label, count) in inventory.kinds() {
+        let _ = writeln!(out, "{name}{{kind=\"{label}\"}} {}", value(count));
+    }
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -287,6 +339,7 @@ mod tests {
         m.produce_error("INVALID_BATCH");
         let text = m.render(&Gauges {
             broker_id: 7,
+            bucket: Some(Inventory::default()),
             ..Gauges::default()
         });
         for needle in [
@@ -304,6 +357,9 @@ mod tests {
             "strata_hot_tier_hits_total 0",
             "strata_hot_tier_misses_total 0",
             "process_cpu_seconds_total ",
+            "strata_bucket_objects{kind=\"wal\"} 0",
+            "strata_bucket_bytes{kind=\"segment\"} 0",
+            "strata_gc_deleted_objects_total{kind=\"wal_tombstone\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

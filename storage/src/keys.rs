@@ -430,6 +430,80 @@ pub fn wal_broker_prefix(broker: BrokerId) -> Path {
     Path::from("wal").join(broker.0.to_string())
 }
 
+/// What an object of the bucket is, by its key (for garbage collection
+/// and the bucket inventory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A version of a topic's config chain.
+    TopicConfig(TopicName),
+    /// A version of a partition's manifest chain.
+    Manifest(TopicIdPartition, Version),
+    /// A sealed segment of a partition.
+    Segment(TopicIdPartition),
+    /// A WAL object (data or tombstone) of one incarnation's stream.
+    Wal(WalStream, WalSeq),
+    /// Anything under `cluster/` (heartbeats, terms, assignments, ids).
+    Cluster,
+    /// Anything else (the store self-test's scratch objects, foreign keys).
+    Other,
+}
+
+impl ObjectKind {
+    /// Classifies `key`.
+    pub fn of(key: &Path) -> Self {
+        let parts: Vec<_> = key.parts().collect();
+        let part = |i: usize| parts.get(i).map(|p| p.as_ref());
+        match (part(0), parts.len()) {
+            (Some("cluster"), _) => Self::Cluster,
+            (Some("wal"), 4) => Self::wal(key, &parts).unwrap_or(Self::Other),
+            (Some("topics"), 4) if part(2) == Some("config") => {
+                match (part(1).map(TopicName::new), parse_padded(key, ".json")) {
+                    (Some(Ok(t)), Some(_)) => Self::TopicConfig(t),
+                    _ => Self::Other,
+                }
+            }
+            (Some("topics"), 6) => Self::partition_object(key, &parts).unwrap_or(Self::Other),
+            _ => Self::Other,
+        }
+    }
+
+    fn wal(key: &Path, parts: &[object_store::path::PathPart<'_>]) -> Option<Self> {
+        let broker = parts[1].as_ref().parse().ok()?;
+        let incarnation = parts[2].as_ref();
+        if incarnation.len() != 20 {
+            return None;
+        }
+        let stream = WalStream {
+            broker: BrokerId(broker),
+            incarnation: Incarnation(incarnation.parse().ok()?),
+        };
+        Some(Self::Wal(stream, stream.parse(key)?))
+    }
+
+    fn partition_object(key: &Path, parts: &[object_store::path::PathPart<'_>]) -> Option<Self> {
+        let topic = TopicName::new(parts[1].as_ref()).ok()?;
+        let id = parts[2].as_ref();
+        if id.len() != 32 {
+            return None;
+        }
+        let partition = TopicIdPartition::new(
+            TopicId::parse(id).ok()?,
+            TopicPartition {
+                topic,
+                partition: parts[3].as_ref().parse().ok()?,
+            },
+        );
+        match parts[4].as_ref() {
+            "manifest" => Some(Self::Manifest(
+                partition,
+                Version(parse_padded(key, ".json")?),
+            )),
+            "segments" if parts[5].as_ref().ends_with(".seg") => Some(Self::Segment(partition)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -477,6 +551,40 @@ mod tests {
             parse_topic_data_root(&name, &topic_config_chain(&name).path().clone()),
             None
         );
+    }
+
+    #[test]
+    fn every_key_is_classified_by_its_kind() {
+        let id = TopicId::random();
+        let tp = TopicIdPartition::new(id, TopicPartition::new("orders", 3).unwrap());
+        let s = WalStream {
+            broker: BrokerId(7),
+            incarnation: Incarnation(5),
+        };
+        let name = TopicName::new("orders").unwrap();
+        let cases = [
+            (
+                manifest_chain(&tp).version(Version(4)),
+                ObjectKind::Manifest(tp.clone(), Version(4)),
+            ),
+            (new_segment(&tp, 9), ObjectKind::Segment(tp.clone())),
+            (s.object(WalSeq(3)), ObjectKind::Wal(s, WalSeq(3))),
+            (
+                topic_config_chain(&name).version(Version(1)),
+                ObjectKind::TopicConfig(name.clone()),
+            ),
+            (heartbeat(BrokerId(1)), ObjectKind::Cluster),
+            (layout_marker(), ObjectKind::Cluster),
+            (Path::from("selftest/x"), ObjectKind::Other),
+            (
+                Path::from("topics/orders/0/manifest/00000000000000000000.json"),
+                ObjectKind::Other,
+            ),
+            (Path::from("wal/x/y/z.wal"), ObjectKind::Other),
+        ];
+        for (key, kind) in cases {
+            assert_eq!(ObjectKind::of(&key), kind, "{key}");
+        }
     }
 
     #[test]

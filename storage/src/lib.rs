@@ -23,11 +23,13 @@
 //! - [`log`]: the partition log (append, read, seal, retention, recovery).
 //! - [`store`]: object-store wrappers (metrics, retry, fault injection).
 //! - [`selftest`]: proof that a store enforces create-only writes.
+//! - [`gc`]: bucket garbage collection and the inventory per kind.
 //! - [`engine`]: one broker incarnation's storage, opened in one call.
 
 pub mod chain;
 pub mod engine;
 pub mod error;
+pub mod gc;
 pub mod hot_tier;
 pub mod keys;
 pub mod layout;

@@ -497,3 +497,85 @@ pub async fn recreated_topic_is_apart_from_a_zombie(store: Arc<dyn ObjectStore>)
     node.wal.close().await;
     reader.wal.close().await;
 }
+
+/// Bucket sweeps (with no grace at all) running over and over while a
+/// crashed broker's partitions are taken over one by one: the sweeps only
+/// ever delete WAL objects below what a manifest head names, so every
+/// takeover finds its tail and every acknowledged record is read back;
+/// once no head names the dead stream, it is closed by a tombstone and the
+/// rest of it goes.
+pub async fn sweeps_during_takeovers_lose_nothing(store: Arc<dyn ObjectStore>) {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use strata_storage::gc::{GcConfig, LiveSet, sweep};
+    let partitions: Vec<TopicIdPartition> = (0..4).map(|p| tp_n("swept", p)).collect();
+    let a = Node::start(store.clone(), 1).await;
+    let dead = a.wal.stream();
+    let mut acked: Vec<BTreeMap<i64, String>> = vec![BTreeMap::new(); partitions.len()];
+    for (i, p) in partitions.iter().enumerate() {
+        let log = a.open(p, small_log_config()).await.expect("open");
+        for n in 0..20 {
+            let v = format!("p{i}-{n}");
+            let r = log
+                .append(batch_of(std::slice::from_ref(&v), None), Acks::All)
+                .await
+                .expect("append");
+            acked[i].insert(r.base_offset, v);
+            if n == 9 {
+                log.seal().await.expect("seal");
+            }
+        }
+    }
+    a.crash();
+    let b = Node::start(store.clone(), 2).await;
+    let live = LiveSet {
+        topics: HashMap::from([(partitions[0].tp.topic.clone(), partitions[0].topic_id)]),
+        streams: HashSet::from([b.wal.stream()]),
+    };
+    let config = GcConfig {
+        grace: Duration::ZERO,
+        ..GcConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let sweeper = {
+        let (store, live, config, stop) =
+            (store.clone(), live.clone(), config.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sweeps = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let now = chrono::Utc::now() + chrono::Duration::seconds(1);
+                sweep(&store, &live, &config, now).await.expect("sweep");
+                sweeps += 1;
+                tokio::task::yield_now().await;
+            }
+            sweeps
+        })
+    };
+    for (i, p) in partitions.iter().enumerate() {
+        let log = bounded("takeover", b.open(p, small_log_config()))
+            .await
+            .expect("takeover");
+        check_invariant(&read_all(&log).await, &acked[i], &BTreeMap::new(), 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let sweeps = sweeper.await.expect("sweeper");
+    assert!(
+        sweeps > 1,
+        "the sweeper ran during the takeovers ({sweeps})"
+    );
+    // No head names the dead stream now: it is closed and emptied.
+    let now = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let report = sweep(&store, &live, &config, now).await.expect("sweep");
+    assert!(report.heads_complete);
+    let left = strata_storage::wal::list_from(&store, dead, strata_storage::keys::WalSeq(0))
+        .await
+        .expect("list");
+    assert_eq!(
+        left.len(),
+        1,
+        "only the closing tombstone is left: {left:?}"
+    );
+    b.wal.close().await;
+}

@@ -358,6 +358,12 @@ async fn engine_idle_partitions_do_not_pin_the_wal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn engine_sweeps_during_takeovers_lose_nothing() {
+    on_each_store(|_, store| strata_tests::scenarios::sweeps_during_takeovers_lose_nothing(store))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn engine_recreated_topic_is_apart_from_a_zombie() {
     on_each_store(|_, store| {
         strata_tests::scenarios::recreated_topic_is_apart_from_a_zombie(store)

@@ -59,6 +59,11 @@ async fn idle_partitions_do_not_pin_the_wal_in_memory() {
     scenarios::idle_partitions_do_not_pin_the_wal(mem()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_during_takeovers_lose_nothing_in_memory() {
+    scenarios::sweeps_during_takeovers_lose_nothing(mem()).await;
+}
+
 #[tokio::test]
 async fn recreated_topic_is_apart_from_a_zombie_in_memory() {
     scenarios::recreated_topic_is_apart_from_a_zombie(mem()).await;

@@ -191,6 +191,25 @@ impl ClusterView {
         self.incarnation.store(incarnation, Ordering::SeqCst);
     }
 
+    /// The WAL streams the known heartbeats name (dead brokers' last
+    /// incarnations included until they are forgotten), and this broker's
+    /// own: streams a broker may still write.
+    pub fn known_streams(&self) -> Vec<WalStream> {
+        let me = WalStream {
+            broker: self.me,
+            incarnation: strata_storage::keys::Incarnation(self.incarnation.load(Ordering::SeqCst)),
+        };
+        let st = self.state.read();
+        st.members
+            .values()
+            .map(|m| WalStream {
+                broker: BrokerId(m.hb.broker_id),
+                incarnation: strata_storage::keys::Incarnation(m.hb.incarnation),
+            })
+            .chain(std::iter::once(me))
+            .collect()
+    }
+
     /// True once this broker started draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::bucket_gc::BucketGc;
 use crate::cluster::ClusterView;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
@@ -75,6 +76,8 @@ pub struct Shared {
     pub producer_ids: ProducerIds,
     /// Counters.
     pub metrics: BrokerMetrics,
+    /// Bucket garbage collection (sweeps on the controller) and inventory.
+    pub bucket_gc: BucketGc,
     /// Cancelled when a graceful shutdown starts: produces are refused and
     /// fetch streams end.
     pub shutdown: CancellationToken,
@@ -135,8 +138,9 @@ impl Shared {
             topics: TopicRegistry::new(engine_store.clone(), broker_id, config.log.clone()),
             store_stats: Mutex::new(vec![engine.store_stats().clone()]),
             partitions: PartitionRegistry::new(engine),
-            producer_ids: ProducerIds::new(engine_store, broker_id),
+            producer_ids: ProducerIds::new(engine_store.clone(), broker_id),
             metrics: BrokerMetrics::default(),
+            bucket_gc: BucketGc::new(engine_store.clone(), config.gc.clone()),
             shutdown: CancellationToken::new(),
             restarting: AtomicBool::new(false),
             health,
@@ -306,6 +310,8 @@ impl Shared {
             draining: self.cluster.is_draining(),
             controller: self.cluster.is_controller(),
             brokers_alive: self.cluster.live_brokers().len(),
+            bucket: self.bucket_gc.inventory(),
+            gc_deleted: self.bucket_gc.deleted(),
         }
     }
 }
