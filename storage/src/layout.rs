@@ -31,8 +31,8 @@ struct Marker {
 }
 
 /// Checks that `store` holds layout [`LAYOUT`], writing the marker into a
-/// bucket that holds no Strata data yet. `store_name` names the store in
-/// the error. One GET on every start after the first.
+/// bucket that holds no Strata data yet (`store_name` names it in the
+/// log). One GET on every start after the first.
 pub async fn check_or_init(store: &Arc<dyn ObjectStore>, store_name: &str) -> Result<()> {
     let key = keys::layout_marker();
     loop {
@@ -48,9 +48,9 @@ pub async fn check_or_init(store: &Arc<dyn ObjectStore>, store_name: &str) -> Re
                     Ok(())
                 } else {
                     Err(Error::IncompatibleBucket(format!(
-                        "the bucket {store_name} holds key layout {} but this Strata release \
-                         serves layout {LAYOUT}; run the release that wrote it, or point \
-                         --store at another bucket or prefix",
+                        "the bucket holds key layout {} but this Strata release serves \
+                         layout {LAYOUT}; run the release that wrote it, or point --store at \
+                         another bucket or prefix",
                         marker.layout
                     )))
                 };
@@ -62,7 +62,7 @@ pub async fn check_or_init(store: &Arc<dyn ObjectStore>, store_name: &str) -> Re
             if let Some(found) = store.list(Some(&prefix)).next().await {
                 let found = found?;
                 return Err(Error::IncompatibleBucket(format!(
-                    "the bucket {store_name} holds data written by a Strata release before \
+                    "the bucket holds data written by a Strata release before \
                      topic ids (key layout 1, e.g. {}), which this release cannot serve; \
                      start brokers on an empty bucket or prefix (--store), or remove \
                      topics/, wal/ and cluster/ from this one if its data is disposable",

@@ -1,0 +1,103 @@
+//! The bucket as the broker sees it over months (issue #10): the
+//! controller's sweep reports what the bucket holds per kind in
+//! `/metrics`, and a bucket written in the layout before topic ids is
+//! refused at start with what to do.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{clients, http_get};
+
+use strata_broker::config::BrokerConfig;
+use strata_broker::server::start;
+use strata_proto::v1::{CreateTopicRequest, ProduceRequest, produce_request};
+use strata_storage::batch::BatchBuilder;
+
+fn config(dir: &std::path::Path) -> BrokerConfig {
+    let mut c = BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        shutdown_timeout: Duration::from_secs(20),
+        ..BrokerConfig::default()
+    };
+    c.hot_tier.memory_bytes = 8 << 20;
+    c.hot_tier.disk_bytes = 16 << 20;
+    c.gc.interval = Duration::from_secs(1);
+    c
+}
+
+/// The value of the first `/metrics` line starting with `series `.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_reports_the_bucket_inventory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(config(dir.path())).await.expect("start");
+    let (mut c, mut admin) = clients(&broker).await;
+    admin
+        .create_topic(CreateTopicRequest {
+            name: "inv".into(),
+            partitions: 2,
+            ..CreateTopicRequest::default()
+        })
+        .await
+        .expect("create");
+    for p in 0..2 {
+        let mut b = BatchBuilder::new();
+        b.push(0, None, Some(b"v"), &[]);
+        c.produce(ProduceRequest {
+            topic: "inv".into(),
+            partition: p,
+            acks: 0,
+            payload: Some(produce_request::Payload::Batch(b.build())),
+        })
+        .await
+        .expect("produce");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = http_get(&broker, "/metrics").await;
+        let wal = metric(&text, "strata_bucket_objects{kind=\"wal\"}");
+        let manifests = metric(&text, "strata_bucket_objects{kind=\"manifest\"}");
+        if wal.is_some_and(|n| n >= 1.0) && manifests.is_some_and(|n| n >= 2.0) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no bucket inventory with the produced WAL objects and manifests within 20s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for needle in [
+        "strata_bucket_bytes{kind=\"wal\"} ",
+        "strata_bucket_objects{kind=\"topic_config\"} 1",
+        "strata_bucket_objects{kind=\"cluster\"} ",
+        "strata_gc_deleted_objects_total{kind=\"segment\"} 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in {text}");
+    }
+    drop((c, admin));
+    broker.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_of_the_layout_before_topic_ids_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = dir
+        .path()
+        .join("bucket/topics/orders/0/manifest/00000000000000000000.json");
+    std::fs::create_dir_all(old.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&old, "{}").expect("write");
+    let err = format!(
+        "{:#}",
+        start(config(dir.path())).await.err().expect("refused")
+    );
+    assert!(err.contains("before topic ids"), "{err}");
+    assert!(err.contains("empty bucket or prefix"), "{err}");
+    assert!(old.exists(), "nothing of the old data is touched");
+}
