@@ -252,6 +252,9 @@ async fn start_on(
         }
     };
 
+    cluster::broker_id::check_free(&store, BrokerId(config.broker_id), &config.cluster)
+        .await
+        .with_context(|| format!("cannot start broker {}", config.broker_id))?;
     let engine = Engine::open(
         store.clone(),
         &store_url,

@@ -46,6 +46,7 @@
 //! believes alive unless `release_timeout` passed (that would make a
 //! healthy broker restart its storage on every move).
 
+pub mod broker_id;
 pub mod model;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
