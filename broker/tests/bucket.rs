@@ -93,10 +93,10 @@ async fn a_bucket_of_the_layout_before_topic_ids_is_refused() {
         .join("bucket/topics/orders/0/manifest/00000000000000000000.json");
     std::fs::create_dir_all(old.parent().expect("parent")).expect("mkdir");
     std::fs::write(&old, "{}").expect("write");
-    let err = format!(
-        "{:#}",
-        start(config(dir.path())).await.err().expect("refused")
-    );
+    let Err(err) = start(config(dir.path())).await else {
+        panic!("a bucket of the old layout must be refused");
+    };
+    let err = format!("{err:#}");
     assert!(err.contains("before topic ids"), "{err}");
     assert!(err.contains("empty bucket or prefix"), "{err}");
     assert!(old.exists(), "nothing of the old data is touched");

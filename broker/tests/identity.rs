@@ -31,10 +31,9 @@ async fn a_second_broker_with_the_same_id_is_refused() {
     let first = start(config(&dir.path().join("a"), &bucket))
         .await
         .expect("the first broker starts");
-    let err = start(config(&dir.path().join("b"), &bucket))
-        .await
-        .err()
-        .expect("the second broker with the same id is refused");
+    let Err(err) = start(config(&dir.path().join("b"), &bucket)).await else {
+        panic!("the second broker with the same id must be refused");
+    };
     let msg = format!("{err:#}");
     assert!(
         msg.contains("broker id 0 is in use by a running broker"),
