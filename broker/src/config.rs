@@ -245,6 +245,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "wal",
     "log",
     "hot_tier",
+    "gc",
 ];
 
 impl BrokerConfig {
@@ -630,6 +631,20 @@ mod tests {
         )
         .expect_err("too small");
         assert!(format!("{err:#}").contains("log.segment_bytes"), "{err:#}");
+        let err = BrokerConfig::load(
+            None,
+            env(&[("STRATA_LOG__SEGMENT_BYTES", "8589934592")]),
+            &Overrides::default(),
+        )
+        .expect_err("too large: a tail over 4 GiB could never seal");
+        assert!(format!("{err:#}").contains("1 GiB"), "{err:#}");
+        let err = BrokerConfig::load(
+            None,
+            env(&[("STRATA_GC__GRACE", "5s")]),
+            &Overrides::default(),
+        )
+        .expect_err("a grace too short to be safe");
+        assert!(format!("{err:#}").contains("gc.grace"), "{err:#}");
 
         let err = BrokerConfig::load(
             None,

@@ -49,6 +49,11 @@ const REPLAY_READ_AHEAD: usize = 16;
 /// broker's objects, and the store would answer a flood with SlowDown.
 static REPLAY_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
 
+/// Largest `segment_bytes`: a segment's sparse index addresses batches
+/// with 32-bit positions, and the tail may grow to twice this before
+/// appends are refused.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,10 +114,13 @@ impl Default for LogConfig {
 impl LogConfig {
     /// Checks the values, naming the offending key.
     pub fn validate(&self) -> Result<()> {
-        if self.segment_bytes < 1024 {
+        if !(1024..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(Error::Config {
                 key: "log.segment_bytes",
-                reason: format!("must be at least 1024, got {}", self.segment_bytes),
+                reason: format!(
+                    "must be between 1024 and {MAX_SEGMENT_BYTES} (1 GiB), got {}",
+                    self.segment_bytes
+                ),
             });
         }
         if self.max_batch_bytes < 1024 || self.max_batch_bytes as u64 > self.segment_bytes {
