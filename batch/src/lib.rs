@@ -180,12 +180,6 @@ pub enum BatchError {
         "records of a compressed batch cannot be decoded here; decompress them first: codec {0}"
     )]
     UnsupportedCompression(u8),
-    /// A codec this build of the crate cannot encode or decode (gzip and
-    /// snappy always; zstd and lz4 without the `compression` feature).
-    #[error(
-        "records compressed with codec {0} (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) are not supported by this client; produce with none, zstd or lz4"
-    )]
-    CompressionNotSupported(u8),
     /// A compressed records section that does not decompress, or whose
     /// decompressed size is over the limit.
     #[error("cannot decompress the records section; the batch is corrupt or too large: {0}")]
@@ -206,6 +200,10 @@ pub struct BatchLimits {
     pub max_batch_bytes: usize,
     /// Most records accepted in one batch. Default 1,000,000.
     pub max_records: i32,
+    /// Largest records section a compressed batch may decompress to when
+    /// it is validated (feature `compression`); more is refused as a
+    /// decompression bomb. Default 64 MiB (also the most ever allowed).
+    pub max_decompressed_bytes: usize,
 }
 
 impl Default for BatchLimits {
@@ -213,6 +211,7 @@ impl Default for BatchLimits {
         BatchLimits {
             max_batch_bytes: 1024 * 1024,
             max_records: 1_000_000,
+            max_decompressed_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -379,10 +378,15 @@ impl Batch {
     /// Full validation of untrusted input: exactly one batch, length fields,
     /// magic, CRC-32C, record count > 0, `last_offset_delta == record_count -
     /// 1` (for non-control batches; control batches need `>=`), size limits.
-    /// For uncompressed batches every record is walked: each record's length
-    /// field must fit it exactly, offset deltas must be `0, 1, 2, ...`, and
-    /// the count must match. Compressed batches are not decompressed (the CRC
-    /// protects them), but their records section must not be empty.
+    /// Every record is walked: each record's length field must fit it
+    /// exactly, offset deltas must be `0, 1, 2, ...`, and the count must
+    /// match. With the `compression` feature, a compressed records section
+    /// is decompressed for that walk, bounded by
+    /// [`BatchLimits::max_decompressed_bytes`] (a CRC only proves the bytes
+    /// are what the producer sent, not that a consumer can read them); the
+    /// stored bytes stay compressed. Without it, a compressed section must
+    /// only be non-empty. Decompressing costs CPU: call this off the async
+    /// runtime for compressed or big batches.
     ///
     /// Never panics, whatever the input.
     pub fn validate(bytes: Bytes, limits: &BatchLimits) -> Result<Batch, BatchError> {
@@ -420,12 +424,20 @@ impl Batch {
             });
         }
         if compression == Compression::None {
-            check_records(&batch.bytes, header.record_count)?;
+            check_records(&batch.bytes, RECORD_BATCH_OVERHEAD, header.record_count)?;
         } else if batch.bytes.len() == RECORD_BATCH_OVERHEAD {
             return Err(BatchError::MalformedRecord(format!(
                 "compressed records section is empty: codec {}",
                 compression.id()
             )));
+        } else {
+            #[cfg(feature = "compression")]
+            {
+                let section = batch.bytes.get(RECORD_BATCH_OVERHEAD..).unwrap_or_default();
+                let records =
+                    compression::decompress(compression, section, limits.max_decompressed_bytes)?;
+                check_records(&records, 0, header.record_count)?;
+            }
         }
         Ok(batch)
     }
@@ -828,8 +840,9 @@ impl BeReader<'_> {
 /// Checks every record of an uncompressed batch: each one parses, its length
 /// field fits it exactly, offset deltas run 0, 1, 2, ..., and the count
 /// matches the header.
-fn check_records(buf: &[u8], declared: i32) -> Result<(), BatchError> {
-    let mut pos = RECORD_BATCH_OVERHEAD;
+/// Walks the records in `buf` from `start` to its end.
+fn check_records(buf: &[u8], start: usize, declared: i32) -> Result<(), BatchError> {
+    let mut pos = start;
     let mut found = 0usize;
     while pos < buf.len() {
         let start = pos;
@@ -1373,6 +1386,7 @@ mod tests {
         let exact = BatchLimits {
             max_batch_bytes: bytes.len(),
             max_records: 3,
+            ..BatchLimits::default()
         };
         Batch::validate(bytes, &exact).unwrap();
     }
@@ -1394,7 +1408,14 @@ mod tests {
         let b = sample();
         let payload = Bytes::from_static(b"pretend-gzip");
         let bytes = b.build_with_compression_bits(payload.clone(), Compression::Gzip);
-        let batch = Batch::validate(bytes, &limits()).unwrap();
+        // Validation decompresses only with the `compression` feature.
+        let validated = Batch::validate(bytes.clone(), &limits());
+        if cfg!(feature = "compression") {
+            assert!(matches!(validated, Err(BatchError::Decompression(_))));
+        } else {
+            assert!(validated.is_ok());
+        }
+        let batch = Batch::from_trusted(bytes).unwrap();
         assert_eq!(batch.header().compression().unwrap(), Compression::Gzip);
         assert_eq!(batch.record_count(), 3);
         assert_eq!(batch.bytes().slice(RECORD_BATCH_OVERHEAD..), payload);

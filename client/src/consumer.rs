@@ -642,6 +642,8 @@ mod tests {
             strata_batch::Compression::None,
             strata_batch::Compression::Zstd,
             strata_batch::Compression::Lz4,
+            strata_batch::Compression::Gzip,
+            strata_batch::Compression::Snappy,
         ] {
             let batches = vec![
                 stored(0, &["a", "b", "c"], c),

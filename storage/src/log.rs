@@ -44,6 +44,38 @@ use crate::wal::{self, WalEntry, WalSink, WalWriter};
 /// this partition's chunks of one object, so memory stays bounded.
 const REPLAY_READ_AHEAD: usize = 16;
 
+/// Compressed batches decompressed for validation at once in this
+/// process: each may take up to 64 MiB while it is checked.
+static DECOMPRESSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Batches up to this size that are not compressed are validated on the
+/// async runtime (a CRC and a record walk take microseconds); bigger or
+/// compressed ones on a blocking thread.
+const INLINE_VALIDATION_BYTES: usize = 64 << 10;
+
+/// Validates an untrusted batch (see [`Batch::validate`]), off the async
+/// runtime when it is big or compressed (decompression is bounded, and
+/// at most [`DECOMPRESSIONS`] run at once).
+async fn validate(bytes: Bytes, limits: &BatchLimits) -> Result<Batch> {
+    let compressed = crate::batch::BatchHeader::parse(&bytes)
+        .and_then(|h| h.compression())
+        .is_ok_and(|c| c != crate::batch::Compression::None);
+    if !compressed && bytes.len() <= INLINE_VALIDATION_BYTES {
+        return Ok(Batch::validate(bytes, limits)?);
+    }
+    // The semaphore is static and never closed.
+    let _permit = if compressed {
+        DECOMPRESSIONS.acquire().await.ok()
+    } else {
+        None
+    };
+    let limits = *limits;
+    tokio::task::spawn_blocking(move || Batch::validate(bytes, &limits))
+        .await
+        .map_err(|e| Error::Unavailable(format!("batch validation did not finish: {e}")))?
+        .map_err(Error::from)
+}
+
 /// WAL object reads in flight across every replay of this process: a
 /// failover claims many partitions at once, each replaying the same dead
 /// broker's objects, and the store would answer a flood with SlowDown.
@@ -480,7 +512,7 @@ impl PartitionLog {
     /// Appends one RecordBatch v2 (untrusted bytes: fully validated).
     pub async fn append(&self, bytes: Bytes, acks: Acks) -> Result<AppendResult> {
         let inner = &self.inner;
-        let batch = Batch::validate(bytes, &inner.limits)?;
+        let batch = validate(bytes, &inner.limits).await?;
         if batch.header().is_control() {
             return Err(Error::InvalidBatch(BatchError::ControlBatchNotAllowed));
         }

@@ -78,7 +78,7 @@ pub struct ProduceBench {
     /// `all` or `leader`.
     #[arg(long, default_value = "all", value_parser = parse_acks)]
     pub acks: Acks,
-    /// none, zstd or lz4.
+    /// none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none", value_parser = parse_compression)]
     pub compression: Compression,
     /// Producer linger.

@@ -33,7 +33,7 @@ pub struct ProduceArgs {
     /// Send every record to this partition (default: by key, or sticky).
     #[arg(long)]
     pub partition: Option<u32>,
-    /// Batch compression: none, zstd or lz4.
+    /// Batch compression: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none", value_parser = parse_compression)]
     pub compression: Compression,
     /// How long a batch waits for more records.

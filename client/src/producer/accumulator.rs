@@ -215,7 +215,13 @@ mod tests {
                 )
             })
             .collect();
-        for c in [Compression::None, Compression::Zstd, Compression::Lz4] {
+        for c in [
+            Compression::None,
+            Compression::Zstd,
+            Compression::Lz4,
+            Compression::Gzip,
+            Compression::Snappy,
+        ] {
             let seq = Sequence {
                 producer_id: 9,
                 epoch: 2,

@@ -93,6 +93,10 @@ pub enum Compression {
     Zstd,
     /// LZ4 frame: fast, a lower ratio.
     Lz4,
+    /// gzip: widely supported, slow.
+    Gzip,
+    /// snappy (xerial framing, as the Java client writes it): fast.
+    Snappy,
 }
 
 impl Compression {
@@ -101,6 +105,8 @@ impl Compression {
             Compression::None => strata_batch::Compression::None,
             Compression::Zstd => strata_batch::Compression::Zstd,
             Compression::Lz4 => strata_batch::Compression::Lz4,
+            Compression::Gzip => strata_batch::Compression::Gzip,
+            Compression::Snappy => strata_batch::Compression::Snappy,
         }
     }
 }
@@ -113,11 +119,10 @@ impl FromStr for Compression {
             "none" => Ok(Compression::None),
             "zstd" => Ok(Compression::Zstd),
             "lz4" => Ok(Compression::Lz4),
-            "gzip" | "snappy" => Err(Error::Config(format!(
-                "compression {s} is not supported by this client; use none, zstd or lz4"
-            ))),
+            "gzip" => Ok(Compression::Gzip),
+            "snappy" => Ok(Compression::Snappy),
             _ => Err(Error::Config(format!(
-                "compression must be none, zstd or lz4: {s}"
+                "compression must be none, gzip, snappy, lz4 or zstd: {s}"
             ))),
         }
     }
@@ -584,8 +589,16 @@ mod tests {
         assert_eq!("Leader".parse::<Acks>().unwrap(), Acks::Leader);
         assert!("2".parse::<Acks>().is_err());
         assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd);
-        let e = "snappy".parse::<Compression>().unwrap_err();
-        assert!(e.to_string().contains("not supported"), "{e}");
+        assert_eq!(
+            "snappy".parse::<Compression>().unwrap(),
+            Compression::Snappy
+        );
+        assert_eq!("GZIP".parse::<Compression>().unwrap(), Compression::Gzip);
+        let e = "brotli".parse::<Compression>().unwrap_err();
+        assert!(
+            e.to_string().contains("none, gzip, snappy, lz4 or zstd"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! Careless or hostile producers (issue #10): a compressed batch whose
+//! CRC is right but whose records cannot be read (garbage, records that do
+//! not parse, a decompression bomb) is refused with `INVALID_BATCH`, and
+//! never reaches the log, so no consumer of the partition ever stops on
+//! it. Every codec Kafka clients send is accepted.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{clients, fetch_once, reason};
+use strata_broker::config::BrokerConfig;
+use strata_broker::server::start;
+use strata_proto::v1::{CreateTopicRequest, ErrorReason, ProduceRequest, produce_request};
+use strata_storage::batch::{Batch, BatchBuilder, Compression, decode_records_any};
+
+fn config(dir: &std::path::Path) -> BrokerConfig {
+    let mut c = BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        shutdown_timeout: Duration::from_secs(20),
+        ..BrokerConfig::default()
+    };
+    c.hot_tier.memory_bytes = 8 << 20;
+    c.hot_tier.disk_bytes = 16 << 20;
+    c
+}
+
+fn request(batch: Bytes) -> ProduceRequest {
+    ProduceRequest {
+        topic: "h".into(),
+        partition: 0,
+        acks: 0,
+        payload: Some(produce_request::Payload::Batch(batch)),
+    }
+}
+
+fn records(values: &[&str]) -> BatchBuilder {
+    let mut b = BatchBuilder::new();
+    for (i, v) in values.iter().enumerate() {
+        b.push(1_700_000_000_000 + i as i64, None, Some(v.as_bytes()), &[]);
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_compressed_batches_are_refused_and_consumers_carry_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(config(dir.path())).await.expect("start");
+    let (mut c, mut admin) = clients(&broker).await;
+    admin
+        .create_topic(CreateTopicRequest {
+            name: "h".into(),
+            partitions: 1,
+            ..CreateTopicRequest::default()
+        })
+        .await
+        .expect("create");
+
+    // Every codec a Kafka client may send is accepted.
+    let codecs = [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    let mut want = Vec::new();
+    for (i, codec) in codecs.iter().enumerate() {
+        let v = format!("good-{i}");
+        want.push(v.clone());
+        let batch = records(&[&v]).build_compressed(*codec).expect("compress");
+        c.produce(request(batch)).await.expect("a good batch");
+    }
+
+    let good = records(&["a", "b"]);
+    // Right CRC, garbage where the compressed records should be.
+    let garbage = good.build_with_compression_bits(Bytes::from_static(b"junk"), Compression::Gzip);
+    // Valid zstd, but it holds one record where the header says two.
+    let unparsable = good.build_with_compression_bits(one_record_zstd_section(), Compression::Zstd);
+    // A decompression bomb: about 80 MiB of records in a few KiB.
+    let mut bomb = BatchBuilder::new();
+    let zeros = vec![0u8; 1 << 20];
+    for i in 0..80 {
+        bomb.push(i, None, Some(&zeros), &[]);
+    }
+    let bomb = bomb.build_compressed(Compression::Zstd).expect("compress");
+    assert!(bomb.len() < 64 << 10, "the bomb is small: {}", bomb.len());
+    for (what, batch, needle) in [
+        ("garbage", garbage, "decompress"),
+        ("unparsable records", unparsable, "record"),
+        ("bomb", bomb, "more than"),
+    ] {
+        let err = c.produce(request(batch)).await.expect_err(what);
+        assert_eq!(reason(&err), ErrorReason::InvalidBatch, "{what}: {err:?}");
+        assert!(err.message().contains(needle), "{what}: {}", err.message());
+    }
+
+    let last = records(&["after"])
+        .build_compressed(Compression::Zstd)
+        .expect("compress");
+    let r = c
+        .produce(request(last))
+        .await
+        .expect("after the bad ones")
+        .into_inner();
+    assert_eq!(
+        r.base_offset, 4,
+        "nothing of the refused batches is in the log"
+    );
+    want.push("after".into());
+
+    // A consumer reads everything, every batch decodes.
+    let fetched = fetch_once(&mut c, "h", 0).await;
+    let got: Vec<String> = fetched
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let batch = Batch::from_trusted(b.clone()).expect("stored batch");
+            decode_records_any(&batch).expect("every stored batch decodes")
+        })
+        .map(|r| String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(got, want);
+    drop((c, admin));
+    broker.shutdown().await.expect("shutdown");
+}
+
+/// A valid zstd records section holding one record, to put under a header
+/// that declares another count.
+fn one_record_zstd_section() -> Bytes {
+    let batch = records(&["lonely"])
+        .build_compressed(Compression::Zstd)
+        .expect("compress");
+    batch.slice(strata_storage::batch::RECORD_BATCH_OVERHEAD..)
+}
