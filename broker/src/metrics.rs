@@ -23,6 +23,7 @@
 //! | `strata_draining` | gauge | | 1 while the broker drains before exiting |
 //! | `strata_controller` | gauge | | 1 on the broker holding the controller term |
 //! | `strata_cluster_brokers_alive` | gauge | | live brokers in this broker's view |
+//! | `strata_unsealed_bytes` | gauge | | bytes of unsealed tails held in memory (budget: `wal.max_unsealed_bytes`) |
 //! | `strata_bucket_objects` | gauge | `kind` = wal, wal_tombstone, segment, manifest, topic_config, cluster, other | the controller's last bucket sweep (absent elsewhere and before the first) |
 //! | `strata_bucket_bytes` | gauge | `kind` (as above) | the controller's last bucket sweep |
 //! | `strata_gc_deleted_objects_total` | counter | `kind` (as above) | objects this broker's sweeps deleted |
@@ -74,6 +75,8 @@ pub struct Gauges {
     pub controller: bool,
     /// Live brokers seen.
     pub brokers_alive: usize,
+    /// Bytes of unsealed tails held in memory.
+    pub unsealed_bytes: u64,
     /// What the bucket held at this broker's last sweep (controller only).
     pub bucket: Option<Inventory>,
     /// What this broker's sweeps deleted.
@@ -241,6 +244,11 @@ impl BrokerMetrics {
                 "strata_controller",
                 "1 on the broker holding the controller term.",
                 f64::from(u8::from(g.controller)),
+            ),
+            (
+                "strata_unsealed_bytes",
+                "Bytes of unsealed partition tails held in memory (budget: wal.max_unsealed_bytes).",
+                g.unsealed_bytes as f64,
             ),
             (
                 "strata_cluster_brokers_alive",

@@ -519,6 +519,7 @@ impl PartitionLog {
         {
             let st = inner.state.lock();
             st.check_open()?;
+            inner.wal.check_unsealed(batch.len())?;
             if st.tail_bytes > inner.config.segment_bytes.saturating_mul(2) {
                 return Err(Error::Unavailable(format!(
                     "{}: the unsealed tail holds {} bytes because segments cannot be uploaded; retry later",
@@ -545,6 +546,7 @@ impl PartitionLog {
                     st.producers.record(batch.header());
                     st.next_offset = batch.last_offset() + 1;
                     st.tail_bytes += batch.len() as u64;
+                    inner.wal.add_unsealed(batch.len() as i64);
                     if st.tail_since.is_none() {
                         st.tail_since = Some(Instant::now());
                     }
@@ -774,6 +776,7 @@ impl PartitionLog {
             {
                 if let Some(b) = st.tail.pop_front() {
                     st.tail_bytes -= b.batch.len() as u64;
+                    inner.wal.add_unsealed(-(b.batch.len() as i64));
                 }
             }
             st.tail_since = if st.tail.is_empty() {
@@ -1002,6 +1005,7 @@ impl PartitionLog {
         {
             let mut st = inner.state.lock();
             st.tail.clear();
+            inner.wal.add_unsealed(-(st.tail_bytes as i64));
             st.tail_bytes = 0;
             st.manifest = m;
             st.version = version;
@@ -1039,6 +1043,14 @@ impl PartitionLog {
         self.inner.progress.send_modify(|p| {
             p.failed.get_or_insert((fenced, msg));
         });
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // What this log still held stops counting against the budget.
+        let held = self.state.get_mut().tail_bytes;
+        self.wal.add_unsealed(-(held as i64));
     }
 }
 

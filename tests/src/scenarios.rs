@@ -579,3 +579,78 @@ pub async fn sweeps_during_takeovers_lose_nothing(store: Arc<dyn ObjectStore>) {
     );
     b.wal.close().await;
 }
+
+/// The broker-wide budget for unsealed tails (`wal.max_unsealed_bytes`):
+/// appends over it are refused, retryably and saying why, and nothing is
+/// lost; sealing a tail makes room again; released and dropped logs stop
+/// counting.
+pub async fn unsealed_tails_stay_within_the_budget(store: Arc<dyn ObjectStore>) {
+    use strata_storage::wal::WalConfig;
+    let wal = WalConfig {
+        max_bytes: 64 << 10,
+        max_pending_bytes: 128 << 10,
+        max_unsealed_bytes: 256 << 10,
+        ..WalConfig::default()
+    };
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        max_batch_bytes: 64 << 10,
+        ..small_log_config()
+    };
+    let node = Node::start_with(store.clone(), 1, wal).await;
+    let mut logs = Vec::new();
+    for p in 0..4 {
+        logs.push(
+            node.open(&tp_n("budget", p), config.clone())
+                .await
+                .expect("open"),
+        );
+    }
+    let value = "x".repeat(16 << 10);
+    let mut acked: Vec<BTreeMap<i64, String>> = vec![BTreeMap::new(); logs.len()];
+    let mut refused = None;
+    'fill: for round in 0..100 {
+        for (i, log) in logs.iter().enumerate() {
+            let v = format!("{round}-{value}");
+            match log
+                .append(batch_of(std::slice::from_ref(&v), None), Acks::All)
+                .await
+            {
+                Ok(r) => {
+                    acked[i].insert(r.base_offset, v);
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    break 'fill;
+                }
+            }
+        }
+    }
+    let refused = refused.expect("an append over the budget is refused");
+    assert!(
+        matches!(refused.kind(), ErrorKind::Transient { .. }),
+        "retryable: {refused}"
+    );
+    assert!(
+        refused.to_string().contains("wal.max_unsealed_bytes"),
+        "{refused}"
+    );
+    let held = node.wal.unsealed_bytes();
+    assert!(held <= (256 << 10) + (20 << 10), "{held} bytes held");
+    // Sealing the largest tail makes room.
+    logs[0].seal().await.expect("seal");
+    assert!(node.wal.unsealed_bytes() < held);
+    let v = "after-seal".to_string();
+    let r = logs[1]
+        .append(batch_of(std::slice::from_ref(&v), None), Acks::All)
+        .await
+        .expect("room again");
+    acked[1].insert(r.base_offset, v);
+    for (i, log) in logs.iter().enumerate() {
+        check_invariant(&read_all(log).await, &acked[i], &BTreeMap::new(), 0);
+    }
+    logs[2].release().await.expect("release");
+    drop(logs);
+    assert_eq!(node.wal.unsealed_bytes(), 0, "dropped logs stop counting");
+    node.wal.close().await;
+}

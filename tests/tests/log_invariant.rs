@@ -65,6 +65,11 @@ async fn sweeps_during_takeovers_lose_nothing_in_memory() {
 }
 
 #[tokio::test]
+async fn unsealed_tails_stay_within_the_budget_in_memory() {
+    scenarios::unsealed_tails_stay_within_the_budget(mem()).await;
+}
+
+#[tokio::test]
 async fn recreated_topic_is_apart_from_a_zombie_in_memory() {
     scenarios::recreated_topic_is_apart_from_a_zombie(mem()).await;
 }

@@ -310,6 +310,10 @@ impl Shared {
             draining: self.cluster.is_draining(),
             controller: self.cluster.is_controller(),
             brokers_alive: self.cluster.live_brokers().len(),
+            unsealed_bytes: self
+                .partitions
+                .engine()
+                .map_or(0, |e| e.wal().unsealed_bytes()),
             bucket: self.bucket_gc.inventory(),
             gc_deleted: self.bucket_gc.deleted(),
         }

@@ -40,6 +40,13 @@ pub struct WalConfig {
     /// gives up, fails every pending append and must be replaced.
     #[serde(with = "humantime_serde")]
     pub flush_timeout: Duration,
+    /// Broker-wide budget for unsealed tails: bytes appended (durable in
+    /// WAL objects) but not yet sealed into segments, all of which the
+    /// broker keeps in memory. Past half of it, maintenance seals the
+    /// largest tails first; at it, appends are refused (retryably) until
+    /// seals catch up. Larger means fewer, bigger segments under many
+    /// partitions; smaller bounds the broker's memory.
+    pub max_unsealed_bytes: u64,
 }
 
 impl Default for WalConfig {
@@ -50,6 +57,7 @@ impl Default for WalConfig {
             max_in_flight: 4,
             max_pending_bytes: 64 << 20,
             flush_timeout: Duration::from_secs(30),
+            max_unsealed_bytes: 1 << 30,
         }
     }
 }
@@ -67,6 +75,15 @@ impl WalConfig {
             return Err(Error::Config {
                 key: "wal.max_in_flight",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.max_unsealed_bytes < self.max_pending_bytes as u64 {
+            return Err(Error::Config {
+                key: "wal.max_unsealed_bytes",
+                reason: format!(
+                    "must be at least wal.max_pending_bytes ({})",
+                    self.max_pending_bytes
+                ),
             });
         }
         if self.max_pending_bytes < self.max_bytes {
@@ -159,6 +176,10 @@ struct Shared {
     budget: Arc<Semaphore>,
     max_entry: usize,
     puts: AtomicU64,
+    /// Bytes of every partition's unsealed tail (see
+    /// [`WalConfig::max_unsealed_bytes`]).
+    unsealed: AtomicU64,
+    max_unsealed: u64,
     retained: Mutex<RetainState>,
     store: Arc<dyn ObjectStore>,
 }
@@ -206,6 +227,8 @@ impl WalWriter {
             budget: Arc::new(Semaphore::new(permits)),
             max_entry: permits,
             puts: AtomicU64::new(0),
+            unsealed: AtomicU64::new(0),
+            max_unsealed: config.max_unsealed_bytes,
             retained: Mutex::new(RetainState {
                 floors: HashMap::new(),
                 deleted_below: first_seq,
@@ -234,6 +257,44 @@ impl WalWriter {
     /// WAL objects written so far.
     pub fn puts(&self) -> u64 {
         self.shared.puts.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of unsealed tails of every partition writing to this WAL.
+    pub fn unsealed_bytes(&self) -> u64 {
+        self.shared.unsealed.load(Ordering::Relaxed)
+    }
+
+    /// The broker-wide budget for unsealed tails.
+    pub fn max_unsealed_bytes(&self) -> u64 {
+        self.shared.max_unsealed
+    }
+
+    /// Fails (retryably) when `bytes` more of unsealed tails would go over
+    /// the budget. Reserves nothing: concurrent appends may overshoot it
+    /// by a batch each.
+    pub(crate) fn check_unsealed(&self, bytes: usize) -> Result<()> {
+        let used = self.unsealed_bytes();
+        if used.saturating_add(bytes as u64) > self.shared.max_unsealed {
+            return Err(Error::Unavailable(format!(
+                "this broker holds {used} bytes of unsealed tails, its limit \
+                 (wal.max_unsealed_bytes = {}); retry shortly, the largest tails are being sealed",
+                self.shared.max_unsealed
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` more (or, negative, fewer) of unsealed tails.
+    pub(crate) fn add_unsealed(&self, bytes: i64) {
+        if bytes >= 0 {
+            self.shared
+                .unsealed
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+        } else {
+            self.shared
+                .unsealed
+                .fetch_sub(bytes.unsigned_abs(), Ordering::Relaxed);
+        }
     }
 
     /// The error that stopped the writer, if it has stopped.
