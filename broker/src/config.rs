@@ -71,6 +71,44 @@ pub struct FetchConfig {
     /// Upper bound on a request's `max_wait_ms`.
     #[serde(with = "humantime_serde")]
     pub max_wait_limit: Duration,
+    /// Fetch streams served at once; more are refused (retryably). Each
+    /// holds up to a few responses of `max_bytes` while its consumer is
+    /// slow, so this bounds the memory that consumers which stop reading
+    /// can pin.
+    pub max_streams: usize,
+}
+
+/// Limits of the gRPC listener: what a careless or hostile client can hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Open connections; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams (requests) per connection.
+    pub max_streams_per_connection: u32,
+    /// Ping an idle connection this often; shorter finds dead clients (and
+    /// frees their streams) sooner, at a little traffic.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// Close a connection whose ping is not answered within this.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Longest a request may take to be answered (a fetch stream's first
+    /// response counts, not the stream's life).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_streams_per_connection: 256,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for FetchConfig {
@@ -80,6 +118,7 @@ impl Default for FetchConfig {
             max_bytes_limit: (4 << 20) - (64 << 10),
             max_wait: Duration::from_millis(500),
             max_wait_limit: Duration::from_secs(30),
+            max_streams: 2048,
         }
     }
 }
@@ -154,6 +193,8 @@ pub struct BrokerConfig {
     pub log_format: LogFormat,
     /// Fetch defaults and limits.
     pub fetch: FetchConfig,
+    /// gRPC listener limits.
+    pub grpc: GrpcConfig,
     /// How often partitions are maintained (time-based sealing). Shorter
     /// intervals seal closer to `log.segment_ms`, at a little CPU.
     #[serde(with = "humantime_serde")]
@@ -188,6 +229,7 @@ impl Default for BrokerConfig {
             shutdown_timeout: Duration::from_secs(30),
             log_format: LogFormat::Text,
             fetch: FetchConfig::default(),
+            grpc: GrpcConfig::default(),
             maintenance_interval: Duration::from_secs(1),
             storage_restart_backoff: Duration::from_secs(5),
             cluster: ClusterConfig::default(),
@@ -239,6 +281,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "shutdown_timeout",
     "log_format",
     "fetch",
+    "grpc",
     "maintenance_interval",
     "storage_restart_backoff",
     "cluster",

@@ -82,6 +82,10 @@ pub enum BrokerError {
     /// The broker is starting or shutting down.
     #[error("broker is {0}; retry, possibly on another broker")]
     Unavailable(&'static str),
+    /// A limit of this broker is reached (fetch streams, ...); the message
+    /// names it. Retryable.
+    #[error("{0}")]
+    Busy(String),
     /// The storage engine failed; `context` names what was being done
     /// (usually the topic-partition).
     #[error("{context}: {source}")]
@@ -115,7 +119,7 @@ impl BrokerError {
             BrokerError::TopicAlreadyExists(_) => ErrorReason::TopicAlreadyExists,
             BrokerError::InvalidRequest(_) => ErrorReason::InvalidRequest,
             BrokerError::TooLarge(_) => ErrorReason::RecordTooLarge,
-            BrokerError::Unavailable(_) => ErrorReason::BrokerUnavailable,
+            BrokerError::Unavailable(_) | BrokerError::Busy(_) => ErrorReason::BrokerUnavailable,
             BrokerError::NotOwner { .. } => ErrorReason::NotOwner,
             BrokerError::Storage { source, .. } => storage_reason(source).0,
         }
@@ -125,7 +129,7 @@ impl BrokerError {
     pub fn into_status(self) -> tonic::Status {
         match self {
             BrokerError::Storage { context, source } => storage_status(&context, &source),
-            BrokerError::Unavailable(_) => {
+            BrokerError::Unavailable(_) | BrokerError::Busy(_) => {
                 ErrorInfo::new(ErrorReason::BrokerUnavailable, self.to_string())
                     .with_retry_after(BROKER_RETRY_AFTER)
                     .into_status()

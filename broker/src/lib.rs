@@ -12,6 +12,7 @@
 //!   API ([`server::start`], [`server::RunningBroker`]).
 //! - [`config`]: settings (defaults < TOML < `STRATA_*` env < flags).
 //! - [`store_url`]: the store URL to an object store.
+//! - [`connections`]: the bound on open gRPC connections.
 //! - [`topics`]: the topic registry (config chains in the bucket).
 //! - [`partitions`]: the storage engine in service and its open
 //!   partitions (and, later, ownership checks).
@@ -28,6 +29,7 @@ pub mod bucket_gc;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod http;
 pub mod maintenance;

@@ -300,11 +300,21 @@ async fn start_on(
     let admin =
         AdminServer::new(AdminService::new(shared.clone())).max_decoding_message_size(max_request);
     let cluster_service = ClusterServer::new(ClusterService::new(shared.clone()));
-    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let limits = shared.config.grpc.clone();
+    let incoming = crate::connections::limit(
+        TcpIncoming::from(grpc_listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(limits.keepalive_interval)),
+        limits.max_connections,
+    );
     let grpc_task = {
         let stop = shared.shutdown.clone();
         tokio::spawn(
             tonic::transport::Server::builder()
+                .max_concurrent_streams(limits.max_streams_per_connection)
+                .http2_keepalive_interval(Some(limits.keepalive_interval))
+                .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+                .timeout(limits.request_timeout)
                 .layer(tower::util::MapResponseLayer::new(
                     crate::error::fix_oversized_request,
                 ))

@@ -122,3 +122,72 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// Consumers that open fetch streams and never read them hold at most
+/// `fetch.max_streams` of them: the rest are refused, retryably and
+/// naming the limit, and room comes back when streams close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_streams_that_are_never_read_are_bounded() {
+    use strata_proto::v1::FetchRequest;
+    use strata_proto::v1::strata_client::StrataClient;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.fetch.max_streams = 40;
+    let broker = start(c).await.expect("start");
+    let (_, mut admin) = clients(&broker).await;
+    admin
+        .create_topic(CreateTopicRequest {
+            name: "idle".into(),
+            partitions: 1,
+            ..CreateTopicRequest::default()
+        })
+        .await
+        .expect("create");
+    let request = || FetchRequest {
+        topic: "idle".into(),
+        partition: 0,
+        offset: 0,
+        max_wait_ms: 30_000,
+        ..FetchRequest::default()
+    };
+    let mut held = Vec::new();
+    let mut refused = 0;
+    // 100 streams over 10 connections, none of them read.
+    for _ in 0..10 {
+        let channel = tonic::transport::Channel::from_shared(broker.grpc_url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = StrataClient::new(channel);
+        for _ in 0..10 {
+            match client.fetch(request()).await {
+                Ok(stream) => held.push(stream.into_inner()),
+                Err(e) => {
+                    assert_eq!(reason(&e), ErrorReason::BrokerUnavailable, "{e:?}");
+                    assert!(e.message().contains("fetch.max_streams (40)"), "{e:?}");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert_eq!((held.len(), refused), (40, 60));
+    drop(held);
+    // Room comes back once the streams are gone (their tasks end when
+    // they next try to send).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (mut client, _) = clients(&broker).await;
+    loop {
+        match client.fetch(request()).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no room after the streams closed: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    broker.shutdown().await.expect("shutdown");
+}

@@ -78,6 +78,8 @@ pub struct Shared {
     pub metrics: BrokerMetrics,
     /// Bucket garbage collection (sweeps on the controller) and inventory.
     pub bucket_gc: BucketGc,
+    /// One permit per fetch stream served (`fetch.max_streams`).
+    fetch_streams: Arc<tokio::sync::Semaphore>,
     /// Cancelled when a graceful shutdown starts: produces are refused and
     /// fetch streams end.
     pub shutdown: CancellationToken,
@@ -141,6 +143,7 @@ impl Shared {
             producer_ids: ProducerIds::new(engine_store.clone(), broker_id),
             metrics: BrokerMetrics::default(),
             bucket_gc: BucketGc::new(engine_store.clone(), config.gc.clone()),
+            fetch_streams: Arc::new(tokio::sync::Semaphore::new(config.fetch.max_streams)),
             shutdown: CancellationToken::new(),
             restarting: AtomicBool::new(false),
             health,
@@ -195,6 +198,18 @@ impl Shared {
     /// Counts `engine`'s store requests in `/metrics` from now on.
     pub(crate) fn track_store_stats(&self, engine: &Engine) {
         self.store_stats.lock().push(engine.store_stats().clone());
+    }
+
+    /// A permit to serve one more fetch stream, held for the stream's
+    /// life; refused (retryably) at `fetch.max_streams`.
+    pub fn fetch_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.fetch_streams.clone().try_acquire_owned().map_err(|_| {
+            BrokerError::Busy(format!(
+                "this broker serves fetch.max_streams ({}) fetch streams already; retry later or \
+                 close streams that are not read",
+                self.config.fetch.max_streams
+            ))
+        })
     }
 
     /// Refuses work while shutting down.

@@ -418,10 +418,16 @@ impl Strata for StrataService {
             max_wait,
             once: req.once,
         };
+        // Held by the stream's task for its life.
+        let permit = shared.fetch_permit()?;
         let (tx, rx) = mpsc::channel(FETCH_QUEUE);
         match shared.partition_watched(&req.topic, req.partition).await {
             Ok((tp, log, dropped)) => {
-                tokio::spawn(fetch_loop(shared.clone(), tp, log, dropped, params, tx));
+                let looping = fetch_loop(shared.clone(), tp, log, dropped, params, tx);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    looping.await;
+                });
             }
             Err(not_owner @ BrokerError::NotOwner { .. }) => {
                 // Sealed data can be read from any broker: serve it from
@@ -438,7 +444,7 @@ impl Strata for StrataService {
                 }) else {
                     return Err(not_owner.into_status());
                 };
-                tokio::spawn(sealed_fetch_loop(
+                let looping = sealed_fetch_loop(
                     shared.clone(),
                     tp,
                     engine.cache().clone(),
@@ -446,7 +452,11 @@ impl Strata for StrataService {
                     params,
                     not_owner,
                     tx,
-                ));
+                );
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    looping.await;
+                });
             }
             Err(e) => return Err(e.into_status()),
         }
