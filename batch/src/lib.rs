@@ -59,6 +59,7 @@ const LEADER_EPOCH_AT: usize = 12;
 const CRC_AT: usize = 17;
 /// The CRC covers everything from the attributes to the end.
 const ATTRIBUTES_AT: usize = 21;
+const MAX_TIMESTAMP_AT: usize = 35;
 /// Bytes before and including the batch length field, not counted in it.
 const LOG_OVERHEAD: usize = 12;
 /// Smallest legal batch length field (header with no records).
@@ -514,6 +515,37 @@ impl Batch {
             header,
             bytes: buf.freeze(),
         }
+    }
+
+    /// Marks the batch's records as timestamped by the broker (Kafka's
+    /// `LogAppendTime`): sets the timestamp-type attribute and
+    /// `max_timestamp = now_ms` (readers give every record that time) and
+    /// recomputes the CRC, which covers both. In place when the buffer is
+    /// uniquely owned, else with one copy; costs a CRC pass over the batch.
+    pub fn with_log_append_time(self, now_ms: i64) -> Batch {
+        let mut buf = match self.bytes.try_into_mut() {
+            Ok(unique) => unique,
+            Err(shared) => BytesMut::from(&shared[..]),
+        };
+        let attributes = self.header.attributes | TIMESTAMP_TYPE_BIT;
+        write_at(&mut buf, ATTRIBUTES_AT, &attributes.to_be_bytes());
+        write_at(&mut buf, MAX_TIMESTAMP_AT, &now_ms.to_be_bytes());
+        let crc = crc32c::crc32c(buf.get(ATTRIBUTES_AT..).unwrap_or_default());
+        write_at(&mut buf, CRC_AT, &crc.to_be_bytes());
+        let mut header = self.header;
+        header.attributes = attributes;
+        header.max_timestamp = now_ms;
+        header.crc = crc;
+        Batch {
+            header,
+            bytes: buf.freeze(),
+        }
+    }
+
+    /// The smallest and largest record timestamps the header declares
+    /// (`base_timestamp`, `max_timestamp`).
+    pub fn timestamp_range(&self) -> (i64, i64) {
+        (self.header.base_timestamp, self.header.max_timestamp)
     }
 
     /// Verifies the CRC-32C again (for readers of our own objects that want
@@ -1191,6 +1223,20 @@ mod tests {
             .map(|r| r.offset)
             .collect();
         assert_eq!(offsets, vec![1_000_000, 1_000_001, 1_000_002]);
+    }
+
+    #[test]
+    fn log_append_time_sets_every_record_time_and_a_valid_crc() {
+        let batch = Batch::validate(sample().build(), &limits()).unwrap();
+        let (first, max) = batch.timestamp_range();
+        assert!(first <= max);
+        let stamped = batch.with_log_append_time(1_700_000_000_123).stamp(10, 1);
+        stamped.verify_crc().unwrap();
+        let again = Batch::validate(stamped.bytes().clone(), &limits()).unwrap();
+        assert_eq!(again.max_timestamp(), 1_700_000_000_123);
+        for r in decode_records(&again).unwrap() {
+            assert_eq!(r.timestamp, 1_700_000_000_123, "record {}", r.offset);
+        }
     }
 
     #[test]

@@ -176,6 +176,7 @@ fn storage_reason(e: &StorageError) -> (ErrorReason, Option<Duration>) {
         StorageError::InvalidName { .. } | StorageError::Config { .. } => {
             (ErrorReason::InvalidRequest, None)
         }
+        StorageError::InvalidTimestamp(_) => (ErrorReason::InvalidBatch, None),
         StorageError::Store(_) => match e.kind() {
             ErrorKind::Transient { retry_after } => {
                 (ErrorReason::StoreUnavailable, Some(retry_after))

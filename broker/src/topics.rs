@@ -35,7 +35,7 @@ use strata_storage::chain::Chain;
 use strata_storage::keys::{
     self, BrokerId, TopicId, TopicIdPartition, TopicName, TopicPartition, Version,
 };
-use strata_storage::log::LogConfig;
+use strata_storage::log::{LogConfig, TimestampType};
 
 use crate::error::{BrokerError, Result};
 
@@ -56,6 +56,15 @@ pub struct TopicOverrides {
     pub segment_ms: Option<i64>,
     /// Largest batch accepted (at most the broker's `log.max_batch_bytes`).
     pub max_batch_bytes: Option<i32>,
+    /// `CreateTime` or `LogAppendTime` (Kafka's `message.timestamp.type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_type: Option<String>,
+    /// Refuse CreateTime records older than this many ms; -1: any age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_before_max_ms: Option<i64>,
+    /// Refuse CreateTime records this many ms ahead; -1: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_after_max_ms: Option<i64>,
 }
 
 impl TopicOverrides {
@@ -111,9 +120,45 @@ impl TopicOverrides {
             }
             c.max_batch_bytes = v as usize;
         }
+        if let Some(t) = &self.timestamp_type {
+            c.timestamp_type = parse_timestamp_type(t).ok_or_else(|| {
+                BrokerError::InvalidRequest(format!(
+                    "invalid topic setting timestamp_type: must be CreateTime or LogAppendTime, got {t}"
+                ))
+            })?;
+        }
+        let limit = |key: &str, v: i64| match v {
+            -1 => Ok(None),
+            v if v >= 0 => Ok(Some(Duration::from_millis(v as u64))),
+            v => Err(invalid(key, v, "must be -1 (no limit) or >= 0")),
+        };
+        if let Some(v) = self.timestamp_before_max_ms {
+            c.timestamp_before_max = limit("timestamp_before_max_ms", v)?;
+        }
+        if let Some(v) = self.timestamp_after_max_ms {
+            c.timestamp_after_max = limit("timestamp_after_max_ms", v)?;
+        }
         c.validate()
             .map_err(|e| BrokerError::InvalidRequest(format!("invalid topic settings: {e}")))?;
         Ok(c)
+    }
+}
+
+/// A timestamp type by Kafka's name (`CreateTime`, `LogAppendTime`; case
+/// and `_`/`-` do not matter).
+pub fn parse_timestamp_type(s: &str) -> Option<TimestampType> {
+    match s.to_ascii_lowercase().replace(['_', '-'], "").as_str() {
+        "createtime" => Some(TimestampType::CreateTime),
+        "logappendtime" => Some(TimestampType::LogAppendTime),
+        _ => None,
+    }
+}
+
+/// Kafka's name of a timestamp type.
+pub fn timestamp_type_name(t: TimestampType) -> &'static str {
+    match t {
+        TimestampType::CreateTime => "CreateTime",
+        TimestampType::LogAppendTime => "LogAppendTime",
     }
 }
 
@@ -611,6 +656,9 @@ mod tests {
             segment_bytes: Some(1 << 20),
             segment_ms: Some(1000),
             max_batch_bytes: Some(4096),
+            timestamp_type: Some("LogAppendTime".into()),
+            timestamp_before_max_ms: Some(60_000),
+            timestamp_after_max_ms: Some(-1),
         };
         let c = o.log_config(&d).expect("valid");
         assert_eq!(c.retention_ms, None);
@@ -618,5 +666,17 @@ mod tests {
         assert_eq!(c.segment_bytes, 1 << 20);
         assert_eq!(c.segment_ms, Duration::from_secs(1));
         assert_eq!(c.max_batch_bytes, 4096);
+        assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(c.timestamp_before_max, Some(Duration::from_secs(60)));
+        assert_eq!(c.timestamp_after_max, None);
+        let bad = TopicOverrides {
+            timestamp_type: Some("WallClock".into()),
+            ..TopicOverrides::default()
+        };
+        let err = bad.log_config(&d).expect_err("unknown type");
+        assert!(
+            err.to_string().contains("CreateTime or LogAppendTime"),
+            "{err}"
+        );
     }
 }

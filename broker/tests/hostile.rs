@@ -135,3 +135,72 @@ fn one_record_zstd_section() -> Bytes {
         .expect("compress");
     batch.slice(strata_storage::batch::RECORD_BATCH_OVERHEAD..)
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Retention compares the broker's clock with record timestamps, so a
+/// client's clock must not decide what is kept: a `LogAppendTime` topic
+/// stamps records with the broker's time, and a `CreateTime` topic refuses
+/// records too far ahead of it (Kafka's `message.timestamp.after.max.ms`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_follow_the_topic_timestamp_type() {
+    use strata_proto::v1::TopicConfig;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(config(dir.path())).await.expect("start");
+    let (mut c, mut admin) = clients(&broker).await;
+    for (name, ty) in [("h", "CreateTime"), ("lat", "LogAppendTime")] {
+        admin
+            .create_topic(CreateTopicRequest {
+                name: name.into(),
+                partitions: 1,
+                config: Some(TopicConfig {
+                    timestamp_type: Some(ty.into()),
+                    ..TopicConfig::default()
+                }),
+                ..CreateTopicRequest::default()
+            })
+            .await
+            .expect("create");
+    }
+    let batch_at = |ts: i64| {
+        let mut b = BatchBuilder::new();
+        b.push(ts, None, Some(b"v"), &[]);
+        b.build_compressed(Compression::Lz4).expect("compress")
+    };
+    // CreateTime: two hours ahead is refused, saying why; the epoch is old
+    // but allowed (no timestamp_before_max by default, as in Kafka).
+    let err = c
+        .produce(request(batch_at(now_ms() + 2 * 3600 * 1000)))
+        .await
+        .expect_err("a future timestamp");
+    assert_eq!(reason(&err), ErrorReason::InvalidBatch);
+    assert!(
+        err.message().contains("ahead of the broker's clock"),
+        "{}",
+        err.message()
+    );
+    c.produce(request(batch_at(1))).await.expect("an old one");
+    // LogAppendTime: whatever the producer says, the broker's time.
+    let before = now_ms();
+    let mut lat = request(batch_at(1));
+    lat.topic = "lat".into();
+    c.produce(lat).await.expect("append");
+    let fetched = fetch_once(&mut c, "lat", 0).await;
+    let batch = Batch::from_trusted(fetched.batches[0].clone()).expect("stored");
+    for r in decode_records_any(&batch).expect("decode") {
+        assert!(
+            r.timestamp >= before && r.timestamp <= now_ms(),
+            "log append time {} not in [{before}, now]",
+            r.timestamp
+        );
+    }
+    batch
+        .verify_crc()
+        .expect("the stamped batch keeps a valid CRC");
+    drop((c, admin));
+    broker.shutdown().await.expect("shutdown");
+}

@@ -31,6 +31,40 @@ pub enum Retention {
     Duration(Duration),
 }
 
+/// Whose clock timestamps a topic's records (Kafka's
+/// `message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's (checked against the broker's clock).
+    CreateTime,
+    /// The broker's, at append.
+    LogAppendTime,
+}
+
+impl TimestampType {
+    /// Kafka's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        }
+    }
+}
+
+impl std::str::FromStr for TimestampType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace(['_', '-'], "").as_str() {
+            "createtime" => Ok(TimestampType::CreateTime),
+            "logappendtime" => Ok(TimestampType::LogAppendTime),
+            _ => Err(Error::Config(format!(
+                "timestamp type must be CreateTime or LogAppendTime: {s}"
+            ))),
+        }
+    }
+}
+
 /// Settings of a new topic; `None` fields take the broker's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicSettings {
@@ -45,6 +79,12 @@ pub struct TopicSettings {
     pub segment_age: Option<Duration>,
     /// Largest batch the broker accepts for this topic.
     pub max_batch_bytes: Option<u32>,
+    /// Whose clock timestamps the records.
+    pub timestamp_type: Option<TimestampType>,
+    /// Refuse CreateTime records older than this (by the broker's clock).
+    pub timestamp_before_max: Option<Duration>,
+    /// Refuse CreateTime records this far ahead of the broker's clock.
+    pub timestamp_after_max: Option<Duration>,
     /// Succeed, returning the existing topic, when it already exists.
     pub if_not_exists: bool,
 }
@@ -75,6 +115,9 @@ impl TopicSettings {
                 .max_batch_bytes
                 .map(|b| i32::try_from(b).map_err(|_| too_big("max_batch_bytes")))
                 .transpose()?,
+            timestamp_type: self.timestamp_type.map(|t| t.name().to_owned()),
+            timestamp_before_max_ms: self.timestamp_before_max.map(ms),
+            timestamp_after_max_ms: self.timestamp_after_max.map(ms),
         })
     }
 }

@@ -53,7 +53,7 @@ mod error;
 mod partitioner;
 mod producer;
 
-pub use admin::{Admin, Retention, TopicSettings};
+pub use admin::{Admin, Retention, TimestampType, TopicSettings};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Offset, OffsetReset};
 pub use error::{Error, Result};
 pub use partitioner::{murmur2, partition_for_key};

@@ -90,6 +90,9 @@ pub enum Error {
     /// The store does not enforce create-only writes; using it could lose data.
     #[error("{0}")]
     UnsafeStore(String),
+    /// A batch's timestamps are too far from the broker's clock.
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
     /// The bucket holds keys in a layout this release cannot serve.
     #[error("{0}")]
     IncompatibleBucket(String),
@@ -153,6 +156,7 @@ impl Error {
             Error::InvalidBatch(_)
             | Error::TooLarge { .. }
             | Error::InvalidName { .. }
+            | Error::InvalidTimestamp(_)
             | Error::Config { .. } => ErrorKind::InvalidInput,
             Error::Fenced(_) => ErrorKind::Fenced,
             Error::OffsetOutOfRange { .. } => ErrorKind::OutOfRange,

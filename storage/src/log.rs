@@ -98,6 +98,20 @@ pub enum Acks {
     Leader,
 }
 
+/// Whose clock timestamps a topic's records (Kafka's
+/// `message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampType {
+    /// The producer's, checked against `timestamp_before_max` and
+    /// `timestamp_after_max`.
+    #[default]
+    CreateTime,
+    /// The broker's at append: retention and time lookups then never
+    /// depend on a client's clock.
+    LogAppendTime,
+}
+
 /// Per-partition log settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -126,6 +140,18 @@ pub struct LogConfig {
     /// failover and a smaller WAL; higher means fewer manifest writes for
     /// idle partitions of a busy broker.
     pub tail_max_wal_objects: u64,
+    /// Whose clock timestamps the records.
+    pub timestamp_type: TimestampType,
+    /// A `CreateTime` batch with a record older than this by the broker's
+    /// clock is refused (`None`: any age, Kafka's default). Old timestamps
+    /// make retention delete a segment as soon as it is sealed.
+    #[serde(with = "humantime_serde")]
+    pub timestamp_before_max: Option<Duration>,
+    /// A `CreateTime` batch with a record this far ahead of the broker's
+    /// clock is refused (Kafka 4's default, 1h). Future timestamps keep a
+    /// segment from retention until that time.
+    #[serde(with = "humantime_serde")]
+    pub timestamp_after_max: Option<Duration>,
 }
 
 impl Default for LogConfig {
@@ -139,6 +165,9 @@ impl Default for LogConfig {
             max_batch_bytes: 1 << 20,
             manifest_keep: 8,
             tail_max_wal_objects: 4096,
+            timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max: None,
+            timestamp_after_max: Some(Duration::from_secs(3600)),
         }
     }
 }
@@ -509,13 +538,25 @@ impl PartitionLog {
         }
     }
 
-    /// Appends one RecordBatch v2 (untrusted bytes: fully validated).
+    /// Appends one RecordBatch v2 (untrusted bytes: fully validated), at
+    /// the wall clock's time (see [`Self::append_at`]).
     pub async fn append(&self, bytes: Bytes, acks: Acks) -> Result<AppendResult> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.append_at(bytes, acks, now_ms).await
+    }
+
+    /// Appends one RecordBatch v2 at broker time `now_ms`: validated,
+    /// timestamped by `now_ms` for `LogAppendTime` topics or checked
+    /// against it for `CreateTime` ones.
+    pub async fn append_at(&self, bytes: Bytes, acks: Acks, now_ms: i64) -> Result<AppendResult> {
         let inner = &self.inner;
         let batch = validate(bytes, &inner.limits).await?;
         if batch.header().is_control() {
             return Err(Error::InvalidBatch(BatchError::ControlBatchNotAllowed));
         }
+        let batch = self.apply_timestamp_type(batch, now_ms)?;
         {
             let st = inner.state.lock();
             st.check_open()?;
@@ -578,6 +619,36 @@ impl PartitionLog {
             self.wait_durable(result.last_offset + 1).await?;
         }
         Ok(result)
+    }
+
+    /// Stamps a `LogAppendTime` topic's batch with `now_ms`, or checks a
+    /// `CreateTime` batch's timestamps against it.
+    fn apply_timestamp_type(&self, batch: Batch, now_ms: i64) -> Result<Batch> {
+        let config = &self.inner.config;
+        if config.timestamp_type == TimestampType::LogAppendTime {
+            return Ok(batch.with_log_append_time(now_ms));
+        }
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let (first, max) = batch.timestamp_range();
+        if let Some(after) = config.timestamp_after_max
+            && max.saturating_sub(now_ms) > ms(after)
+        {
+            return Err(Error::InvalidTimestamp(format!(
+                "{}: a record is timestamped {} ms ahead of the broker's clock, more than the topic's timestamp_after_max ({after:?}); fix the producer's clock or use log_append_time: {max}",
+                self.inner.tp,
+                max - now_ms
+            )));
+        }
+        if let Some(before) = config.timestamp_before_max
+            && now_ms.saturating_sub(first) > ms(before)
+        {
+            return Err(Error::InvalidTimestamp(format!(
+                "{}: a record is timestamped {} ms behind the broker's clock, more than the topic's timestamp_before_max ({before:?}); fix the producer's clock or use log_append_time: {first}",
+                self.inner.tp,
+                now_ms - first
+            )));
+        }
+        Ok(batch)
     }
 
     /// Waits until every offset below `end` is durable.

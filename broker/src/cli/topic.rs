@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use strata_client::{Admin, Retention, TopicSettings};
+use strata_client::{Admin, Retention, TimestampType, TopicSettings};
 
 use super::{BrokerArgs, human_bytes, print_stdout, table};
 
@@ -40,11 +40,20 @@ pub struct CreateArgs {
     /// Seal a partition's tail into a segment object at this size.
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
+    /// Whose clock timestamps the records: CreateTime (the producer's, the
+    /// default) or LogAppendTime (the broker's at append, so retention
+    /// never depends on a client's clock).
+    #[arg(long, value_parser = parse_timestamp_type, value_name = "TYPE")]
+    pub timestamp_type: Option<TimestampType>,
     /// Succeed if the topic already exists.
     #[arg(long)]
     pub if_not_exists: bool,
     #[command(flatten)]
     pub broker: BrokerArgs,
+}
+
+fn parse_timestamp_type(s: &str) -> Result<TimestampType, String> {
+    s.parse().map_err(|e: strata_client::Error| e.to_string())
 }
 
 fn parse_retention(s: &str) -> Result<Retention, String> {
@@ -106,6 +115,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
         retention: a.retention,
         retention_bytes: a.retention_bytes,
         segment_bytes: a.segment_bytes,
+        timestamp_type: a.timestamp_type,
         if_not_exists: a.if_not_exists,
         ..Default::default()
     };
@@ -164,13 +174,14 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
     };
     let c = t.config.unwrap_or_default();
     let mut out = format!(
-        "Topic: {}\tPartitions: {}\tRetention: {}\tRetentionBytes: {}\tSegmentBytes: {}\tSegmentAge: {}\n",
+        "Topic: {}\tPartitions: {}\tRetention: {}\tRetentionBytes: {}\tSegmentBytes: {}\tSegmentAge: {}\tTimestamps: {}\n",
         t.name,
         t.partitions,
         ms_setting(c.retention_ms),
         bytes_setting(c.retention_bytes),
         bytes_setting(c.segment_bytes),
         ms_setting(c.segment_ms),
+        c.timestamp_type.as_deref().unwrap_or("CreateTime"),
     );
     let header = [
         "PARTITION",

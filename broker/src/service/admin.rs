@@ -158,6 +158,9 @@ fn effective_config(c: &LogConfig) -> TopicConfig {
         segment_bytes: Some(i64::try_from(c.segment_bytes).unwrap_or(i64::MAX)),
         segment_ms: Some(ms(c.segment_ms)),
         max_batch_bytes: Some(i32::try_from(c.max_batch_bytes).unwrap_or(i32::MAX)),
+        timestamp_type: Some(topics::timestamp_type_name(c.timestamp_type).to_owned()),
+        timestamp_before_max_ms: Some(c.timestamp_before_max.map_or(-1, ms)),
+        timestamp_after_max_ms: Some(c.timestamp_after_max.map_or(-1, ms)),
     }
 }
 
@@ -169,6 +172,9 @@ fn overrides(c: Option<TopicConfig>) -> TopicOverrides {
         segment_bytes: c.segment_bytes,
         segment_ms: c.segment_ms,
         max_batch_bytes: c.max_batch_bytes,
+        timestamp_type: c.timestamp_type,
+        timestamp_before_max_ms: c.timestamp_before_max_ms,
+        timestamp_after_max_ms: c.timestamp_after_max_ms,
     }
 }
 
