@@ -11,8 +11,18 @@
 //!
 //! Invariant: an id is handed out only from a block whose version this
 //! broker created itself.
+//!
+//! Produces are only accepted from ids some broker handed out
+//! ([`ProducerIds::check`]): id `i` was handed out only if block version
+//! `i / BLOCK_SIZE` was reserved, which a broker learns from its own
+//! reservations or, for an id it does not know, from the chain's head (read
+//! at most once a second). Epochs start at 0 and are never bumped yet, so
+//! a batch with a higher epoch is forged: it could otherwise fence the real
+//! producer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
@@ -26,6 +36,9 @@ pub const BLOCK_SIZE: i64 = 1000;
 
 /// Attempts to reserve a block when other brokers keep winning the race.
 const MAX_ATTEMPTS: usize = 16;
+
+/// Least time between two reads of the chain head for an unknown id.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// One reserved block, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +68,10 @@ pub struct ProducerIds {
     /// concurrent requests queue for the one reservation instead of
     /// reserving a block each.
     current: tokio::sync::Mutex<Current>,
+    /// The highest block version known to be reserved.
+    known: AtomicU64,
+    /// When the chain head was last read for an unknown id.
+    refreshed: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl ProducerIds {
@@ -64,7 +81,57 @@ impl ProducerIds {
             chain: Chain::new(store, keys::producer_id_chain()),
             broker,
             current: tokio::sync::Mutex::new(Current::default()),
+            known: AtomicU64::new(0),
+            refreshed: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Fails when a batch's producer id and epoch were never handed out
+    /// (see the module docs). Ids below 0 are not idempotent producers.
+    pub async fn check(&self, id: i64, epoch: i16) -> Result<()> {
+        if id < 0 {
+            return Ok(());
+        }
+        let unknown = || {
+            BrokerError::InvalidRequest(format!(
+                "producer id {id} was never handed out by this cluster; ask a broker for one \
+                 (Strata.InitProducer) instead of making one up"
+            ))
+        };
+        let block = u64::try_from(id / BLOCK_SIZE).unwrap_or(0);
+        if block == 0 {
+            return Err(unknown());
+        }
+        if block > self.known.load(Ordering::Relaxed) {
+            let due = {
+                let mut last = self.refreshed.lock();
+                let due = last.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            };
+            if due {
+                let head = self
+                    .chain
+                    .versions(None)
+                    .await
+                    .map_err(|e| BrokerError::storage("reading producer id blocks", e))?;
+                if let Some(v) = head.last() {
+                    self.known.fetch_max(v.0, Ordering::Relaxed);
+                }
+            }
+            if block > self.known.load(Ordering::Relaxed) {
+                return Err(unknown());
+            }
+        }
+        if epoch != 0 {
+            return Err(BrokerError::InvalidRequest(format!(
+                "producer {id} was handed out at epoch 0 and no broker raised it; a batch at \
+                 epoch {epoch} is refused (it would fence the real producer)"
+            )));
+        }
+        Ok(())
     }
 
     /// The next unused producer id and its epoch (always 0).
@@ -104,6 +171,7 @@ impl ProducerIds {
             };
             match self.chain.create(version, &block).await {
                 Ok(()) => {
+                    self.known.fetch_max(version.0, Ordering::Relaxed);
                     tracing::info!(first, size = BLOCK_SIZE, "reserved a block of producer ids");
                     if let Err(e) = self.chain.gc(version, 4).await {
                         tracing::debug!(error = %e, "producer id chain gc failed");
@@ -146,5 +214,23 @@ mod tests {
         let (id, epoch) = a2.allocate().await.expect("a2");
         assert!(seen.insert(id) && epoch == 0);
         assert!(!seen.contains(&0));
+    }
+
+    #[tokio::test]
+    async fn only_handed_out_ids_at_epoch_0_are_accepted() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let a = ProducerIds::new(store.clone(), BrokerId(0));
+        let b = ProducerIds::new(store, BrokerId(1));
+        let (mine, _) = a.allocate().await.expect("a");
+        a.check(mine, 0).await.expect("its own id");
+        a.check(-1, -1).await.expect("not an idempotent producer");
+        // Another broker learns the block from the bucket.
+        b.check(mine, 0).await.expect("an id another broker handed out");
+        for forged in [0, 7, 999, 5 * BLOCK_SIZE] {
+            let err = b.check(forged, 0).await.expect_err("forged");
+            assert!(err.to_string().contains("never handed out"), "{forged}: {err}");
+        }
+        let err = a.check(mine, 3).await.expect_err("forged epoch");
+        assert!(err.to_string().contains("epoch 3"), "{err}");
     }
 }

@@ -86,6 +86,12 @@ impl StrataService {
                 encode_records(&list.records)
             }
         };
+        if let Ok(h) = strata_storage::batch::BatchHeader::parse(&bytes) {
+            shared
+                .producer_ids
+                .check(h.producer_id, h.producer_epoch)
+                .await?;
+        }
         let (topic, tp, log) = shared.partition_of_topic(&req.topic, req.partition).await?;
         let limit = topic.log_config.max_batch_bytes;
         if bytes.len() > limit {
