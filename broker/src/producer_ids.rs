@@ -225,10 +225,15 @@ mod tests {
         a.check(mine, 0).await.expect("its own id");
         a.check(-1, -1).await.expect("not an idempotent producer");
         // Another broker learns the block from the bucket.
-        b.check(mine, 0).await.expect("an id another broker handed out");
+        b.check(mine, 0)
+            .await
+            .expect("an id another broker handed out");
         for forged in [0, 7, 999, 5 * BLOCK_SIZE] {
             let err = b.check(forged, 0).await.expect_err("forged");
-            assert!(err.to_string().contains("never handed out"), "{forged}: {err}");
+            assert!(
+                err.to_string().contains("never handed out"),
+                "{forged}: {err}"
+            );
         }
         let err = a.check(mine, 3).await.expect_err("forged epoch");
         assert!(err.to_string().contains("epoch 3"), "{err}");

@@ -106,18 +106,30 @@ impl<T: Serialize + DeserializeOwned> Chain<T> {
         decode(&key, &bytes)
     }
 
+    /// The stored form of `doc` (what [`Self::create`] writes), for
+    /// encoding a large document off the async runtime and then calling
+    /// [`Self::create_encoded`].
+    pub fn encode(&self, doc: &T) -> Result<Bytes> {
+        serde_json::to_vec_pretty(doc)
+            .map(Bytes::from)
+            .map_err(|source| Error::Json {
+                key: self.prefix.path().to_string(),
+                source,
+            })
+    }
+
     /// Creates `version` holding `doc`. Fails with [`Error::Fenced`] when the
     /// version exists with other content or a later version exists.
     /// Safe to call again with the same document after an error: a write
     /// that landed before its response was lost is recognised.
     pub async fn create(&self, version: Version, doc: &T) -> Result<()> {
+        self.create_encoded(version, self.encode(doc)?).await
+    }
+
+    /// [`Self::create`] with the document already encoded by
+    /// [`Self::encode`].
+    pub async fn create_encoded(&self, version: Version, bytes: Bytes) -> Result<()> {
         let key = self.prefix.version(version);
-        let bytes = Bytes::from(
-            serde_json::to_vec_pretty(doc).map_err(|source| Error::Json {
-                key: key.to_string(),
-                source,
-            })?,
-        );
         let opts = PutOptions::from(PutMode::Create);
         match self
             .store

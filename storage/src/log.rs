@@ -140,6 +140,12 @@ pub struct LogConfig {
     /// failover and a smaller WAL; higher means fewer manifest writes for
     /// idle partitions of a busy broker.
     pub tail_max_wal_objects: u64,
+    /// Drop the idempotence state of a producer whose last batch is older
+    /// than this (Kafka's `producer.id.expiration.ms`): the state is in
+    /// every manifest, so this bounds manifest size by the producers
+    /// active within it. A producer silent for longer must start over.
+    #[serde(with = "humantime_serde")]
+    pub producer_id_expiration: Duration,
     /// Whose clock timestamps the records.
     pub timestamp_type: TimestampType,
     /// A `CreateTime` batch with a record older than this by the broker's
@@ -165,6 +171,7 @@ impl Default for LogConfig {
             max_batch_bytes: 1 << 20,
             manifest_keep: 8,
             tail_max_wal_objects: 4096,
+            producer_id_expiration: Duration::from_secs(24 * 3600),
             timestamp_type: TimestampType::CreateTime,
             timestamp_before_max: None,
             timestamp_after_max: Some(Duration::from_secs(3600)),
@@ -469,7 +476,7 @@ impl PartitionLog {
             first_seq: floor,
         });
         let new_version = version.map_or(Version(0), Version::next);
-        create_with_retry(&chain, new_version, &manifest).await?;
+        let manifest = create_with_retry(&chain, new_version, manifest).await?;
         wal.retain_from(&tp, floor);
         tracing::info!(%tp, epoch = manifest.leader_epoch, next_offset = end, "partition opened");
         let state = State {
@@ -836,7 +843,7 @@ impl PartitionLog {
             m.producers = st.durable_producers.clone();
             (st.version.next(), m)
         };
-        self.write_manifest(version, &manifest).await?;
+        let manifest = self.write_manifest(version, manifest).await?;
         let floor = manifest.tail.map_or(WalSeq(0), |t| t.first_seq);
         {
             let mut st = inner.state.lock();
@@ -894,7 +901,7 @@ impl PartitionLog {
             m.producers = st.durable_producers.clone();
             (st.version.next(), m, floor)
         };
-        self.write_manifest(version, &manifest).await?;
+        let manifest = self.write_manifest(version, manifest).await?;
         {
             let mut st = inner.state.lock();
             st.tail_floor = floor;
@@ -913,7 +920,7 @@ impl PartitionLog {
         self.inner.wal.next_seq().0.saturating_sub(floor.0)
     }
 
-    async fn write_manifest(&self, version: Version, manifest: &Manifest) -> Result<()> {
+    async fn write_manifest(&self, version: Version, manifest: Manifest) -> Result<Manifest> {
         if self.inner.abandoned.load(Ordering::SeqCst) {
             return Err(Error::Unavailable(format!(
                 "{} was abandoned by this broker; not writing manifest {version}",
@@ -921,7 +928,7 @@ impl PartitionLog {
             )));
         }
         match create_with_retry(&self.inner.chain, version, manifest).await {
-            Ok(()) => Ok(()),
+            Ok(m) => Ok(m),
             Err(e) => {
                 if e.is_fenced() {
                     tracing::warn!(tp = %self.inner.tp, error = %e, "partition taken over by another broker: stop serving it");
@@ -951,6 +958,15 @@ impl PartitionLog {
     /// applies retention. `now_ms` is wall-clock time in milliseconds.
     pub async fn maintain(&self, now_ms: i64) -> Result<()> {
         let config = &self.inner.config;
+        {
+            let mut st = self.inner.state.lock();
+            let expired = st.producers.expire(now_ms, config.producer_id_expiration);
+            st.durable_producers
+                .expire(now_ms, config.producer_id_expiration);
+            if expired > 0 {
+                tracing::debug!(tp = %self.inner.tp, expired, "expired idle producers");
+            }
+        }
         let (seal, advance) = {
             let st = self.inner.state.lock();
             let pinned = self.inner.wal.next_seq().0.saturating_sub(st.tail_floor.0);
@@ -1012,7 +1028,7 @@ impl PartitionLog {
             m.next_offset = m.next_offset.max(st.manifest.next_offset);
             (st.version.next(), m, doomed)
         };
-        self.write_manifest(version, &manifest).await?;
+        let manifest = self.write_manifest(version, manifest).await?;
         {
             let mut st = inner.state.lock();
             st.manifest.segments = manifest.segments.clone();
@@ -1072,7 +1088,7 @@ impl PartitionLog {
             m.producers = st.durable_producers.clone();
             st.version.next()
         };
-        self.write_manifest(version, &m).await?;
+        let m = self.write_manifest(version, m).await?;
         {
             let mut st = inner.state.lock();
             st.tail.clear();
@@ -1176,12 +1192,17 @@ fn chain_key(tp: &TopicIdPartition, version: Option<Version>) -> String {
 
 /// Creates a manifest version, retrying transient errors a few times (the
 /// create is idempotent for identical content).
-async fn create_with_retry(chain: &Chain<Manifest>, version: Version, m: &Manifest) -> Result<()> {
+async fn create_with_retry(
+    chain: &Chain<Manifest>,
+    version: Version,
+    m: Manifest,
+) -> Result<Manifest> {
+    let (m, bytes) = encode_manifest(chain, m).await?;
     let mut backoff = Duration::from_millis(20);
     let mut attempt = 0;
     loop {
-        match chain.create(version, m).await {
-            Ok(()) => return Ok(()),
+        match chain.create_encoded(version, bytes.clone()).await {
+            Ok(()) => return Ok(m),
             Err(e) if e.is_fenced() || attempt >= 5 => return Err(e),
             Err(e) => {
                 attempt += 1;
@@ -1191,4 +1212,21 @@ async fn create_with_retry(chain: &Chain<Manifest>, version: Version, m: &Manife
             }
         }
     }
+}
+
+/// Manifests with more segments than this are encoded on a blocking
+/// thread: JSON of thousands of segments takes milliseconds.
+const INLINE_MANIFEST_SEGMENTS: usize = 256;
+
+/// Encodes `m` for `chain`, off the async runtime when it is large, and
+/// hands it back.
+async fn encode_manifest(chain: &Chain<Manifest>, m: Manifest) -> Result<(Manifest, Bytes)> {
+    if m.segments.len() <= INLINE_MANIFEST_SEGMENTS {
+        let bytes = chain.encode(&m)?;
+        return Ok((m, bytes));
+    }
+    let chain = chain.clone();
+    tokio::task::spawn_blocking(move || chain.encode(&m).map(|b| (m, b)))
+        .await
+        .map_err(|e| Error::Unavailable(format!("manifest encoding did not finish: {e}")))?
 }

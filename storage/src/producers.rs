@@ -5,6 +5,10 @@
 //!
 //! The table is snapshotted in every manifest and rebuilt from the WAL on
 //! recovery by replaying batches through [`ProducerTable::record`].
+//! Producers silent for longer than the log's `producer_id_expiration`
+//! (by their batches' timestamps, as Kafka's `producer.id.expiration.ms`)
+//! are dropped ([`ProducerTable::expire`]), so the table, and every
+//! manifest, stays as small as the set of active producers.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -37,6 +41,9 @@ pub struct ProducerEntry {
     pub epoch: i16,
     /// Its last batches, oldest first.
     pub batches: VecDeque<BatchMeta>,
+    /// The largest timestamp of its batches (ms), for expiry.
+    #[serde(default)]
+    pub last_timestamp: i64,
 }
 
 /// The verdict on an incoming batch.
@@ -133,7 +140,9 @@ impl ProducerTable {
             .or_insert_with(|| ProducerEntry {
                 epoch: header.producer_epoch,
                 batches: VecDeque::new(),
+                last_timestamp: header.max_timestamp,
             });
+        entry.last_timestamp = entry.last_timestamp.max(header.max_timestamp);
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
@@ -150,6 +159,16 @@ impl ProducerTable {
             entry.batches.pop_front();
         }
         entry.batches.push_back(meta);
+    }
+
+    /// Drops producers whose last batch is older than `expiration` at
+    /// `now_ms`. Returns how many were dropped.
+    pub fn expire(&mut self, now_ms: i64, expiration: std::time::Duration) -> usize {
+        let horizon =
+            now_ms.saturating_sub(i64::try_from(expiration.as_millis()).unwrap_or(i64::MAX));
+        let before = self.0.len();
+        self.0.retain(|_, e| e.last_timestamp >= horizon);
+        before - self.0.len()
     }
 
     /// How many producers are tracked.

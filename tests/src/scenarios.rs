@@ -654,3 +654,53 @@ pub async fn unsealed_tails_stay_within_the_budget(store: Arc<dyn ObjectStore>) 
     assert_eq!(node.wal.unsealed_bytes(), 0, "dropped logs stop counting");
     node.wal.close().await;
 }
+
+/// Manifests stay small: a producer silent for longer than
+/// `producer_id_expiration` (by its batches' timestamps) leaves the
+/// partition's idempotence state, and so every manifest written after; an
+/// active one stays, and its retries are still recognised.
+pub async fn idle_producers_expire_from_the_manifest(store: Arc<dyn ObjectStore>) {
+    let config = LogConfig {
+        producer_id_expiration: Duration::from_secs(3600),
+        timestamp_before_max: None,
+        ..small_log_config()
+    };
+    let node = Node::start(store.clone(), 1).await;
+    let tp = tp("expiry");
+    let log = node.open(&tp, config.clone()).await.expect("open");
+    let now = 1_800_000_000_000i64;
+    let at = |ts: i64, pid: i64, seq: i32, v: &str| {
+        let mut b = strata_storage::batch::BatchBuilder::new().producer(pid, 0, seq);
+        b.push(ts, None, Some(v.as_bytes()), &[]);
+        b.build()
+    };
+    // Producer 1 wrote two hours ago, producer 2 just now.
+    log.append_at(at(now - 2 * 3600 * 1000, 1, 0, "old"), Acks::All, now)
+        .await
+        .expect("old producer");
+    let recent = at(now - 1000, 2, 0, "new");
+    log.append_at(recent.clone(), Acks::All, now)
+        .await
+        .expect("active producer");
+    log.maintain(now).await.expect("maintain");
+    log.seal().await.expect("seal");
+    let (_, manifest) = strata_storage::manifest::load_head(&store, &tp)
+        .await
+        .expect("read")
+        .expect("a manifest");
+    assert_eq!(
+        manifest.producers.len(),
+        1,
+        "only the active producer is kept"
+    );
+    // The active producer's retry is still a duplicate.
+    let dup = log.append_at(recent, Acks::All, now).await.expect("retry");
+    assert!(dup.duplicate);
+    // The expired one must start over (as with Kafka's UNKNOWN_PRODUCER_ID).
+    let err = log
+        .append_at(at(now, 1, 1, "old-2"), Acks::All, now)
+        .await
+        .expect_err("expired producer continuing its sequence");
+    assert!(matches!(err.kind(), ErrorKind::Sequence), "{err}");
+    node.wal.close().await;
+}

@@ -70,6 +70,11 @@ async fn unsealed_tails_stay_within_the_budget_in_memory() {
 }
 
 #[tokio::test]
+async fn idle_producers_expire_from_the_manifest_in_memory() {
+    scenarios::idle_producers_expire_from_the_manifest(mem()).await;
+}
+
+#[tokio::test]
 async fn recreated_topic_is_apart_from_a_zombie_in_memory() {
     scenarios::recreated_topic_is_apart_from_a_zombie(mem()).await;
 }
