@@ -44,6 +44,14 @@ use crate::wal::{self, WalEntry, WalSink, WalWriter};
 /// this partition's chunks of one object, so memory stays bounded.
 const REPLAY_READ_AHEAD: usize = 16;
 
+/// Seals and releases (a segment upload and a manifest write each) in
+/// flight at once in this process. A broker that moves many partitions
+/// away at once then finishes each release quickly, in turn, instead of
+/// slowing them all down together past the new owners' release timeout
+/// (which would fence its WAL and restart its storage).
+pub const MAX_CONCURRENT_SEALS: usize = 16;
+static SEALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_SEALS);
+
 /// Compressed batches decompressed for validation at once in this
 /// process: each may take up to 64 MiB while it is checked.
 static DECOMPRESSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
@@ -809,6 +817,8 @@ impl PartitionLog {
         if batches.is_empty() {
             return Ok(None);
         }
+        // The semaphore is static and never closed.
+        let _sealing = SEALS.acquire().await.ok();
         let meta = segment::seal(
             &inner.store,
             &inner.tp,
@@ -1061,6 +1071,7 @@ impl PartitionLog {
         };
         self.wait_durable(next).await?;
         let _guard = inner.seal_lock.lock().await;
+        let _sealing = SEALS.acquire().await.ok();
         let batches: Vec<Batch> = inner
             .state
             .lock()

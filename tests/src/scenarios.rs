@@ -704,3 +704,63 @@ pub async fn idle_producers_expire_from_the_manifest(store: Arc<dyn ObjectStore>
     assert!(matches!(err.kind(), ErrorKind::Sequence), "{err}");
     node.wal.close().await;
 }
+
+/// Moving many partitions away at once: 48 releases started together on a
+/// store with 30 ms PUTs never have more than
+/// `MAX_CONCURRENT_SEALS` uploads and manifest writes in flight, and every
+/// one completes with nothing lost.
+pub async fn concurrent_releases_are_bounded(store: Arc<dyn ObjectStore>) {
+    use strata_storage::log::MAX_CONCURRENT_SEALS;
+    use strata_storage::store::{FaultConfig, FaultRule, FaultStore, Op, OpSet};
+    let slow = Arc::new(FaultStore::new(
+        store,
+        FaultConfig {
+            seed: 3,
+            rules: vec![
+                FaultRule::latency(
+                    OpSet::from(Op::Put),
+                    Duration::from_millis(30),
+                    Duration::from_millis(30),
+                )
+                .with_key_prefix("topics/"),
+            ],
+        },
+    ));
+    let store: Arc<dyn ObjectStore> = slow.clone();
+    let node = Node::start(store.clone(), 1).await;
+    let mut logs = Vec::new();
+    let mut acked = Vec::new();
+    for p in 0..48 {
+        let log = node
+            .open(&tp_n("moving", p), small_log_config())
+            .await
+            .expect("open");
+        let v = format!("m{p}");
+        let r = log
+            .append(batch_of(std::slice::from_ref(&v), None), Acks::All)
+            .await
+            .expect("append");
+        acked.push(BTreeMap::from([(r.base_offset, v)]));
+        logs.push(log);
+    }
+    let opened_peak = slow.peak_delayed_in_flight();
+    let releases = futures::future::join_all(logs.iter().map(|l| l.release())).await;
+    for r in releases {
+        r.expect("release");
+    }
+    let peak = slow.peak_delayed_in_flight();
+    assert!(
+        peak <= (MAX_CONCURRENT_SEALS as u64).max(opened_peak),
+        "{peak} segment and manifest writes in flight at once"
+    );
+    let reader = Node::start(store, 2).await;
+    for (p, acked) in acked.iter().enumerate() {
+        let log = reader
+            .open(&tp_n("moving", p as u32), small_log_config())
+            .await
+            .expect("reopen");
+        check_invariant(&read_all(&log).await, acked, &BTreeMap::new(), 0);
+    }
+    node.wal.close().await;
+    reader.wal.close().await;
+}

@@ -74,6 +74,11 @@ async fn idle_producers_expire_from_the_manifest_in_memory() {
     scenarios::idle_producers_expire_from_the_manifest(mem()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_releases_are_bounded_in_memory() {
+    scenarios::concurrent_releases_are_bounded(mem()).await;
+}
+
 #[tokio::test]
 async fn recreated_topic_is_apart_from_a_zombie_in_memory() {
     scenarios::recreated_topic_is_apart_from_a_zombie(mem()).await;

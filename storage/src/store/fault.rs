@@ -379,6 +379,26 @@ struct Shared {
     enabled: AtomicBool,
     down: AtomicBool,
     injected: AtomicU64,
+    /// Requests a latency rule is holding (or running after its delay).
+    delayed: AtomicU64,
+    delayed_peak: AtomicU64,
+}
+
+/// Counts one delayed request while it lives.
+struct DelayedGuard<'a>(&'a Shared);
+
+impl<'a> DelayedGuard<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let n = shared.delayed.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.delayed_peak.fetch_max(n, Ordering::Relaxed);
+        Self(shared)
+    }
+}
+
+impl Drop for DelayedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.delayed.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -446,6 +466,8 @@ impl FaultStore {
                 enabled: AtomicBool::new(true),
                 down: AtomicBool::new(false),
                 injected: AtomicU64::new(0),
+                delayed: AtomicU64::new(0),
+                delayed_peak: AtomicU64::new(0),
             }),
         }
     }
@@ -479,6 +501,13 @@ impl FaultStore {
         self.shared.state.lock().scripted.push_back((op, timing));
     }
 
+    /// The most requests that latency rules held at once so far (each
+    /// counted from its delay to its response): how many slow requests a
+    /// caller had in flight together.
+    pub fn peak_delayed_in_flight(&self) -> u64 {
+        self.shared.delayed_peak.load(Ordering::Relaxed)
+    }
+
     /// Faults injected so far, outage failures included.
     pub fn injected(&self) -> u64 {
         self.shared.injected.load(Ordering::Relaxed)
@@ -491,6 +520,7 @@ impl FaultStore {
         request: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let decision = self.shared.decide(op, key);
+        let _counted = (!decision.delay.is_zero()).then(|| DelayedGuard::enter(&self.shared));
         decision.apply(op, key, request).await
     }
 
