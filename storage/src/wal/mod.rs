@@ -5,6 +5,7 @@
 //! - [`format`]: the object layout.
 //! - [`writer`]: group commit, ordered acknowledgement, fencing detection.
 //! - [`reader`]: fencing another incarnation and replaying its chunks.
+//! - [`tails`]: WAL object tails shared by the replays of one takeover.
 //!
 //! Invariant: an entry is reported durable only when its object and every
 //! object with a lower sequence are written. A writer whose create-only PUT
@@ -13,6 +14,7 @@
 
 pub mod format;
 pub mod reader;
+pub mod tails;
 pub mod writer;
 
 pub use reader::{WalObject, fence, list_from, own_objects, read_partition};

@@ -10,12 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::format::{self, ChunkEntry, FOOTER_LEN, HEADER_LEN};
+use super::format::{self, ChunkEntry, HEADER_LEN};
 use super::writer::put_create;
 use crate::batch::{Batch, split_batches};
 use crate::error::{Error, Result};
@@ -30,6 +29,9 @@ pub struct WalObject {
     pub key: Path,
     /// Its size in bytes.
     pub size: u64,
+    /// When the store says it was written (with key and size, what tells
+    /// one object from another in the shared tail cache).
+    pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// The objects of `stream` from `from` on, ascending, as listed now (no
@@ -54,6 +56,7 @@ pub async fn list_from(
                 seq,
                 key: m.location,
                 size: m.size,
+                last_modified: m.last_modified,
             })))
         })
         .try_collect()
@@ -127,43 +130,22 @@ pub async fn fence(
 }
 
 /// The batches of `tp` in one WAL object, in offset order, each checked
-/// against its chunk CRC. Fetches the footer and directory with one ranged
-/// GET, then only `tp`'s chunks.
+/// against its chunk CRC. The object's footer and directory (and the
+/// chunks in its last 64 KiB) come from one ranged GET shared by every
+/// partition replaying the object ([`super::tails`]); other chunks of `tp`
+/// cost one more ranged GET.
 pub async fn read_partition(
     store: &Arc<dyn ObjectStore>,
     object: &WalObject,
     tp: &TopicIdPartition,
 ) -> Result<Vec<(ChunkEntry, Vec<Batch>)>> {
     let key = object.key.as_ref();
-    if object.size < (HEADER_LEN + FOOTER_LEN) as u64 {
-        return Err(Error::corrupt(key, "WAL object too small"));
-    }
-    // One GET for the tail: footer plus (usually) the whole directory.
-    let tail_len = object.size.min(64 * 1024);
-    let tail = store
-        .get_range(&object.key, object.size - tail_len..object.size)
-        .await?;
-    let footer = format::decode_footer(key, &tail[tail.len() - FOOTER_LEN..], object.size)?;
-    let dir_bytes: Bytes = if footer.dir_pos >= object.size - tail_len {
-        let start = (footer.dir_pos - (object.size - tail_len)) as usize;
-        tail.slice(start..start + footer.dir_len as usize)
-    } else {
-        store
-            .get_range(
-                &object.key,
-                footer.dir_pos..footer.dir_pos + u64::from(footer.dir_len),
-            )
-            .await?
-    };
-    let dir = format::decode_directory(key, &dir_bytes, &footer)?;
-    let wanted: Vec<ChunkEntry> = dir.into_iter().filter(|c| &c.partition == tp).collect();
+    let tail = super::tails::get(store, object).await?;
+    let wanted: Vec<&ChunkEntry> = tail.dir.iter().filter(|c| &c.partition == tp).collect();
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    // Chunks inside the tail already read (all of them, for an object of
-    // up to 64 KiB) cost no second GET.
-    let tail_start = object.size - tail_len;
-    let in_tail = |c: &ChunkEntry| c.pos >= tail_start;
+    let in_tail = |c: &ChunkEntry| c.pos >= tail.start;
     let ranges: Vec<_> = wanted
         .iter()
         .filter(|c| !in_tail(c))
@@ -177,14 +159,14 @@ pub async fn read_partition(
     .into_iter();
     let mut out = Vec::with_capacity(wanted.len());
     for chunk in wanted {
-        let data = if in_tail(&chunk) {
+        let data = if in_tail(chunk) {
             // Clamped: a directory pointing past the object reads short
             // and fails the length check below, never panics.
-            let start = usize::try_from(chunk.pos - tail_start)
+            let at = usize::try_from(chunk.pos - tail.start)
                 .unwrap_or(usize::MAX)
-                .min(tail.len());
-            let end = start.saturating_add(chunk.len as usize).min(tail.len());
-            tail.slice(start..end)
+                .min(tail.bytes.len());
+            let end = at.saturating_add(chunk.len as usize).min(tail.bytes.len());
+            tail.bytes.slice(at..end)
         } else {
             fetched.next().unwrap_or_default()
         };
@@ -197,7 +179,7 @@ pub async fn read_partition(
         let batches = split_batches(data)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::corrupt(key, format!("chunk of {tp}: {e}")))?;
-        out.push((chunk, batches));
+        out.push((chunk.clone(), batches));
     }
     Ok(out)
 }
