@@ -174,8 +174,9 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
     };
     let c = t.config.unwrap_or_default();
     let mut out = format!(
-        "Topic: {}\tPartitions: {}\tRetention: {}\tRetentionBytes: {}\tSegmentBytes: {}\tSegmentAge: {}\tTimestamps: {}\n",
+        "Topic: {}\tTopicId: {}\tPartitions: {}\tRetention: {}\tRetentionBytes: {}\tSegmentBytes: {}\tSegmentAge: {}\tTimestamps: {}\n",
         t.name,
+        t.topic_id,
         t.partitions,
         ms_setting(c.retention_ms),
         bytes_setting(c.retention_bytes),

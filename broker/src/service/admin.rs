@@ -91,6 +91,7 @@ impl AdminService {
             details.push(d);
         }
         Ok(TopicDescription {
+            topic_id: topic.record.id.to_string(),
             name: topic.name.to_string(),
             partitions: topic.record.partitions,
             config: Some(effective_config(&topic.log_config)),
