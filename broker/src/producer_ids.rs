@@ -16,7 +16,7 @@
 //! ([`ProducerIds::check`]): id `i` was handed out only if block version
 //! `i / BLOCK_SIZE` was reserved, which a broker learns from its own
 //! reservations or, for an id it does not know, from the chain's head (read
-//! at most once a second). Epochs start at 0 and are never bumped yet, so
+//! at most once a second; requests with unknown ids wait for that read). Epochs start at 0 and are never bumped yet, so
 //! a batch with a higher epoch is forged: it could otherwise fence the real
 //! producer.
 
@@ -70,8 +70,11 @@ pub struct ProducerIds {
     current: tokio::sync::Mutex<Current>,
     /// The highest block version known to be reserved.
     known: AtomicU64,
-    /// When the chain head was last read for an unknown id.
-    refreshed: parking_lot::Mutex<Option<Instant>>,
+    /// When the chain head was last read for an unknown id. An async
+    /// mutex, held across that read on purpose: requests with ids of a
+    /// block reserved elsewhere wait for the one read instead of failing
+    /// while it runs.
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl ProducerIds {
@@ -82,7 +85,7 @@ impl ProducerIds {
             broker,
             current: tokio::sync::Mutex::new(Current::default()),
             known: AtomicU64::new(0),
-            refreshed: parking_lot::Mutex::new(None),
+            refreshed: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -103,15 +106,16 @@ impl ProducerIds {
             return Err(unknown());
         }
         if block > self.known.load(Ordering::Relaxed) {
-            let due = {
-                let mut last = self.refreshed.lock();
-                let due = last.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
-                if due {
-                    *last = Some(Instant::now());
+            let mut last = self.refreshed.lock().await;
+            // Another request may have read the head while this one waited.
+            if block > self.known.load(Ordering::Relaxed) {
+                // At most one read a second: a block reserved elsewhere
+                // since the last read is found after a short wait; a flood
+                // of made-up ids queues here instead of costing a LIST each.
+                if let Some(t) = *last {
+                    tokio::time::sleep(REFRESH_EVERY.saturating_sub(t.elapsed())).await;
                 }
-                due
-            };
-            if due {
+                *last = Some(Instant::now());
                 let head = self
                     .chain
                     .versions(None)
@@ -237,5 +241,30 @@ mod tests {
         }
         let err = a.check(mine, 3).await.expect_err("forged epoch");
         assert!(err.to_string().contains("epoch 3"), "{err}");
+    }
+
+    /// Concurrent produces with an id from a block another broker reserved
+    /// right after this one last read the chain all succeed: they wait for
+    /// the next read instead of failing while one runs.
+    #[tokio::test]
+    async fn ids_of_a_block_reserved_elsewhere_just_now_are_accepted() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let b = Arc::new(ProducerIds::new(store.clone(), BrokerId(1)));
+        // b reads the chain (a made-up id), then another broker reserves.
+        assert!(b.check(50 * BLOCK_SIZE, 0).await.is_err());
+        let c = ProducerIds::new(store, BrokerId(2));
+        let (fresh, _) = c.allocate().await.expect("c");
+        let checks: Vec<_> = (0..20)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.check(fresh, 0).await })
+            })
+            .collect();
+        for check in checks {
+            check
+                .await
+                .expect("task")
+                .expect("a handed-out id is accepted");
+        }
     }
 }

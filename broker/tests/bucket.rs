@@ -7,23 +7,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{clients, http_get};
+use common::{clients, create_topic, http_get, loopback_config};
 
 use strata_broker::config::BrokerConfig;
 use strata_broker::server::start;
-use strata_proto::v1::{CreateTopicRequest, ProduceRequest, produce_request};
+use strata_proto::v1::{ProduceRequest, produce_request};
 use strata_storage::batch::BatchBuilder;
 
 fn config(dir: &std::path::Path) -> BrokerConfig {
-    let mut c = BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: "127.0.0.1:0".parse().expect("addr"),
-        shutdown_timeout: Duration::from_secs(20),
-        ..BrokerConfig::default()
-    };
-    c.hot_tier.memory_bytes = 8 << 20;
-    c.hot_tier.disk_bytes = 16 << 20;
+    let mut c = loopback_config(dir);
     c.gc.interval = Duration::from_secs(1);
     c
 }
@@ -39,14 +31,7 @@ async fn the_controller_reports_the_bucket_inventory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start(config(dir.path())).await.expect("start");
     let (mut c, mut admin) = clients(&broker).await;
-    admin
-        .create_topic(CreateTopicRequest {
-            name: "inv".into(),
-            partitions: 2,
-            ..CreateTopicRequest::default()
-        })
-        .await
-        .expect("create");
+    create_topic(&mut admin, "inv", 2).await;
     for p in 0..2 {
         let mut b = BatchBuilder::new();
         b.push(0, None, Some(b"v"), &[]);

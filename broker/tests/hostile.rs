@@ -6,27 +6,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use common::{clients, fetch_once, reason};
-use strata_broker::config::BrokerConfig;
+use common::{clients, create_topic, fetch_once, loopback_config, now_ms, reason};
 use strata_broker::server::start;
 use strata_proto::v1::{CreateTopicRequest, ErrorReason, ProduceRequest, produce_request};
 use strata_storage::batch::{Batch, BatchBuilder, Compression, decode_records_any};
-
-fn config(dir: &std::path::Path) -> BrokerConfig {
-    let mut c = BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: "127.0.0.1:0".parse().expect("addr"),
-        shutdown_timeout: Duration::from_secs(20),
-        ..BrokerConfig::default()
-    };
-    c.hot_tier.memory_bytes = 8 << 20;
-    c.hot_tier.disk_bytes = 16 << 20;
-    c
-}
 
 fn request(batch: Bytes) -> ProduceRequest {
     ProduceRequest {
@@ -48,16 +32,9 @@ fn records(values: &[&str]) -> BatchBuilder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_compressed_batches_are_refused_and_consumers_carry_on() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = start(config(dir.path())).await.expect("start");
+    let broker = start(loopback_config(dir.path())).await.expect("start");
     let (mut c, mut admin) = clients(&broker).await;
-    admin
-        .create_topic(CreateTopicRequest {
-            name: "h".into(),
-            partitions: 1,
-            ..CreateTopicRequest::default()
-        })
-        .await
-        .expect("create");
+    create_topic(&mut admin, "h", 1).await;
 
     // Every codec a Kafka client may send is accepted.
     let codecs = [
@@ -136,12 +113,6 @@ fn one_record_zstd_section() -> Bytes {
     batch.slice(strata_storage::batch::RECORD_BATCH_OVERHEAD..)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Retention compares the broker's clock with record timestamps, so a
 /// client's clock must not decide what is kept: a `LogAppendTime` topic
 /// stamps records with the broker's time, and a `CreateTime` topic refuses
@@ -150,7 +121,7 @@ fn now_ms() -> i64 {
 async fn timestamps_follow_the_topic_timestamp_type() {
     use strata_proto::v1::TopicConfig;
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = start(config(dir.path())).await.expect("start");
+    let broker = start(loopback_config(dir.path())).await.expect("start");
     let (mut c, mut admin) = clients(&broker).await;
     for (name, ty) in [("h", "CreateTime"), ("lat", "LogAppendTime")] {
         admin

@@ -8,27 +8,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{clients, http_get, reason};
+use common::{clients, create_topic, http_get, loopback_config, now_ms, reason};
 use strata_broker::config::BrokerConfig;
 use strata_broker::server::start;
-use strata_proto::v1::{
-    CreateTopicRequest, DescribeTopicRequest, ErrorReason, ProduceRequest, produce_request,
-};
+use strata_proto::v1::{DescribeTopicRequest, ErrorReason, ProduceRequest, produce_request};
 use strata_storage::batch::BatchBuilder;
 
 const BUDGET: u64 = 2 << 20;
 
 fn config(dir: &std::path::Path) -> BrokerConfig {
-    let mut c = BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: "127.0.0.1:0".parse().expect("addr"),
-        shutdown_timeout: Duration::from_secs(20),
-        maintenance_interval: Duration::from_millis(50),
-        ..BrokerConfig::default()
-    };
-    c.hot_tier.memory_bytes = 8 << 20;
-    c.hot_tier.disk_bytes = 16 << 20;
+    let mut c = loopback_config(dir);
+    c.maintenance_interval = Duration::from_millis(50);
     c.log.segment_bytes = 256 << 20;
     c.wal.max_bytes = 256 << 10;
     c.wal.max_pending_bytes = 1 << 20;
@@ -49,14 +39,7 @@ async fn a_producer_writing_past_the_budget_is_served_by_sealing_the_largest_tai
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start(config(dir.path())).await.expect("start");
     let (mut c, mut admin) = clients(&broker).await;
-    admin
-        .create_topic(CreateTopicRequest {
-            name: "m".into(),
-            partitions: 4,
-            ..CreateTopicRequest::default()
-        })
-        .await
-        .expect("create");
+    create_topic(&mut admin, "m", 4).await;
     let value = vec![b'v'; 32 << 10];
     let mut acked = 0u64;
     let mut refusals = 0;
@@ -117,12 +100,6 @@ async fn a_producer_writing_past_the_budget_is_served_by_sealing_the_largest_tai
     broker.shutdown().await.expect("shutdown");
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Consumers that open fetch streams and never read them hold at most
 /// `fetch.max_streams` of them: the rest are refused, retryably and
 /// naming the limit, and room comes back when streams close.
@@ -135,14 +112,7 @@ async fn fetch_streams_that_are_never_read_are_bounded() {
     c.fetch.max_streams = 40;
     let broker = start(c).await.expect("start");
     let (_, mut admin) = clients(&broker).await;
-    admin
-        .create_topic(CreateTopicRequest {
-            name: "idle".into(),
-            partitions: 1,
-            ..CreateTopicRequest::default()
-        })
-        .await
-        .expect("create");
+    create_topic(&mut admin, "idle", 1).await;
     let request = || FetchRequest {
         topic: "idle".into(),
         partition: 0,

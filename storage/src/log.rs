@@ -643,25 +643,32 @@ impl PartitionLog {
         if config.timestamp_type == TimestampType::LogAppendTime {
             return Ok(batch.with_log_append_time(now_ms));
         }
-        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let (first, max) = batch.timestamp_range();
-        if let Some(after) = config.timestamp_after_max
-            && max.saturating_sub(now_ms) > ms(after)
-        {
-            return Err(Error::InvalidTimestamp(format!(
-                "{}: a record is timestamped {} ms ahead of the broker's clock, more than the topic's timestamp_after_max ({after:?}); fix the producer's clock or use log_append_time: {max}",
-                self.inner.tp,
-                max - now_ms
-            )));
-        }
-        if let Some(before) = config.timestamp_before_max
-            && now_ms.saturating_sub(first) > ms(before)
-        {
-            return Err(Error::InvalidTimestamp(format!(
-                "{}: a record is timestamped {} ms behind the broker's clock, more than the topic's timestamp_before_max ({before:?}); fix the producer's clock or use log_append_time: {first}",
-                self.inner.tp,
-                now_ms - first
-            )));
+        let checks = [
+            (
+                "ahead of",
+                "timestamp_after_max",
+                config.timestamp_after_max,
+                max,
+                max.saturating_sub(now_ms),
+            ),
+            (
+                "behind",
+                "timestamp_before_max",
+                config.timestamp_before_max,
+                first,
+                now_ms.saturating_sub(first),
+            ),
+        ];
+        for (side, key, limit, ts, off) in checks {
+            if let Some(limit) = limit
+                && off > i64::try_from(limit.as_millis()).unwrap_or(i64::MAX)
+            {
+                return Err(Error::InvalidTimestamp(format!(
+                    "{}: a record is timestamped {off} ms {side} the broker's clock, more than the topic's {key} ({limit:?}); fix the producer's clock or use log_append_time: {ts}",
+                    self.inner.tp
+                )));
+            }
         }
         Ok(batch)
     }

@@ -857,21 +857,7 @@ async fn deleted_and_recreated_topic_starts_empty_on_every_broker() {
         acked.len(),
         "describe: {desc:?}"
     );
-    let url = cluster.client_url().await;
-    let log = check_invariant(&url, TOPIC, PARTITIONS, &acked).await;
-    let total: usize = log.values().map(Vec::len).sum();
-    let leaked: Vec<&str> = log
-        .values()
-        .flatten()
-        .map(|(_, v)| v.as_str())
-        .filter(|v| old.lock().get(v).is_some())
-        .collect();
-    assert!(
-        leaked.is_empty() && total == acked.len(),
-        "the re-created topic must hold exactly its {} records, but it holds {total}, {} of them from the deleted topic: {leaked:?}",
-        acked.len(),
-        leaked.len()
-    );
+    assert_only_the_new_records(&cluster, TOPIC, PARTITIONS, &acked, &old).await;
 }
 
 /// The controller balances fetch traffic, not only partition counts and
@@ -1073,8 +1059,20 @@ async fn zombie_of_a_deleted_topic_never_touches_the_recreated_one() {
     );
     drop(producer);
     let acked = std::mem::take(&mut *new.lock());
+    assert_only_the_new_records(&cluster, T, 1, &acked, &old).await;
+}
+
+/// The invariant for a re-created topic: it holds exactly the records
+/// acknowledged since (`acked`), none of the deleted topic's (`old`).
+async fn assert_only_the_new_records(
+    cluster: &ClusterHarness,
+    topic: &str,
+    partitions: u32,
+    acked: &strata_tests::workload::Acked,
+    old: &AckLog,
+) {
     let url = cluster.client_url().await;
-    let log = check_invariant(&url, T, 1, &acked).await;
+    let log = check_invariant(&url, topic, partitions, acked).await;
     let total: usize = log.values().map(Vec::len).sum();
     let leaked: Vec<&str> = log
         .values()

@@ -83,3 +83,37 @@ pub(crate) async fn http_get(b: &RunningBroker, path: &str) -> String {
     s.read_to_string(&mut out).await.expect("read");
     out
 }
+
+/// A broker on loopback (free ports) with its bucket and a small hot tier
+/// under `dir`.
+pub(crate) fn loopback_config(dir: &std::path::Path) -> strata_broker::config::BrokerConfig {
+    let mut c = strata_broker::config::BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        shutdown_timeout: std::time::Duration::from_secs(20),
+        ..strata_broker::config::BrokerConfig::default()
+    };
+    c.hot_tier.memory_bytes = 8 << 20;
+    c.hot_tier.disk_bytes = 16 << 20;
+    c
+}
+
+/// Creates topic `name` with `partitions` and the broker's defaults.
+pub(crate) async fn create_topic(admin: &mut AdminClient<Channel>, name: &str, partitions: u32) {
+    admin
+        .create_topic(strata_proto::v1::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            ..strata_proto::v1::CreateTopicRequest::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+}
+
+/// Wall-clock milliseconds, for record timestamps.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
