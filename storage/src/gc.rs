@@ -139,6 +139,8 @@ pub struct Inventory {
     pub wal_tombstones: Count,
     /// Sealed segments.
     pub segments: Count,
+    /// Archives of old segment entries.
+    pub archives: Count,
     /// Partition manifests.
     pub manifests: Count,
     /// Topic config versions.
@@ -155,6 +157,7 @@ impl Inventory {
             ObjectKind::Wal(..) if size as usize == HEADER_LEN => self.wal_tombstones.add(size),
             ObjectKind::Wal(..) => self.wal.add(size),
             ObjectKind::Segment(_) => self.segments.add(size),
+            ObjectKind::Archive(_) => self.archives.add(size),
             ObjectKind::Manifest(..) => self.manifests.add(size),
             ObjectKind::TopicConfig(_) => self.topic_configs.add(size),
             ObjectKind::Cluster => self.cluster.add(size),
@@ -163,11 +166,12 @@ impl Inventory {
     }
 
     /// Each kind with its metric label.
-    pub fn kinds(&self) -> [(&'static str, Count); 7] {
+    pub fn kinds(&self) -> [(&'static str, Count); 8] {
         [
             ("wal", self.wal),
             ("wal_tombstone", self.wal_tombstones),
             ("segment", self.segments),
+            ("segment_archive", self.archives),
             ("manifest", self.manifests),
             ("topic_config", self.topic_configs),
             ("cluster", self.cluster),
@@ -181,6 +185,7 @@ impl Inventory {
             (&mut self.wal, other.wal),
             (&mut self.wal_tombstones, other.wal_tombstones),
             (&mut self.segments, other.segments),
+            (&mut self.archives, other.archives),
             (&mut self.manifests, other.manifests),
             (&mut self.topic_configs, other.topic_configs),
             (&mut self.cluster, other.cluster),
@@ -290,6 +295,7 @@ struct Sweep<'a> {
 struct PartitionObjects {
     head: Option<Version>,
     segments: Vec<ObjectMeta>,
+    archives: Vec<ObjectMeta>,
 }
 
 impl Sweep<'_> {
@@ -333,7 +339,9 @@ impl Sweep<'_> {
             let kind = ObjectKind::of(&meta.location);
             self.listed.add(&kind, meta.size);
             let partition = match &kind {
-                ObjectKind::Manifest(p, _) | ObjectKind::Segment(p) => p.clone(),
+                ObjectKind::Manifest(p, _) | ObjectKind::Segment(p) | ObjectKind::Archive(p) => {
+                    p.clone()
+                }
                 _ => continue,
             };
             if Some(partition.topic_id) != live_id {
@@ -346,6 +354,7 @@ impl Sweep<'_> {
             let entry = partitions.entry(partition).or_default();
             match kind {
                 ObjectKind::Manifest(_, v) => entry.head = entry.head.max(Some(v)),
+                ObjectKind::Archive(_) => entry.archives.push(meta),
                 _ => entry.segments.push(meta),
             }
         }
@@ -381,16 +390,50 @@ impl Sweep<'_> {
                 .iter()
                 .flat_map(|m| m.segments.iter().map(|s| s.key.as_str()))
                 .collect();
+            // A manifest only ever adds segments at its sealed end, so an
+            // unlisted segment starting below the head's sealed end can never
+            // be listed: a seal that lost its race, or left by retention
+            // below the log start. One starting at or after it may be a seal
+            // whose manifest is on its way, and is left alone whatever its
+            // age. Segments in archived ranges are listed in archives, which
+            // the sweep does not read: an orphan there goes once retention
+            // passes it.
+            let (log_start, unarchived, sealed_end) =
+                head.as_ref().map_or((i64::MAX, i64::MIN, i64::MIN), |m| {
+                    (m.log_start_offset, m.unarchived_start(), m.sealed_end())
+                });
+            let judged = |m: &ObjectMeta| {
+                keys::base_offset_of(&m.location).is_some_and(|base| {
+                    base < log_start || (base >= unarchived && base < sealed_end)
+                })
+            };
             let orphans: Vec<(ObjectMeta, ObjectKind)> = objects
                 .segments
                 .into_iter()
-                .filter(|m| !listed.contains(m.location.as_ref()) && self.old(m))
+                .filter(|m| !listed.contains(m.location.as_ref()) && judged(m) && self.old(m))
                 .map(|m| (m, ObjectKind::Segment(p.clone())))
                 .collect();
             if !orphans.is_empty() {
                 tracing::info!(%p, segments = orphans.len(), "collecting segments no manifest lists");
                 self.delete(orphans).await?;
             }
+            let archived: HashSet<&str> = head
+                .iter()
+                .flat_map(|m| m.archives.iter().map(|a| a.key.as_str()))
+                .collect();
+            // Likewise an archive is written just before the manifest that
+            // references it, starting where the manifest's own entries start.
+            let stray: Vec<(ObjectMeta, ObjectKind)> = objects
+                .archives
+                .into_iter()
+                .filter(|m| {
+                    !archived.contains(m.location.as_ref())
+                        && keys::base_offset_of(&m.location).is_some_and(|b| b < unarchived)
+                        && self.old(m)
+                })
+                .map(|m| (m, ObjectKind::Archive(p.clone())))
+                .collect();
+            self.delete(stray).await?;
         }
         Ok(())
     }
@@ -595,8 +638,13 @@ mod tests {
         // p0's tail is in the dead-but-named stream from seq 3 on.
         let kept_segment = keys::new_segment(&p0, 0);
         partition(&store, &p0, Some((named, 3)), &kept_segment).await;
-        let orphan = keys::new_segment(&p0, 10);
+        // A seal of offsets 0.. that lost the manifest race, and one of
+        // offsets 10.. whose manifest is still on its way (kept: it starts
+        // at the head's sealed end).
+        let orphan = keys::new_segment(&p0, 0);
         put(&store, &orphan, 50).await;
+        let pending = keys::new_segment(&p0, 10);
+        put(&store, &pending, 60).await;
         partition(&store, &p1, Some((alive, 0)), &keys::new_segment(&p1, 0)).await;
         for seq in 0..5 {
             put(&store, &alive.object(WalSeq(seq)), 100).await;
@@ -627,7 +675,7 @@ mod tests {
         assert_eq!(report.deleted, Inventory::default());
         assert_eq!(report.inventory.wal.objects, 16);
         assert_eq!(report.inventory.wal_tombstones.objects, 1);
-        assert_eq!(report.inventory.segments.objects, 4);
+        assert_eq!(report.inventory.segments.objects, 5);
         assert_eq!(report.inventory.manifests.objects, 4);
 
         let report = sweep(&store, &live, &config(Duration::from_secs(60)), later())
@@ -657,6 +705,7 @@ mod tests {
         assert_eq!(report.retired_streams, 1);
         // Segments: the orphan and the stale incarnation's go.
         assert!(exists(&store, &kept_segment).await);
+        assert!(exists(&store, &pending).await, "a seal on its way is kept");
         assert!(!exists(&store, &orphan).await);
         assert!(!exists(&store, &stale_segment).await);
         assert_eq!(report.deleted.segments.objects, 2);

@@ -214,6 +214,11 @@ enum Purpose {
 }
 
 impl SegmentCache {
+    /// The store it reads from.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
     /// Opens the cache over `store`. With a `disk_dir`, blocks cached by an
     /// earlier run with the same layout are recovered; the directory is
     /// created if missing.

@@ -11,6 +11,7 @@
 //! topics/{topic}/config/{version:020}.json
 //! topics/{topic}/{topic_id}/{partition}/manifest/{version:020}.json
 //! topics/{topic}/{topic_id}/{partition}/segments/{base_offset:020}-{uuid}.seg
+//! topics/{topic}/{topic_id}/{partition}/archive/{base_offset:020}-{uuid}.json
 //! wal/{broker_id}/{incarnation:020}/{seq:020}.wal
 //! ```
 //!
@@ -373,6 +374,27 @@ pub fn segments_prefix(p: &TopicIdPartition) -> Path {
     partition_root(p).join("segments")
 }
 
+/// A new, unique key for an archive of old segment entries starting at
+/// `base_offset` (see [`crate::archive`]).
+pub fn new_archive(p: &TopicIdPartition, base_offset: i64) -> Path {
+    partition_root(p).join("archive").join(format!(
+        "{}-{}.json",
+        padded(base_offset.max(0) as u64),
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// The base offset a segment or archive key names
+/// (`{base_offset:020}-{uuid}.seg` or `.json`).
+pub fn base_offset_of(key: &Path) -> Option<i64> {
+    let name = key.filename()?;
+    let digits = name.get(..20)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || name.as_bytes().get(20) != Some(&b'-') {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// Where the bucket records which layout of keys it holds (see
 /// [`crate::layout`]).
 pub fn layout_marker() -> Path {
@@ -440,6 +462,8 @@ pub enum ObjectKind {
     Manifest(TopicIdPartition, Version),
     /// A sealed segment of a partition.
     Segment(TopicIdPartition),
+    /// An archive of a partition's old segment entries.
+    Archive(TopicIdPartition),
     /// A WAL object (data or tombstone) of one incarnation's stream.
     Wal(WalStream, WalSeq),
     /// Anything under `cluster/` (heartbeats, terms, assignments, ids).
@@ -499,6 +523,7 @@ impl ObjectKind {
                 Version(parse_padded(key, ".json")?),
             )),
             "segments" if parts[5].as_ref().ends_with(".seg") => Some(Self::Segment(partition)),
+            "archive" if parts[5].as_ref().ends_with(".json") => Some(Self::Archive(partition)),
             _ => None,
         }
     }
@@ -568,6 +593,7 @@ mod tests {
                 ObjectKind::Manifest(tp.clone(), Version(4)),
             ),
             (new_segment(&tp, 9), ObjectKind::Segment(tp.clone())),
+            (new_archive(&tp, 9), ObjectKind::Archive(tp.clone())),
             (s.object(WalSeq(3)), ObjectKind::Wal(s, WalSeq(3))),
             (
                 topic_config_chain(&name).version(Version(1)),

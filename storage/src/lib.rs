@@ -17,6 +17,7 @@
 //! - [`chain`]: create-only versioned chains (manifests, topic configs).
 //! - [`layout`]: which key layout a bucket holds, checked at start.
 //! - [`manifest`]: the partition manifest.
+//! - [`archive`]: old segment entries moved out of long manifests.
 //! - [`wal`]: the broker-wide write-ahead log with group commit and fencing.
 //! - [`segment`]: sealed segment objects with a sparse index.
 //! - [`hot_tier`]: the foyer block cache in front of segment reads.
@@ -26,6 +27,7 @@
 //! - [`gc`]: bucket garbage collection and the inventory per kind.
 //! - [`engine`]: one broker incarnation's storage, opened in one call.
 
+pub mod archive;
 pub mod chain;
 pub mod engine;
 pub mod error;

@@ -142,6 +142,11 @@ pub struct LogConfig {
     pub max_batch_bytes: usize,
     /// Manifest versions kept behind the head.
     pub manifest_keep: u64,
+    /// Most segment entries the manifest itself lists; past it, the oldest
+    /// quarter moves into an archive object ([`crate::archive`]). Lower
+    /// keeps every seal's manifest write small; higher means fewer archive
+    /// reads for consumers of old data. Retention drops whole archives.
+    pub manifest_max_segments: usize,
     /// Most WAL objects a partition's tail may keep from collection (and
     /// a takeover must replay): past this, a tail is sealed, and an empty
     /// tail's floor moves up with one manifest write. Lower means faster
@@ -178,6 +183,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             max_batch_bytes: 1 << 20,
             manifest_keep: 8,
+            manifest_max_segments: 256,
             tail_max_wal_objects: 4096,
             producer_id_expiration: Duration::from_secs(24 * 3600),
             timestamp_type: TimestampType::CreateTime,
@@ -206,6 +212,12 @@ impl LogConfig {
                     "must be between 1024 and log.segment_bytes ({}), got {}",
                     self.segment_bytes, self.max_batch_bytes
                 ),
+            });
+        }
+        if self.manifest_max_segments < 4 {
+            return Err(Error::Config {
+                key: "log.manifest_max_segments",
+                reason: format!("must be at least 4, got {}", self.manifest_max_segments),
             });
         }
         if self.tail_max_wal_objects == 0 {
@@ -472,6 +484,13 @@ impl PartitionLog {
             let meta = segment::seal(&store, &tp, &replayed, config.index_interval_bytes).await?;
             tracing::info!(%tp, base = meta.base_offset, last = meta.last_offset, "sealed the replayed WAL tail");
             manifest.segments.push(meta);
+            crate::archive::archive_if_long(
+                &store,
+                &tp,
+                &mut manifest,
+                config.manifest_max_segments,
+            )
+            .await?;
         }
         let floor = wal.next_seq();
         manifest.leader_epoch += 1;
@@ -546,7 +565,7 @@ impl PartitionLog {
             high_watermark: st.durable_end,
             next_offset: st.next_offset,
             leader_epoch: st.leader_epoch,
-            segments: st.manifest.segments.len(),
+            segments: st.manifest.segment_count(),
             sealed_bytes: st.manifest.sealed_bytes(),
             tail_bytes: st.tail_bytes,
             manifest_version: st.version.0,
@@ -739,19 +758,37 @@ impl PartitionLog {
                 }
                 return Ok(result);
             }
-            let segs = &st.manifest.segments;
-            let i = segs.partition_point(|s| s.last_offset < offset);
-            match segs.get(i) {
-                Some(s) => (s.clone(), result),
-                None => {
-                    return Err(Error::Unavailable(format!(
-                        "{}: offset {offset} is neither sealed nor in the tail",
-                        self.inner.tp
-                    )));
-                }
+            if offset < st.manifest.unarchived_start() {
+                // In an archive: find its segment outside the lock.
+                let i = st
+                    .manifest
+                    .archives
+                    .partition_point(|a| a.last_offset < offset);
+                (Err(st.manifest.archives.get(i).cloned()), result)
+            } else {
+                let segs = &st.manifest.segments;
+                let i = segs.partition_point(|s| s.last_offset < offset);
+                (Ok(segs.get(i).cloned()), result)
             }
         };
-        let (seg, mut result) = seg;
+        let (found, mut result) = seg;
+        let seg = match found {
+            Ok(seg) => seg,
+            Err(reference) => match reference {
+                Some(a) => {
+                    let segments = crate::archive::load(&self.inner.store, &a.key).await?;
+                    let j = segments.partition_point(|s| s.last_offset < offset);
+                    segments.get(j).cloned()
+                }
+                None => None,
+            },
+        };
+        let Some(seg) = seg else {
+            return Err(Error::Unavailable(format!(
+                "{}: offset {offset} is neither sealed nor in the tail",
+                self.inner.tp
+            )));
+        };
         match segment::read(&self.inner.cache, &seg, offset, max_bytes).await {
             Ok(batches) => {
                 result.batches = batches;
@@ -772,7 +809,7 @@ impl PartitionLog {
     /// The first offset whose record timestamp is `>= ts` (Kafka's
     /// ListOffsets by time), or `None` when all records are older.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<i64>> {
-        let (segments, tail) = {
+        let (archives, segments, tail) = {
             let st = self.inner.state.lock();
             let tail: Vec<(i64, i64)> = st
                 .tail
@@ -780,9 +817,22 @@ impl PartitionLog {
                 .filter(|b| b.batch.base_offset() < st.durable_end)
                 .map(|b| (b.batch.max_timestamp(), b.batch.base_offset()))
                 .collect();
-            (st.manifest.segments.clone(), tail)
+            (
+                st.manifest.archives.clone(),
+                st.manifest.segments.clone(),
+                tail,
+            )
         };
-        for seg in &segments {
+        // Only segments holding a record at or after `ts` are read.
+        for a in archives.iter().filter(|a| a.max_timestamp >= ts) {
+            let archived = crate::archive::load(&self.inner.store, &a.key).await?;
+            for seg in archived.iter().filter(|s| s.max_timestamp >= ts) {
+                if let Some(o) = segment::offset_for_timestamp(&self.inner.cache, seg, ts).await? {
+                    return Ok(Some(o));
+                }
+            }
+        }
+        for seg in segments.iter().filter(|s| s.max_timestamp >= ts) {
             if let Some(o) = segment::offset_for_timestamp(&self.inner.cache, seg, ts).await? {
                 return Ok(Some(o));
             }
@@ -860,6 +910,14 @@ impl PartitionLog {
             m.producers = st.durable_producers.clone();
             (st.version.next(), m)
         };
+        let mut manifest = manifest;
+        crate::archive::archive_if_long(
+            &inner.store,
+            &inner.tp,
+            &mut manifest,
+            inner.config.manifest_max_segments,
+        )
+        .await?;
         let manifest = self.write_manifest(version, manifest).await?;
         let floor = manifest.tail.map_or(WalSeq(0), |t| t.first_seq);
         {
@@ -1015,51 +1073,88 @@ impl PartitionLog {
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         let inner = &self.inner;
         let _guard = inner.seal_lock.lock().await;
-        let (version, manifest, doomed) = {
+        let (version, manifest, doomed, doomed_archives) = {
             let st = inner.state.lock();
             st.check_open()?;
-            let segs = &st.manifest.segments;
-            let mut n = 0;
-            if let Some(ret) = inner.config.retention_ms {
-                let cutoff = now_ms - ret.as_millis() as i64;
-                n = segs.iter().take_while(|s| s.max_timestamp < cutoff).count();
-            }
-            if let Some(limit) = inner.config.retention_bytes {
-                let mut total: u64 = segs.iter().map(|s| s.size).sum();
-                let mut k = 0;
-                while k < segs.len() && total > limit {
-                    total -= segs[k].size;
-                    k += 1;
+            let old = &st.manifest;
+            let cutoff = inner
+                .config
+                .retention_ms
+                .map(|ret| now_ms - i64::try_from(ret.as_millis()).unwrap_or(i64::MAX));
+            let expired = |max_timestamp: i64| cutoff.is_some_and(|c| max_timestamp < c);
+            let over = |total: u64| inner.config.retention_bytes.is_some_and(|l| total > l);
+            let mut total = old.sealed_bytes();
+            // Oldest first: whole archives, then (once none is left) the
+            // manifest's own segments.
+            let mut archives = 0;
+            for a in &old.archives {
+                if !(expired(a.max_timestamp) || over(total)) {
+                    break;
                 }
-                n = n.max(k);
+                total = total.saturating_sub(a.size);
+                archives += 1;
             }
-            if n == 0 {
+            let mut n = 0;
+            if archives == old.archives.len() {
+                for s in &old.segments {
+                    if !(expired(s.max_timestamp) || over(total)) {
+                        break;
+                    }
+                    total = total.saturating_sub(s.size);
+                    n += 1;
+                }
+            }
+            if archives == 0 && n == 0 {
                 return Ok(0);
             }
-            let mut m = st.manifest.clone();
+            let end = old.sealed_end();
+            let mut m = old.clone();
+            let doomed_archives: Vec<crate::manifest::ArchiveRef> =
+                m.archives.drain(..archives).collect();
             let doomed: Vec<SegmentMeta> = m.segments.drain(..n).collect();
-            m.log_start_offset = m
-                .segments
+            let first = m
+                .archives
                 .first()
-                .map_or(doomed[n - 1].last_offset + 1, |s| s.base_offset);
+                .map(|a| a.base_offset)
+                .or_else(|| m.segments.first().map(|s| s.base_offset))
+                .unwrap_or(end);
+            m.log_start_offset = m.log_start_offset.max(first);
             m.next_offset = m.next_offset.max(st.manifest.next_offset);
-            (st.version.next(), m, doomed)
+            (st.version.next(), m, doomed, doomed_archives)
         };
         let manifest = self.write_manifest(version, manifest).await?;
         {
             let mut st = inner.state.lock();
+            st.manifest.archives = manifest.archives.clone();
             st.manifest.segments = manifest.segments.clone();
             st.manifest.log_start_offset = manifest.log_start_offset;
             st.version = version;
         }
-        for s in &doomed {
-            let key = object_store::path::Path::from(s.key.as_str());
+        let mut keys: Vec<String> = doomed.iter().map(|s| s.key.clone()).collect();
+        for a in &doomed_archives {
+            match crate::archive::load(&inner.store, &a.key).await {
+                Ok(segments) => keys.extend(segments.iter().map(|s| s.key.clone())),
+                // Its segments are then left to the bucket sweep (below
+                // the log start).
+                Err(e) => {
+                    tracing::debug!(key = %a.key, error = %e, "cannot read an expired archive")
+                }
+            }
+            keys.push(a.key.clone());
+        }
+        let segments = doomed.len()
+            + doomed_archives
+                .iter()
+                .map(|a| a.segments as usize)
+                .sum::<usize>();
+        for key in keys {
+            let key = object_store::path::Path::from(key.as_str());
             if let Err(e) = inner.store.delete(&key).await {
                 tracing::debug!(%key, error = %e, "could not delete an expired segment");
             }
         }
-        tracing::info!(tp = %inner.tp, segments = doomed.len(), log_start = manifest.log_start_offset, "retention deleted segments");
-        Ok(doomed.len())
+        tracing::info!(tp = %inner.tp, segments, log_start = manifest.log_start_offset, "retention deleted segments");
+        Ok(segments)
     }
 
     /// Graceful hand-over: refuses new appends, waits for pending ones,
@@ -1106,6 +1201,13 @@ impl PartitionLog {
             m.producers = st.durable_producers.clone();
             st.version.next()
         };
+        crate::archive::archive_if_long(
+            &inner.store,
+            &inner.tp,
+            &mut m,
+            inner.config.manifest_max_segments,
+        )
+        .await?;
         let m = self.write_manifest(version, m).await?;
         {
             let mut st = inner.state.lock();

@@ -27,6 +27,25 @@ pub struct SegmentMeta {
     pub key: String,
 }
 
+/// A run of old segments whose entries moved out of the manifest into an
+/// immutable archive object ([`crate::archive`]), so that a long-lived
+/// partition's manifest, rewritten on every seal, stays small.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRef {
+    /// The archive object's key.
+    pub key: String,
+    /// Offset of the first record of its first segment.
+    pub base_offset: i64,
+    /// Offset of the last record of its last segment.
+    pub last_offset: i64,
+    /// Largest record timestamp in its segments.
+    pub max_timestamp: i64,
+    /// How many segments it lists.
+    pub segments: u32,
+    /// Bytes of those segments.
+    pub size: u64,
+}
+
 /// Where the unsealed records since the last segment can be found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TailPointer {
@@ -51,7 +70,11 @@ pub struct Manifest {
     /// must find at least this much in segments and the WAL tail, or data
     /// was lost and it refuses to serve.
     pub next_offset: i64,
-    /// Sealed segments, ascending and contiguous.
+    /// Archived runs of the oldest sealed segments, ascending and
+    /// contiguous, ending where `segments` begin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archives: Vec<ArchiveRef>,
+    /// The newer sealed segments, ascending and contiguous.
     pub segments: Vec<SegmentMeta>,
     /// The unsealed tail, if the owner may have written one.
     pub tail: Option<TailPointer>,
@@ -74,6 +97,7 @@ impl Manifest {
             owner: None,
             log_start_offset: 0,
             next_offset: 0,
+            archives: Vec::new(),
             segments: Vec::new(),
             tail: None,
             producers: ProducerTable::default(),
@@ -83,14 +107,35 @@ impl Manifest {
 
     /// The offset after the last sealed record.
     pub fn sealed_end(&self) -> i64 {
-        self.segments
-            .last()
-            .map_or(self.log_start_offset, |s| s.last_offset + 1)
+        match (self.segments.last(), self.archives.last()) {
+            (Some(s), _) => s.last_offset + 1,
+            (None, Some(a)) => a.last_offset + 1,
+            (None, None) => self.log_start_offset,
+        }
     }
 
-    /// Total bytes of sealed segments.
+    /// Total bytes of sealed segments (archived ones included).
     pub fn sealed_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.size).sum()
+        self.segments.iter().map(|s| s.size).sum::<u64>()
+            + self.archives.iter().map(|a| a.size).sum::<u64>()
+    }
+
+    /// How many sealed segments the partition has (archived ones included).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+            + self
+                .archives
+                .iter()
+                .map(|a| a.segments as usize)
+                .sum::<usize>()
+    }
+
+    /// Where the segments listed in the manifest itself begin: offsets below
+    /// are in archives (or below the log start).
+    pub fn unarchived_start(&self) -> i64 {
+        self.segments
+            .first()
+            .map_or_else(|| self.sealed_end(), |s| s.base_offset)
     }
 }
 
@@ -117,14 +162,8 @@ pub async fn read_sealed(
     offset: i64,
     max_bytes: usize,
 ) -> crate::error::Result<Option<Vec<bytes::Bytes>>> {
-    if offset < manifest.log_start_offset || offset >= manifest.sealed_end() {
-        return Ok(None);
-    }
-    let i = manifest
-        .segments
-        .partition_point(|s| s.last_offset < offset);
-    match manifest.segments.get(i) {
-        Some(seg) => crate::segment::read(cache, seg, offset, max_bytes)
+    match crate::archive::find(cache.store(), manifest, offset).await? {
+        Some(seg) => crate::segment::read(cache, &seg, offset, max_bytes)
             .await
             .map(Some),
         None => Ok(None),

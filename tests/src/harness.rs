@@ -85,12 +85,14 @@ pub fn tip(name: &str, partition: u32) -> TopicIdPartition {
     )
 }
 
-/// A small log config that seals often, for tests.
+/// A small log config that seals often and archives old segment entries
+/// after four, for tests.
 pub fn small_log_config() -> LogConfig {
     LogConfig {
         segment_bytes: 64 << 10,
         index_interval_bytes: 512,
         max_batch_bytes: 32 << 10,
+        manifest_max_segments: 4,
         ..LogConfig::default()
     }
 }

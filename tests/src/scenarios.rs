@@ -764,3 +764,134 @@ pub async fn concurrent_releases_are_bounded(store: Arc<dyn ObjectStore>) {
     node.wal.close().await;
     reader.wal.close().await;
 }
+
+/// A long-lived partition's manifest stays small: past
+/// `manifest_max_segments` its oldest segment entries move into archive
+/// objects. Every record is still read back (by the owner, by a non-owner
+/// from the manifest alone, and after a takeover), time lookups find
+/// archived records, the bucket sweep keeps what is referenced, and
+/// retention drops whole archives with their segments.
+pub async fn long_partitions_archive_old_segments(store: Arc<dyn ObjectStore>) {
+    use futures::TryStreamExt;
+    use strata_storage::gc::{GcConfig, LiveSet, sweep};
+    let config = LogConfig {
+        manifest_max_segments: 8,
+        retention_ms: None,
+        ..small_log_config()
+    };
+    let node = Node::start(store.clone(), 1).await;
+    let tp = tp("long");
+    let log = node.open(&tp, config.clone()).await.expect("open");
+    let mut acked = BTreeMap::new();
+    // 40 seals of 3 records each; record i has timestamp 1_000 * i.
+    for s in 0..40i64 {
+        let mut b = strata_storage::batch::BatchBuilder::new();
+        for r in 0..3i64 {
+            let i = s * 3 + r;
+            b.push(1_000 * i, None, Some(format!("r{i}").as_bytes()), &[]);
+        }
+        let res = log
+            .append_at(b.build(), Acks::All, 120_000)
+            .await
+            .expect("append");
+        for r in 0..3i64 {
+            acked.insert(res.base_offset + r, format!("r{}", s * 3 + r));
+        }
+        log.seal().await.expect("seal");
+    }
+    let (_, manifest) = strata_storage::manifest::load_head(&store, &tp)
+        .await
+        .expect("read")
+        .expect("manifest");
+    assert!(manifest.segments.len() <= 8, "{}", manifest.segments.len());
+    assert!(manifest.archives.len() >= 4, "{:?}", manifest.archives);
+    assert_eq!(manifest.segment_count(), 40);
+    assert_eq!(log.status().segments, 40);
+    check_invariant(&read_all(&log).await, &acked, &BTreeMap::new(), 0);
+    // A non-owner serves archived offsets from the manifest alone.
+    let old = strata_storage::manifest::read_sealed(&node.cache, &manifest, 4, 1 << 20)
+        .await
+        .expect("sealed read")
+        .expect("offset 4 is sealed");
+    assert!(!old.is_empty());
+    // A time lookup lands in an archive: the batch holding offset 11 (the
+    // first record at or after 10.5 s) starts at 9.
+    assert_eq!(
+        log.offset_for_timestamp(10_500).await.expect("lookup"),
+        Some(9)
+    );
+    // The sweep keeps every referenced archive and segment.
+    let live = LiveSet {
+        topics: std::collections::HashMap::from([(tp.tp.topic.clone(), tp.topic_id)]),
+        streams: std::collections::HashSet::from([node.wal.stream()]),
+    };
+    let gc = GcConfig {
+        grace: Duration::ZERO,
+        ..GcConfig::default()
+    };
+    let report = sweep(
+        &store,
+        &live,
+        &gc,
+        chrono::Utc::now() + chrono::Duration::seconds(1),
+    )
+    .await
+    .expect("sweep");
+    assert_eq!(
+        report.deleted.segments.objects + report.deleted.archives.objects,
+        0
+    );
+    assert_eq!(
+        report.inventory.archives.objects as usize,
+        manifest.archives.len()
+    );
+    // A takeover reads everything back too.
+    log.release().await.expect("release");
+    let next = Node::start(store.clone(), 2).await;
+    let log = next.open(&tp, config.clone()).await.expect("reopen");
+    check_invariant(&read_all(&log).await, &acked, &BTreeMap::new(), 0);
+    // Retention by size drops whole archives, oldest first, with their
+    // segments and archive objects.
+    let keep = LogConfig {
+        retention_bytes: Some(log.status().sealed_bytes / 2),
+        ..config
+    };
+    log.release().await.expect("release");
+    let third = Node::start(store.clone(), 3).await;
+    let log = third.open(&tp, keep).await.expect("reopen");
+    let before = log.status();
+    let deleted = log.apply_retention(120_000).await.expect("retention");
+    let after = log.status();
+    assert!(
+        deleted > 0 && after.log_start_offset > 0,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(after.segments, before.segments - deleted);
+    let (_, m) = strata_storage::manifest::load_head(&store, &tp)
+        .await
+        .expect("read")
+        .expect("manifest");
+    let keys: Vec<String> = store
+        .list(Some(&strata_storage::keys::topic_root(&tp.tp.topic)))
+        .map_ok(|o| o.location.to_string())
+        .try_collect()
+        .await
+        .expect("list");
+    let archives = keys.iter().filter(|k| k.contains("/archive/")).count();
+    assert_eq!(
+        archives,
+        m.archives.len(),
+        "expired archive objects are deleted"
+    );
+    let segments = keys.iter().filter(|k| k.ends_with(".seg")).count();
+    assert_eq!(segments, after.segments, "expired segments are deleted");
+    let read = read_all(&log).await;
+    let kept: BTreeMap<i64, String> = acked
+        .range(after.log_start_offset..)
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    check_invariant(&read, &kept, &BTreeMap::new(), after.log_start_offset);
+    node.wal.close().await;
+    next.wal.close().await;
+    third.wal.close().await;
+}

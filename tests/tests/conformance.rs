@@ -364,6 +364,12 @@ async fn engine_sweeps_during_takeovers_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn engine_long_partitions_archive_old_segments() {
+    on_each_store(|_, store| strata_tests::scenarios::long_partitions_archive_old_segments(store))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn engine_recreated_topic_is_apart_from_a_zombie() {
     on_each_store(|_, store| {
         strata_tests::scenarios::recreated_topic_is_apart_from_a_zombie(store)

@@ -80,6 +80,11 @@ async fn concurrent_releases_are_bounded_in_memory() {
 }
 
 #[tokio::test]
+async fn long_partitions_archive_old_segments_in_memory() {
+    scenarios::long_partitions_archive_old_segments(mem()).await;
+}
+
+#[tokio::test]
 async fn recreated_topic_is_apart_from_a_zombie_in_memory() {
     scenarios::recreated_topic_is_apart_from_a_zombie(mem()).await;
 }

@@ -85,7 +85,7 @@ impl AdminService {
                 d.leader_epoch = m.leader_epoch;
                 d.log_start_offset = m.log_start_offset;
                 d.high_watermark = m.next_offset;
-                d.segments = u32::try_from(m.segments.len()).unwrap_or(u32::MAX);
+                d.segments = u32::try_from(m.segment_count()).unwrap_or(u32::MAX);
                 d.sealed_bytes = m.sealed_bytes();
             }
             details.push(d);
