@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::format::{self, ChunkEntry, HEADER_LEN};
 use super::writer::put_create;
@@ -84,6 +84,60 @@ pub async fn own_objects(
     Ok(objects)
 }
 
+/// A fenced run of one stream: every object from `from` up to the
+/// tombstone, contiguous. Nothing can be added below the tombstone (every
+/// position is taken), so the run from any later sequence up to it is a
+/// suffix of this one.
+struct FencedRun {
+    stream: WalStream,
+    from: WalSeq,
+    objects: Vec<WalObject>,
+    tombstone: WalObject,
+}
+
+/// Runs fenced lately by this process: a takeover of many partitions of one
+/// dead incarnation fences it once and lists it once, not once per
+/// partition.
+static FENCED: std::sync::LazyLock<parking_lot::Mutex<std::collections::VecDeque<Arc<FencedRun>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Fenced runs kept.
+const FENCED_KEPT: usize = 16;
+
+/// The data objects of `stream` from `from` up to a tombstone that this
+/// process saw fence it, if the tombstone is still there (one HEAD).
+async fn fenced_suffix(
+    store: &Arc<dyn ObjectStore>,
+    stream: WalStream,
+    from: WalSeq,
+) -> Result<Option<Vec<WalObject>>> {
+    let run = FENCED
+        .lock()
+        .iter()
+        .rev()
+        .find(|r| r.stream == stream && r.from <= from && from <= r.tombstone.seq)
+        .cloned();
+    let Some(run) = run else {
+        return Ok(None);
+    };
+    // The same object (another store of this process has other objects
+    // under the same keys in tests).
+    match store.head(&run.tombstone.key).await {
+        Ok(meta)
+            if meta.size == run.tombstone.size
+                && meta.last_modified == run.tombstone.last_modified => {}
+        Ok(_) | Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Some(
+        run.objects
+            .iter()
+            .filter(|o| o.seq >= from)
+            .cloned()
+            .collect(),
+    ))
+}
+
 /// Fences `stream` from `from` on and returns its data objects from `from`
 /// up to the first tombstone, contiguous and ascending.
 pub async fn fence(
@@ -91,6 +145,9 @@ pub async fn fence(
     stream: WalStream,
     from: WalSeq,
 ) -> Result<Vec<WalObject>> {
+    if let Some(run) = fenced_suffix(store, stream, from).await? {
+        return Ok(run);
+    }
     for _ in 0..1000 {
         let objects = list_from(store, stream, from).await?;
         let mut expected = from;
@@ -102,6 +159,16 @@ pub async fn fence(
                 break;
             }
             if o.size as usize == HEADER_LEN {
+                let mut fenced = FENCED.lock();
+                fenced.push_back(Arc::new(FencedRun {
+                    stream,
+                    from,
+                    objects: run.clone(),
+                    tombstone: o,
+                }));
+                while fenced.len() > FENCED_KEPT {
+                    fenced.pop_front();
+                }
                 return Ok(run);
             }
             run.push(o);

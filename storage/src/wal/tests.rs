@@ -253,3 +253,47 @@ async fn chunks_in_the_fetched_tail_cost_no_second_get() {
         "the large object's tail once, then at most one ranged GET per partition: {gets}"
     );
 }
+
+/// A takeover of many partitions of one dead incarnation fences and lists
+/// its stream once: a later fence from a higher floor is answered from the
+/// run already fenced (one HEAD of the tombstone, no LIST), and gets exactly
+/// the suffix from its floor.
+#[tokio::test]
+async fn a_stream_fenced_once_is_not_listed_again_for_later_floors() {
+    use crate::store::MetricsStore;
+    let metered = MetricsStore::new(Arc::new(InMemory::new()));
+    let stats = metered.stats();
+    let store: Arc<dyn ObjectStore> = Arc::new(metered);
+    let dead = WalStream {
+        broker: BrokerId(9),
+        incarnation: Incarnation::generate(),
+    };
+    let cfg = WalConfig {
+        min_interval: Duration::from_millis(1),
+        max_in_flight: 1,
+        ..WalConfig::default()
+    };
+    let w = WalWriter::start(store.clone(), dead, WalSeq(0), cfg).unwrap();
+    let tp = tip("t", 0);
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn WalSink> = recorder.clone();
+    for i in 0..6 {
+        submit(&w, &tp, &batch(i, 1), sink.clone()).await;
+        while recorder.durable.lock().len() <= i as usize {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    w.close().await;
+    let all = fence(&store, dead, WalSeq(0)).await.unwrap();
+    assert_eq!(all.len(), 6);
+    let lists = stats.snapshot().list_requests;
+    let later = fence(&store, dead, WalSeq(4)).await.unwrap();
+    assert_eq!(
+        later.iter().map(|o| o.seq.0).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    assert_eq!(stats.snapshot().list_requests, lists, "no second LIST");
+    // A fence from below the cached run lists as before.
+    let again = fence(&store, dead, WalSeq(0)).await.unwrap();
+    assert_eq!(again.len(), 6);
+}
