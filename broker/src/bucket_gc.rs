@@ -13,9 +13,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
 use strata_storage::gc::{self, GcConfig, Inventory, LiveSet, SweepReport};
+use strata_storage::keys;
 use tokio_util::sync::CancellationToken;
 
 use crate::service::Shared;
@@ -50,9 +51,13 @@ impl BucketGc {
         *self.deleted.lock()
     }
 
-    /// One sweep with what is alive now.
-    pub async fn sweep(&self, live: &LiveSet) -> strata_storage::Result<SweepReport> {
-        let report = gc::sweep(&self.store, live, &self.config, chrono::Utc::now()).await?;
+    /// One sweep with what is alive now, at `now` by the store's clock.
+    pub async fn sweep(
+        &self,
+        live: &LiveSet,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> strata_storage::Result<SweepReport> {
+        let report = gc::sweep(&self.store, live, &self.config, now).await?;
         *self.inventory.lock() = Some(report.inventory);
         let mut total = self.deleted.lock();
         *total = total.plus(&report.deleted);
@@ -93,10 +98,25 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 continue;
             }
         };
+        // Object ages are judged by the store's clock, never this host's
+        // (DESIGN: no correctness rests on clock sync): the time the store
+        // gave this broker's own heartbeat, written every interval, is at
+        // most an interval behind it.
+        let now = match shared
+            .meta_store
+            .head(&keys::heartbeat(shared.broker_id))
+            .await
+        {
+            Ok(meta) => meta.last_modified,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the store's clock (this broker's heartbeat); skipping this bucket sweep");
+                continue;
+            }
+        };
         let started = std::time::Instant::now();
         tokio::select! {
             () = stop.cancelled() => return,
-            r = shared.bucket_gc.sweep(&live) => match r {
+            r = shared.bucket_gc.sweep(&live, now) => match r {
                 Ok(report) => tracing::info!(
                     took_ms = started.elapsed().as_millis() as u64,
                     deleted_wal = report.deleted.wal.objects + report.deleted.wal_tombstones.objects,

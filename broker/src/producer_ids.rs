@@ -40,6 +40,11 @@ const MAX_ATTEMPTS: usize = 16;
 /// Least time between two reads of the chain head for an unknown id.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
+/// An id this many blocks past the newest known one is refused without a
+/// read (once this broker has read the chain): no cluster reserves blocks
+/// that fast.
+const MAX_BLOCKS_AHEAD: u64 = 1000;
+
 /// One reserved block, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdBlock {
@@ -106,9 +111,17 @@ impl ProducerIds {
             return Err(unknown());
         }
         if block > self.known.load(Ordering::Relaxed) {
+            let arrived = Instant::now();
+            let known = self.known.load(Ordering::Relaxed);
+            if known > 0 && block > known.saturating_add(MAX_BLOCKS_AHEAD) {
+                return Err(unknown());
+            }
             let mut last = self.refreshed.lock().await;
-            // Another request may have read the head while this one waited.
-            if block > self.known.load(Ordering::Relaxed) {
+            // A read that started after this request arrived saw every
+            // block reserved before the id was handed out: if the block is
+            // still unknown, the id is made up, and needs no read of its own.
+            let read_since = last.is_some_and(|t| t >= arrived);
+            if block > self.known.load(Ordering::Relaxed) && !read_since {
                 // At most one read a second: a block reserved elsewhere
                 // since the last read is found after a short wait; a flood
                 // of made-up ids queues here instead of costing a LIST each.

@@ -64,10 +64,11 @@ pub struct GcConfig {
     /// write, and the time a new broker takes to appear in every view.
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
-    /// How long the tombstone that closes a retired WAL stream stays: a
-    /// zombie of that incarnation paused longer than this could write one
-    /// more object (it still could not have a partition to acknowledge it
-    /// for, since every head moved on).
+    /// How long the tombstone that closes a retired WAL stream stays. A
+    /// zombie of that incarnation paused longer than this finds no
+    /// tombstone to fence it: brokers therefore restart their storage as a
+    /// new incarnation after any pause longer than `gc.grace`, before
+    /// writing to their WAL again.
     #[serde(with = "humantime_serde")]
     pub tombstone_retention: Duration,
 }
@@ -222,8 +223,9 @@ pub struct SweepReport {
     pub heads_complete: bool,
 }
 
-/// Sweeps `store`: see the module docs. `now` is the caller's clock,
-/// compared with the objects' last-modified times.
+/// Sweeps `store`: see the module docs. `now` is the store's clock (e.g.
+/// the last-modified time of an object just written), compared with the
+/// objects' last-modified times: never a host clock, which may be skewed.
 pub async fn sweep(
     store: &Arc<dyn ObjectStore>,
     live: &LiveSet,

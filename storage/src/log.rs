@@ -54,7 +54,8 @@ static SEALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CON
 
 /// Compressed batches decompressed for validation at once in this
 /// process: each may take up to 64 MiB while it is checked.
-static DECOMPRESSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+static DECOMPRESSIONS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(4)));
 
 /// Batches up to this size that are not compressed are validated on the
 /// async runtime (a CRC and a record walk take microseconds); bigger or
@@ -71,17 +72,22 @@ async fn validate(bytes: Bytes, limits: &BatchLimits) -> Result<Batch> {
     if !compressed && bytes.len() <= INLINE_VALIDATION_BYTES {
         return Ok(Batch::validate(bytes, limits)?);
     }
-    // The semaphore is static and never closed.
-    let _permit = if compressed {
-        DECOMPRESSIONS.acquire().await.ok()
+    // Held by the blocking task itself: a caller that goes away (a client
+    // resets its stream) must not free the slot while the decompression
+    // still runs. The semaphore is static and never closed.
+    let permit = if compressed {
+        DECOMPRESSIONS.clone().acquire_owned().await.ok()
     } else {
         None
     };
     let limits = *limits;
-    tokio::task::spawn_blocking(move || Batch::validate(bytes, &limits))
-        .await
-        .map_err(|e| Error::Unavailable(format!("batch validation did not finish: {e}")))?
-        .map_err(Error::from)
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        Batch::validate(bytes, &limits)
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("batch validation did not finish: {e}")))?
+    .map_err(Error::from)
 }
 
 /// WAL object reads in flight across every replay of this process: a
@@ -136,7 +142,9 @@ pub struct LogConfig {
     /// Delete segments whose newest record is older than this.
     #[serde(with = "humantime_serde")]
     pub retention_ms: Option<Duration>,
-    /// Delete the oldest segments while sealed data exceeds this.
+    /// Delete the oldest segments while what remains is still at least this
+    /// (as Kafka: never below it; archived segments go a whole archive at a
+    /// time).
     pub retention_bytes: Option<u64>,
     /// Largest batch accepted.
     pub max_batch_bytes: usize,
@@ -271,6 +279,8 @@ struct TailBatch {
     batch: Batch,
     /// WAL object of this incarnation's stream holding it, once durable.
     wal_seq: Option<WalSeq>,
+    /// The broker's time when it was appended (producer expiry).
+    appended_at_ms: i64,
 }
 
 struct State {
@@ -618,7 +628,7 @@ impl PartitionLog {
                 SeqCheck::Append => {
                     let base = st.next_offset;
                     let batch = batch.stamp(base, st.leader_epoch);
-                    st.producers.record(batch.header());
+                    st.producers.record_at(batch.header(), now_ms);
                     st.next_offset = batch.last_offset() + 1;
                     st.tail_bytes += batch.len() as u64;
                     inner.wal.add_unsealed(batch.len() as i64);
@@ -641,6 +651,7 @@ impl PartitionLog {
                     st.tail.push_back(TailBatch {
                         batch,
                         wal_seq: None,
+                        appended_at_ms: now_ms,
                     });
                     (result, st.tail_bytes >= inner.config.segment_bytes)
                 }
@@ -1082,13 +1093,21 @@ impl PartitionLog {
                 .retention_ms
                 .map(|ret| now_ms - i64::try_from(ret.as_millis()).unwrap_or(i64::MAX));
             let expired = |max_timestamp: i64| cutoff.is_some_and(|c| max_timestamp < c);
-            let over = |total: u64| inner.config.retention_bytes.is_some_and(|l| total > l);
+            // As Kafka: delete the oldest while what remains is still at
+            // least the limit, never below it (a whole archive is a large
+            // step).
+            let over = |total: u64, size: u64| {
+                inner
+                    .config
+                    .retention_bytes
+                    .is_some_and(|l| total.saturating_sub(size) >= l && total > l)
+            };
             let mut total = old.sealed_bytes();
             // Oldest first: whole archives, then (once none is left) the
             // manifest's own segments.
             let mut archives = 0;
             for a in &old.archives {
-                if !(expired(a.max_timestamp) || over(total)) {
+                if !(expired(a.max_timestamp) || over(total, a.size)) {
                     break;
                 }
                 total = total.saturating_sub(a.size);
@@ -1097,7 +1116,7 @@ impl PartitionLog {
             let mut n = 0;
             if archives == old.archives.len() {
                 for s in &old.segments {
-                    if !(expired(s.max_timestamp) || over(total)) {
+                    if !(expired(s.max_timestamp) || over(total, s.size)) {
                         break;
                     }
                     total = total.saturating_sub(s.size);
@@ -1277,7 +1296,8 @@ impl WalSink for Inner {
                     break;
                 }
                 b.wal_seq = Some(seq);
-                st.durable_producers.record(b.batch.header());
+                st.durable_producers
+                    .record_at(b.batch.header(), b.appended_at_ms);
             }
             st.durable_end = last_offset + 1;
             st.durable_end

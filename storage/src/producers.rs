@@ -5,10 +5,13 @@
 //!
 //! The table is snapshotted in every manifest and rebuilt from the WAL on
 //! recovery by replaying batches through [`ProducerTable::record`].
-//! Producers silent for longer than the log's `producer_id_expiration`
-//! (by their batches' timestamps, as Kafka's `producer.id.expiration.ms`)
-//! are dropped ([`ProducerTable::expire`]), so the table, and every
-//! manifest, stays as small as the set of active producers.
+//! Producers silent for longer than the log's `producer_id_expiration` (by
+//! the broker's clock at their last append, as Kafka's
+//! `producer.id.expiration.ms`; a producer backfilling old timestamps is
+//! not silent) are dropped ([`ProducerTable::expire`]), so the table, and
+//! every manifest, stays as small as the set of active producers. State
+//! rebuilt from the WAL on takeover, where that time is unknown, uses the
+//! batches' own timestamps.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -41,7 +44,8 @@ pub struct ProducerEntry {
     pub epoch: i16,
     /// Its last batches, oldest first.
     pub batches: VecDeque<BatchMeta>,
-    /// The largest timestamp of its batches (ms), for expiry.
+    /// When it last appended, by the broker's clock (ms; the batch's own
+    /// largest timestamp when rebuilt from the WAL), for expiry.
     #[serde(default)]
     pub last_timestamp: i64,
 }
@@ -118,6 +122,14 @@ impl ProducerTable {
                 expected,
                 got: first_seq,
             })
+        }
+    }
+
+    /// [`Self::record`] for a batch appended at broker time `now_ms`.
+    pub fn record_at(&mut self, header: &BatchHeader, now_ms: i64) {
+        self.record(header);
+        if let Some(entry) = self.0.get_mut(&header.producer_id) {
+            entry.last_timestamp = entry.last_timestamp.max(now_ms);
         }
     }
 

@@ -674,14 +674,19 @@ pub async fn idle_producers_expire_from_the_manifest(store: Arc<dyn ObjectStore>
         b.push(ts, None, Some(v.as_bytes()), &[]);
         b.build()
     };
-    // Producer 1 wrote two hours ago, producer 2 just now.
-    log.append_at(at(now - 2 * 3600 * 1000, 1, 0, "old"), Acks::All, now)
+    // Producer 1 wrote two hours ago, producer 2 just now, and producer 3
+    // just now with records stamped two days ago (a backfill).
+    let hours_ago = now - 2 * 3600 * 1000;
+    log.append_at(at(hours_ago, 1, 0, "old"), Acks::All, hours_ago)
         .await
         .expect("old producer");
     let recent = at(now - 1000, 2, 0, "new");
     log.append_at(recent.clone(), Acks::All, now)
         .await
         .expect("active producer");
+    log.append_at(at(now - 2 * 86_400_000, 3, 0, "backfill"), Acks::All, now)
+        .await
+        .expect("backfilling producer");
     log.maintain(now).await.expect("maintain");
     log.seal().await.expect("seal");
     let (_, manifest) = strata_storage::manifest::load_head(&store, &tp)
@@ -690,8 +695,8 @@ pub async fn idle_producers_expire_from_the_manifest(store: Arc<dyn ObjectStore>
         .expect("a manifest");
     assert_eq!(
         manifest.producers.len(),
-        1,
-        "only the active producer is kept"
+        2,
+        "the active and the backfilling producers are kept"
     );
     // The active producer's retry is still a duplicate.
     let dup = log.append_at(recent, Acks::All, now).await.expect("retry");
@@ -852,8 +857,9 @@ pub async fn long_partitions_archive_old_segments(store: Arc<dyn ObjectStore>) {
     check_invariant(&read_all(&log).await, &acked, &BTreeMap::new(), 0);
     // Retention by size drops whole archives, oldest first, with their
     // segments and archive objects.
+    let limit = log.status().sealed_bytes / 2;
     let keep = LogConfig {
-        retention_bytes: Some(log.status().sealed_bytes / 2),
+        retention_bytes: Some(limit),
         ..config
     };
     log.release().await.expect("release");
@@ -865,6 +871,10 @@ pub async fn long_partitions_archive_old_segments(store: Arc<dyn ObjectStore>) {
     assert!(
         deleted > 0 && after.log_start_offset > 0,
         "{before:?} -> {after:?}"
+    );
+    assert!(
+        after.sealed_bytes >= limit,
+        "retention never goes below the limit (as Kafka): {after:?}"
     );
     assert_eq!(after.segments, before.segments - deleted);
     let (_, m) = strata_storage::manifest::load_head(&store, &tp)

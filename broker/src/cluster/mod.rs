@@ -700,6 +700,21 @@ async fn check_paused(shared: &Shared, gap: Duration) {
         return;
     };
     let stream = engine.wal().stream();
+    if gap >= shared.config.gc.grace {
+        // The bucket sweep may have retired this incarnation's WAL
+        // meanwhile (and, after gc.tombstone_retention, removed the
+        // tombstone that would fence it): never write to it again.
+        let paused = humantime::format_duration(Duration::from_secs(gap.as_secs()));
+        tracing::warn!(%stream, %paused, "this broker was paused longer than gc.grace; rejoining as a new incarnation");
+        restart::restart_storage(
+            shared,
+            RestartReason::Fenced(format!(
+                "paused for {paused}, longer than gc.grace: {stream} may have been collected"
+            )),
+        )
+        .await;
+        return;
+    }
     let next = engine.wal().next_seq();
     let listed: std::result::Result<Vec<_>, _> = shared
         .meta_store

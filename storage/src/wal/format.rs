@@ -167,7 +167,10 @@ pub fn decode_directory(key: &str, buf: &[u8], footer: &Footer) -> Result<Vec<Ch
     if buf.len() != footer.dir_len as usize || crc32c::crc32c(buf) != footer.dir_crc {
         return Err(Error::corrupt(key, "WAL directory checksum mismatch"));
     }
-    let mut out = Vec::with_capacity(footer.chunk_count as usize);
+    // The count is not covered by the directory's CRC: never trust it for
+    // an allocation beyond what the directory can hold (46 bytes a chunk
+    // at least).
+    let mut out = Vec::with_capacity((footer.chunk_count as usize).min(buf.len() / 46));
     let mut p = 0usize;
     let short = || Error::corrupt(key, "truncated WAL directory");
     for _ in 0..footer.chunk_count {

@@ -29,6 +29,10 @@ use crate::error::{Error, Result};
 /// Bytes of tails kept at most.
 pub const BUDGET: usize = 64 << 20;
 
+/// Entries kept at most, loaded or not (a load that failed leaves an empty
+/// one behind).
+const MAX_ENTRIES: usize = 16 * 1024;
+
 /// How much of an object's end one GET fetches.
 pub(crate) const TAIL_BYTES: u64 = 64 * 1024;
 
@@ -76,6 +80,14 @@ pub(crate) async fn get(store: &Arc<dyn ObjectStore>, object: &WalObject) -> Res
             let cell = Cell::default();
             cache.cells.insert(key.clone(), cell.clone());
             cache.order.push_back(key.clone());
+            while cache.order.len() > MAX_ENTRIES {
+                if let Some(old) = cache.order.pop_front()
+                    && let Some(c) = cache.cells.remove(&old)
+                {
+                    let n = c.get().map_or(0, |t| t.bytes.len());
+                    cache.bytes = cache.bytes.saturating_sub(n);
+                }
+            }
             cell
         }
     };
@@ -89,15 +101,32 @@ pub(crate) async fn get(store: &Arc<dyn ObjectStore>, object: &WalObject) -> Res
         .clone();
     if loaded {
         let mut cache = CACHE.lock();
-        cache.bytes += tail.bytes.len();
-        while cache.bytes > BUDGET {
+        // Counted only while its own cell is in the map: an entry evicted
+        // while it loaded is not cached, so it must not count.
+        if cache.cells.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            cache.bytes += tail.bytes.len();
+        }
+        // Oldest first; loads still in flight are kept (they count once
+        // they finish) and looked at again later.
+        let mut skipped = 0;
+        while cache.bytes > BUDGET && skipped < cache.order.len() {
             let Some(old) = cache.order.pop_front() else {
                 break;
             };
-            if let Some(cell) = cache.cells.remove(&old)
-                && let Some(t) = cell.get()
-            {
-                cache.bytes = cache.bytes.saturating_sub(t.bytes.len());
+            let loaded_bytes = cache
+                .cells
+                .get(&old)
+                .map(|c| c.get().map(|t| t.bytes.len()));
+            match loaded_bytes {
+                Some(Some(n)) => {
+                    cache.cells.remove(&old);
+                    cache.bytes = cache.bytes.saturating_sub(n);
+                }
+                Some(None) => {
+                    cache.order.push_back(old);
+                    skipped += 1;
+                }
+                None => {}
             }
         }
     }
