@@ -9,7 +9,7 @@ broker is restarted every --restart-every minutes, alternately by SIGTERM
 (graceful: partitions released) and by kill -9 (the new incarnation takes
 its own partitions over). Every minute it prints what the bucket holds per
 kind (counted on disk: WAL objects and bytes, tombstones, segments,
-manifests) and the broker's RSS. Both columns must plateau.
+manifests, archives) and the broker's RSS. Both columns must plateau.
 
 Not part of CI (it runs for half an hour). Usage:
 
@@ -135,17 +135,23 @@ def strata(args, broker, *cmd, check=True):
 
 def bucket_inventory(bucket):
     """Objects and bytes per kind, counted on disk (exact, not sampled)."""
-    kinds = {k: [0, 0] for k in ("wal", "tombstone", "segment", "manifest")}
+    kinds = {k: [0, 0] for k in ("wal", "tombstone", "segment", "manifest", "archive")}
     for root, _dirs, files in os.walk(bucket):
         rel = os.path.relpath(root, bucket).split(os.sep)
         for name in files:
-            size = os.path.getsize(os.path.join(root, name))
+            try:
+                size = os.path.getsize(os.path.join(root, name))
+            except FileNotFoundError:
+                continue  # collected while we walked
+
             if rel[0] == "wal" and name.endswith(".wal"):
                 kind = "tombstone" if size == 32 else "wal"
             elif rel[0] == "topics" and name.endswith(".seg"):
                 kind = "segment"
             elif rel[0] == "topics" and "manifest" in rel:
                 kind = "manifest"
+            elif rel[0] == "topics" and "archive" in rel:
+                kind = "archive"
             else:
                 continue
             kinds[kind][0] += 1
@@ -163,6 +169,15 @@ def main():
     bucket = os.path.join(data_dir, "bucket")
     broker = Broker(args, data_dir)
     broker.start()
+    try:
+        run(args, broker, bucket, scratch)
+    finally:
+        broker.stop()
+    if not args.dir:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run(args, broker, bucket, scratch):
     print(f"# soak: {args.minutes} min, restart every {args.restart_every} min, "
           f"{args.rate} rec/s x {args.record_size} B into 100 of 1,000 partitions; data in {scratch}",
           flush=True)
@@ -174,7 +189,7 @@ def main():
                    input=lines, text=True, check=True, stdout=subprocess.DEVNULL)
 
     header = (f"{'min':>4} {'wal objs':>9} {'wal MiB':>8} {'tombst':>7} {'segments':>9} "
-              f"{'seg MiB':>8} {'manifests':>9} {'RSS MiB':>8} {'acked':>9}  event")
+              f"{'seg MiB':>8} {'manifests':>9} {'archives':>8} {'RSS MiB':>8} {'acked':>9}  event")
     print(header, flush=True)
     started = time.time()
     next_restart = started + args.restart_every * 60
@@ -199,12 +214,9 @@ def main():
         inv = bucket_inventory(bucket)
         mib = lambda b: b / (1 << 20)
         print(f"{minute:>4} {inv['wal'][0]:>9} {mib(inv['wal'][1]):>8.1f} {inv['tombstone'][0]:>7} "
-              f"{inv['segment'][0]:>9} {mib(inv['segment'][1]):>8.1f} {inv['manifest'][0]:>9} "
+              f"{inv['segment'][0]:>9} {mib(inv['segment'][1]):>8.1f} {inv['manifest'][0]:>9} {inv['archive'][0]:>8} "
               f"{broker.rss_mib():>8.0f} {acked_total:>9}  {event}", flush=True)
         event = ""
-    broker.stop()
-    if not args.dir:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
