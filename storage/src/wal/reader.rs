@@ -104,6 +104,13 @@ static FENCED: std::sync::LazyLock<parking_lot::Mutex<std::collections::VecDeque
 /// Fenced runs kept.
 const FENCED_KEPT: usize = 16;
 
+/// One lock per stream being fenced: the claims of many partitions of one
+/// dead incarnation start together, and all but the first then take the
+/// run it fenced instead of each listing the whole stream at once.
+static FENCING: std::sync::LazyLock<
+    parking_lot::Mutex<std::collections::HashMap<WalStream, Arc<tokio::sync::Mutex<()>>>>,
+> = std::sync::LazyLock::new(Default::default);
+
 /// The data objects of `stream` from `from` up to a tombstone that this
 /// process saw fence it, if the tombstone is still there (one HEAD).
 async fn fenced_suffix(
@@ -145,6 +152,15 @@ pub async fn fence(
     stream: WalStream,
     from: WalSeq,
 ) -> Result<Vec<WalObject>> {
+    let lock = {
+        let mut locks = FENCING.lock();
+        // Forget the locks nobody holds (streams fenced long ago).
+        if locks.len() > 64 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(stream).or_default().clone()
+    };
+    let _fencing = lock.lock().await;
     if let Some(run) = fenced_suffix(store, stream, from).await? {
         return Ok(run);
     }

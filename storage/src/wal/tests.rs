@@ -297,3 +297,40 @@ async fn a_stream_fenced_once_is_not_listed_again_for_later_floors() {
     let again = fence(&store, dead, WalSeq(0)).await.unwrap();
     assert_eq!(again.len(), 6);
 }
+
+/// Claims of many partitions of one dead incarnation start together: the
+/// stream is listed once, not once per claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_fences_of_one_stream_list_it_once() {
+    use crate::store::MetricsStore;
+    let metered = MetricsStore::new(Arc::new(InMemory::new()));
+    let stats = metered.stats();
+    let store: Arc<dyn ObjectStore> = Arc::new(metered);
+    let dead = WalStream {
+        broker: BrokerId(11),
+        incarnation: Incarnation::generate(),
+    };
+    let w = WalWriter::start(store.clone(), dead, WalSeq(0), WalConfig::default()).unwrap();
+    let sink: Arc<dyn WalSink> = Arc::new(Recorder::default());
+    for i in 0..4 {
+        submit(&w, &tip("t", i), &batch(0, 1), sink.clone()).await;
+    }
+    w.close().await;
+    let lists = stats.snapshot().list_requests;
+    let fences: Vec<_> = (0..32)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { fence(&store, dead, WalSeq(0)).await })
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for f in fences {
+        runs.push(f.await.unwrap().unwrap());
+    }
+    assert!(runs.windows(2).all(|w| w[0] == w[1]), "every claim sees one run");
+    assert!(
+        stats.snapshot().list_requests - lists <= 2,
+        "{} LISTs for 32 claims",
+        stats.snapshot().list_requests - lists
+    );
+}
