@@ -327,7 +327,10 @@ async fn concurrent_fences_of_one_stream_list_it_once() {
     for f in fences {
         runs.push(f.await.unwrap().unwrap());
     }
-    assert!(runs.windows(2).all(|w| w[0] == w[1]), "every claim sees one run");
+    assert!(
+        runs.windows(2).all(|w| w[0] == w[1]),
+        "every claim sees one run"
+    );
     assert!(
         stats.snapshot().list_requests - lists <= 2,
         "{} LISTs for 32 claims",
