@@ -161,13 +161,24 @@ pub async fn find(
             .partition_point(|s| s.last_offset < offset);
         return Ok(manifest.segments.get(i).cloned());
     }
-    let i = manifest
-        .archives
-        .partition_point(|a| a.last_offset < offset);
-    let Some(reference) = manifest.archives.get(i) else {
-        return Ok(None);
-    };
+    match archive_of(&manifest.archives, offset) {
+        Some(reference) => segment_in(store, reference, offset).await,
+        None => Ok(None),
+    }
+}
+
+/// The archive of `archives` (ascending) covering `offset`, if any.
+pub fn archive_of(archives: &[ArchiveRef], offset: i64) -> Option<&ArchiveRef> {
+    archives.get(archives.partition_point(|a| a.last_offset < offset))
+}
+
+/// The segment of archive `reference` holding `offset`.
+pub async fn segment_in(
+    store: &Arc<dyn ObjectStore>,
+    reference: &ArchiveRef,
+    offset: i64,
+) -> Result<Option<SegmentMeta>> {
     let segments = load(store, &reference.key).await?;
-    let j = segments.partition_point(|s| s.last_offset < offset);
-    Ok(segments.get(j).cloned())
+    let i = segments.partition_point(|s| s.last_offset < offset);
+    Ok(segments.get(i).cloned())
 }

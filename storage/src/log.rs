@@ -494,13 +494,6 @@ impl PartitionLog {
             let meta = segment::seal(&store, &tp, &replayed, config.index_interval_bytes).await?;
             tracing::info!(%tp, base = meta.base_offset, last = meta.last_offset, "sealed the replayed WAL tail");
             manifest.segments.push(meta);
-            crate::archive::archive_if_long(
-                &store,
-                &tp,
-                &mut manifest,
-                config.manifest_max_segments,
-            )
-            .await?;
         }
         let floor = wal.next_seq();
         manifest.leader_epoch += 1;
@@ -513,7 +506,7 @@ impl PartitionLog {
             first_seq: floor,
         });
         let new_version = version.map_or(Version(0), Version::next);
-        let manifest = create_with_retry(&chain, new_version, manifest).await?;
+        let manifest = create_manifest(&store, &tp, &chain, &config, new_version, manifest).await?;
         wal.retain_from(&tp, floor);
         tracing::info!(%tp, epoch = manifest.leader_epoch, next_offset = end, "partition opened");
         let state = State {
@@ -771,11 +764,8 @@ impl PartitionLog {
             }
             if offset < st.manifest.unarchived_start() {
                 // In an archive: find its segment outside the lock.
-                let i = st
-                    .manifest
-                    .archives
-                    .partition_point(|a| a.last_offset < offset);
-                (Err(st.manifest.archives.get(i).cloned()), result)
+                let reference = crate::archive::archive_of(&st.manifest.archives, offset);
+                (Err(reference.cloned()), result)
             } else {
                 let segs = &st.manifest.segments;
                 let i = segs.partition_point(|s| s.last_offset < offset);
@@ -785,14 +775,8 @@ impl PartitionLog {
         let (found, mut result) = seg;
         let seg = match found {
             Ok(seg) => seg,
-            Err(reference) => match reference {
-                Some(a) => {
-                    let segments = crate::archive::load(&self.inner.store, &a.key).await?;
-                    let j = segments.partition_point(|s| s.last_offset < offset);
-                    segments.get(j).cloned()
-                }
-                None => None,
-            },
+            Err(Some(a)) => crate::archive::segment_in(&self.inner.store, &a, offset).await?,
+            Err(None) => None,
         };
         let Some(seg) = seg else {
             return Err(Error::Unavailable(format!(
@@ -921,14 +905,6 @@ impl PartitionLog {
             m.producers = st.durable_producers.clone();
             (st.version.next(), m)
         };
-        let mut manifest = manifest;
-        crate::archive::archive_if_long(
-            &inner.store,
-            &inner.tp,
-            &mut manifest,
-            inner.config.manifest_max_segments,
-        )
-        .await?;
         let manifest = self.write_manifest(version, manifest).await?;
         let floor = manifest.tail.map_or(WalSeq(0), |t| t.first_seq);
         {
@@ -1013,7 +989,17 @@ impl PartitionLog {
                 self.inner.tp
             )));
         }
-        match create_with_retry(&self.inner.chain, version, manifest).await {
+        let inner = &self.inner;
+        match create_manifest(
+            &inner.store,
+            &inner.tp,
+            &inner.chain,
+            &inner.config,
+            version,
+            manifest,
+        )
+        .await
+        {
             Ok(m) => Ok(m),
             Err(e) => {
                 if e.is_fenced() {
@@ -1220,13 +1206,6 @@ impl PartitionLog {
             m.producers = st.durable_producers.clone();
             st.version.next()
         };
-        crate::archive::archive_if_long(
-            &inner.store,
-            &inner.tp,
-            &mut m,
-            inner.config.manifest_max_segments,
-        )
-        .await?;
         let m = self.write_manifest(version, m).await?;
         {
             let mut st = inner.state.lock();
@@ -1330,13 +1309,20 @@ fn chain_key(tp: &TopicIdPartition, version: Option<Version>) -> String {
         .to_string()
 }
 
-/// Creates a manifest version, retrying transient errors a few times (the
-/// create is idempotent for identical content).
-async fn create_with_retry(
+/// Writes manifest `version`: first moves old segment entries of a long
+/// manifest into an archive (every manifest write goes through here, so
+/// none is ever long), then creates the version, retrying transient
+/// errors a few times (the create is idempotent for identical content).
+/// Returns the manifest as written.
+async fn create_manifest(
+    store: &Arc<dyn ObjectStore>,
+    tp: &TopicIdPartition,
     chain: &Chain<Manifest>,
+    config: &LogConfig,
     version: Version,
-    m: Manifest,
+    mut m: Manifest,
 ) -> Result<Manifest> {
+    crate::archive::archive_if_long(store, tp, &mut m, config.manifest_max_segments).await?;
     let (m, bytes) = encode_manifest(chain, m).await?;
     let mut backoff = Duration::from_millis(20);
     let mut attempt = 0;
