@@ -249,14 +249,15 @@ impl PartitionRegistry {
             };
             // A slot of another incarnation of the topic (deleted and
             // re-created since it opened) is dropped without a write.
-            let stale = inner.slots.remove_entry(tp).and_then(|(k, s)| {
-                if s.topic_id == id.topic_id {
-                    inner.slots.insert(k, s);
-                    None
-                } else {
-                    Some(s)
-                }
-            });
+            let stale = if inner
+                .slots
+                .get(tp)
+                .is_some_and(|s| s.topic_id != id.topic_id)
+            {
+                inner.slots.remove(tp)
+            } else {
+                None
+            };
             let slot = inner
                 .slots
                 .entry(tp.clone())

@@ -700,49 +700,36 @@ async fn check_paused(shared: &Shared, gap: Duration) {
         return;
     };
     let stream = engine.wal().stream();
-    if gap >= shared.config.gc.grace {
+    let paused = humantime::format_duration(Duration::from_millis(gap.as_millis() as u64));
+    let restart_because = if gap >= shared.config.gc.grace {
         // The bucket sweep may have retired this incarnation's WAL
         // meanwhile (and, after gc.tombstone_retention, removed the
         // tombstone that would fence it): never write to it again.
-        let paused = humantime::format_duration(Duration::from_secs(gap.as_secs()));
-        tracing::warn!(%stream, %paused, "this broker was paused longer than gc.grace; rejoining as a new incarnation");
-        restart::restart_storage(
-            shared,
-            RestartReason::Fenced(format!(
-                "paused for {paused}, longer than gc.grace: {stream} may have been collected"
-            )),
-        )
-        .await;
-        return;
-    }
-    let next = engine.wal().next_seq();
-    let listed: std::result::Result<Vec<_>, _> = shared
-        .meta_store
-        .list(Some(&stream.prefix()))
-        .try_collect()
-        .await;
-    let fenced = match listed {
-        Ok(metas) => metas
-            .iter()
-            .filter_map(|m| stream.parse(&m.location))
-            .any(|seq| seq >= next),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot check whether this broker's WAL was fenced while it was paused");
-            false
-        }
-    };
-    let paused = humantime::format_duration(Duration::from_millis(gap.as_millis() as u64));
-    if fenced {
-        tracing::warn!(%stream, %paused, "this broker was paused longer than cluster.heartbeat_timeout and another broker fenced its WAL (took its partitions over); rejoining as a new incarnation");
-        restart::restart_storage(
-            shared,
-            RestartReason::Fenced(format!(
+        Some(format!(
+            "paused for {paused}, longer than gc.grace: {stream} may have been collected"
+        ))
+    } else {
+        // Fenced: another broker wrote at or above our next sequence.
+        let next = engine.wal().next_seq();
+        match strata_storage::wal::list_from(&shared.meta_store, stream, next).await {
+            Ok(above) if !above.is_empty() => Some(format!(
                 "paused for {paused}; another broker took the partitions over and fenced {stream}"
             )),
-        )
-        .await;
-    } else {
-        tracing::warn!(%stream, %paused, "this broker was paused longer than cluster.heartbeat_timeout; its WAL was not fenced, carrying on");
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check whether this broker's WAL was fenced while it was paused");
+                None
+            }
+        }
+    };
+    match restart_because {
+        Some(reason) => {
+            tracing::warn!(%stream, %paused, %reason, "this broker was paused too long; rejoining as a new incarnation");
+            restart::restart_storage(shared, RestartReason::Fenced(reason)).await;
+        }
+        None => {
+            tracing::warn!(%stream, %paused, "this broker was paused longer than cluster.heartbeat_timeout; its WAL was not fenced, carrying on");
+        }
     }
 }
 
