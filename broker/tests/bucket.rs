@@ -7,11 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{clients, create_topic, http_get, loopback_config};
+use common::{batch_request, clients, create_topic, http_get, loopback_config};
 
 use strata_broker::config::BrokerConfig;
 use strata_broker::server::start;
-use strata_proto::v1::{ProduceRequest, produce_request};
 use strata_storage::batch::BatchBuilder;
 
 fn config(dir: &std::path::Path) -> BrokerConfig {
@@ -35,14 +34,9 @@ async fn the_controller_reports_the_bucket_inventory() {
     for p in 0..2 {
         let mut b = BatchBuilder::new();
         b.push(0, None, Some(b"v"), &[]);
-        c.produce(ProduceRequest {
-            topic: "inv".into(),
-            partition: p,
-            acks: 0,
-            payload: Some(produce_request::Payload::Batch(b.build())),
-        })
-        .await
-        .expect("produce");
+        c.produce(batch_request("inv", p, b.build()))
+            .await
+            .expect("produce");
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {

@@ -7,18 +7,13 @@
 mod common;
 
 use bytes::Bytes;
-use common::{clients, create_topic, fetch_once, loopback_config, now_ms, reason};
+use common::{batch_request, clients, create_topic, fetch_once, loopback_config, now_ms, reason};
 use strata_broker::server::start;
-use strata_proto::v1::{CreateTopicRequest, ErrorReason, ProduceRequest, produce_request};
+use strata_proto::v1::{CreateTopicRequest, ErrorReason};
 use strata_storage::batch::{Batch, BatchBuilder, Compression, decode_records_any};
 
-fn request(batch: Bytes) -> ProduceRequest {
-    ProduceRequest {
-        topic: "h".into(),
-        partition: 0,
-        acks: 0,
-        payload: Some(produce_request::Payload::Batch(batch)),
-    }
+fn request(batch: Bytes) -> strata_proto::v1::ProduceRequest {
+    batch_request("h", 0, batch)
 }
 
 fn records(values: &[&str]) -> BatchBuilder {

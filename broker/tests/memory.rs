@@ -8,10 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{clients, create_topic, http_get, loopback_config, now_ms, reason};
+use common::{batch_request, clients, create_topic, http_get, loopback_config, now_ms, reason};
 use strata_broker::config::BrokerConfig;
 use strata_broker::server::start;
-use strata_proto::v1::{DescribeTopicRequest, ErrorReason, ProduceRequest, produce_request};
+use strata_proto::v1::{DescribeTopicRequest, ErrorReason};
 use strata_storage::batch::BatchBuilder;
 
 const BUDGET: u64 = 2 << 20;
@@ -51,14 +51,7 @@ async fn a_producer_writing_past_the_budget_is_served_by_sealing_the_largest_tai
         b.push(now_ms(), None, Some(&value), &[]);
         let batch = b.build();
         loop {
-            let r = c
-                .produce(ProduceRequest {
-                    topic: "m".into(),
-                    partition: i % 4,
-                    acks: 0,
-                    payload: Some(produce_request::Payload::Batch(batch.clone())),
-                })
-                .await;
+            let r = c.produce(batch_request("m", i % 4, batch.clone())).await;
             match r {
                 Ok(_) => break,
                 Err(e) => {

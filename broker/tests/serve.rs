@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{clients, fetch_once, http_get, reason, values};
+use common::{batch_request, clients, fetch_once, http_get, reason, values};
 
 use bytes::Bytes;
 use strata_broker::config::BrokerConfig;
@@ -34,15 +34,6 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
     c.hot_tier.block_bytes = 64 << 10;
     c.hot_tier.disk_bytes = 16 << 20;
     c
-}
-
-fn batch_request(topic: &str, partition: u32, batch: Bytes) -> ProduceRequest {
-    ProduceRequest {
-        topic: topic.into(),
-        partition,
-        acks: 0,
-        payload: Some(produce_request::Payload::Batch(batch)),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

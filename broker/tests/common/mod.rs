@@ -117,3 +117,17 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// An acks=all produce of one stored-format `batch` to `topic`/`partition`.
+pub(crate) fn batch_request(
+    topic: &str,
+    partition: u32,
+    batch: bytes::Bytes,
+) -> strata_proto::v1::ProduceRequest {
+    strata_proto::v1::ProduceRequest {
+        topic: topic.into(),
+        partition,
+        acks: 0,
+        payload: Some(strata_proto::v1::produce_request::Payload::Batch(batch)),
+    }
+}
