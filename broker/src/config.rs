@@ -163,6 +163,115 @@ impl Default for ClusterConfig {
     }
 }
 
+/// Consumer groups and their coordinators (DESIGN §9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Partitions of `__consumer_offsets`, used when the first group
+    /// creates it (later changes have no effect). More spreads
+    /// coordinators over more brokers; each costs an open partition.
+    pub offsets_partitions: u32,
+    /// A member that does not heartbeat for this long leaves the group
+    /// and its partitions go to the others. Shorter reacts to crashes
+    /// sooner; longer rides out longer pauses (GC, deploys). Members may
+    /// ask for their own between `min_session_timeout` and
+    /// `max_session_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Lower bound of a member's session timeout.
+    #[serde(with = "humantime_serde")]
+    pub min_session_timeout: Duration,
+    /// Upper bound of a member's session timeout.
+    #[serde(with = "humantime_serde")]
+    pub max_session_timeout: Duration,
+    /// How long a member may take to give up partitions it was asked to
+    /// revoke before it is removed from the group (when it does not ask
+    /// for its own).
+    #[serde(with = "humantime_serde")]
+    pub rebalance_timeout: Duration,
+    /// How often members heartbeat once their assignment is complete
+    /// (heartbeats cost no store request). Shorter makes rebalances
+    /// start sooner, at more requests to the coordinator.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Committed offsets of a group without members are deleted this
+    /// long after it became empty (or after its last commit, if later);
+    /// Kafka's `offsets.retention.minutes`.
+    #[serde(with = "humantime_serde")]
+    pub offsets_retention: Duration,
+    /// Most members of one group.
+    pub max_members: usize,
+    /// Most bytes of metadata kept with a committed offset (Kafka's
+    /// `offset.metadata.max.bytes`).
+    pub max_metadata_bytes: usize,
+    /// A coordinator snapshots its state after this many records, and
+    /// the log below the previous snapshot is deleted: loading a
+    /// coordinator replays at most about twice this many. Lower loads
+    /// faster after a failover, at a snapshot PUT more often.
+    pub snapshot_records: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            offsets_partitions: 16,
+            session_timeout: Duration::from_secs(45),
+            min_session_timeout: Duration::from_secs(1),
+            max_session_timeout: Duration::from_secs(300),
+            rebalance_timeout: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(2),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            max_members: 1000,
+            max_metadata_bytes: 4096,
+            snapshot_records: 10_000,
+        }
+    }
+}
+
+impl GroupConfig {
+    /// Checks the values, naming the offending key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.offsets_partitions == 0 || self.offsets_partitions > 1000 {
+            bail!(
+                "invalid setting group.offsets_partitions: must be between 1 and 1000, got {}",
+                self.offsets_partitions
+            );
+        }
+        if self.min_session_timeout.is_zero()
+            || self.min_session_timeout > self.session_timeout
+            || self.session_timeout > self.max_session_timeout
+        {
+            bail!(
+                "invalid setting group.session_timeout: must be above 0 and between \
+                 group.min_session_timeout and group.max_session_timeout ({} <= {} <= {})",
+                humantime::format_duration(self.min_session_timeout),
+                humantime::format_duration(self.session_timeout),
+                humantime::format_duration(self.max_session_timeout)
+            );
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_timeout {
+            bail!(
+                "invalid setting group.heartbeat_interval: must be above 0 and below \
+                 group.session_timeout, got {}",
+                humantime::format_duration(self.heartbeat_interval)
+            );
+        }
+        if self.rebalance_timeout.is_zero() {
+            bail!("invalid setting group.rebalance_timeout: must be above 0");
+        }
+        if self.max_members == 0 {
+            bail!("invalid setting group.max_members: must be at least 1");
+        }
+        if self.snapshot_records < 10 {
+            bail!(
+                "invalid setting group.snapshot_records: must be at least 10, got {}",
+                self.snapshot_records
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Every setting of a broker. See the module docs for how it is loaded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -215,6 +324,8 @@ pub struct BrokerConfig {
     pub hot_tier: HotTierConfig,
     /// Bucket garbage collection (run by the controller).
     pub gc: GcConfig,
+    /// Consumer groups.
+    pub group: GroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -237,6 +348,7 @@ impl Default for BrokerConfig {
             log: LogConfig::default(),
             hot_tier: HotTierConfig::default(),
             gc: GcConfig::default(),
+            group: GroupConfig::default(),
         }
     }
 }
@@ -446,6 +558,7 @@ impl BrokerConfig {
         self.log.validate()?;
         self.hot_tier.validate()?;
         self.gc.validate()?;
+        self.group.validate()?;
         let f = &self.fetch;
         if f.max_bytes == 0 || f.max_bytes > f.max_bytes_limit {
             bail!(

@@ -33,11 +33,17 @@ use strata_proto::v1::ErrorReason;
 use strata_storage::batch::BatchError;
 use strata_storage::{Error as StorageError, ErrorKind};
 
+use crate::groups::GroupError;
+
 /// Result alias of the broker's domain modules.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
 /// How long clients are asked to wait when the broker is not ready.
 const BROKER_RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// How long group members are asked to wait while their coordinator
+/// loads or moves.
+const COORDINATOR_RETRY_AFTER: Duration = Duration::from_millis(200);
 
 /// How long clients are asked to wait when a partition has no owner yet
 /// (moving, or not assigned yet).
@@ -86,6 +92,27 @@ pub enum BrokerError {
     /// names it. Retryable.
     #[error("{0}")]
     Busy(String),
+    /// A consumer-group rule refused the request.
+    #[error(transparent)]
+    Group(#[from] crate::groups::GroupError),
+    /// This broker does not coordinate the group.
+    #[error("group {group} is not coordinated by this broker: {detail}")]
+    NotCoordinator {
+        /// The group.
+        group: String,
+        /// The coordinator and its address, if known.
+        coordinator: Option<(u32, String)>,
+        /// What is going on, for people.
+        detail: String,
+    },
+    /// The coordinator is loading the group's state.
+    #[error(
+        "the coordinator of group {0} is loading its state (after a move or a restart); retry shortly"
+    )]
+    CoordinatorLoading(String),
+    /// The group does not exist.
+    #[error("unknown group; list groups with `strata group list`: {0}")]
+    GroupNotFound(String),
     /// The storage engine failed; `context` names what was being done
     /// (usually the topic-partition).
     #[error("{context}: {source}")]
@@ -121,6 +148,14 @@ impl BrokerError {
             BrokerError::TooLarge(_) => ErrorReason::RecordTooLarge,
             BrokerError::Unavailable(_) | BrokerError::Busy(_) => ErrorReason::BrokerUnavailable,
             BrokerError::NotOwner { .. } => ErrorReason::NotOwner,
+            BrokerError::Group(e) => group_reason(e),
+            BrokerError::NotCoordinator {
+                coordinator: Some(_),
+                ..
+            } => ErrorReason::NotCoordinator,
+            BrokerError::NotCoordinator { .. } => ErrorReason::CoordinatorNotAvailable,
+            BrokerError::CoordinatorLoading(_) => ErrorReason::CoordinatorLoadInProgress,
+            BrokerError::GroupNotFound(_) => ErrorReason::GroupIdNotFound,
             BrokerError::Storage { source, .. } => storage_reason(source).0,
         }
     }
@@ -142,6 +177,21 @@ impl BrokerError {
                 }
                 .into_status()
             }
+            BrokerError::NotCoordinator {
+                ref coordinator, ..
+            } => {
+                let info = ErrorInfo::new(self.reason(), self.to_string());
+                match coordinator {
+                    Some((id, address)) => info.with_owner(*id, Some(address.clone())),
+                    None => info.with_retry_after(COORDINATOR_RETRY_AFTER),
+                }
+                .into_status()
+            }
+            BrokerError::CoordinatorLoading(_) | BrokerError::Group(GroupError::Full { .. }) => {
+                ErrorInfo::new(self.reason(), self.to_string())
+                    .with_retry_after(COORDINATOR_RETRY_AFTER)
+                    .into_status()
+            }
             other => ErrorInfo::new(other.reason(), other.to_string()).into_status(),
         }
     }
@@ -150,6 +200,17 @@ impl BrokerError {
 impl From<BrokerError> for tonic::Status {
     fn from(e: BrokerError) -> Self {
         e.into_status()
+    }
+}
+
+/// The reason for a refusal by the group rules.
+fn group_reason(e: &GroupError) -> ErrorReason {
+    match e {
+        GroupError::UnknownMember { .. } => ErrorReason::UnknownMemberId,
+        GroupError::FencedEpoch { .. } => ErrorReason::FencedMemberEpoch,
+        GroupError::NotEmpty { .. } => ErrorReason::NonEmptyGroup,
+        GroupError::NotAssigned { .. } | GroupError::Invalid(_) => ErrorReason::InvalidRequest,
+        GroupError::Full { .. } => ErrorReason::BrokerUnavailable,
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`restart`]: restarting the storage as a new incarnation after its
 //!   WAL writer stopped (store outage, fencing).
 //! - [`producer_ids`]: producer-id blocks reserved in the bucket.
+//! - [`groups`]: consumer groups (the group coordinator).
 //! - [`service`]: the gRPC services (`Strata`, `Admin`).
 //! - [`http`], [`metrics`]: health, readiness and Prometheus metrics.
 //! - [`maintenance`]: time-based sealing, retention, WAL GC.
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod groups;
 pub mod http;
 pub mod maintenance;
 pub mod metrics;

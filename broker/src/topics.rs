@@ -320,6 +320,17 @@ impl TopicRegistry {
         v
     }
 
+    /// The live topic `name` if the cache holds it (no IO).
+    pub fn cached(&self, name: &TopicName) -> Option<Topic> {
+        let record = self
+            .cache
+            .lock()
+            .get(name)
+            .filter(|c| !c.record.deleted)
+            .map(|c| c.record.clone())?;
+        self.topic(name, record).ok()
+    }
+
     /// The live topic `name`; [`BrokerError::UnknownTopic`] if there is none.
     pub async fn get(&self, name: &TopicName) -> Result<Topic> {
         let hit = self.cache.lock().get(name).cloned();

@@ -25,7 +25,15 @@ impl ErrorReason {
             ErrorReason::UnknownTopic | ErrorReason::UnknownPartition => Code::NotFound,
             ErrorReason::NotOwner
             | ErrorReason::OutOfOrderSequence
-            | ErrorReason::ProducerFenced => Code::FailedPrecondition,
+            | ErrorReason::ProducerFenced
+            | ErrorReason::NotCoordinator
+            | ErrorReason::UnknownMemberId
+            | ErrorReason::FencedMemberEpoch
+            | ErrorReason::NonEmptyGroup => Code::FailedPrecondition,
+            ErrorReason::GroupIdNotFound => Code::NotFound,
+            ErrorReason::CoordinatorLoadInProgress | ErrorReason::CoordinatorNotAvailable => {
+                Code::Unavailable
+            }
             ErrorReason::Fenced => Code::Aborted,
             ErrorReason::OffsetOutOfRange => Code::OutOfRange,
             ErrorReason::InvalidBatch | ErrorReason::InvalidRequest => Code::InvalidArgument,
@@ -37,13 +45,30 @@ impl ErrorReason {
     }
 
     /// True when sending the same request again (after a metadata refresh
-    /// for [`ErrorReason::NotOwner`] and [`ErrorReason::Fenced`]) may succeed.
+    /// for [`ErrorReason::NotOwner`] and [`ErrorReason::Fenced`], after
+    /// finding the coordinator again for [`ErrorReason::NotCoordinator`])
+    /// may succeed. [`ErrorReason::UnknownMemberId`] and
+    /// [`ErrorReason::FencedMemberEpoch`] are not: the member must rejoin.
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
             ErrorReason::NotOwner
                 | ErrorReason::Fenced
                 | ErrorReason::StoreUnavailable
+                | ErrorReason::BrokerUnavailable
+                | ErrorReason::NotCoordinator
+                | ErrorReason::CoordinatorLoadInProgress
+                | ErrorReason::CoordinatorNotAvailable
+        )
+    }
+
+    /// True when a group member should find its group's coordinator again
+    /// before retrying.
+    pub fn needs_coordinator_refresh(self) -> bool {
+        matches!(
+            self,
+            ErrorReason::NotCoordinator
+                | ErrorReason::CoordinatorNotAvailable
                 | ErrorReason::BrokerUnavailable
         )
     }
@@ -192,7 +217,7 @@ impl From<ErrorInfo> for tonic::Status {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorReason; 16] = [
+    const ALL: [ErrorReason; 23] = [
         ErrorReason::Unspecified,
         ErrorReason::UnknownTopic,
         ErrorReason::UnknownPartition,
@@ -209,6 +234,13 @@ mod tests {
         ErrorReason::StoreUnavailable,
         ErrorReason::BrokerUnavailable,
         ErrorReason::Internal,
+        ErrorReason::NotCoordinator,
+        ErrorReason::CoordinatorLoadInProgress,
+        ErrorReason::CoordinatorNotAvailable,
+        ErrorReason::UnknownMemberId,
+        ErrorReason::FencedMemberEpoch,
+        ErrorReason::GroupIdNotFound,
+        ErrorReason::NonEmptyGroup,
     ];
 
     #[test]
@@ -248,7 +280,10 @@ mod tests {
                 ErrorReason::NotOwner,
                 ErrorReason::Fenced,
                 ErrorReason::StoreUnavailable,
-                ErrorReason::BrokerUnavailable
+                ErrorReason::BrokerUnavailable,
+                ErrorReason::NotCoordinator,
+                ErrorReason::CoordinatorLoadInProgress,
+                ErrorReason::CoordinatorNotAvailable,
             ]
         );
     }

@@ -144,6 +144,9 @@ pub struct Inventory {
     pub archives: Count,
     /// Partition manifests.
     pub manifests: Count,
+    /// Snapshots of state kept beside a partition's log (group
+    /// coordinators').
+    pub snapshots: Count,
     /// Topic config versions.
     pub topic_configs: Count,
     /// Cluster documents (heartbeats, terms, assignments, ids).
@@ -160,6 +163,7 @@ impl Inventory {
             ObjectKind::Segment(_) => self.segments.add(size),
             ObjectKind::Archive(_) => self.archives.add(size),
             ObjectKind::Manifest(..) => self.manifests.add(size),
+            ObjectKind::Snapshot(..) => self.snapshots.add(size),
             ObjectKind::TopicConfig(_) => self.topic_configs.add(size),
             ObjectKind::Cluster => self.cluster.add(size),
             ObjectKind::Other => self.other.add(size),
@@ -167,13 +171,14 @@ impl Inventory {
     }
 
     /// Each kind with its metric label.
-    pub fn kinds(&self) -> [(&'static str, Count); 8] {
+    pub fn kinds(&self) -> [(&'static str, Count); 9] {
         [
             ("wal", self.wal),
             ("wal_tombstone", self.wal_tombstones),
             ("segment", self.segments),
             ("segment_archive", self.archives),
             ("manifest", self.manifests),
+            ("snapshot", self.snapshots),
             ("topic_config", self.topic_configs),
             ("cluster", self.cluster),
             ("other", self.other),
@@ -188,6 +193,7 @@ impl Inventory {
             (&mut self.segments, other.segments),
             (&mut self.archives, other.archives),
             (&mut self.manifests, other.manifests),
+            (&mut self.snapshots, other.snapshots),
             (&mut self.topic_configs, other.topic_configs),
             (&mut self.cluster, other.cluster),
             (&mut self.other, other.other),
@@ -341,9 +347,10 @@ impl Sweep<'_> {
             let kind = ObjectKind::of(&meta.location);
             self.listed.add(&kind, meta.size);
             let partition = match &kind {
-                ObjectKind::Manifest(p, _) | ObjectKind::Segment(p) | ObjectKind::Archive(p) => {
-                    p.clone()
-                }
+                ObjectKind::Manifest(p, _)
+                | ObjectKind::Segment(p)
+                | ObjectKind::Archive(p)
+                | ObjectKind::Snapshot(p, _) => p.clone(),
                 _ => continue,
             };
             if Some(partition.topic_id) != live_id {
@@ -357,6 +364,9 @@ impl Sweep<'_> {
             match kind {
                 ObjectKind::Manifest(_, v) => entry.head = entry.head.max(Some(v)),
                 ObjectKind::Archive(_) => entry.archives.push(meta),
+                // Pruned by the partition's owner, which knows which one
+                // its state needs.
+                ObjectKind::Snapshot(..) => {}
                 _ => entry.segments.push(meta),
             }
         }

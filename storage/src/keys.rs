@@ -374,6 +374,17 @@ pub fn segments_prefix(p: &TopicIdPartition) -> Path {
     partition_root(p).join("segments")
 }
 
+/// The prefix of a partition's state snapshots (see [`crate::snapshot`]).
+pub fn snapshots_prefix(p: &TopicIdPartition) -> Path {
+    partition_root(p).join("snapshots")
+}
+
+/// The snapshot of a partition's state covering the records below
+/// `offset`.
+pub fn snapshot(p: &TopicIdPartition, offset: i64) -> Path {
+    snapshots_prefix(p).join(format!("{}.snap", padded(offset.max(0) as u64)))
+}
+
 /// A new, unique key for an archive of old segment entries starting at
 /// `base_offset` (see [`crate::archive`]).
 pub fn new_archive(p: &TopicIdPartition, base_offset: i64) -> Path {
@@ -464,6 +475,8 @@ pub enum ObjectKind {
     Segment(TopicIdPartition),
     /// An archive of a partition's old segment entries.
     Archive(TopicIdPartition),
+    /// A snapshot of state kept beside a partition's log, at an offset.
+    Snapshot(TopicIdPartition, i64),
     /// A WAL object (data or tombstone) of one incarnation's stream.
     Wal(WalStream, WalSeq),
     /// Anything under `cluster/` (heartbeats, terms, assignments, ids).
@@ -524,6 +537,10 @@ impl ObjectKind {
             )),
             "segments" if parts[5].as_ref().ends_with(".seg") => Some(Self::Segment(partition)),
             "archive" if parts[5].as_ref().ends_with(".json") => Some(Self::Archive(partition)),
+            "snapshots" => {
+                let offset = i64::try_from(parse_padded(key, ".snap")?).ok()?;
+                Some(Self::Snapshot(partition, offset))
+            }
             _ => None,
         }
     }
@@ -594,6 +611,7 @@ mod tests {
             ),
             (new_segment(&tp, 9), ObjectKind::Segment(tp.clone())),
             (new_archive(&tp, 9), ObjectKind::Archive(tp.clone())),
+            (snapshot(&tp, 42), ObjectKind::Snapshot(tp.clone(), 42)),
             (s.object(WalSeq(3)), ObjectKind::Wal(s, WalSeq(3))),
             (
                 topic_config_chain(&name).version(Version(1)),

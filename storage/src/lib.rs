@@ -40,6 +40,7 @@ pub mod manifest;
 pub mod producers;
 pub mod segment;
 pub mod selftest;
+pub mod snapshot;
 pub mod store;
 pub mod wal;
 

@@ -1068,32 +1068,53 @@ impl PartitionLog {
     /// sealed bytes exceed `retention_bytes`), advancing the log start.
     /// Returns the number of segments deleted.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        self.delete_old_segments(Some(now_ms), None).await
+    }
+
+    /// Deletes the whole segments (and archives) whose records all lie
+    /// below `offset`, advancing the log start (Kafka's DeleteRecords, at
+    /// segment granularity: records of a segment that straddles `offset`
+    /// and of the unsealed tail stay). Returns the number of segments
+    /// deleted. Used by state kept as snapshot + log (consumer-group
+    /// coordinators), once a snapshot covers everything below `offset`.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<usize> {
+        self.delete_old_segments(None, Some(offset)).await
+    }
+
+    /// [`Self::apply_retention`] (with `now_ms`) and
+    /// [`Self::delete_records_before`] (with `below`).
+    async fn delete_old_segments(&self, now_ms: Option<i64>, below: Option<i64>) -> Result<usize> {
         let inner = &self.inner;
         let _guard = inner.seal_lock.lock().await;
         let (version, manifest, doomed, doomed_archives) = {
             let st = inner.state.lock();
             st.check_open()?;
             let old = &st.manifest;
-            let cutoff = inner
-                .config
-                .retention_ms
-                .map(|ret| now_ms - i64::try_from(ret.as_millis()).unwrap_or(i64::MAX));
-            let expired = |max_timestamp: i64| cutoff.is_some_and(|c| max_timestamp < c);
+            let cutoff = now_ms.and_then(|now_ms| {
+                inner
+                    .config
+                    .retention_ms
+                    .map(|ret| now_ms - i64::try_from(ret.as_millis()).unwrap_or(i64::MAX))
+            });
+            let expired = |max_timestamp: i64, last_offset: i64| {
+                cutoff.is_some_and(|c| max_timestamp < c) || below.is_some_and(|b| last_offset < b)
+            };
             // As Kafka: delete the oldest while what remains is still at
             // least the limit, never below it (a whole archive is a large
             // step).
             let over = |total: u64, size: u64| {
-                inner
-                    .config
-                    .retention_bytes
-                    .is_some_and(|l| total.saturating_sub(size) >= l && total > l)
+                now_ms.is_some()
+                    && inner
+                        .config
+                        .retention_bytes
+                        .is_some_and(|l| total.saturating_sub(size) >= l && total > l)
             };
             let mut total = old.sealed_bytes();
             // Oldest first: whole archives, then (once none is left) the
             // manifest's own segments.
             let mut archives = 0;
             for a in &old.archives {
-                if !(expired(a.max_timestamp) || over(total, a.size)) {
+                if !(expired(a.max_timestamp, a.last_offset) || over(total, a.size)) {
                     break;
                 }
                 total = total.saturating_sub(a.size);
@@ -1102,7 +1123,7 @@ impl PartitionLog {
             let mut n = 0;
             if archives == old.archives.len() {
                 for s in &old.segments {
-                    if !(expired(s.max_timestamp) || over(total, s.size)) {
+                    if !(expired(s.max_timestamp, s.last_offset) || over(total, s.size)) {
                         break;
                     }
                     total = total.saturating_sub(s.size);

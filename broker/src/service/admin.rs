@@ -215,6 +215,13 @@ impl Admin for AdminService {
         let shared = &self.shared;
         shared.check_running()?;
         let name = topics::parse_name(&req.name)?;
+        if name.as_str() == crate::groups::OFFSETS_TOPIC {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{name} is internal: it holds the consumer groups' committed offsets; delete \
+                 groups with `strata group delete` instead"
+            ))
+            .into());
+        }
         shared.topics.get(&name).await?;
         shared.partitions.release_topic(&name).await;
         let marker = shared.topics.mark_deleted(&name, now_ms()).await?;
@@ -222,6 +229,7 @@ impl Admin for AdminService {
         shared.partitions.release_topic(&name).await;
         // The other owners drop theirs before the purge starts, and the
         // controller drops the topic from the assignment.
+        shared.groups.topic_changed();
         let silent = cluster::announce_topic_change(shared, &name).await;
         if !silent.is_empty() {
             tracing::warn!(topic = %name, brokers = ?silent, "could not tell every broker of the delete; they notice within a few heartbeat intervals");

@@ -129,6 +129,7 @@ impl Cluster for ClusterService {
             shared.topics.reread(&name).await?;
         }
         if !req.topics.is_empty() {
+            shared.groups.topic_changed();
             cluster::abandon_gone_topics(shared).await;
         }
         shared.cluster.nudge();

@@ -32,6 +32,7 @@ use crate::bucket_gc::BucketGc;
 use crate::cluster::ClusterView;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use crate::groups::GroupCoordinator;
 use crate::metrics::{BrokerMetrics, Gauges};
 use crate::partitions::{MayFence, PartitionRegistry};
 use crate::producer_ids::ProducerIds;
@@ -74,6 +75,8 @@ pub struct Shared {
     pub partitions: PartitionRegistry,
     /// Producer-id allocation.
     pub producer_ids: ProducerIds,
+    /// The group coordinator.
+    pub groups: GroupCoordinator,
     /// Counters.
     pub metrics: BrokerMetrics,
     /// Bucket garbage collection (sweeps on the controller) and inventory.
@@ -141,6 +144,7 @@ impl Shared {
             store_stats: Mutex::new(vec![engine.store_stats().clone()]),
             partitions: PartitionRegistry::new(engine),
             producer_ids: ProducerIds::new(engine_store.clone(), broker_id),
+            groups: GroupCoordinator::new(config.group.clone()),
             metrics: BrokerMetrics::default(),
             bucket_gc: BucketGc::new(engine_store.clone(), config.gc.clone()),
             fetch_streams: Arc::new(tokio::sync::Semaphore::new(config.fetch.max_streams)),

@@ -1,0 +1,854 @@
+//! Consumer groups: the group coordinator (DESIGN §9).
+//!
+//! - **Placement.** Group `g` lives in partition `hash(g) % N` of the
+//!   internal topic [`OFFSETS_TOPIC`] (Kafka's hash: Java's
+//!   `String.hashCode`); its coordinator is that partition's owner, so
+//!   coordinators move, fail over and are fenced like any partition. The
+//!   topic is created with `group.offsets_partitions` partitions on first
+//!   use and cannot be deleted.
+//! - **State.** Each partition of the topic this broker owns is loaded
+//!   into a [`shard::Shard`] on first use (requests meanwhile get a
+//!   retryable `COORDINATOR_LOAD_IN_PROGRESS`) and by the coordinator's
+//!   own timer. Membership is in memory ([`state`]); what must survive
+//!   ([`records`]) goes through the shard's writer into the partition's
+//!   log, so commits of many groups share WAL flushes.
+//! - **Timer.** [`run`] expires members whose session timed out, notices
+//!   partition counts that changed, deletes the offsets of empty groups
+//!   after `group.offsets_retention` and those of deleted topics, and
+//!   loads the shards of partitions newly assigned here.
+//!
+//! What a newcomer must not break: a reply that depends on a state change
+//! (a grant, a commit) is sent only after the shard's writer made the
+//! change durable, and the hand-over rule of [`state`].
+
+pub mod assignor;
+pub mod records;
+pub mod shard;
+pub mod state;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared as SharedFuture};
+use parking_lot::Mutex;
+use strata_storage::keys::{TopicName, TopicPartition};
+use tokio_util::sync::CancellationToken;
+
+use self::records::GroupRecord;
+use self::shard::{Shard, Write};
+pub use self::state::GroupError;
+use self::state::{Committed, Group, GroupStateName, Heartbeat, HeartbeatReply, Limits, Tp};
+use crate::config::GroupConfig;
+use crate::error::{BrokerError, Result};
+use crate::service::{Shared, now_ms};
+use crate::topics::{Topic, TopicOverrides};
+
+/// The internal topic holding groups and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Longest group id accepted.
+pub const MAX_GROUP_ID_LEN: usize = 255;
+
+/// How long a request waits for its shard to load before it is told to
+/// retry.
+const LOAD_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a topic found missing is not looked up again (heartbeats of a
+/// group subscribed to it cost no store request).
+const UNKNOWN_TOPIC_TTL: Duration = Duration::from_secs(10);
+
+/// How often the timer looks for offsets of deleted topics and expired
+/// empty groups.
+const CLEANUP_EVERY: Duration = Duration::from_secs(30);
+
+/// Kafka's placement: `abs(javaHashCode(group)) % partitions`.
+pub fn partition_for(group: &str, partitions: u32) -> u32 {
+    let h = group.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    // Kafka's `Utils.abs`: MIN_VALUE maps to 0.
+    h.checked_abs().unwrap_or(0).unsigned_abs() % partitions.max(1)
+}
+
+/// Checks a group id from a request.
+pub fn validate_group_id(id: &str) -> std::result::Result<(), GroupError> {
+    if id.is_empty() {
+        return Err(GroupError::Invalid(
+            "group id is empty; name the group (e.g. --group orders-service)".into(),
+        ));
+    }
+    if id.len() > MAX_GROUP_ID_LEN {
+        return Err(GroupError::Invalid(format!(
+            "group id is longer than {MAX_GROUP_ID_LEN} bytes: {}…",
+            id.chars().take(32).collect::<String>()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(GroupError::Invalid(format!(
+            "group id contains control characters: {id:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// A request's committed offset, before validation.
+#[derive(Debug, Clone)]
+pub struct OffsetCommit {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The next offset to read.
+    pub offset: i64,
+    /// Free text.
+    pub metadata: String,
+}
+
+/// A group's summary, for listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    /// The group.
+    pub group: String,
+    /// Its state.
+    pub state: GroupStateName,
+    /// Its members.
+    pub members: usize,
+}
+
+/// Per-group figures for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct GroupGauges {
+    /// The group.
+    pub group: String,
+    /// Members.
+    pub members: usize,
+    /// Target recomputations since this coordinator loaded it.
+    pub rebalances: u64,
+    /// Committed offsets and, where known, the partition's end.
+    pub offsets: Vec<(String, u32, i64, Option<i64>)>,
+}
+
+type LoadFuture = SharedFuture<BoxFuture<'static, std::result::Result<Arc<Shard>, LoadFail>>>;
+
+/// Why a shard could not be loaded (cloneable, for every waiter).
+#[derive(Debug, Clone)]
+enum LoadFail {
+    NotCoordinator(Option<(u32, String)>, String),
+    Failed(String),
+}
+
+enum Slot {
+    Loading(u64, LoadFuture),
+    Loaded(Arc<Shard>),
+}
+
+/// The group coordinator of one broker: the shards of the
+/// `__consumer_offsets` partitions it owns.
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    limits: Limits,
+    shards: Mutex<HashMap<u32, Slot>>,
+    next_load: AtomicU64,
+    offsets_topic: Mutex<Option<Topic>>,
+    unknown_topics: Mutex<HashMap<String, Instant>>,
+    /// A topic was deleted or re-created: look for offsets to delete at
+    /// the next tick.
+    topics_changed: AtomicBool,
+}
+
+impl std::fmt::Debug for GroupCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCoordinator")
+            .field("shards", &self.shards.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl GroupCoordinator {
+    /// A coordinator with `config`.
+    pub fn new(config: GroupConfig) -> Self {
+        let limits = Limits {
+            session_timeout_ms: ms(config.session_timeout),
+            min_session_timeout_ms: ms(config.min_session_timeout),
+            max_session_timeout_ms: ms(config.max_session_timeout),
+            rebalance_timeout_ms: ms(config.rebalance_timeout),
+            heartbeat_interval_ms: ms(config.heartbeat_interval),
+            reconcile_interval_ms: ms(config.heartbeat_interval).min(200),
+            max_members: config.max_members,
+        };
+        Self {
+            config,
+            limits,
+            shards: Mutex::new(HashMap::new()),
+            next_load: AtomicU64::new(0),
+            offsets_topic: Mutex::new(None),
+            unknown_topics: Mutex::new(HashMap::new()),
+            topics_changed: AtomicBool::new(false),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// Notes that a topic was deleted or re-created (its offsets go at
+    /// the next tick).
+    pub fn topic_changed(&self) {
+        self.topics_changed.store(true, Ordering::SeqCst);
+        self.unknown_topics.lock().clear();
+    }
+
+    /// The internal topic, created on first use.
+    async fn offsets_topic(&self, shared: &Shared) -> Result<Topic> {
+        if let Some(t) = self.offsets_topic.lock().clone() {
+            return Ok(t);
+        }
+        let name = TopicName::new(OFFSETS_TOPIC).map_err(|e| BrokerError::storage("groups", e))?;
+        let topic = match shared.topics.get(&name).await {
+            Ok(t) => t,
+            Err(BrokerError::UnknownTopic(_)) => {
+                let overrides = TopicOverrides {
+                    retention_ms: Some(-1),
+                    retention_bytes: Some(-1),
+                    ..TopicOverrides::default()
+                };
+                let (topic, created) = shared
+                    .topics
+                    .create(
+                        &name,
+                        self.config.offsets_partitions,
+                        overrides,
+                        true,
+                        now_ms(),
+                    )
+                    .await?;
+                if created {
+                    tracing::info!(
+                        partitions = topic.record.partitions,
+                        "created {OFFSETS_TOPIC} for the first consumer group"
+                    );
+                }
+                crate::cluster::await_assigned(shared, &topic).await;
+                topic
+            }
+            Err(e) => return Err(e),
+        };
+        *self.offsets_topic.lock() = Some(topic.clone());
+        Ok(topic)
+    }
+
+    /// The coordinator of `group`: broker id, address, partition.
+    pub async fn find_coordinator(
+        &self,
+        shared: &Shared,
+        group: &str,
+    ) -> Result<(u32, String, u32)> {
+        validate_group_id(group)?;
+        let topic = self.offsets_topic(shared).await?;
+        let p = partition_for(group, topic.record.partitions);
+        let unavailable = |detail: &str| BrokerError::NotCoordinator {
+            group: group.to_owned(),
+            coordinator: None,
+            detail: detail.to_owned(),
+        };
+        let Some(owner) = shared.cluster.owner_of(OFFSETS_TOPIC, p) else {
+            return Err(unavailable(
+                "its partition of __consumer_offsets is not assigned to a broker yet; retry shortly",
+            ));
+        };
+        let address = if owner == shared.broker_id.0 {
+            shared.advertised_addr.clone()
+        } else {
+            shared.cluster.address_of(owner).ok_or_else(|| {
+                unavailable("its coordinator's address is not known yet; retry shortly")
+            })?
+        };
+        Ok((owner, address, p))
+    }
+
+    /// The loaded shard holding `group`, loading it if needed.
+    async fn shard_for(&self, shared: &Shared, group: &str) -> Result<Arc<Shard>> {
+        validate_group_id(group)?;
+        let topic = self.offsets_topic(shared).await?;
+        let p = partition_for(group, topic.record.partitions);
+        self.shard(shared, p).await.map_err(|e| match e {
+            LoadFail::NotCoordinator(coordinator, detail) => BrokerError::NotCoordinator {
+                group: group.to_owned(),
+                coordinator,
+                detail,
+            },
+            LoadFail::Failed(detail) => {
+                tracing::debug!(group, %detail, "group coordinator not loaded yet");
+                BrokerError::CoordinatorLoading(group.to_owned())
+            }
+        })
+    }
+
+    /// The loaded shard of partition `p`, loading it (waiting at most
+    /// [`LOAD_WAIT`]).
+    async fn shard(&self, shared: &Shared, p: u32) -> std::result::Result<Arc<Shard>, LoadFail> {
+        let tp =
+            TopicPartition::new(OFFSETS_TOPIC, p).map_err(|e| LoadFail::Failed(e.to_string()))?;
+        if let Err(e) = shared.cluster.check_owner(&tp) {
+            let (owner, detail) = match e {
+                BrokerError::NotOwner { owner, detail, .. } => (owner, detail),
+                other => (None, other.to_string()),
+            };
+            return Err(LoadFail::NotCoordinator(owner, detail));
+        }
+        let (id, future) = {
+            let mut shards = self.shards.lock();
+            match shards.get(&p) {
+                Some(Slot::Loaded(s)) if s.is_alive() => return Ok(s.clone()),
+                Some(Slot::Loading(id, f)) => (*id, f.clone()),
+                _ => {
+                    let id = self.next_load.fetch_add(1, Ordering::SeqCst);
+                    let Some(shared) = shared.this.upgrade() else {
+                        return Err(LoadFail::Failed("shutting down".into()));
+                    };
+                    let snapshot_records = self.config.snapshot_records;
+                    let task = tokio::spawn(async move {
+                        let (_, log, dropped) = shared
+                            .partition_watched(OFFSETS_TOPIC, p)
+                            .await
+                            .map_err(|e| match e {
+                                BrokerError::NotOwner { owner, detail, .. } => {
+                                    LoadFail::NotCoordinator(owner, detail)
+                                }
+                                other => LoadFail::Failed(other.to_string()),
+                            })?;
+                        Shard::load(p, log, dropped, shared.meta_store.clone(), snapshot_records)
+                            .await
+                            .map_err(|e| LoadFail::Failed(e.to_string()))
+                    });
+                    let f: LoadFuture = async move {
+                        task.await
+                            .unwrap_or_else(|e| Err(LoadFail::Failed(e.to_string())))
+                    }
+                    .boxed()
+                    .shared();
+                    shards.insert(p, Slot::Loading(id, f.clone()));
+                    (id, f)
+                }
+            }
+        };
+        let result = tokio::time::timeout(LOAD_WAIT, future)
+            .await
+            .unwrap_or_else(|_| Err(LoadFail::Failed("still loading".into())));
+        let mut shards = self.shards.lock();
+        let ours = matches!(shards.get(&p), Some(Slot::Loading(i, _)) if *i == id);
+        match &result {
+            Ok(shard) if ours => {
+                shards.insert(p, Slot::Loaded(shard.clone()));
+            }
+            Err(LoadFail::Failed(m)) if m == "still loading" => {}
+            Err(_) if ours => {
+                shards.remove(&p);
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Partition counts of `topics`, looked up (and cached) before the
+    /// group's lock is taken.
+    async fn learn_topics(&self, shared: &Shared, topics: &BTreeSet<String>) -> Result<()> {
+        for t in topics {
+            let name = crate::topics::parse_name(t)?;
+            if shared.topics.cached(&name).is_some() {
+                continue;
+            }
+            let recent = self
+                .unknown_topics
+                .lock()
+                .get(t)
+                .is_some_and(|at| at.elapsed() < UNKNOWN_TOPIC_TTL);
+            if recent {
+                continue;
+            }
+            match shared.topics.get(&name).await {
+                Ok(_) => {}
+                Err(BrokerError::UnknownTopic(_)) => {
+                    self.unknown_topics.lock().insert(t.clone(), Instant::now());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// A heartbeat of `hb.member_id` in `group`.
+    pub async fn heartbeat(
+        &self,
+        shared: &Shared,
+        group: &str,
+        hb: Heartbeat,
+    ) -> Result<HeartbeatReply> {
+        if hb.topics.is_empty() && hb.epoch >= 0 {
+            return Err(BrokerError::InvalidRequest(
+                "a member must subscribe to at least one topic".into(),
+            ));
+        }
+        let shard = self.shard_for(shared, group).await?;
+        self.learn_topics(shared, &hb.topics).await?;
+        let counts = |t: &str| partition_count(shared, t);
+        let (reply, write) = {
+            let mut st = shard.state.lock();
+            let g = st
+                .groups
+                .entry(group.to_owned())
+                .or_insert_with(|| Group::new(group.to_owned()));
+            let reply = g.heartbeat(hb, now_ms(), &self.limits, &counts, || {
+                uuid::Uuid::new_v4().simple().to_string()
+            });
+            let write = g.needs_write();
+            if g.is_dead() && g.persisted.is_none() {
+                st.groups.remove(group);
+            }
+            (reply?, write)
+        };
+        if write {
+            shard
+                .write(group, Write::GroupState(group.to_owned()))
+                .await?;
+        }
+        Ok(reply)
+    }
+
+    /// Commits `offsets` for `member` at `epoch`; returns once durable.
+    pub async fn commit(
+        &self,
+        shared: &Shared,
+        group: &str,
+        member: &str,
+        epoch: i32,
+        offsets: Vec<OffsetCommit>,
+    ) -> Result<()> {
+        validate_group_id(group)?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut records = Vec::with_capacity(offsets.len());
+        let mut topics: HashMap<String, Topic> = HashMap::new();
+        for o in offsets {
+            if o.offset < 0 {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "committed offsets are never negative (commit the next offset to read): {}/{} at {}",
+                    o.topic, o.partition, o.offset
+                )));
+            }
+            if o.metadata.len() > self.config.max_metadata_bytes {
+                return Err(BrokerError::TooLarge(format!(
+                    "offset metadata of {}/{} is larger than group.max_metadata_bytes ({}): {} bytes",
+                    o.topic,
+                    o.partition,
+                    self.config.max_metadata_bytes,
+                    o.metadata.len()
+                )));
+            }
+            let topic = match topics.get(&o.topic) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = shared.topic(&o.topic).await?;
+                    topics.insert(o.topic.clone(), t.clone());
+                    t
+                }
+            };
+            if o.partition >= topic.record.partitions {
+                return Err(BrokerError::UnknownPartition {
+                    topic: o.topic,
+                    partition: o.partition,
+                    count: topic.record.partitions,
+                });
+            }
+            records.push(GroupRecord::Offset {
+                group: group.to_owned(),
+                topic: o.topic,
+                partition: o.partition,
+                value: Some(Committed {
+                    offset: o.offset,
+                    metadata: o.metadata,
+                    commit_ms: now,
+                    topic_id: topic.record.id.to_string(),
+                }),
+            });
+        }
+        let shard = self.shard_for(shared, group).await?;
+        {
+            let st = shard.state.lock();
+            let tps = records.iter().filter_map(|r| match r {
+                GroupRecord::Offset {
+                    topic, partition, ..
+                } => Some((topic.clone(), *partition)),
+                GroupRecord::Group { .. } => None,
+            });
+            match st.groups.get(group) {
+                Some(g) => g.check_commit(member, epoch, tps)?,
+                None if member.is_empty() => {}
+                None => {
+                    return Err(GroupError::UnknownMember {
+                        group: group.to_owned(),
+                        member: member.to_owned(),
+                    }
+                    .into());
+                }
+            }
+        }
+        shard.write(group, Write::Records(records)).await
+    }
+
+    /// The committed offsets of `group` (of `filter` only, if not empty)
+    /// for the live incarnations of their topics.
+    pub async fn fetch_offsets(
+        &self,
+        shared: &Shared,
+        group: &str,
+        filter: &BTreeSet<Tp>,
+    ) -> Result<Vec<(Tp, Committed)>> {
+        let shard = self.shard_for(shared, group).await?;
+        let offsets: Vec<(Tp, Committed)> = {
+            let st = shard.state.lock();
+            match st.groups.get(group) {
+                Some(g) => g
+                    .offsets
+                    .iter()
+                    .filter(|(tp, _)| filter.is_empty() || filter.contains(*tp))
+                    .map(|(tp, c)| (tp.clone(), c.clone()))
+                    .collect(),
+                None => return Ok(Vec::new()),
+            }
+        };
+        let mut out = Vec::with_capacity(offsets.len());
+        for (tp, c) in offsets {
+            if live_topic_id(shared, &tp.0).await.as_deref() == Some(c.topic_id.as_str()) {
+                out.push((tp, c));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes committed offsets (all of the group's if `filter` is empty)
+    /// of a group without members. Returns how many.
+    pub async fn delete_offsets(
+        &self,
+        shared: &Shared,
+        group: &str,
+        filter: &BTreeSet<Tp>,
+    ) -> Result<usize> {
+        let shard = self.shard_for(shared, group).await?;
+        let records: Vec<GroupRecord> = {
+            let st = shard.state.lock();
+            let g = st
+                .groups
+                .get(group)
+                .ok_or_else(|| BrokerError::GroupNotFound(group.to_owned()))?;
+            g.check_empty("deleting offsets")?;
+            g.offsets
+                .keys()
+                .filter(|tp| filter.is_empty() || filter.contains(*tp))
+                .map(|(topic, partition)| GroupRecord::Offset {
+                    group: group.to_owned(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    value: None,
+                })
+                .collect()
+        };
+        let n = records.len();
+        shard.write(group, Write::Records(records)).await?;
+        Ok(n)
+    }
+
+    /// Deletes a group without members, with its offsets.
+    pub async fn delete_group(&self, shared: &Shared, group: &str) -> Result<()> {
+        let shard = self.shard_for(shared, group).await?;
+        let records = {
+            let mut st = shard.state.lock();
+            let g = st
+                .groups
+                .get(group)
+                .ok_or_else(|| BrokerError::GroupNotFound(group.to_owned()))?;
+            g.check_empty("deleting the group")?;
+            let g = st.groups.remove(group).map(|g| tombstones(&g));
+            g.unwrap_or_default()
+        };
+        shard.write(group, Write::Records(records)).await
+    }
+
+    /// A copy of `group` as the coordinator sees it.
+    pub async fn describe(&self, shared: &Shared, group: &str) -> Result<Group> {
+        let shard = self.shard_for(shared, group).await?;
+        let st = shard.state.lock();
+        st.groups
+            .get(group)
+            .cloned()
+            .ok_or_else(|| BrokerError::GroupNotFound(group.to_owned()))
+    }
+
+    /// The groups of the shards loaded here.
+    pub fn list_local(&self) -> Vec<GroupSummary> {
+        let mut out: Vec<GroupSummary> = self
+            .loaded()
+            .iter()
+            .flat_map(|s| {
+                let st = s.state.lock();
+                st.groups
+                    .values()
+                    .map(|g| GroupSummary {
+                        group: g.id.clone(),
+                        state: g.state(),
+                        members: g.member_count(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
+    }
+
+    /// Per-group figures for `/metrics`.
+    pub fn gauges(&self, shared: &Shared) -> Vec<GroupGauges> {
+        let mut out = Vec::new();
+        for s in self.loaded() {
+            let st = s.state.lock();
+            for g in st.groups.values() {
+                out.push(GroupGauges {
+                    group: g.id.clone(),
+                    members: g.member_count(),
+                    rebalances: g.rebalances,
+                    offsets: g
+                        .offsets
+                        .iter()
+                        .map(|((t, p), c)| {
+                            let end = TopicPartition::new(t, *p)
+                                .ok()
+                                .and_then(|tp| shared.partitions.get_open(&tp))
+                                .map(|log| log.status().high_watermark);
+                            (t.clone(), *p, c.offset, end)
+                        })
+                        .collect(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
+    }
+
+    /// The live loaded shards (dead ones are dropped).
+    fn loaded(&self) -> Vec<Arc<Shard>> {
+        let mut shards = self.shards.lock();
+        shards.retain(|_, s| !matches!(s, Slot::Loaded(s) if !s.is_alive()));
+        shards
+            .values()
+            .filter_map(|s| match s {
+                Slot::Loaded(s) => Some(s.clone()),
+                Slot::Loading(..) => None,
+            })
+            .collect()
+    }
+
+    /// One round of the timer: see the module docs.
+    async fn tick(&self, shared: &Shared, cleanup: bool) {
+        let now = now_ms();
+        let counts = |t: &str| partition_count(shared, t);
+        let shards = self.loaded();
+        for shard in &shards {
+            let mut writes = Vec::new();
+            {
+                let mut st = shard.state.lock();
+                for g in st.groups.values_mut() {
+                    let gone = g.expire(now);
+                    if !gone.is_empty() {
+                        tracing::info!(group = %g.id, members = ?gone, "members left the group (session or rebalance timeout)");
+                    }
+                    g.refresh_target(&counts);
+                    if g.needs_write() {
+                        writes.push(g.id.clone());
+                    }
+                }
+            }
+            for g in writes {
+                shard.write_later(Write::GroupState(g));
+            }
+        }
+        if cleanup {
+            for shard in &shards {
+                self.cleanup(shared, shard, now).await;
+            }
+        }
+        // Load the partitions assigned here that no request loaded yet.
+        let topic = self.offsets_topic.lock().clone();
+        if let Some(topic) = topic {
+            for p in 0..topic.record.partitions {
+                let mine = shared.cluster.owner_of(OFFSETS_TOPIC, p) == Some(shared.broker_id.0);
+                let loaded = self.shards.lock().contains_key(&p);
+                if mine && !loaded {
+                    let _ = self.shard(shared, p).await;
+                }
+            }
+        } else if shared.cluster.owner_of(OFFSETS_TOPIC, 0).is_some() {
+            // Created by another broker: learn it.
+            let _ = self.offsets_topic(shared).await;
+        }
+    }
+
+    /// Deletes the offsets of topics that are gone and of groups empty for
+    /// longer than `group.offsets_retention`.
+    async fn cleanup(&self, shared: &Shared, shard: &Shard, now: i64) {
+        let retention =
+            i64::try_from(self.config.offsets_retention.as_millis()).unwrap_or(i64::MAX);
+        let (expired, topics): (Vec<Group>, BTreeSet<(String, String)>) = {
+            let mut st = shard.state.lock();
+            let expired_ids: Vec<String> = st
+                .groups
+                .values()
+                .filter(|g| {
+                    let last_commit = g.offsets.values().map(|c| c.commit_ms).max();
+                    let since = g.empty_since_ms().max(last_commit).unwrap_or(now);
+                    g.member_count() == 0 && now.saturating_sub(since) > retention
+                })
+                .map(|g| g.id.clone())
+                .collect();
+            let expired = expired_ids
+                .iter()
+                .filter_map(|id| st.groups.remove(id))
+                .collect();
+            let topics = st
+                .groups
+                .values()
+                .flat_map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|((t, _), c)| (t.clone(), c.topic_id.clone()))
+                })
+                .collect();
+            (expired, topics)
+        };
+        let mut records: Vec<GroupRecord> = Vec::new();
+        for g in &expired {
+            tracing::info!(group = %g.id, offsets = g.offsets.len(), "deleting the offsets of a group empty for longer than group.offsets_retention");
+            records.extend(tombstones(g));
+        }
+        // Offsets of topics deleted or re-created.
+        let mut stale: BTreeSet<(String, String)> = BTreeSet::new();
+        for (topic, id) in topics {
+            if live_topic_id(shared, &topic).await.as_deref() != Some(id.as_str()) {
+                stale.insert((topic, id));
+            }
+        }
+        if !stale.is_empty() {
+            let st = shard.state.lock();
+            for g in st.groups.values() {
+                for ((t, p), c) in &g.offsets {
+                    if stale.contains(&(t.clone(), c.topic_id.clone())) {
+                        records.push(GroupRecord::Offset {
+                            group: g.id.clone(),
+                            topic: t.clone(),
+                            partition: *p,
+                            value: None,
+                        });
+                    }
+                }
+            }
+            tracing::info!(topics = ?stale, "deleting committed offsets of deleted topics");
+        }
+        if !records.is_empty() {
+            shard.write_later(Write::Records(records));
+        }
+    }
+}
+
+/// The records that delete `g` and its offsets.
+fn tombstones(g: &Group) -> Vec<GroupRecord> {
+    let mut out: Vec<GroupRecord> = g
+        .offsets
+        .keys()
+        .map(|(topic, partition)| GroupRecord::Offset {
+            group: g.id.clone(),
+            topic: topic.clone(),
+            partition: *partition,
+            value: None,
+        })
+        .collect();
+    out.push(GroupRecord::Group {
+        group: g.id.clone(),
+        value: None,
+    });
+    out
+}
+
+/// A topic's partition count from the registry's cache (0: unknown).
+fn partition_count(shared: &Shared, topic: &str) -> u32 {
+    TopicName::new(topic)
+        .ok()
+        .and_then(|n| shared.topics.cached(&n))
+        .map_or(0, |t| t.record.partitions)
+}
+
+/// The id of the live incarnation of `topic`, if it exists.
+async fn live_topic_id(shared: &Shared, topic: &str) -> Option<String> {
+    let name = TopicName::new(topic).ok()?;
+    if let Some(t) = shared.topics.cached(&name) {
+        return Some(t.record.id.to_string());
+    }
+    shared
+        .topics
+        .get(&name)
+        .await
+        .ok()
+        .map(|t| t.record.id.to_string())
+}
+
+/// The coordinator's timer: every 500 ms, with cleanup every
+/// [`CLEANUP_EVERY`] (or right after a topic changed).
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_cleanup = Instant::now();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let groups = &shared.groups;
+        let cleanup = last_cleanup.elapsed() >= CLEANUP_EVERY
+            || groups.topics_changed.swap(false, Ordering::SeqCst);
+        if cleanup {
+            last_cleanup = Instant::now();
+        }
+        groups.tick(&shared, cleanup).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_matches_kafka() {
+        // Kafka: Utils.abs("my-group".hashCode()) % 50, with
+        // "my-group".hashCode() == -1906497762.
+        assert_eq!(partition_for("my-group", 50), 12);
+        assert_eq!(partition_for("", 50), 0);
+        for g in ["a", "orders-service", "ü-gruppe"] {
+            assert!(partition_for(g, 16) < 16);
+        }
+    }
+
+    #[test]
+    fn group_ids_are_checked() {
+        assert!(validate_group_id("orders-service").is_ok());
+        assert!(validate_group_id("").is_err());
+        assert!(validate_group_id("a\nb").is_err());
+        assert!(validate_group_id(&"x".repeat(256)).is_err());
+    }
+}

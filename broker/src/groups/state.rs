@@ -1,0 +1,1014 @@
+//! One consumer group's state and its rules: membership, the member-epoch
+//! protocol of Kafka's KIP-848, and committed offsets. Pure: no IO, time
+//! comes in as `now_ms`, so every rule is unit-tested here.
+//!
+//! ## Epochs and the hand-over rule
+//! - The **group epoch** goes up when the membership, a subscription or
+//!   the partition count of a subscribed topic changes. The **target
+//!   assignment** ([`super::assignor`]) is recomputed for it.
+//! - Each member has an **assigned** set: the partitions it may hold now,
+//!   including those it was asked to revoke and has not yet confirmed.
+//!   A member confirms a revocation by heartbeating with an `owned` set
+//!   that leaves the partition out.
+//! - A partition of a member's target is **granted** only when no other
+//!   member's assigned set contains it. That is the one rule that keeps
+//!   two members from ever reading one partition at the same time; do
+//!   not break it.
+//! - A member reaches the group's assignment epoch (its **member epoch**)
+//!   once it has revoked what it must; commits carrying a higher epoch,
+//!   or from an unknown member, are refused.
+//!
+//! ## What is persisted
+//! [`GroupValue`] (epochs, members, their assigned and target partitions)
+//! whenever it changes, and each committed offset. Session deadlines and
+//! revocation deadlines live in memory only: a coordinator that loads a
+//! group gives every member a fresh session.
+//!
+//! ## Kafka's classic protocol
+//! The model keeps what JoinGroup/SyncGroup need as well (members with
+//! subscriptions and assigned partitions, a group epoch as generation);
+//! the classic front end adds client-side assignment on top of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::assignor;
+
+/// A topic-partition by name.
+pub type Tp = (String, u32);
+
+/// A set of topic-partitions, ordered.
+pub type Partitions = BTreeSet<Tp>;
+
+/// Partitions by topic, as stored and sent (`{"orders": [0, 3]}`).
+pub type TopicMap = BTreeMap<String, Vec<u32>>;
+
+/// `set` by topic.
+pub fn to_topic_map(set: &Partitions) -> TopicMap {
+    let mut map = TopicMap::new();
+    for (t, p) in set {
+        map.entry(t.clone()).or_default().push(*p);
+    }
+    map
+}
+
+/// The set a [`TopicMap`] lists.
+pub fn from_topic_map(map: &TopicMap) -> Partitions {
+    map.iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+        .collect()
+}
+
+/// Member epoch a member joins with.
+pub const JOIN_EPOCH: i32 = 0;
+/// Member epoch of a leave.
+pub const LEAVE_EPOCH: i32 = -1;
+/// Member epoch of a static member leaving for now (a restart).
+pub const STATIC_LEAVE_EPOCH: i32 = -2;
+
+/// Why a group operation was refused (mapped to the wire in
+/// [`crate::error`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// The member is not in the group.
+    #[error(
+        "member {member} is not in group {group} (its session expired, it left, or another \
+         member took over its instance id); rejoin the group"
+    )]
+    UnknownMember {
+        /// The group.
+        group: String,
+        /// The member id sent.
+        member: String,
+    },
+    /// The member's epoch is not one the coordinator accepts.
+    #[error(
+        "member {member} of group {group} sent epoch {got} but is at epoch {current}; it lost \
+         its partitions and must rejoin"
+    )]
+    FencedEpoch {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// Its epoch here.
+        current: i32,
+        /// The epoch sent.
+        got: i32,
+    },
+    /// The operation needs a group without members.
+    #[error("group {group} has {members} active member(s); stop its consumers first ({what})")]
+    NotEmpty {
+        /// The group.
+        group: String,
+        /// Its members.
+        members: usize,
+        /// What was refused.
+        what: &'static str,
+    },
+    /// A commit names a partition the member does not own.
+    #[error(
+        "member {member} of group {group} does not own {topic}/{partition}; commit only \
+         partitions assigned to it"
+    )]
+    NotAssigned {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// The group is at its member limit.
+    #[error("group {group} has group.max_members ({max}) members already; retry later")]
+    Full {
+        /// The group.
+        group: String,
+        /// The limit.
+        max: usize,
+    },
+    /// A malformed request.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Limits and defaults of the coordinator (from `group.*` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Session timeout when the member asks for none.
+    pub session_timeout_ms: u32,
+    /// Bounds on what a member may ask for.
+    pub min_session_timeout_ms: u32,
+    /// Upper bound.
+    pub max_session_timeout_ms: u32,
+    /// Revocation deadline when the member asks for none.
+    pub rebalance_timeout_ms: u32,
+    /// Heartbeat interval of a member whose assignment is complete.
+    pub heartbeat_interval_ms: u32,
+    /// Heartbeat interval of a member waiting for partitions or asked to
+    /// revoke some (hand-overs finish sooner).
+    pub reconcile_interval_ms: u32,
+    /// Most members of one group.
+    pub max_members: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 45_000,
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 300_000,
+            rebalance_timeout_ms: 60_000,
+            heartbeat_interval_ms: 2_000,
+            reconcile_interval_ms: 200,
+            max_members: 1_000,
+        }
+    }
+}
+
+/// A committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    /// The next offset to read.
+    pub offset: i64,
+    /// Free text from the committer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metadata: String,
+    /// When it was committed (broker clock, ms).
+    pub commit_ms: i64,
+    /// The incarnation of the topic it belongs to: a topic deleted and
+    /// re-created starts without committed offsets.
+    pub topic_id: String,
+}
+
+/// A member as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberValue {
+    /// Its id.
+    pub id: String,
+    /// Static membership.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// The client's name for itself.
+    #[serde(default)]
+    pub client_id: String,
+    /// Where it heartbeats from.
+    #[serde(default)]
+    pub host: String,
+    /// Its member epoch.
+    pub epoch: i32,
+    /// The epoch before (a heartbeat whose answer was lost still counts).
+    pub previous_epoch: i32,
+    /// Subscribed topics.
+    pub topics: BTreeSet<String>,
+    /// What it may hold now (see the module docs).
+    pub assigned: TopicMap,
+    /// Its session timeout.
+    pub session_timeout_ms: u32,
+    /// How long it may take to revoke.
+    pub rebalance_timeout_ms: u32,
+    /// A static member that left for a restart: its partitions wait for
+    /// it until its session times out.
+    #[serde(default)]
+    pub left: bool,
+}
+
+/// A group's membership and assignment, as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupValue {
+    /// The group epoch.
+    pub epoch: i32,
+    /// The epoch the target assignment was computed for.
+    pub assignment_epoch: i32,
+    /// Members, by id.
+    pub members: Vec<MemberValue>,
+    /// The target assignment, by member id.
+    pub target: BTreeMap<String, TopicMap>,
+    /// The partition counts the target was computed from.
+    pub topic_counts: BTreeMap<String, u32>,
+    /// When the group last became empty (offsets retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_since_ms: Option<i64>,
+}
+
+/// A live member.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// What is persisted.
+    pub value: MemberValue,
+    /// Removed after this (last heartbeat + session timeout).
+    pub session_deadline_ms: i64,
+    /// Removed after this unless it revoked what it was asked to.
+    pub revoke_deadline_ms: Option<i64>,
+}
+
+impl Member {
+    fn assigned(&self) -> Partitions {
+        from_topic_map(&self.value.assigned)
+    }
+}
+
+/// What a heartbeat brings.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    /// Empty on join.
+    pub member_id: String,
+    /// See [`JOIN_EPOCH`], [`LEAVE_EPOCH`], [`STATIC_LEAVE_EPOCH`].
+    pub epoch: i32,
+    /// Static membership.
+    pub instance_id: Option<String>,
+    /// Subscribed topics.
+    pub topics: BTreeSet<String>,
+    /// What the member holds now.
+    pub owned: Partitions,
+    /// 0: the default.
+    pub session_timeout_ms: u32,
+    /// 0: the default.
+    pub rebalance_timeout_ms: u32,
+    /// The client's name.
+    pub client_id: String,
+    /// Where it comes from.
+    pub host: String,
+}
+
+/// A heartbeat's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    /// The member's id (new on join).
+    pub member_id: String,
+    /// Its epoch.
+    pub epoch: i32,
+    /// What it may hold now.
+    pub assignment: Partitions,
+    /// When to heartbeat next.
+    pub interval_ms: u32,
+}
+
+/// A group's summary state, as Kafka names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupStateName {
+    /// No members.
+    Empty,
+    /// Partitions are moving between members.
+    Reconciling,
+    /// Every member holds its target.
+    Stable,
+}
+
+impl GroupStateName {
+    /// The name on the wire and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupStateName::Empty => "EMPTY",
+            GroupStateName::Reconciling => "RECONCILING",
+            GroupStateName::Stable => "STABLE",
+        }
+    }
+}
+
+/// One group.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Its id.
+    pub id: String,
+    epoch: i32,
+    assignment_epoch: i32,
+    members: BTreeMap<String, Member>,
+    target: BTreeMap<String, Partitions>,
+    topic_counts: BTreeMap<String, u32>,
+    empty_since_ms: Option<i64>,
+    /// Committed offsets.
+    pub offsets: BTreeMap<Tp, Committed>,
+    /// The group record last made durable (`None`: none yet).
+    pub persisted: Option<GroupValue>,
+    /// Target recomputations since this coordinator loaded the group.
+    pub rebalances: u64,
+}
+
+impl Group {
+    /// A group nobody joined yet.
+    pub fn new(id: String) -> Self {
+        Self {
+            id,
+            epoch: 0,
+            assignment_epoch: 0,
+            members: BTreeMap::new(),
+            target: BTreeMap::new(),
+            topic_counts: BTreeMap::new(),
+            empty_since_ms: None,
+            offsets: BTreeMap::new(),
+            persisted: None,
+            rebalances: 0,
+        }
+    }
+
+    /// The group as loaded from its durable record: every member gets a
+    /// fresh session from `now_ms`.
+    pub fn restore(id: String, v: &GroupValue, now_ms: i64) -> Self {
+        let members = v
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    Member {
+                        value: m.clone(),
+                        session_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
+                        revoke_deadline_ms: None,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            id,
+            epoch: v.epoch,
+            assignment_epoch: v.assignment_epoch,
+            members,
+            target: v
+                .target
+                .iter()
+                .map(|(m, t)| (m.clone(), from_topic_map(t)))
+                .collect(),
+            topic_counts: v.topic_counts.clone(),
+            empty_since_ms: v.empty_since_ms,
+            offsets: BTreeMap::new(),
+            persisted: Some(v.clone()),
+            rebalances: 0,
+        }
+    }
+
+    /// What would be persisted now.
+    pub fn value(&self) -> GroupValue {
+        GroupValue {
+            epoch: self.epoch,
+            assignment_epoch: self.assignment_epoch,
+            members: self.members.values().map(|m| m.value.clone()).collect(),
+            target: self
+                .target
+                .iter()
+                .map(|(m, t)| (m.clone(), to_topic_map(t)))
+                .collect(),
+            topic_counts: self.topic_counts.clone(),
+            empty_since_ms: self.empty_since_ms,
+        }
+    }
+
+    /// True when the group record changed since it was last made durable.
+    pub fn needs_write(&self) -> bool {
+        self.persisted.as_ref() != Some(&self.value())
+    }
+
+    /// The group epoch.
+    pub fn epoch(&self) -> i32 {
+        self.epoch
+    }
+
+    /// Members, by id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// Number of members (static members away for a restart included).
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// A member's target partitions.
+    pub fn target_of(&self, member: &str) -> Partitions {
+        self.target.get(member).cloned().unwrap_or_default()
+    }
+
+    /// When the group last became empty.
+    pub fn empty_since_ms(&self) -> Option<i64> {
+        self.empty_since_ms
+    }
+
+    /// True when nothing is left to keep: no members, no offsets.
+    pub fn is_dead(&self) -> bool {
+        self.members.is_empty() && self.offsets.is_empty()
+    }
+
+    /// The summary state.
+    pub fn state(&self) -> GroupStateName {
+        if self.members.is_empty() {
+            GroupStateName::Empty
+        } else if self.members.values().all(|m| {
+            m.value.epoch == self.assignment_epoch && m.assigned() == self.target_of(&m.value.id)
+        }) {
+            GroupStateName::Stable
+        } else {
+            GroupStateName::Reconciling
+        }
+    }
+
+    /// Handles a heartbeat at `now_ms`; `partitions_of` gives a topic's
+    /// partition count (0: no such topic).
+    pub fn heartbeat(
+        &mut self,
+        hb: Heartbeat,
+        now_ms: i64,
+        limits: &Limits,
+        partitions_of: &dyn Fn(&str) -> u32,
+        new_member_id: impl FnOnce() -> String,
+    ) -> Result<HeartbeatReply, GroupError> {
+        let session = match hb.session_timeout_ms {
+            0 => limits.session_timeout_ms,
+            s if s < limits.min_session_timeout_ms || s > limits.max_session_timeout_ms => {
+                return Err(GroupError::Invalid(format!(
+                    "session timeout must be between {} and {} ms (group.min_session_timeout, \
+                     group.max_session_timeout): {s}",
+                    limits.min_session_timeout_ms, limits.max_session_timeout_ms
+                )));
+            }
+            s => s,
+        };
+        let rebalance = match hb.rebalance_timeout_ms {
+            0 => limits.rebalance_timeout_ms,
+            r => r,
+        };
+        let member_id = match hb.epoch {
+            JOIN_EPOCH => self.join(&hb, session, rebalance, now_ms, limits, new_member_id)?,
+            LEAVE_EPOCH | STATIC_LEAVE_EPOCH => {
+                self.leave(&hb.member_id, hb.epoch == STATIC_LEAVE_EPOCH, now_ms);
+                return Ok(HeartbeatReply {
+                    member_id: hb.member_id,
+                    epoch: hb.epoch,
+                    assignment: Partitions::new(),
+                    interval_ms: limits.heartbeat_interval_ms,
+                });
+            }
+            e if e > 0 => {
+                let m = self.member(&hb.member_id)?;
+                let v = &m.value;
+                let lost_reply = e == v.previous_epoch && hb.owned.is_subset(&m.assigned());
+                if e != v.epoch && !lost_reply {
+                    return Err(GroupError::FencedEpoch {
+                        group: self.id.clone(),
+                        member: hb.member_id.clone(),
+                        current: v.epoch,
+                        got: e,
+                    });
+                }
+                hb.member_id.clone()
+            }
+            e => {
+                return Err(GroupError::Invalid(format!(
+                    "member epoch must be 0 (join), -1 or -2 (leave) or the epoch last received: {e}"
+                )));
+            }
+        };
+        let m = self
+            .members
+            .get_mut(&member_id)
+            .ok_or_else(|| GroupError::Invalid("member vanished".into()))?;
+        m.session_deadline_ms = now_ms + i64::from(m.value.session_timeout_ms);
+        m.value.left = false;
+        if !hb.client_id.is_empty() {
+            m.value.client_id = hb.client_id.clone();
+        }
+        if !hb.host.is_empty() {
+            m.value.host = hb.host.clone();
+        }
+        if m.value.topics != hb.topics {
+            m.value.topics = hb.topics.clone();
+            self.epoch += 1;
+        }
+        self.refresh_target(partitions_of);
+        Ok(self.reconcile(&member_id, &hb.owned, now_ms, limits))
+    }
+
+    fn member(&self, id: &str) -> Result<&Member, GroupError> {
+        self.members
+            .get(id)
+            .ok_or_else(|| GroupError::UnknownMember {
+                group: self.id.clone(),
+                member: id.to_owned(),
+            })
+    }
+
+    fn join(
+        &mut self,
+        hb: &Heartbeat,
+        session: u32,
+        rebalance: u32,
+        now_ms: i64,
+        limits: &Limits,
+        new_member_id: impl FnOnce() -> String,
+    ) -> Result<String, GroupError> {
+        let id = new_member_id();
+        // A static member coming back takes over its predecessor: same
+        // partitions, same epoch, no rebalance.
+        let predecessor = hb.instance_id.as_ref().and_then(|i| {
+            self.members
+                .values()
+                .find(|m| m.value.instance_id.as_ref() == Some(i))
+                .map(|m| m.value.id.clone())
+        });
+        if let Some(old) = predecessor {
+            if let Some(mut m) = self.members.remove(&old) {
+                tracing::info!(group = %self.id, instance = ?hb.instance_id, %old, new = %id, "static member rejoined; it keeps its partitions");
+                m.value.id = id.clone();
+                m.value.session_timeout_ms = session;
+                m.value.rebalance_timeout_ms = rebalance;
+                self.members.insert(id.clone(), m);
+            }
+            if let Some(t) = self.target.remove(&old) {
+                self.target.insert(id.clone(), t);
+            }
+            return Ok(id);
+        }
+        if self.members.len() >= limits.max_members {
+            return Err(GroupError::Full {
+                group: self.id.clone(),
+                max: limits.max_members,
+            });
+        }
+        self.members.insert(
+            id.clone(),
+            Member {
+                value: MemberValue {
+                    id: id.clone(),
+                    instance_id: hb.instance_id.clone(),
+                    client_id: hb.client_id.clone(),
+                    host: hb.host.clone(),
+                    epoch: JOIN_EPOCH,
+                    previous_epoch: LEAVE_EPOCH,
+                    topics: hb.topics.clone(),
+                    assigned: TopicMap::new(),
+                    session_timeout_ms: session,
+                    rebalance_timeout_ms: rebalance,
+                    left: false,
+                },
+                session_deadline_ms: now_ms + i64::from(session),
+                revoke_deadline_ms: None,
+            },
+        );
+        self.empty_since_ms = None;
+        self.epoch += 1;
+        Ok(id)
+    }
+
+    /// A member leaves: its partitions are free at once, or, for a static
+    /// member leaving for a restart, once its session times out.
+    fn leave(&mut self, member: &str, temporarily: bool, now_ms: i64) {
+        let Some(m) = self.members.get_mut(member) else {
+            return; // left already: leaving is idempotent
+        };
+        if temporarily && m.value.instance_id.is_some() {
+            m.value.left = true;
+            m.session_deadline_ms = now_ms + i64::from(m.value.session_timeout_ms);
+            return;
+        }
+        self.remove(member, now_ms);
+    }
+
+    fn remove(&mut self, member: &str, now_ms: i64) {
+        if self.members.remove(member).is_some() {
+            self.target.remove(member);
+            self.epoch += 1;
+            if self.members.is_empty() {
+                self.empty_since_ms = Some(now_ms);
+            }
+        }
+    }
+
+    /// Removes members whose session timed out or who did not revoke in
+    /// time. Returns their ids.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<String> {
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| {
+                now_ms > m.session_deadline_ms || m.revoke_deadline_ms.is_some_and(|d| now_ms > d)
+            })
+            .map(|m| m.value.id.clone())
+            .collect();
+        for id in &gone {
+            self.remove(id, now_ms);
+        }
+        gone
+    }
+
+    /// Bumps the epoch if a subscribed topic's partition count changed,
+    /// and recomputes the target if the epoch moved past it. True when the
+    /// target was recomputed.
+    pub fn refresh_target(&mut self, partitions_of: &dyn Fn(&str) -> u32) -> bool {
+        let subscribed: BTreeSet<&String> = self
+            .members
+            .values()
+            .flat_map(|m| &m.value.topics)
+            .collect();
+        let counts: BTreeMap<String, u32> = subscribed
+            .into_iter()
+            .map(|t| (t.clone(), partitions_of(t)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if counts != self.topic_counts {
+            self.topic_counts = counts;
+            // One bump per change, whatever else changed with it.
+            if self.epoch == self.assignment_epoch {
+                self.epoch += 1;
+            }
+        }
+        if self.epoch <= self.assignment_epoch {
+            return false;
+        }
+        let subscriptions = self
+            .members
+            .values()
+            .map(|m| (m.value.id.clone(), m.value.topics.clone()))
+            .collect();
+        self.target = assignor::assign(&subscriptions, &self.topic_counts, &self.target);
+        self.assignment_epoch = self.epoch;
+        self.rebalances += 1;
+        true
+    }
+
+    /// Moves `member` toward its target: confirms revocations its `owned`
+    /// set shows, asks for the ones it does not, and grants free target
+    /// partitions once nothing is left to revoke.
+    fn reconcile(
+        &mut self,
+        member: &str,
+        owned: &Partitions,
+        now_ms: i64,
+        limits: &Limits,
+    ) -> HeartbeatReply {
+        let target = self.target_of(member);
+        let held_by_others: Partitions = self
+            .members
+            .values()
+            .filter(|m| m.value.id != member)
+            .flat_map(Member::assigned)
+            .collect();
+        let assignment_epoch = self.assignment_epoch;
+        let Some(m) = self.members.get_mut(member) else {
+            return HeartbeatReply {
+                member_id: member.to_owned(),
+                epoch: LEAVE_EPOCH,
+                assignment: Partitions::new(),
+                interval_ms: limits.heartbeat_interval_ms,
+            };
+        };
+        let mut assigned = m.assigned();
+        let revoking: Partitions = assigned.difference(&target).cloned().collect();
+        let still_held: Partitions = revoking.intersection(owned).cloned().collect();
+        // What it no longer holds is revoked.
+        for tp in revoking.difference(&still_held) {
+            assigned.remove(tp);
+        }
+        let reply_set;
+        if still_held.is_empty() {
+            m.revoke_deadline_ms = None;
+            for tp in target.difference(&assigned.clone()) {
+                if !held_by_others.contains(tp) {
+                    assigned.insert(tp.clone());
+                }
+            }
+            if m.value.epoch != assignment_epoch {
+                m.value.previous_epoch = m.value.epoch;
+                m.value.epoch = assignment_epoch;
+            }
+            reply_set = assigned.clone();
+        } else {
+            m.revoke_deadline_ms
+                .get_or_insert(now_ms + i64::from(m.value.rebalance_timeout_ms));
+            reply_set = assigned.difference(&still_held).cloned().collect();
+        }
+        let complete = reply_set == target;
+        m.value.assigned = to_topic_map(&assigned);
+        HeartbeatReply {
+            member_id: member.to_owned(),
+            epoch: m.value.epoch,
+            assignment: reply_set,
+            interval_ms: if complete {
+                limits.heartbeat_interval_ms
+            } else {
+                limits.reconcile_interval_ms
+            },
+        }
+    }
+
+    /// Checks a commit of `partitions` by `member` at `epoch` (empty
+    /// member: a commit from outside the group, allowed only while it has
+    /// no members).
+    pub fn check_commit(
+        &self,
+        member: &str,
+        epoch: i32,
+        partitions: impl IntoIterator<Item = Tp>,
+    ) -> Result<(), GroupError> {
+        if member.is_empty() {
+            return self.check_empty("commit without a member id");
+        }
+        let m = self.member(member)?;
+        if epoch > m.value.epoch || epoch < 0 {
+            return Err(GroupError::FencedEpoch {
+                group: self.id.clone(),
+                member: member.to_owned(),
+                current: m.value.epoch,
+                got: epoch,
+            });
+        }
+        let assigned = m.assigned();
+        for tp in partitions {
+            if !assigned.contains(&tp) {
+                return Err(GroupError::NotAssigned {
+                    group: self.id.clone(),
+                    member: member.to_owned(),
+                    topic: tp.0,
+                    partition: tp.1,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses `what` while the group has members.
+    pub fn check_empty(&self, what: &'static str) -> Result<(), GroupError> {
+        if self.members.is_empty() {
+            Ok(())
+        } else {
+            Err(GroupError::NotEmpty {
+                group: self.id.clone(),
+                members: self.members.len(),
+                what,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const T: &str = "orders";
+
+    fn counts(topic: &str) -> u32 {
+        if topic == T { 12 } else { 0 }
+    }
+
+    struct Sim {
+        g: Group,
+        now: i64,
+        next_id: u32,
+        limits: Limits,
+    }
+
+    impl Sim {
+        fn new() -> Self {
+            Self {
+                g: Group::new("g".into()),
+                now: 1_000,
+                next_id: 0,
+                limits: Limits::default(),
+            }
+        }
+
+        fn hb(
+            &mut self,
+            member: &str,
+            epoch: i32,
+            owned: &Partitions,
+        ) -> Result<HeartbeatReply, GroupError> {
+            self.next_id += 1;
+            let id = format!("m{}", self.next_id);
+            self.g.heartbeat(
+                Heartbeat {
+                    member_id: member.to_owned(),
+                    epoch,
+                    topics: [T.to_owned()].into_iter().collect(),
+                    owned: owned.clone(),
+                    ..Heartbeat::default()
+                },
+                self.now,
+                &self.limits,
+                &counts,
+                move || id,
+            )
+        }
+
+        fn join(&mut self) -> HeartbeatReply {
+            self.hb("", JOIN_EPOCH, &Partitions::new()).unwrap()
+        }
+    }
+
+    /// Members as clients would behave: each holds what it was last told,
+    /// minus what it revoked.
+    fn no_partition_twice(held: &[&Partitions]) {
+        let mut seen = Partitions::new();
+        for set in held {
+            for tp in *set {
+                assert!(seen.insert(tp.clone()), "{tp:?} held by two members");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lone_member_gets_every_partition_at_once() {
+        let mut s = Sim::new();
+        let r = s.join();
+        assert_eq!(r.assignment.len(), 12);
+        assert_eq!(r.epoch, 1);
+        assert_eq!(s.g.state(), GroupStateName::Stable);
+        assert!(s.g.needs_write());
+    }
+
+    #[test]
+    fn a_partition_moves_only_after_its_owner_revoked_it() {
+        let mut s = Sim::new();
+        let a = s.join();
+        let a_held = a.assignment.clone();
+        let b = s.join();
+        // b may get nothing yet: a holds everything.
+        assert!(b.assignment.is_empty(), "{:?}", b.assignment);
+        assert_eq!(b.interval_ms, s.limits.reconcile_interval_ms);
+        // a is asked to revoke half.
+        let a2 = s.hb(&a.member_id, a.epoch, &a_held).unwrap();
+        assert_eq!(a2.assignment.len(), 6);
+        assert_eq!(a2.epoch, a.epoch, "no new epoch before the revocation");
+        // b asks again before a confirmed: still nothing.
+        let b2 = s.hb(&b.member_id, b.epoch, &b.assignment).unwrap();
+        assert!(b2.assignment.is_empty());
+        no_partition_twice(&[&a_held, &b2.assignment]);
+        // a confirms; b gets its half.
+        let a3 = s.hb(&a.member_id, a2.epoch, &a2.assignment).unwrap();
+        assert_eq!(a3.epoch, 2);
+        let b3 = s.hb(&b.member_id, b2.epoch, &b2.assignment).unwrap();
+        assert_eq!(b3.assignment.len(), 6);
+        no_partition_twice(&[&a3.assignment, &b3.assignment]);
+        assert_eq!(s.g.state(), GroupStateName::Stable);
+    }
+
+    #[test]
+    fn an_expired_member_frees_its_partitions_and_cannot_commit() {
+        let mut s = Sim::new();
+        let a = s.join();
+        let b = s.join();
+        let a2 = s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
+        s.hb(&a.member_id, a2.epoch, &a2.assignment).unwrap();
+        // b goes quiet; a keeps heartbeating past b's session.
+        s.now += 46_000;
+        let a4 = s.hb(&a.member_id, 2, &a2.assignment).unwrap();
+        assert_eq!(s.g.expire(s.now), vec![b.member_id.clone()]);
+        let a5 = s.hb(&a.member_id, a4.epoch, &a4.assignment).unwrap();
+        assert_eq!(a5.assignment.len(), 12);
+        let err =
+            s.g.check_commit(&b.member_id, 2, [(T.to_owned(), 0)])
+                .unwrap_err();
+        assert!(matches!(err, GroupError::UnknownMember { .. }), "{err}");
+        let err = s.hb(&b.member_id, 2, &Partitions::new()).unwrap_err();
+        assert!(matches!(err, GroupError::UnknownMember { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_member_that_never_revokes_is_removed_after_the_rebalance_timeout() {
+        let mut s = Sim::new();
+        let a = s.join();
+        let b = s.join();
+        // a keeps claiming everything.
+        s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
+        s.now += 61_000;
+        s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
+        s.hb(&b.member_id, b.epoch, &b.assignment).unwrap();
+        assert_eq!(s.g.expire(s.now), vec![a.member_id.clone()]);
+        let b2 = s.hb(&b.member_id, b.epoch, &b.assignment).unwrap();
+        assert_eq!(b2.assignment.len(), 12);
+    }
+
+    #[test]
+    fn commits_are_fenced_by_member_epoch_and_ownership() {
+        let mut s = Sim::new();
+        let a = s.join();
+        s.g.check_commit(&a.member_id, a.epoch, [(T.to_owned(), 3)])
+            .unwrap();
+        let err =
+            s.g.check_commit(&a.member_id, a.epoch + 1, [(T.to_owned(), 3)])
+                .unwrap_err();
+        assert!(matches!(err, GroupError::FencedEpoch { .. }), "{err}");
+        let err =
+            s.g.check_commit(&a.member_id, a.epoch, [(T.to_owned(), 99)])
+                .unwrap_err();
+        assert!(matches!(err, GroupError::NotAssigned { .. }), "{err}");
+        let err = s.g.check_commit("", -1, [(T.to_owned(), 3)]).unwrap_err();
+        assert!(matches!(err, GroupError::NotEmpty { .. }), "{err}");
+        s.hb(&a.member_id, LEAVE_EPOCH, &Partitions::new()).unwrap();
+        s.g.check_commit("", -1, [(T.to_owned(), 3)]).unwrap();
+        assert_eq!(s.g.state(), GroupStateName::Empty);
+        assert_eq!(s.g.empty_since_ms(), Some(s.now));
+    }
+
+    #[test]
+    fn a_static_member_that_restarts_gets_its_partitions_back_without_a_rebalance() {
+        let mut s = Sim::new();
+        let join = |s: &mut Sim, instance: &str| {
+            s.next_id += 1;
+            let id = format!("m{}", s.next_id);
+            s.g.heartbeat(
+                Heartbeat {
+                    epoch: JOIN_EPOCH,
+                    instance_id: Some(instance.to_owned()),
+                    topics: [T.to_owned()].into_iter().collect(),
+                    ..Heartbeat::default()
+                },
+                s.now,
+                &s.limits,
+                &counts,
+                move || id,
+            )
+            .unwrap()
+        };
+        let a = join(&mut s, "a");
+        let b = join(&mut s, "b");
+        let a2 = s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
+        let a3 = s.hb(&a.member_id, a2.epoch, &a2.assignment).unwrap();
+        let b2 = s.hb(&b.member_id, b.epoch, &b.assignment).unwrap();
+        let epoch = s.g.epoch();
+        // b restarts: leaves for now, comes back with a new member id.
+        s.hb(&b.member_id, STATIC_LEAVE_EPOCH, &b2.assignment)
+            .unwrap();
+        s.now += 5_000;
+        let b3 = join(&mut s, "b");
+        assert_ne!(b3.member_id, b.member_id);
+        assert_eq!(b3.assignment, b2.assignment);
+        assert_eq!(s.g.epoch(), epoch, "no rebalance");
+        let a4 = s.hb(&a.member_id, a3.epoch, &a3.assignment).unwrap();
+        assert_eq!(a4.assignment, a3.assignment);
+        // The old member id is gone.
+        let err = s.hb(&b.member_id, b2.epoch, &b2.assignment).unwrap_err();
+        assert!(matches!(err, GroupError::UnknownMember { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_lost_heartbeat_answer_is_not_fenced() {
+        let mut s = Sim::new();
+        let a = s.join();
+        // The answer carrying epoch 1 is lost: the member retries with 0?
+        // No: it joined; a later epoch bump whose answer is lost leaves it
+        // one epoch behind, which is accepted while it owns no more than
+        // it may.
+        let b = s.join();
+        let a2 = s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
+        let _lost = s.hb(&a.member_id, a2.epoch, &a2.assignment).unwrap();
+        let again = s.hb(&a.member_id, a.epoch, &a2.assignment).unwrap();
+        assert_eq!(again.epoch, 2);
+        let _ = b;
+    }
+
+    #[test]
+    fn the_persisted_value_restores_the_same_group() {
+        let mut s = Sim::new();
+        let a = s.join();
+        let b = s.join();
+        let a2 = s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
+        let v = s.g.value();
+        let restored = Group::restore("g".into(), &v, s.now);
+        assert_eq!(restored.value(), v);
+        assert!(!restored.needs_write());
+        let _ = (b, a2);
+    }
+}
