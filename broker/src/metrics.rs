@@ -81,6 +81,8 @@ pub struct Gauges {
     pub bucket: Option<Inventory>,
     /// What this broker's sweeps deleted.
     pub gc_deleted: Inventory,
+    /// The groups this broker coordinates.
+    pub groups: Vec<crate::groups::GroupGauges>,
 }
 
 impl BrokerMetrics {
@@ -290,8 +292,79 @@ impl BrokerMetrics {
             &g.gc_deleted,
             |c| c.bytes,
         );
+        render_groups(&mut out, &g.groups);
         out
     }
+}
+
+/// The per-group series of the groups this broker coordinates.
+fn render_groups(out: &mut String, groups: &[crate::groups::GroupGauges]) {
+    header(
+        out,
+        "strata_group_members",
+        "gauge",
+        "Members of each group this broker coordinates.",
+    );
+    for g in groups {
+        let _ = writeln!(
+            out,
+            "strata_group_members{{group=\"{}\"}} {}",
+            escape(&g.group),
+            g.members
+        );
+    }
+    header(
+        out,
+        "strata_group_rebalances_total",
+        "counter",
+        "Assignment changes of each group since this broker became its coordinator.",
+    );
+    for g in groups {
+        let _ = writeln!(
+            out,
+            "strata_group_rebalances_total{{group=\"{}\"}} {}",
+            escape(&g.group),
+            g.rebalances
+        );
+    }
+    header(
+        out,
+        "strata_group_committed_offset",
+        "gauge",
+        "The committed offset of each group and partition.",
+    );
+    for g in groups {
+        for (t, p, offset, _) in &g.offsets {
+            let _ = writeln!(
+                out,
+                "strata_group_committed_offset{{group=\"{}\",topic=\"{t}\",partition=\"{p}\"}} {offset}",
+                escape(&g.group)
+            );
+        }
+    }
+    header(
+        out,
+        "strata_group_lag",
+        "gauge",
+        "Records between the committed offset and the end of the partition (high watermark), per group and partition.",
+    );
+    for g in groups {
+        for (t, p, offset, end) in &g.offsets {
+            if let Some(end) = end {
+                let _ = writeln!(
+                    out,
+                    "strata_group_lag{{group=\"{}\",topic=\"{t}\",partition=\"{p}\"}} {}",
+                    escape(&g.group),
+                    (end - offset).max(0)
+                );
+            }
+        }
+    }
+}
+
+/// A Prometheus label value: backslashes and quotes escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -348,6 +421,15 @@ mod tests {
         let text = m.render(&Gauges {
             broker_id: 7,
             bucket: Some(Inventory::default()),
+            groups: vec![crate::groups::GroupGauges {
+                group: "billing \"eu\"".into(),
+                members: 2,
+                rebalances: 3,
+                offsets: vec![
+                    ("orders".into(), 1, 5, Some(9)),
+                    ("orders".into(), 2, 7, None),
+                ],
+            }],
             ..Gauges::default()
         });
         for needle in [
@@ -368,6 +450,10 @@ mod tests {
             "strata_bucket_objects{kind=\"wal\"} 0",
             "strata_bucket_bytes{kind=\"segment\"} 0",
             "strata_gc_deleted_objects_total{kind=\"wal_tombstone\"} 0",
+            "strata_group_members{group=\"billing \\\"eu\\\"\"} 2",
+            "strata_group_rebalances_total{group=\"billing \\\"eu\\\"\"} 3",
+            "strata_group_committed_offset{group=\"billing \\\"eu\\\"\",topic=\"orders\",partition=\"2\"} 7",
+            "strata_group_lag{group=\"billing \\\"eu\\\"\",topic=\"orders\",partition=\"1\"} 4",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -39,6 +39,7 @@ use anyhow::Context;
 use object_store::ObjectStore;
 use strata_proto::v1::admin_server::AdminServer;
 use strata_proto::v1::cluster_server::ClusterServer;
+use strata_proto::v1::groups_server::GroupsServer;
 use strata_proto::v1::strata_server::StrataServer;
 use strata_storage::engine::Engine;
 use strata_storage::keys::BrokerId;
@@ -51,6 +52,7 @@ use crate::config::{BrokerConfig, LogFormat, Overrides};
 use crate::service::Shared;
 use crate::service::admin::AdminService;
 use crate::service::cluster::ClusterService;
+use crate::service::groups::GroupsService;
 use crate::service::strata::StrataService;
 use crate::{cluster, http, maintenance, store_url};
 
@@ -185,6 +187,7 @@ pub struct RunningBroker {
     http_stop: CancellationToken,
     maintenance_stop: CancellationToken,
     maintenance_task: JoinHandle<()>,
+    groups_task: JoinHandle<()>,
     cluster_stop: CancellationToken,
     cluster_task: JoinHandle<()>,
 }
@@ -300,6 +303,7 @@ async fn start_on(
     let admin =
         AdminServer::new(AdminService::new(shared.clone())).max_decoding_message_size(max_request);
     let cluster_service = ClusterServer::new(ClusterService::new(shared.clone()));
+    let groups_service = GroupsServer::new(GroupsService::new(shared.clone()));
     let limits = shared.config.grpc.clone();
     let incoming = crate::connections::limit(
         TcpIncoming::from(grpc_listener)
@@ -322,12 +326,14 @@ async fn start_on(
                 .add_service(strata)
                 .add_service(admin)
                 .add_service(cluster_service)
+                .add_service(groups_service)
                 .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
         )
     };
 
     let maintenance_stop = CancellationToken::new();
     let maintenance_task = tokio::spawn(maintenance::run(shared.clone(), maintenance_stop.clone()));
+    let groups_task = tokio::spawn(crate::groups::run(shared.clone(), maintenance_stop.clone()));
 
     // Join the cluster: publish a heartbeat, then follow (or, as the
     // controller, write) the partition assignment; the partitions assigned
@@ -360,6 +366,7 @@ async fn start_on(
         http_stop,
         maintenance_stop,
         maintenance_task,
+        groups_task,
         cluster_stop,
         cluster_task,
     })
@@ -436,6 +443,7 @@ impl RunningBroker {
         }
         self.maintenance_stop.cancel();
         let _ = self.maintenance_task.await;
+        let _ = self.groups_task.await;
         shared.partitions.release_all().await;
         self.cluster_stop.cancel();
         let _ = self.cluster_task.await;

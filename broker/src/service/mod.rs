@@ -4,6 +4,8 @@
 //!   metadata, list offsets, producer ids).
 //! - [`admin`]: topic administration (`strata.v1.Admin`).
 //! - [`cluster`]: brokers and the partition table (`strata.v1.Cluster`).
+//! - [`groups`]: consumer groups (`strata.v1.Groups`), over the
+//!   [`crate::groups`] coordinator.
 //!
 //! Both are thin: they validate the request, resolve the partition through
 //! [`Shared::partition`] (topic registry, ownership in the cluster
@@ -12,6 +14,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod groups;
 pub mod strata;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -335,6 +338,7 @@ impl Shared {
                 .map_or(0, |e| e.wal().unsealed_bytes()),
             bucket: self.bucket_gc.inventory(),
             gc_deleted: self.bucket_gc.deleted(),
+            groups: self.groups.gauges(self),
         }
     }
 }
