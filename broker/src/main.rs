@@ -24,6 +24,9 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(cli::topic::TopicCommand),
+    /// Consumer groups: list, describe (lag), reset offsets, delete.
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
     /// Brokers of the cluster: status, drain a broker, move a partition.
     #[command(subcommand)]
     Cluster(cli::cluster::ClusterCommand),
@@ -56,6 +59,7 @@ fn main() -> std::process::ExitCode {
                 match command {
                     Command::Topic(c) => cli::topic::run(c).await,
                     Command::Cluster(c) => cli::cluster::run(c).await,
+                    Command::Group(c) => cli::group::run(c).await,
                     Command::Produce(a) => cli::produce::run(a).await,
                     Command::Consume(a) => cli::consume::run(a).await,
                     Command::Bench(c) => cli::bench::run(c).await,

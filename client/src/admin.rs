@@ -1,4 +1,5 @@
-//! Topic and cluster administration, and cluster metadata ([`Admin`]).
+//! Topic, group and cluster administration, and cluster metadata
+//! ([`Admin`]).
 //!
 //! A thin layer over the `Admin`, `Cluster` and `Strata.Metadata` RPCs: it
 //! adds request timeouts, failover to another broker when the one it talks
@@ -12,15 +13,18 @@ use std::time::Duration;
 
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::cluster_client::ClusterClient;
+use strata_proto::v1::groups_client::GroupsClient;
 use strata_proto::v1::{
-    ClusterStatus, ClusterStatusRequest, CreateTopicRequest, DeleteTopicRequest,
-    DescribeTopicRequest, DrainRequest, ListTopicsRequest, MetadataResponse, MoveRequest,
-    MoveResponse, TopicConfig, TopicDescription, TopicSummary,
+    ClusterStatus, ClusterStatusRequest, CreateTopicRequest, DeleteGroupRequest,
+    DeleteOffsetsRequest, DeleteTopicRequest, DescribeGroupRequest, DescribeTopicRequest,
+    DrainRequest, GroupDescription, GroupSummary, ListGroupsRequest, ListTopicsRequest,
+    MetadataResponse, MoveRequest, MoveResponse, TopicConfig, TopicDescription, TopicSummary,
 };
 use tonic::transport::Channel;
 
 use crate::cluster::{Cluster, MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
+use crate::group::{Coordinator, to_wire};
 
 /// How long a topic keeps its records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,6 +358,84 @@ impl Admin {
             })
             .await?;
         Ok(resp)
+    }
+
+    /// Every consumer group of the cluster.
+    pub async fn list_groups(&self) -> Result<Vec<GroupSummary>> {
+        let (resp, _) = self
+            .cluster
+            .call_any("list groups", true, |channel| {
+                let req = self
+                    .cluster
+                    .request(ListGroupsRequest { local_only: false });
+                async move { GroupsClient::new(channel).list_groups(req).await }
+            })
+            .await?;
+        Ok(resp.groups)
+    }
+
+    /// A group's state, members and committed offsets (from its
+    /// coordinator).
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        let req = DescribeGroupRequest {
+            group_id: group.to_owned(),
+        };
+        self.coordinator(group)
+            .call("describe group", true, |mut c| {
+                let req = self.cluster.request(req.clone());
+                async move { c.describe_group(req).await }
+            })
+            .await
+    }
+
+    /// Deletes a group that has no members, with its committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        let req = DeleteGroupRequest {
+            group_id: group.to_owned(),
+        };
+        self.coordinator(group)
+            .call("delete group", true, |mut c| {
+                let req = self.cluster.request(req.clone());
+                async move { c.delete_group(req).await }
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Sets the committed offsets (topic, partition, next offset to read)
+    /// of a group that has no members (Kafka's
+    /// `AlterConsumerGroupOffsets`).
+    pub async fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[(String, u32, i64)],
+    ) -> Result<()> {
+        self.coordinator(group).commit("", -1, offsets).await
+    }
+
+    /// Deletes committed offsets of a group that has no members: those of
+    /// `partitions`, or all when it is empty. Returns how many went.
+    pub async fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<u32> {
+        let req = DeleteOffsetsRequest {
+            group_id: group.to_owned(),
+            partitions: to_wire(&partitions.iter().cloned().collect()),
+        };
+        let resp = self
+            .coordinator(group)
+            .call("delete offsets", true, |mut c| {
+                let req = self.cluster.request(req.clone());
+                async move { c.delete_offsets(req).await }
+            })
+            .await?;
+        Ok(resp.deleted)
+    }
+
+    fn coordinator(&self, group: &str) -> Coordinator {
+        Coordinator::new(self.cluster.clone(), group)
     }
 }
 

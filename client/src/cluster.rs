@@ -100,7 +100,7 @@ pub(crate) struct Cluster {
 }
 
 /// `host:port` → `http://host:port`, without a trailing slash.
-fn normalize_url(url: &str) -> String {
+pub(crate) fn normalize_url(url: &str) -> String {
     let url = url.trim().trim_end_matches('/');
     if url.contains("://") {
         url.to_owned()

@@ -29,8 +29,11 @@ use strata_proto::v1::{ErrorReason, FetchRequest, ListOffsetsRequest, OffsetSpec
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
+use futures::FutureExt;
+
 use crate::cluster::{Cluster, backoff};
 use crate::error::{Error, Result};
+use crate::group::{Coordinator, MemberSettings, Membership, Partitions};
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +83,27 @@ pub struct ConsumerConfig {
     /// Timeout of unary requests (metadata, list offsets) and of a fetch
     /// response beyond `max_wait`. Default 30 s.
     pub request_timeout: Duration,
+    /// Groups ([`Consumer::subscribe`]): commit the positions of the
+    /// assigned partitions every `auto_commit_interval`, before a
+    /// partition is revoked, and on [`Consumer::close`]. Default on
+    /// (Kafka's `enable.auto.commit`). Off: commit with
+    /// [`Consumer::commit`] after processing.
+    pub auto_commit: bool,
+    /// How often auto-commit commits. Default 5 s.
+    pub auto_commit_interval: Duration,
+    /// Groups: the coordinator gives this member's partitions to the
+    /// others when it has not heard from it for this long. Default 45 s.
+    pub session_timeout: Duration,
+    /// Groups: how long this member may take to give up partitions
+    /// during a rebalance (it must keep calling [`Consumer::recv`]).
+    /// Default 60 s.
+    pub rebalance_timeout: Duration,
+    /// Groups: static membership. A member that comes back with the same
+    /// instance id within the session timeout gets its partitions back
+    /// without a rebalance (Kafka's `group.instance.id`).
+    pub instance_id: Option<String>,
+    /// Shown by `strata group describe`. Default `strata-rust`.
+    pub client_id: String,
 }
 
 impl Default for ConsumerConfig {
@@ -91,6 +115,12 @@ impl Default for ConsumerConfig {
             auto_offset_reset: OffsetReset::Earliest,
             buffer_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(45),
+            rebalance_timeout: Duration::from_secs(60),
+            instance_id: None,
+            client_id: "strata-rust".into(),
         }
     }
 }
@@ -160,7 +190,43 @@ pub struct Consumer {
     assignments: HashMap<(String, u32), Assignment>,
     generation: u64,
     current: Option<Chunk>,
+    group: Option<GroupState>,
 }
+
+/// Told when a subscribed consumer's partitions change (Kafka's
+/// `ConsumerRebalanceListener`). Called from [`Consumer::recv`].
+pub trait RebalanceListener: Send + Sync {
+    /// Partitions assigned to this member; reading them starts at the
+    /// committed offsets.
+    fn on_assigned(&self, _partitions: &[(String, u32)]) {}
+    /// Partitions about to be handed to another member: finish what you
+    /// do with them now. With auto-commit their positions are committed
+    /// right after this returns.
+    fn on_revoked(&self, _partitions: &[(String, u32)]) {}
+    /// Partitions this member lost without a hand-over (its session
+    /// expired or it was fenced): another member may be reading them
+    /// already, so nothing is committed. Defaults to `on_revoked`.
+    fn on_lost(&self, partitions: &[(String, u32)]) {
+        self.on_revoked(partitions);
+    }
+}
+
+/// A subscribed consumer's group state.
+struct GroupState {
+    membership: Membership,
+    listener: Option<Arc<dyn RebalanceListener>>,
+    /// The last `View::lost` applied.
+    seen_lost: u64,
+    next_auto_commit: tokio::time::Instant,
+    /// Positions last committed, to skip commits that change nothing.
+    committed: HashMap<(String, u32), i64>,
+    /// The auto-commit in flight (one at a time, so commits never
+    /// overtake each other).
+    auto_commit: Option<JoinHandle<Result<Vec<CommitEntry>>>>,
+}
+
+/// (topic, partition, next offset to read).
+type CommitEntry = (String, u32, i64);
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,6 +258,7 @@ impl Consumer {
             assignments: HashMap::new(),
             generation: 0,
             current: None,
+            group: None,
         })
     }
 
@@ -299,13 +366,339 @@ impl Consumer {
         Ok((resp.log_start_offset, resp.high_watermark))
     }
 
-    /// The next record (the same as `StreamExt::next`).
+    /// The next record (the same as `StreamExt::next` for assigned
+    /// partitions). A subscribed consumer must read with `recv`: it also
+    /// applies rebalances (revoking, committing, assigning) and
+    /// auto-commits.
     pub async fn recv(&mut self) -> Option<Result<ConsumerRecord>> {
-        futures::StreamExt::next(self).await
+        if self.group.is_none() {
+            return futures::StreamExt::next(self).await;
+        }
+        loop {
+            if let Err(e) = self.sync_group().await {
+                return Some(Err(e));
+            }
+            let Some(g) = &self.group else {
+                return futures::StreamExt::next(self).await;
+            };
+            let mut view = g.membership.view.clone();
+            let commit_at = g.next_auto_commit;
+            let auto = self.config.auto_commit;
+            tokio::select! {
+                r = futures::StreamExt::next(&mut *self) => {
+                    // A member whose session ran out may have lost the
+                    // partition to another member already.
+                    if self.group.as_ref().is_some_and(|g| g.membership.session_expired()) {
+                        continue;
+                    }
+                    return r;
+                }
+                r = view.changed() => {
+                    if r.is_err() {
+                        return Some(Err(Error::Closed("group membership")));
+                    }
+                }
+                () = tokio::time::sleep_until(commit_at), if auto => self.start_auto_commit(),
+            }
+        }
     }
 
+    /// Joins `group` and reads the partitions of `topics` the group's
+    /// coordinator assigns to this member, from the group's committed
+    /// offsets (else per `auto_offset_reset`). Read with
+    /// [`Consumer::recv`]; leave with [`Consumer::close`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> strata_client::Result<()> {
+    /// use strata_client::{Consumer, ConsumerConfig};
+    ///
+    /// let mut consumer = Consumer::connect("http://127.0.0.1:50051", ConsumerConfig::default()).await?;
+    /// consumer.subscribe(&["orders"], "billing").await?;
+    /// while let Some(record) = consumer.recv().await {
+    ///     let record = record?;
+    ///     println!("{}/{} {}: {:?}", record.topic, record.partition, record.offset, record.value);
+    /// }
+    /// consumer.close().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe(&mut self, topics: &[&str], group: &str) -> Result<()> {
+        if self.group.is_some() {
+            return Err(Error::Config(
+                "this consumer is subscribed already; create another consumer for another group"
+                    .into(),
+            ));
+        }
+        if !self.assignments.is_empty() {
+            return Err(Error::Config(
+                "this consumer has partitions assigned by hand; subscribe with a new consumer"
+                    .into(),
+            ));
+        }
+        if topics.is_empty() {
+            return Err(Error::Config("subscribe to at least one topic".into()));
+        }
+        if group.is_empty() {
+            return Err(Error::Config(
+                "the group id is empty; name the group".into(),
+            ));
+        }
+        for t in topics {
+            // Unknown topics are reported now rather than never assigned.
+            self.cluster.partition_count(t).await?;
+        }
+        let coordinator = Arc::new(Coordinator::new(self.cluster.clone(), group));
+        let membership = Membership::start(
+            coordinator,
+            MemberSettings {
+                topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+                instance_id: self.config.instance_id.clone(),
+                session_timeout: self.config.session_timeout,
+                rebalance_timeout: self.config.rebalance_timeout,
+                client_id: self.config.client_id.clone(),
+            },
+        );
+        self.group = Some(GroupState {
+            membership,
+            listener: None,
+            seen_lost: 0,
+            next_auto_commit: tokio::time::Instant::now() + self.config.auto_commit_interval,
+            committed: HashMap::new(),
+            auto_commit: None,
+        });
+        Ok(())
+    }
+
+    /// Sets the listener told about assigned, revoked and lost partitions.
+    pub fn set_rebalance_listener(&mut self, listener: Arc<dyn RebalanceListener>) {
+        if let Some(g) = &mut self.group {
+            g.listener = Some(listener);
+        }
+    }
+
+    /// Commits the positions of every assigned partition (the offset of
+    /// the next record [`Consumer::recv`] returns) and waits until they
+    /// are durable: call it after processing for at-least-once delivery.
+    pub async fn commit(&mut self) -> Result<()> {
+        let positions = self.positions();
+        self.commit_offsets(&positions).await
+    }
+
+    /// Commits the given (topic, partition, next offset to read) and waits
+    /// until they are durable.
+    pub async fn commit_offsets(&mut self, offsets: &[(String, u32, i64)]) -> Result<()> {
+        let g = self.group.as_mut().ok_or_else(not_subscribed)?;
+        if let Some(task) = g.auto_commit.take() {
+            // Never let an older auto-commit land after this one.
+            let _ = task.await;
+        }
+        let (member, epoch) = g.membership.member();
+        g.membership
+            .coordinator
+            .commit(&member, epoch, offsets)
+            .await?;
+        for (t, p, o) in offsets {
+            g.committed.insert((t.clone(), *p), *o);
+        }
+        Ok(())
+    }
+
+    /// Starts committing the positions without waiting (at most one
+    /// background commit at a time); errors are logged.
+    pub fn commit_async(&mut self) {
+        self.start_auto_commit();
+    }
+
+    /// The group's committed offset of a partition (`None`: none yet).
+    pub async fn committed(&self, topic: &str, partition: u32) -> Result<Option<i64>> {
+        let g = self.group.as_ref().ok_or_else(not_subscribed)?;
+        let key = (topic.to_owned(), partition);
+        let set: Partitions = [key.clone()].into_iter().collect();
+        Ok(g.membership
+            .coordinator
+            .committed(&set)
+            .await?
+            .get(&key)
+            .copied())
+    }
+
+    /// Leaves the group cleanly: commits the positions (with auto-commit),
+    /// then tells the coordinator, so the partitions move at once. A
+    /// consumer dropped without `close` leaves too, but without the
+    /// commit.
+    pub async fn close(mut self) -> Result<()> {
+        let result = if self.config.auto_commit && self.group.is_some() {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        self.assignments.clear();
+        if let Some(mut g) = self.group.take() {
+            g.membership.set_owned(Partitions::new());
+            g.membership.leave().await;
+        }
+        result
+    }
+
+    /// The position of every assigned partition.
+    fn positions(&self) -> Vec<(String, u32, i64)> {
+        let mut v: Vec<(String, u32, i64)> = self
+            .assignments
+            .iter()
+            .map(|((t, p), a)| (t.clone(), *p, a.position))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Commits the changed positions in the background, unless a commit
+    /// is in flight.
+    fn start_auto_commit(&mut self) {
+        let positions = self.positions();
+        let interval = self.config.auto_commit_interval;
+        let Some(g) = &mut self.group else { return };
+        g.next_auto_commit = tokio::time::Instant::now() + interval;
+        if let Some(task) = &g.auto_commit {
+            if !task.is_finished() {
+                return;
+            }
+            if let Some(task) = g.auto_commit.take()
+                && let Some(Ok(Ok(done))) = task.now_or_never()
+            {
+                for (t, p, o) in done {
+                    g.committed.insert((t, p), o);
+                }
+            }
+        }
+        let changed: Vec<(String, u32, i64)> = positions
+            .into_iter()
+            .filter(|(t, p, o)| g.committed.get(&(t.clone(), *p)) != Some(o))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let (member, epoch) = g.membership.member();
+        let coordinator = g.membership.coordinator.clone();
+        g.auto_commit = Some(tokio::spawn(async move {
+            match coordinator.commit(&member, epoch, &changed).await {
+                Ok(()) => Ok(changed),
+                Err(e) => {
+                    tracing::warn!(group = %coordinator.group(), error = %e, "auto-commit failed; the next one retries");
+                    Err(e)
+                }
+            }
+        }));
+    }
+
+    /// Applies what the coordinator decided since the last call: drops
+    /// lost partitions, revokes (committing first, with auto-commit) and
+    /// reports it, then starts reading newly assigned partitions.
+    async fn sync_group(&mut self) -> Result<()> {
+        let Some(g) = &mut self.group else {
+            return Ok(());
+        };
+        let view = g.membership.view.borrow_and_update().clone();
+        let expired = g.membership.session_expired();
+        if view.lost != g.seen_lost || expired {
+            g.seen_lost = view.lost;
+            let lost: Vec<(String, u32)> = self.assignments.keys().cloned().collect();
+            if !lost.is_empty() {
+                tracing::warn!(group = %g.membership.coordinator.group(), partitions = lost.len(), "partitions lost without a hand-over; dropping them uncommitted");
+                self.assignments.clear();
+                g.committed.clear();
+                if let Some(l) = &g.listener {
+                    l.on_lost(&lost);
+                }
+            }
+            g.membership.set_owned(Partitions::new());
+            if expired {
+                // Nothing to read until the coordinator answers again.
+                return Ok(());
+            }
+        }
+        let current: Partitions = self.assignments.keys().cloned().collect();
+        let revoked: Vec<(String, u32)> = current.difference(&view.assignment).cloned().collect();
+        if !revoked.is_empty() {
+            if let Some(l) = &g.listener {
+                l.on_revoked(&revoked);
+            }
+            if self.config.auto_commit {
+                let positions: Vec<(String, u32, i64)> = revoked
+                    .iter()
+                    .filter_map(|k| {
+                        self.assignments
+                            .get(k)
+                            .map(|a| (k.0.clone(), k.1, a.position))
+                    })
+                    .filter(|(t, p, o)| g.committed.get(&(t.clone(), *p)) != Some(o))
+                    .collect();
+                if let Some(task) = g.auto_commit.take() {
+                    let _ = task.await;
+                }
+                let (member, epoch) = g.membership.member();
+                if let Err(e) = g
+                    .membership
+                    .coordinator
+                    .commit(&member, epoch, &positions)
+                    .await
+                {
+                    tracing::warn!(group = %g.membership.coordinator.group(), error = %e, "could not commit revoked partitions; their next owner re-reads from the last commit");
+                }
+            }
+            for k in &revoked {
+                self.assignments.remove(k);
+                g.committed.remove(k);
+            }
+            let owned: Partitions = self.assignments.keys().cloned().collect();
+            g.membership.set_owned(owned);
+        }
+        let current: Partitions = self.assignments.keys().cloned().collect();
+        let added: Partitions = view.assignment.difference(&current).cloned().collect();
+        if added.is_empty() {
+            return Ok(());
+        }
+        let committed = g.membership.coordinator.committed(&added).await?;
+        let reset = self.config.auto_offset_reset;
+        let group_id = g.membership.coordinator.group().to_owned();
+        for (t, p) in &added {
+            let start = match committed.get(&(t.clone(), *p)) {
+                Some(o) => Offset::At(*o),
+                None => match reset {
+                    OffsetReset::Earliest => Offset::Earliest,
+                    OffsetReset::Latest => Offset::Latest,
+                    OffsetReset::Error => {
+                        return Err(Error::Config(format!(
+                            "group {group_id} has no committed offset for {t}/{p} and \
+                             auto_offset_reset is error; set one with `strata group \
+                             reset-offsets {group_id} --topic {t} --to-earliest`"
+                        )));
+                    }
+                },
+            };
+            self.assign(t, *p, start).await?;
+            if let (Some(g), Offset::At(o)) = (&mut self.group, start) {
+                g.committed.insert((t.clone(), *p), o);
+            }
+        }
+        if let Some(g) = &self.group {
+            g.membership
+                .set_owned(self.assignments.keys().cloned().collect());
+            if let Some(l) = &g.listener {
+                let added: Vec<(String, u32)> = added.into_iter().collect();
+                l.on_assigned(&added);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_subscribed() -> Error {
+    Error::Config("this consumer is not in a group; call subscribe(topics, group) first".into())
+}
+
+impl Consumer {
     /// The consumer as a `Stream` (it is one itself; this reads nicer in
-    /// combinator chains).
+    /// combinator chains). For assigned partitions only: a subscribed
+    /// consumer reads with [`Consumer::recv`].
     pub fn stream(&mut self) -> &mut Self {
         self
     }

@@ -50,11 +50,14 @@ mod admin;
 mod cluster;
 mod consumer;
 mod error;
+mod group;
 mod partitioner;
 mod producer;
 
 pub use admin::{Admin, Retention, TimestampType, TopicSettings};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Offset, OffsetReset};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerRecord, Offset, OffsetReset, RebalanceListener,
+};
 pub use error::{Error, Result};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{

@@ -3,15 +3,18 @@
 //!
 //! Starts at the end of each partition (new records only) unless
 //! `--from-beginning` or `--offset N`; reads every partition unless
-//! `--partition P`. Stops after `-n COUNT` records, after `--timeout` without
-//! a record, on Ctrl-C, or when stdout is closed (`| head`); all are clean
-//! exits.
+//! `--partition P`. With `--group G` it consumes as a group member: the
+//! group's coordinator shares the partitions among its members, reading
+//! starts at the committed offsets, and positions are committed as it goes
+//! and once more, with a clean leave, on exit. Stops after `-n COUNT`
+//! records, after `--timeout` without a record, on Ctrl-C, or when stdout is
+//! closed (`| head`); all are clean exits.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::{FutureExt, StreamExt};
-use strata_client::{Consumer, ConsumerConfig, ConsumerRecord, Offset};
+use futures::FutureExt;
+use strata_client::{Consumer, ConsumerConfig, ConsumerRecord, Offset, OffsetReset};
 use tokio::io::AsyncWriteExt;
 
 use super::{BrokerArgs, is_broken_pipe};
@@ -33,8 +36,15 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "TIME", conflicts_with_all = ["offset", "from_beginning"])]
     pub from_time: Option<String>,
     /// Read only this partition (default: all).
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", conflicts_with = "group")]
     pub partition: Option<u32>,
+    /// Consume as a member of this group: partitions are shared with the
+    /// group's other members, reading starts at the group's committed
+    /// offsets (else at the end, or at the beginning with
+    /// --from-beginning), positions are committed as records are printed
+    /// and on exit, and the group is left cleanly.
+    #[arg(long, value_name = "GROUP", conflicts_with_all = ["offset", "from_time"])]
+    pub group: Option<String>,
     /// Exit after this many records.
     #[arg(short = 'n', long = "max-messages", value_name = "COUNT")]
     pub max_messages: Option<u64>,
@@ -135,7 +145,8 @@ impl Format {
     }
 }
 
-fn parse_time(s: &str) -> anyhow::Result<i64> {
+/// A time as RFC 3339 or a duration ago, in ms since the epoch.
+pub(crate) fn parse_time(s: &str) -> anyhow::Result<i64> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
         let ms = t
             .duration_since(std::time::UNIX_EPOCH)
@@ -165,7 +176,31 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         (None, None, true) => Offset::Earliest,
         (None, None, false) => Offset::Latest,
     };
-    let mut consumer = Consumer::connect(&args.broker.url, ConsumerConfig::default()).await?;
+    let mut config = ConsumerConfig {
+        client_id: "strata-cli".into(),
+        ..ConsumerConfig::default()
+    };
+    if args.group.is_some() {
+        config.auto_offset_reset = if args.from_beginning {
+            OffsetReset::Earliest
+        } else {
+            OffsetReset::Latest
+        };
+    }
+    let mut consumer = Consumer::connect(&args.broker.url, config).await?;
+    if let Some(group) = &args.group {
+        consumer
+            .subscribe(&[args.topic.as_str()], group)
+            .await
+            .with_context(|| format!("cannot join group {group} on topic {}", args.topic))?;
+        let result = print_records(&args, &format, &mut consumer).await;
+        // The last commit and a clean leave, whatever ended the loop.
+        let closed = consumer.close().await;
+        let count = result?;
+        closed.with_context(|| format!("cannot commit the final offsets of group {group}"))?;
+        eprintln!("processed {count} records");
+        return Ok(());
+    }
     match args.partition {
         Some(p) => consumer
             .assign(&args.topic, p, start)
@@ -178,8 +213,20 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read topic {}", args.topic))?;
         }
     }
+    let count = print_records(&args, &format, &mut consumer).await?;
+    eprintln!("processed {count} records");
+    Ok(())
+}
+
+/// Prints records until `-n`, `--timeout`, Ctrl-C or a closed stdout;
+/// returns how many were printed.
+async fn print_records(
+    args: &ConsumeArgs,
+    format: &Format,
+    consumer: &mut Consumer,
+) -> anyhow::Result<u64> {
     if args.max_messages == Some(0) {
-        return Ok(());
+        return Ok(0);
     }
     let mut stdout = tokio::io::stdout();
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -190,7 +237,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         loop {
             // Flush what we have before waiting, so output is never stuck in
             // the buffer while the topic is idle.
-            let next = match consumer.next().now_or_never() {
+            let next = match consumer.recv().now_or_never() {
                 Some(r) => r,
                 None => {
                     if !buf.is_empty() {
@@ -200,8 +247,8 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                     }
                     let wait = async {
                         match args.timeout {
-                            Some(t) => tokio::time::timeout(t, consumer.next()).await.ok(),
-                            None => Some(consumer.next().await),
+                            Some(t) => tokio::time::timeout(t, consumer.recv()).await.ok(),
+                            None => Some(consumer.recv().await),
                         }
                     };
                     tokio::select! {
@@ -244,8 +291,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             other => other?,
         },
     }
-    eprintln!("processed {count} records");
-    Ok(())
+    Ok(count)
 }
 
 #[cfg(test)]

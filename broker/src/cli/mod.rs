@@ -1,5 +1,5 @@
 //! Client subcommands of `strata`, in the style of Kafka's console tools:
-//! `topic`, `cluster`, `produce`, `consume` and `bench`. Each is a thin shell
+//! `topic`, `group`, `cluster`, `produce`, `consume` and `bench`. Each is a thin shell
 //! over `strata-client`; they share [`BrokerArgs`] (`--broker`,
 //! `STRATA_BROKER`).
 //!
@@ -12,6 +12,7 @@ pub mod bench_cluster;
 pub mod bench_store;
 pub mod cluster;
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 
@@ -110,6 +111,8 @@ mod tests {
         Produce(produce::ProduceArgs),
         Consume(consume::ConsumeArgs),
         #[command(subcommand)]
+        Group(group::GroupCommand),
+        #[command(subcommand)]
         Bench(bench::BenchCommand),
     }
 
@@ -149,6 +152,43 @@ mod tests {
         assert!(c.is_ok(), "{c:?}");
         let c = Commands::try_parse_from(["strata", "produce", "t", "--acks", "2"]);
         assert!(c.is_err());
+        let c = Commands::try_parse_from(["strata", "consume", "t", "--group", "g", "-n", "3"]);
+        assert!(c.is_ok(), "{c:?}");
+        let c = Commands::try_parse_from([
+            "strata",
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--partition",
+            "1",
+        ]);
+        assert!(c.is_err(), "--group conflicts with --partition");
+        let c = Commands::try_parse_from([
+            "strata",
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--shift-by",
+            "-5",
+            "--dry-run",
+        ]);
+        assert!(c.is_ok(), "{c:?}");
+        let c = Commands::try_parse_from(["strata", "group", "reset-offsets", "g", "--topic", "t"]);
+        assert!(c.is_err(), "a target is required");
+        let c = Commands::try_parse_from([
+            "strata",
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--to-latest",
+        ]);
+        assert!(c.is_err(), "one target only");
     }
 
     #[test]
