@@ -401,6 +401,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "log",
     "hot_tier",
     "gc",
+    "group",
 ];
 
 impl BrokerConfig {

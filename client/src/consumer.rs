@@ -521,11 +521,19 @@ impl Consumer {
             .copied())
     }
 
-    /// Leaves the group cleanly: commits the positions (with auto-commit),
+    /// Leaves the group cleanly: tells the rebalance listener its
+    /// partitions are revoked, commits the positions (with auto-commit),
     /// then tells the coordinator, so the partitions move at once. A
     /// consumer dropped without `close` leaves too, but without the
     /// commit.
     pub async fn close(mut self) -> Result<()> {
+        if let Some(l) = self.group.as_ref().and_then(|g| g.listener.clone()) {
+            let mut held: Vec<(String, u32)> = self.assignments.keys().cloned().collect();
+            held.sort();
+            if !held.is_empty() {
+                l.on_revoked(&held);
+            }
+        }
         let result = if self.config.auto_commit && self.group.is_some() {
             self.commit().await
         } else {

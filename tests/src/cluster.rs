@@ -43,6 +43,9 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `cluster.forget_dead_after` of the test brokers.
 pub const FORGET_DEAD_AFTER: Duration = Duration::from_secs(3);
 
+/// How often group members heartbeat in the test clusters.
+pub const GROUP_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(300);
+
 /// How long one `Cluster` call may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -137,6 +140,25 @@ impl ClusterHarness {
             (
                 "STRATA_CLUSTER__FORGET_DEAD_AFTER".to_owned(),
                 format!("{}ms", FORGET_DEAD_AFTER.as_millis()),
+            ),
+            // Groups at test speed: members heartbeat often, may ask for
+            // short sessions, and coordinators snapshot (and truncate
+            // their logs) often.
+            (
+                "STRATA_GROUP__HEARTBEAT_INTERVAL".to_owned(),
+                format!("{}ms", GROUP_HEARTBEAT_INTERVAL.as_millis()),
+            ),
+            (
+                "STRATA_GROUP__MIN_SESSION_TIMEOUT".to_owned(),
+                "500ms".to_owned(),
+            ),
+            (
+                "STRATA_GROUP__OFFSETS_PARTITIONS".to_owned(),
+                "4".to_owned(),
+            ),
+            (
+                "STRATA_GROUP__SNAPSHOT_RECORDS".to_owned(),
+                "200".to_owned(),
             ),
         ];
         env.extend(self.env.iter().cloned());

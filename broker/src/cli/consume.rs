@@ -61,6 +61,15 @@ pub struct ConsumeArgs {
     /// print.partition, print.timestamp, print.headers (=true), key.separator.
     #[arg(long = "property", value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
+    /// Kafka-style consumer settings for --group: session.timeout.ms,
+    /// group.instance.id, enable.auto.commit, auto.commit.interval.ms,
+    /// client.id.
+    #[arg(
+        long = "consumer-property",
+        value_name = "KEY=VALUE",
+        requires = "group"
+    )]
+    pub consumer_properties: Vec<String>,
     #[command(flatten)]
     pub broker: BrokerArgs,
 }
@@ -145,6 +154,37 @@ impl Format {
     }
 }
 
+/// Applies `--consumer-property KEY=VALUE`s (Kafka's names).
+fn apply_consumer_properties(c: &mut ConsumerConfig, props: &[String]) -> anyhow::Result<()> {
+    for p in props {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--consumer-property takes KEY=VALUE: {p}"))?;
+        let ms = || -> anyhow::Result<Duration> {
+            let n: u64 = v
+                .parse()
+                .with_context(|| format!("{k} takes milliseconds: {v}"))?;
+            Ok(Duration::from_millis(n))
+        };
+        match k {
+            "session.timeout.ms" => c.session_timeout = ms()?,
+            "auto.commit.interval.ms" => c.auto_commit_interval = ms()?,
+            "enable.auto.commit" => {
+                c.auto_commit = v
+                    .parse()
+                    .with_context(|| format!("{k} takes true or false: {v}"))?;
+            }
+            "group.instance.id" => c.instance_id = Some(v.to_owned()),
+            "client.id" => c.client_id = v.to_owned(),
+            _ => anyhow::bail!(
+                "unknown --consumer-property; use session.timeout.ms, group.instance.id, \
+                 enable.auto.commit, auto.commit.interval.ms or client.id: {k}"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// A time as RFC 3339 or a duration ago, in ms since the epoch.
 pub(crate) fn parse_time(s: &str) -> anyhow::Result<i64> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
@@ -186,6 +226,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         } else {
             OffsetReset::Latest
         };
+        apply_consumer_properties(&mut config, &args.consumer_properties)?;
     }
     let mut consumer = Consumer::connect(&args.broker.url, config).await?;
     if let Some(group) = &args.group {
@@ -266,7 +307,14 @@ async fn print_records(
             let record = record.with_context(|| format!("cannot read topic {}", args.topic))?;
             format.write(&record, &mut buf);
             count += 1;
-            if buf.len() >= 64 * 1024 {
+            if args.group.is_some() {
+                // The next recv may commit this record's position: it must
+                // be out of our hands by then (a crash must not lose a
+                // committed record that was never printed).
+                stdout.write_all(&buf).await?;
+                stdout.flush().await?;
+                buf.clear();
+            } else if buf.len() >= 64 * 1024 {
                 stdout.write_all(&buf).await?;
                 buf.clear();
             }

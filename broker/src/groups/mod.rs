@@ -60,8 +60,8 @@ const LOAD_WAIT: Duration = Duration::from_secs(2);
 /// group subscribed to it cost no store request).
 const UNKNOWN_TOPIC_TTL: Duration = Duration::from_secs(10);
 
-/// How often the timer looks for offsets of deleted topics and expired
-/// empty groups.
+/// How often (at most) the timer looks for offsets of deleted topics and
+/// expired empty groups; more often when `group.offsets_retention` is short.
 const CLEANUP_EVERY: Duration = Duration::from_secs(30);
 
 /// Kafka's placement: `abs(javaHashCode(group)) % partitions`.
@@ -809,18 +809,22 @@ async fn live_topic_id(shared: &Shared, topic: &str) -> Option<String> {
 }
 
 /// The coordinator's timer: every 500 ms, with cleanup every
-/// [`CLEANUP_EVERY`] (or right after a topic changed).
+/// [`CLEANUP_EVERY`] or a quarter of `group.offsets_retention` if shorter
+/// (and right after a topic changed).
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut interval = tokio::time::interval(Duration::from_millis(500));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_cleanup = Instant::now();
+    let cleanup_every = CLEANUP_EVERY
+        .min(shared.groups.config.offsets_retention / 4)
+        .max(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             () = stop.cancelled() => return,
         }
         let groups = &shared.groups;
-        let cleanup = last_cleanup.elapsed() >= CLEANUP_EVERY
+        let cleanup = last_cleanup.elapsed() >= cleanup_every
             || groups.topics_changed.swap(false, Ordering::SeqCst);
         if cleanup {
             last_cleanup = Instant::now();
