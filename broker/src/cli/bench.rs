@@ -41,6 +41,10 @@ pub enum BenchCommand {
     /// time (small vs large sealed history), the produce dip during moves,
     /// and failover time after kill -9.
     Cluster(super::bench_cluster::ClusterBench),
+    /// Start a cluster of this binary and measure consumer groups:
+    /// rebalance time when a member joins, commit latency and store PUTs
+    /// per 1,000 commits, coordinator failover after kill -9.
+    Group(super::bench_group::GroupBench),
 }
 
 /// Where the broker's Prometheus metrics are.
@@ -130,6 +134,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Consume(a) => consume(a).await,
         BenchCommand::Store(a) => super::bench_store::run(a).await,
         BenchCommand::Cluster(a) => super::bench_cluster::run(a).await,
+        BenchCommand::Group(a) => super::bench_group::run(a).await,
     }
 }
 

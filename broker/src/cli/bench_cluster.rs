@@ -68,11 +68,12 @@ pub struct ClusterBench {
     pub idle: Duration,
 }
 
-struct Broker {
-    id: u32,
-    url: String,
-    http: String,
-    child: Child,
+/// A broker process started by a benchmark (killed when dropped).
+pub(super) struct Broker {
+    pub(super) id: u32,
+    pub(super) url: String,
+    pub(super) http: String,
+    pub(super) child: Child,
 }
 
 impl Drop for Broker {
@@ -81,8 +82,24 @@ impl Drop for Broker {
     }
 }
 
-async fn spawn_broker(
-    a: &ClusterBench,
+/// The cluster timings of `a` as broker environment variables.
+fn timing_env(a: &ClusterBench) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "STRATA_CLUSTER__HEARTBEAT_INTERVAL",
+            humantime::format_duration(a.heartbeat_interval).to_string(),
+        ),
+        (
+            "STRATA_CLUSTER__HEARTBEAT_TIMEOUT",
+            humantime::format_duration(a.heartbeat_timeout).to_string(),
+        ),
+    ]
+}
+
+/// Starts broker `id` of this binary on loopback ports over `store`, with
+/// `env`, its data and log under `dir`; returns once it is ready.
+pub(super) async fn spawn_broker(
+    env: &[(&str, String)],
     dir: &Path,
     store: &str,
     id: u32,
@@ -102,14 +119,7 @@ async fn spawn_broker(
         .args(["--http-addr", "127.0.0.1:0", "--store", store])
         .arg("--data-dir")
         .arg(&data)
-        .env(
-            "STRATA_CLUSTER__HEARTBEAT_INTERVAL",
-            humantime::format_duration(a.heartbeat_interval).to_string(),
-        )
-        .env(
-            "STRATA_CLUSTER__HEARTBEAT_TIMEOUT",
-            humantime::format_duration(a.heartbeat_timeout).to_string(),
-        )
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .kill_on_drop(true)
@@ -142,7 +152,7 @@ async fn spawn_broker(
 type Acks = Arc<Mutex<Vec<(u32, Instant, Instant)>>>;
 
 /// A producer offering a steady load in the background, recording acks.
-struct SteadyLoad {
+pub(super) struct SteadyLoad {
     producer: Producer,
     acks: Acks,
     stop: tokio_util::sync::CancellationToken,
@@ -152,7 +162,7 @@ struct SteadyLoad {
 impl SteadyLoad {
     /// Connects to `bootstrap` and offers `rate` records/s round-robin
     /// over `topic`'s first `partitions` partitions.
-    async fn start(
+    pub(super) async fn start(
         bootstrap: &str,
         topic: &str,
         partitions: u32,
@@ -178,7 +188,7 @@ impl SteadyLoad {
     }
 
     /// Stops the load; returns the acks and the number of failed sends.
-    async fn finish(self) -> anyhow::Result<(Vec<(u32, Instant, Instant)>, u64)> {
+    pub(super) async fn finish(self) -> anyhow::Result<(Vec<(u32, Instant, Instant)>, u64)> {
         self.stop.cancel();
         let failed = self.task.await.unwrap_or(0);
         self.producer.close().await?;
@@ -262,7 +272,8 @@ async fn wait_served(
     }
 }
 
-fn percentile(v: &mut [f64], q: f64) -> f64 {
+/// The `q` quantile of `v` (sorted in place).
+pub(super) fn percentile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -307,7 +318,7 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
     eprintln!("starting 3 brokers on {store} (work dir {})", dir.display());
     let mut brokers = Vec::new();
     for id in 1..=3 {
-        brokers.push(spawn_broker(&a, &dir, &store, id).await?);
+        brokers.push(spawn_broker(&timing_env(&a), &dir, &store, id).await?);
     }
     let urls: Vec<String> = brokers.iter().map(|b| b.url.clone()).collect();
     let admin = Admin::connect(&urls[0]).await?;
@@ -438,7 +449,7 @@ pub async fn run(a: ClusterBench) -> anyhow::Result<()> {
 }
 
 /// S3 Standard request prices (us-east-1), dollars per 1,000 requests.
-const PUT_LIST_PRICE: f64 = 0.005;
+pub(super) const PUT_LIST_PRICE: f64 = 0.005;
 const GET_PRICE: f64 = 0.0004;
 
 /// Counts each broker's store requests over `a.idle` and prints them per
@@ -491,7 +502,11 @@ async fn idle_cost(a: &ClusterBench, brokers: &[Broker]) {
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists.
-async fn create_topic(admin: &Admin, topic: &str, partitions: u32) -> anyhow::Result<()> {
+pub(super) async fn create_topic(
+    admin: &Admin,
+    topic: &str,
+    partitions: u32,
+) -> anyhow::Result<()> {
     let settings = TopicSettings {
         if_not_exists: true,
         ..Default::default()

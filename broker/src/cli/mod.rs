@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod bench_cluster;
+pub mod bench_group;
 pub mod bench_store;
 pub mod cluster;
 pub mod consume;
