@@ -458,3 +458,42 @@ async fn large_segments_upload_with_multipart() {
     let read = read_all(&log).await;
     check_invariant(&read, &acked, &BTreeMap::new(), 0);
 }
+
+/// `delete_records_before` drops the whole segments below an offset (what
+/// a group coordinator does once a snapshot covers them), keeps the one
+/// that straddles it and the tail, and a new owner sees the same start.
+#[tokio::test]
+async fn records_before_an_offset_are_deleted_by_whole_segments() {
+    let store = mem();
+    let tp = strata_tests::harness::tip("truncated", 0);
+    let node = Node::start(store.clone(), 1).await;
+    let log = node.open(&tp, small_log_config()).await.unwrap();
+    for i in 0..4 {
+        let vals: Vec<String> = (0..4).map(|k| format!("s{i}-{k}")).collect();
+        log.append(batch_of(&vals, None), Acks::All).await.unwrap();
+        log.seal().await.unwrap();
+    }
+    log.append(batch_of(&["tail".to_string()], None), Acks::All)
+        .await
+        .unwrap();
+    // Segments hold 0..=3, 4..=7, 8..=11, 12..=15; offset 9 is in the third.
+    assert_eq!(log.delete_records_before(9).await.unwrap(), 2);
+    let st = log.status();
+    assert_eq!(
+        (st.log_start_offset, st.segments, st.high_watermark),
+        (8, 2, 17)
+    );
+    assert_eq!(read_all(&log).await.len(), 9);
+    // Nothing below the start: a no-op.
+    assert_eq!(log.delete_records_before(3).await.unwrap(), 0);
+    node.crash();
+    let next = Node::start(store, 2).await;
+    assert_eq!(
+        next.open(&tp, small_log_config())
+            .await
+            .unwrap()
+            .status()
+            .log_start_offset,
+        8
+    );
+}
