@@ -49,6 +49,13 @@ use crate::topics::{Topic, TopicOverrides};
 /// The internal topic holding groups and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// How old the unsealed tail of a `__consumer_offsets` partition may get
+/// (ms). A coordinator's failover replays the dead broker's WAL objects
+/// from its tail's start, so this bounds it (about 30 s of the dead
+/// broker's flushes), at one seal (a segment and a manifest PUT) per busy
+/// partition per 30 s.
+const OFFSETS_SEGMENT_MS: i64 = 30_000;
+
 /// Longest group id accepted.
 pub const MAX_GROUP_ID_LEN: usize = 255;
 
@@ -216,8 +223,11 @@ impl GroupCoordinator {
             Ok(t) => t,
             Err(BrokerError::UnknownTopic(_)) => {
                 let overrides = TopicOverrides {
+                    // Kept by snapshots, not by retention.
                     retention_ms: Some(-1),
                     retention_bytes: Some(-1),
+                    // Sealed often, so a failover replays little WAL.
+                    segment_ms: Some(OFFSETS_SEGMENT_MS),
                     ..TopicOverrides::default()
                 };
                 let (topic, created) = shared
