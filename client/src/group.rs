@@ -265,8 +265,10 @@ pub(crate) struct Membership {
 impl Membership {
     /// Starts the task: it joins at once.
     pub(crate) fn start(coordinator: Arc<Coordinator>, settings: MemberSettings) -> Self {
+        // The member names itself, so a join retried after a lost answer
+        // is not taken for a second member.
         let state = Arc::new(Mutex::new(MemberState {
-            member_id: String::new(),
+            member_id: format!("{:032x}", rand::random::<u128>()),
             epoch: 0,
             owned: Partitions::new(),
             last_ok: Instant::now(),
@@ -373,7 +375,7 @@ async fn heartbeat_loop(
                 let assignment = from_wire(&resp.assignment);
                 {
                     let mut st = state.lock();
-                    if st.member_id.is_empty() {
+                    if st.epoch == 0 && resp.member_epoch > 0 {
                         tracing::info!(group = %coordinator.group(), member = %resp.member_id, "joined the group");
                     }
                     st.member_id = resp.member_id;
@@ -395,9 +397,10 @@ async fn heartbeat_loop(
             {
                 tracing::warn!(group = %coordinator.group(), error = %e, "this member lost its partitions; rejoining");
                 {
+                    // Rejoin as the same member, owning nothing.
                     let mut st = state.lock();
-                    st.member_id.clear();
                     st.epoch = 0;
+                    st.owned.clear();
                     st.last_ok = Instant::now();
                 }
                 view.send_modify(|v| {
@@ -417,8 +420,8 @@ async fn heartbeat_loop(
         let st = state.lock();
         (st.member_id.clone(), st.epoch)
     };
-    if member_id.is_empty() {
-        return;
+    if epoch == 0 {
+        return; // never joined (or lost its place): nothing to leave
     }
     let leave_epoch = if settings.instance_id.is_some() && epoch > 0 {
         -2

@@ -60,6 +60,9 @@ pub fn from_topic_map(map: &TopicMap) -> Partitions {
         .collect()
 }
 
+/// Longest member id a member may choose.
+pub const MAX_MEMBER_ID_LEN: usize = 64;
+
 /// Member epoch a member joins with.
 pub const JOIN_EPOCH: i32 = 0;
 /// Member epoch of a leave.
@@ -538,7 +541,26 @@ impl Group {
         limits: &Limits,
         new_member_id: impl FnOnce() -> String,
     ) -> Result<String, GroupError> {
-        let id = new_member_id();
+        // The member names itself (so a join retried after a lost answer
+        // is not a second member) or the coordinator names it.
+        let id = if hb.member_id.is_empty() {
+            new_member_id()
+        } else {
+            if hb.member_id.len() > MAX_MEMBER_ID_LEN
+                || !hb.member_id.chars().all(|c| c.is_ascii_graphic())
+            {
+                return Err(GroupError::Invalid(format!(
+                    "member ids are 1 to {MAX_MEMBER_ID_LEN} printable ASCII characters: {:?}",
+                    hb.member_id
+                )));
+            }
+            if self.members.contains_key(&hb.member_id) {
+                // A retried join, or a rejoin after it lost its partitions:
+                // the same member, which now owns what it reports.
+                return Ok(hb.member_id.clone());
+            }
+            hb.member_id.clone()
+        };
         // A static member coming back takes over its predecessor: same
         // partitions, same epoch, no rebalance.
         let predecessor = hb.instance_id.as_ref().and_then(|i| {
@@ -997,6 +1019,45 @@ mod tests {
         let again = s.hb(&a.member_id, a.epoch, &a2.assignment).unwrap();
         assert_eq!(again.epoch, 2);
         let _ = b;
+    }
+
+    #[test]
+    fn a_retried_join_is_the_same_member() {
+        let mut s = Sim::new();
+        let join = |s: &mut Sim| {
+            s.g.heartbeat(
+                Heartbeat {
+                    member_id: "client-chosen".into(),
+                    epoch: JOIN_EPOCH,
+                    topics: [T.to_owned()].into_iter().collect(),
+                    ..Heartbeat::default()
+                },
+                s.now,
+                &s.limits,
+                &counts,
+                || "coordinator-chosen".to_owned(),
+            )
+            .unwrap()
+        };
+        let first = join(&mut s);
+        let again = join(&mut s);
+        assert_eq!(first.member_id, "client-chosen");
+        assert_eq!(again.member_id, "client-chosen");
+        assert_eq!(s.g.member_count(), 1);
+        assert_eq!(again.assignment.len(), 12);
+        let bad = s.g.heartbeat(
+            Heartbeat {
+                member_id: "with space".into(),
+                epoch: JOIN_EPOCH,
+                topics: [T.to_owned()].into_iter().collect(),
+                ..Heartbeat::default()
+            },
+            s.now,
+            &s.limits,
+            &counts,
+            || "x".to_owned(),
+        );
+        assert!(matches!(bad, Err(GroupError::Invalid(_))), "{bad:?}");
     }
 
     #[test]
