@@ -253,6 +253,45 @@ async fn three_members(cluster: ClusterHarness) {
     let d = admin.describe_group("billing").await.expect("describe");
     assert_eq!(d.state, "STABLE", "{d:?}");
     assert_eq!(d.members.len(), 3);
+    // A stable group costs no store request: heartbeats append nothing
+    // (once the last positions are committed, auto-commit has nothing to
+    // send either).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let appended = || async {
+        admin
+            .describe_topic("__consumer_offsets")
+            .await
+            .expect("describe __consumer_offsets")
+            .partition_details
+            .iter()
+            .map(|p| p.high_watermark)
+            .sum::<i64>()
+    };
+    let before = appended().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        appended().await,
+        before,
+        "heartbeats of a stable group wrote records"
+    );
+    // The coordinator exports the lag of every partition, its own or not.
+    let metrics = cluster.broker(d.coordinator_id).http_url();
+    wait_for_async(
+        "lag series for every partition",
+        Duration::from_secs(20),
+        || async {
+            let body = strata_tests::broker::http_get(&metrics, "/metrics")
+                .await
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            body.lines()
+                .filter(|l| l.starts_with("strata_group_lag{group=\"billing\""))
+                .filter(|l| l.ends_with(" 0"))
+                .count()
+                == PARTITIONS as usize
+        },
+    )
+    .await;
     for m in members {
         m.close().await;
     }
@@ -598,7 +637,16 @@ async fn wait_for_members(admin: &Admin, group: &str, n: usize, timeout: Duratio
 /// go backwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_frozen_members_lose_their_partitions_and_nothing_else() {
-    let cluster = ClusterHarness::on_files(2).await;
+    killed_and_frozen(ClusterHarness::on_files(2).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_killed_and_frozen_members_lose_their_partitions_and_nothing_else() {
+    let s3 = TestS3::shared().await;
+    killed_and_frozen(ClusterHarness::on_s3(2, s3).await).await;
+}
+
+async fn killed_and_frozen(cluster: ClusterHarness) {
     create_topic(&cluster).await;
     let url = cluster.client_url().await;
     let admin = cluster.admin().await;
@@ -705,6 +753,75 @@ fn groups_client(url: &str) -> GroupsClient<tonic::transport::Channel> {
         .timeout(Duration::from_secs(20))
         .connect_lazy();
     GroupsClient::new(channel)
+}
+
+/// A static member that restarts within its session timeout gets its
+/// partitions back without a rebalance: the group epoch does not move and
+/// the other member keeps its partitions throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarts_without_a_rebalance() {
+    let cluster = ClusterHarness::on_files(1).await;
+    create_topic(&cluster).await;
+    let url = cluster.client_url().await;
+    let admin = cluster.admin().await;
+    let owned: Shared<Ownership> = Arc::default();
+    let processed: Shared<Processed> = Arc::default();
+    let static_config = |instance: &str| ConsumerConfig {
+        instance_id: Some(instance.to_owned()),
+        ..member_config()
+    };
+    let a = start_member(
+        &url,
+        "static",
+        "a",
+        static_config("host-a"),
+        owned.clone(),
+        processed.clone(),
+    )
+    .await;
+    let b = start_member(
+        &url,
+        "static",
+        "b",
+        static_config("host-b"),
+        owned.clone(),
+        processed.clone(),
+    )
+    .await;
+    wait_for_spread(&owned, &["a", "b"], Duration::from_secs(30)).await;
+    let held = |d: &strata_client::proto::v1::GroupDescription, instance: &str| {
+        d.members
+            .iter()
+            .find(|m| m.instance_id.as_deref() == Some(instance))
+            .and_then(|m| m.assignment.first().map(|t| t.partitions.clone()))
+    };
+    let before = admin.describe_group("static").await.expect("describe");
+    b.close().await;
+    // b left for a restart: a keeps its partitions, b's wait for it.
+    let during = admin.describe_group("static").await.expect("describe");
+    assert_eq!(during.group_epoch, before.group_epoch, "{during:?}");
+    assert_eq!(held(&during, "host-a"), held(&before, "host-a"));
+    let b2 = start_member(
+        &url,
+        "static",
+        "b2",
+        static_config("host-b"),
+        owned.clone(),
+        processed.clone(),
+    )
+    .await;
+    wait_for_spread(&owned, &["a", "b2"], Duration::from_secs(30)).await;
+    let after = admin.describe_group("static").await.expect("describe");
+    assert_eq!(
+        after.group_epoch, before.group_epoch,
+        "no rebalance: {after:?}"
+    );
+    assert_eq!(held(&after, "host-b"), held(&before, "host-b"));
+    assert_eq!(held(&after, "host-a"), held(&before, "host-a"));
+    a.close().await;
+    b2.close().await;
+    let violations = owned.lock().violations.clone();
+    assert!(violations.is_empty(), "{violations:?}");
 }
 
 fn reason(status: &tonic::Status) -> ErrorReason {

@@ -14,14 +14,17 @@
 //!   log, so commits of many groups share WAL flushes.
 //! - **Timer.** [`run`] expires members whose session timed out, notices
 //!   partition counts that changed, deletes the offsets of empty groups
-//!   after `group.offsets_retention` and those of deleted topics, and
-//!   loads the shards of partitions newly assigned here.
+//!   after `group.offsets_retention` and those of deleted topics, loads the
+//!   shards of partitions newly assigned here, and (every
+//!   [`lag::REFRESH_EVERY`]) asks partition owners for the high watermarks
+//!   the lag metrics need.
 //!
 //! What a newcomer must not break: a reply that depends on a state change
 //! (a grant, a commit) is sent only after the shard's writer made the
 //! change durable, and the hand-over rule of [`state`].
 
 pub mod assignor;
+pub mod lag;
 pub mod records;
 pub mod shard;
 pub mod state;
@@ -164,6 +167,9 @@ pub struct GroupCoordinator {
     /// A topic was deleted or re-created: look for offsets to delete at
     /// the next tick.
     topics_changed: AtomicBool,
+    /// High watermarks of partitions other brokers own, for lag metrics
+    /// ([`lag::refresh`]).
+    watermarks: Mutex<HashMap<(String, u32), i64>>,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -198,6 +204,7 @@ impl GroupCoordinator {
             offsets_topic: Mutex::new(None),
             unknown_topics: Mutex::new(HashMap::new()),
             topics_changed: AtomicBool::new(false),
+            watermarks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -642,7 +649,8 @@ impl GroupCoordinator {
                             let end = TopicPartition::new(t, *p)
                                 .ok()
                                 .and_then(|tp| shared.partitions.get_open(&tp))
-                                .map(|log| log.status().high_watermark);
+                                .map(|log| log.status().high_watermark)
+                                .or_else(|| self.watermarks.lock().get(&(t.clone(), *p)).copied());
                             (t.clone(), *p, c.offset, end)
                         })
                         .collect(),
@@ -651,6 +659,20 @@ impl GroupCoordinator {
         }
         out.sort_by(|a, b| a.group.cmp(&b.group));
         out
+    }
+
+    /// The topics the loaded groups committed offsets for.
+    fn committed_topics(&self) -> BTreeSet<String> {
+        self.loaded()
+            .iter()
+            .flat_map(|s| {
+                let st = s.state.lock();
+                st.groups
+                    .values()
+                    .flat_map(|g| g.offsets.keys().map(|(t, _)| t.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// The live loaded shards (dead ones are dropped).
@@ -825,6 +847,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut interval = tokio::time::interval(Duration::from_millis(500));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_cleanup = Instant::now();
+    let mut last_lag = Instant::now();
     let cleanup_every = CLEANUP_EVERY
         .min(shared.groups.config.offsets_retention / 4)
         .max(Duration::from_millis(500));
@@ -840,6 +863,12 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             last_cleanup = Instant::now();
         }
         groups.tick(&shared, cleanup).await;
+        if last_lag.elapsed() >= lag::REFRESH_EVERY {
+            last_lag = Instant::now();
+            let topics = groups.committed_topics();
+            let ends = lag::refresh(&shared, &topics).await;
+            *groups.watermarks.lock() = ends;
+        }
     }
 }
 
