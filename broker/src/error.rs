@@ -209,6 +209,7 @@ fn group_reason(e: &GroupError) -> ErrorReason {
         GroupError::UnknownMember { .. } => ErrorReason::UnknownMemberId,
         GroupError::FencedEpoch { .. } => ErrorReason::FencedMemberEpoch,
         GroupError::NotEmpty { .. } => ErrorReason::NonEmptyGroup,
+        GroupError::UnreleasedInstance { .. } => ErrorReason::UnreleasedInstanceId,
         GroupError::NotAssigned { .. } | GroupError::Invalid(_) => ErrorReason::InvalidRequest,
         GroupError::Full { .. } => ErrorReason::BrokerUnavailable,
     }

@@ -29,7 +29,8 @@ impl ErrorReason {
             | ErrorReason::NotCoordinator
             | ErrorReason::UnknownMemberId
             | ErrorReason::FencedMemberEpoch
-            | ErrorReason::NonEmptyGroup => Code::FailedPrecondition,
+            | ErrorReason::NonEmptyGroup
+            | ErrorReason::UnreleasedInstanceId => Code::FailedPrecondition,
             ErrorReason::GroupIdNotFound => Code::NotFound,
             ErrorReason::CoordinatorLoadInProgress | ErrorReason::CoordinatorNotAvailable => {
                 Code::Unavailable
@@ -217,7 +218,7 @@ impl From<ErrorInfo> for tonic::Status {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorReason; 23] = [
+    const ALL: [ErrorReason; 24] = [
         ErrorReason::Unspecified,
         ErrorReason::UnknownTopic,
         ErrorReason::UnknownPartition,
@@ -241,6 +242,7 @@ mod tests {
         ErrorReason::FencedMemberEpoch,
         ErrorReason::GroupIdNotFound,
         ErrorReason::NonEmptyGroup,
+        ErrorReason::UnreleasedInstanceId,
     ];
 
     #[test]

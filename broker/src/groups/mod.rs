@@ -70,6 +70,9 @@ const LOAD_WAIT: Duration = Duration::from_secs(2);
 /// group subscribed to it cost no store request).
 const UNKNOWN_TOPIC_TTL: Duration = Duration::from_secs(10);
 
+/// Most topics remembered as missing at once.
+const MAX_UNKNOWN_TOPICS: usize = 10_000;
+
 /// How often (at most) the timer looks for offsets of deleted topics and
 /// expired empty groups; more often when `group.offsets_retention` is short.
 const CLEANUP_EVERY: Duration = Duration::from_secs(30);
@@ -185,8 +188,9 @@ fn ms(d: Duration) -> u32 {
 }
 
 impl GroupCoordinator {
-    /// A coordinator with `config`.
-    pub fn new(config: GroupConfig) -> Self {
+    /// A coordinator with `config`; records are appended in batches of at
+    /// most `max_batch_bytes` (the broker's `log.max_batch_bytes`).
+    pub fn new(config: GroupConfig, max_batch_bytes: usize) -> Self {
         let limits = Limits {
             session_timeout_ms: ms(config.session_timeout),
             min_session_timeout_ms: ms(config.min_session_timeout),
@@ -195,6 +199,8 @@ impl GroupCoordinator {
             heartbeat_interval_ms: ms(config.heartbeat_interval),
             reconcile_interval_ms: ms(config.heartbeat_interval).min(200),
             max_members: config.max_members,
+            // A group record must fit the internal topic's batches.
+            max_group_bytes: (max_batch_bytes / 2).max(64 * 1024),
         };
         Self {
             config,
@@ -342,9 +348,30 @@ impl GroupCoordinator {
                                 }
                                 other => LoadFail::Failed(other.to_string()),
                             })?;
-                        Shard::load(p, log, dropped, shared.meta_store.clone(), snapshot_records)
-                            .await
-                            .map_err(|e| LoadFail::Failed(e.to_string()))
+                        let shard = Shard::load(
+                            p,
+                            log,
+                            dropped,
+                            shared.meta_store.clone(),
+                            snapshot_records,
+                        )
+                        .await
+                        .map_err(|e| LoadFail::Failed(e.to_string()))?;
+                        // Learn the subscribed topics before the first
+                        // tick, which would otherwise find them unknown.
+                        let topics: BTreeSet<String> = {
+                            let st = shard.state.lock();
+                            st.groups
+                                .values()
+                                .flat_map(Group::subscribed_topics)
+                                .collect()
+                        };
+                        for t in topics {
+                            if let Ok(name) = TopicName::new(&t) {
+                                let _ = shared.topics.get(&name).await;
+                            }
+                        }
+                        Ok(shard)
                     });
                     let f: LoadFuture = async move {
                         task.await
@@ -394,7 +421,11 @@ impl GroupCoordinator {
             match shared.topics.get(&name).await {
                 Ok(_) => {}
                 Err(BrokerError::UnknownTopic(_)) => {
-                    self.unknown_topics.lock().insert(t.clone(), Instant::now());
+                    let mut unknown = self.unknown_topics.lock();
+                    unknown.retain(|_, at| at.elapsed() < UNKNOWN_TOPIC_TTL);
+                    if unknown.len() < MAX_UNKNOWN_TOPICS {
+                        unknown.insert(t.clone(), Instant::now());
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -433,6 +464,8 @@ impl GroupCoordinator {
             (reply?, write)
         };
         if write {
+            // Answer only once the change (ours, or one in flight that the
+            // answer depends on) is durable.
             shard
                 .write(group, Write::GroupState(group.to_owned()))
                 .await?;
@@ -520,7 +553,7 @@ impl GroupCoordinator {
                 }
             }
         }
-        shard.write(group, Write::Records(records)).await
+        shard.write(group, Write::Commits(records)).await.map(drop)
     }
 
     /// The committed offsets of `group` (of `filter` only, if not empty)
@@ -562,43 +595,24 @@ impl GroupCoordinator {
         filter: &BTreeSet<Tp>,
     ) -> Result<usize> {
         let shard = self.shard_for(shared, group).await?;
-        let records: Vec<GroupRecord> = {
-            let st = shard.state.lock();
-            let g = st
-                .groups
-                .get(group)
-                .ok_or_else(|| BrokerError::GroupNotFound(group.to_owned()))?;
-            g.check_empty("deleting offsets")?;
-            g.offsets
-                .keys()
-                .filter(|tp| filter.is_empty() || filter.contains(*tp))
-                .map(|(topic, partition)| GroupRecord::Offset {
+        shard
+            .write(
+                group,
+                Write::DeleteOffsets {
                     group: group.to_owned(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    value: None,
-                })
-                .collect()
-        };
-        let n = records.len();
-        shard.write(group, Write::Records(records)).await?;
-        Ok(n)
+                    filter: filter.clone(),
+                },
+            )
+            .await
     }
 
     /// Deletes a group without members, with its offsets.
     pub async fn delete_group(&self, shared: &Shared, group: &str) -> Result<()> {
         let shard = self.shard_for(shared, group).await?;
-        let records = {
-            let mut st = shard.state.lock();
-            let g = st
-                .groups
-                .get(group)
-                .ok_or_else(|| BrokerError::GroupNotFound(group.to_owned()))?;
-            g.check_empty("deleting the group")?;
-            let g = st.groups.remove(group).map(|g| tombstones(&g));
-            g.unwrap_or_default()
-        };
-        shard.write(group, Write::Records(records)).await
+        shard
+            .write(group, Write::DeleteGroup(group.to_owned()))
+            .await
+            .map(drop)
     }
 
     /// A copy of `group` as the coordinator sees it.
@@ -709,7 +723,7 @@ impl GroupCoordinator {
                 }
             }
             for g in writes {
-                shard.write_later(Write::GroupState(g));
+                shard.write_later(Write::GroupState(g)).await;
             }
         }
         if cleanup {
@@ -733,97 +747,50 @@ impl GroupCoordinator {
         }
     }
 
-    /// Deletes the offsets of topics that are gone and of groups empty for
-    /// longer than `group.offsets_retention`.
+    /// Deletes the offsets of topic incarnations that are gone and of
+    /// groups empty for longer than `group.offsets_retention`; the writer
+    /// decides which, against the state when it takes the request.
     async fn cleanup(&self, shared: &Shared, shard: &Shard, now: i64) {
         let retention =
             i64::try_from(self.config.offsets_retention.as_millis()).unwrap_or(i64::MAX);
-        let (expired, topics): (Vec<Group>, BTreeSet<(String, String)>) = {
-            let mut st = shard.state.lock();
-            let expired_ids: Vec<String> = st
-                .groups
-                .values()
-                .filter(|g| {
-                    let last_commit = g.offsets.values().map(|c| c.commit_ms).max();
-                    let since = g.empty_since_ms().max(last_commit).unwrap_or(now);
-                    g.member_count() == 0 && now.saturating_sub(since) > retention
-                })
-                .map(|g| g.id.clone())
-                .collect();
-            let expired = expired_ids
-                .iter()
-                .filter_map(|id| st.groups.remove(id))
-                .collect();
-            let topics = st
-                .groups
+        let topics: BTreeSet<(String, String)> = {
+            let st = shard.state.lock();
+            st.groups
                 .values()
                 .flat_map(|g| {
                     g.offsets
                         .iter()
                         .map(|((t, _), c)| (t.clone(), c.topic_id.clone()))
                 })
-                .collect();
-            (expired, topics)
+                .collect()
         };
-        let mut records: Vec<GroupRecord> = Vec::new();
-        for g in &expired {
-            tracing::info!(group = %g.id, offsets = g.offsets.len(), "deleting the offsets of a group empty for longer than group.offsets_retention");
-            records.extend(tombstones(g));
-        }
-        // Offsets of topics deleted or re-created.
-        let mut stale: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut stale = BTreeSet::new();
         for (topic, id) in topics {
             if live_topic_id(shared, &topic).await.as_deref() != Some(id.as_str()) {
                 stale.insert((topic, id));
             }
         }
         if !stale.is_empty() {
-            let st = shard.state.lock();
-            for g in st.groups.values() {
-                for ((t, p), c) in &g.offsets {
-                    if stale.contains(&(t.clone(), c.topic_id.clone())) {
-                        records.push(GroupRecord::Offset {
-                            group: g.id.clone(),
-                            topic: t.clone(),
-                            partition: *p,
-                            value: None,
-                        });
-                    }
-                }
-            }
             tracing::info!(topics = ?stale, "deleting committed offsets of deleted topics");
         }
-        if !records.is_empty() {
-            shard.write_later(Write::Records(records));
-        }
+        shard
+            .write_later(Write::Cleanup {
+                stale,
+                expire_before_ms: now.saturating_sub(retention),
+            })
+            .await;
     }
 }
 
-/// The records that delete `g` and its offsets.
-fn tombstones(g: &Group) -> Vec<GroupRecord> {
-    let mut out: Vec<GroupRecord> = g
-        .offsets
-        .keys()
-        .map(|(topic, partition)| GroupRecord::Offset {
-            group: g.id.clone(),
-            topic: topic.clone(),
-            partition: *partition,
-            value: None,
-        })
-        .collect();
-    out.push(GroupRecord::Group {
-        group: g.id.clone(),
-        value: None,
-    });
-    out
-}
-
-/// A topic's partition count from the registry's cache (0: unknown).
-fn partition_count(shared: &Shared, topic: &str) -> u32 {
-    TopicName::new(topic)
-        .ok()
-        .and_then(|n| shared.topics.cached(&n))
-        .map_or(0, |t| t.record.partitions)
+/// A topic's partition count from the registry's cache: `Some(0)` when it
+/// is known to be gone, `None` when this broker has not looked it up yet.
+fn partition_count(shared: &Shared, topic: &str) -> Option<u32> {
+    let name = TopicName::new(topic).ok()?;
+    match shared.topics.cached(&name) {
+        Some(t) => Some(t.record.partitions),
+        None if shared.topics.cached_as_deleted(&name) => Some(0),
+        None => None,
+    }
 }
 
 /// The id of the live incarnation of `topic`, if it exists.

@@ -20,6 +20,7 @@
 //!   the durable state to a snapshot task; once the snapshot is stored,
 //!   the log below the previous snapshot is deleted.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::records::{self, GroupRecord, ShardState, Snapshot};
+use super::state::{Group, GroupError, GroupValue, Tp};
 use crate::error::{BrokerError, Result};
 use crate::service::now_ms;
 
@@ -49,18 +51,64 @@ const WRITE_QUEUE: usize = 4096;
 /// Bytes read per step while loading.
 const LOAD_READ_BYTES: usize = 4 << 20;
 
-/// What to write.
+/// What to write. Deletes are decided when the writer takes them (their
+/// conditions checked again against the state then), so they land in the
+/// log after exactly the records they were decided against.
 #[derive(Debug)]
 pub enum Write {
-    /// These records.
-    Records(Vec<GroupRecord>),
+    /// Offset commits (checked by the caller).
+    Commits(Vec<GroupRecord>),
     /// The group's record as it is when the writer takes it.
     GroupState(String),
+    /// Delete committed offsets (all when `filter` is empty) of a group
+    /// that has no members.
+    DeleteOffsets {
+        /// The group.
+        group: String,
+        /// Which partitions.
+        filter: BTreeSet<Tp>,
+    },
+    /// Delete a group that has no members, with its offsets.
+    DeleteGroup(String),
+    /// Delete the offsets of topic incarnations that are gone (topic, id),
+    /// and groups without members whose last activity is older than
+    /// `expire_before_ms`.
+    Cleanup {
+        /// Gone (topic, topic id) pairs.
+        stale: BTreeSet<(String, String)>,
+        /// Expiry cut-off.
+        expire_before_ms: i64,
+    },
 }
+
+/// Why a write was not done.
+#[derive(Debug, Clone)]
+pub enum WriteError {
+    /// A group rule refused it when the writer took it.
+    Refused(GroupError),
+    /// The group does not exist.
+    NotFound,
+    /// The append failed: the shard is dead.
+    Failed(String),
+}
+
+/// What a write did: how many records it deleted.
+type WriteResult = std::result::Result<usize, WriteError>;
 
 struct Queued {
     write: Write,
-    reply: oneshot::Sender<std::result::Result<(), String>>,
+    reply: oneshot::Sender<WriteResult>,
+}
+
+/// The records one round of the writer appends, and what to do once they
+/// are durable.
+#[derive(Default)]
+struct Round {
+    records: Vec<GroupRecord>,
+    /// Group values taken, with their versions.
+    taken: Vec<(String, GroupValue, u64)>,
+    /// Per queued write, its outcome if the append succeeds.
+    outcomes: Vec<WriteResult>,
 }
 
 /// A loaded coordinator partition.
@@ -195,8 +243,9 @@ impl Shard {
         !self.dead.is_cancelled()
     }
 
-    /// Queues `write` and waits until it is durable.
-    pub async fn write(&self, group: &str, write: Write) -> Result<()> {
+    /// Queues `write` and waits until it is durable; returns how many
+    /// records it deleted.
+    pub async fn write(&self, group: &str, write: Write) -> Result<usize> {
         let lost = |detail: String| BrokerError::NotCoordinator {
             group: group.to_owned(),
             coordinator: None,
@@ -213,8 +262,10 @@ impl Shard {
                 )
             })?;
         match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(lost(format!(
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(WriteError::Refused(e))) => Err(e.into()),
+            Ok(Err(WriteError::NotFound)) => Err(BrokerError::GroupNotFound(group.to_owned())),
+            Ok(Err(WriteError::Failed(e))) => Err(lost(format!(
                 "writing to the group's partition failed ({e}); find the coordinator again"
             ))),
             Err(_) => Err(lost(
@@ -223,14 +274,15 @@ impl Shard {
         }
     }
 
-    /// Queues `write` without waiting (expiries found by the coordinator's
-    /// own timer).
-    pub fn write_later(&self, write: Write) {
+    /// Queues `write` without waiting for it to be done (the
+    /// coordinator's own timer: expiries, cleanup). Waits for room in the
+    /// queue, never drops it.
+    pub async fn write_later(&self, write: Write) {
         let (reply, _) = oneshot::channel();
-        if self.writes.try_send(Queued { write, reply }).is_err() {
+        if self.writes.send(Queued { write, reply }).await.is_err() {
             tracing::debug!(
                 partition = self.partition,
-                "group write queue full; the next tick retries"
+                "group shard closed; write dropped"
             );
         }
     }
@@ -253,11 +305,20 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let records = self.collect(&queued);
-            let result = self.append(records).await;
+            let round = self.collect(&queued);
+            let Round {
+                records,
+                taken,
+                outcomes,
+            } = round;
+            let result = self.append(records, taken).await;
             let failed = result.is_err();
-            for q in queued {
-                let _ = q.reply.send(result.clone());
+            for (q, outcome) in queued.into_iter().zip(outcomes) {
+                let r = match &result {
+                    Ok(()) => outcome,
+                    Err(e) => Err(WriteError::Failed(e.clone())),
+                };
+                let _ = q.reply.send(r);
             }
             if failed {
                 self.dead.cancel();
@@ -266,35 +327,128 @@ impl Writer {
         }
     }
 
-    /// The records of `queued`, group records built from the state now.
-    fn collect(&self, queued: &[Queued]) -> Vec<GroupRecord> {
-        let st = self.state.lock();
-        let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+    /// The records of `queued`, decided against the state now: group
+    /// records are built from the groups as they are, deletes checked
+    /// again. Groups deleted here leave the state at once, so anything a
+    /// request does to them afterwards lands after their tombstones.
+    fn collect(&self, queued: &[Queued]) -> Round {
+        let mut st = self.state.lock();
+        let mut round = Round::default();
+        // Offsets committed earlier in this round: a delete decided against
+        // the state must not cover them.
+        let mut committed: HashMap<(String, String, u32), String> = HashMap::new();
         for q in queued {
-            match &q.write {
-                Write::Records(r) => out.extend(r.iter().cloned()),
-                Write::GroupState(g) => {
-                    if !seen.insert(g.clone()) {
-                        continue;
+            let outcome = match &q.write {
+                Write::Commits(r) => {
+                    for rec in r {
+                        if let GroupRecord::Offset {
+                            group,
+                            topic,
+                            partition,
+                            value: Some(v),
+                        } = rec
+                        {
+                            committed.insert(
+                                (group.clone(), topic.clone(), *partition),
+                                v.topic_id.clone(),
+                            );
+                        }
                     }
-                    if let Some(group) = st.groups.get(g)
-                        && group.needs_write()
-                    {
-                        out.push(GroupRecord::Group {
-                            group: g.clone(),
-                            value: Some(group.value()),
-                        });
-                    }
+                    round.records.extend(r.iter().cloned());
+                    Ok(0)
                 }
-            }
+                Write::GroupState(g) => {
+                    if let Some((value, version)) = st.groups.get_mut(g).and_then(Group::take) {
+                        round.records.push(GroupRecord::Group {
+                            group: g.clone(),
+                            value: Some(value.clone()),
+                        });
+                        round.taken.push((g.clone(), value, version));
+                    }
+                    Ok(0)
+                }
+                Write::DeleteOffsets { group, filter } => match st.groups.get(group) {
+                    None => Err(WriteError::NotFound),
+                    Some(g) => match g.check_empty("deleting offsets") {
+                        Err(e) => Err(WriteError::Refused(e)),
+                        Ok(()) => {
+                            let doomed: Vec<GroupRecord> = g
+                                .offsets
+                                .keys()
+                                .filter(|tp| filter.is_empty() || filter.contains(*tp))
+                                .map(|(t, p)| tombstone(group, t, *p))
+                                .collect();
+                            let n = doomed.len();
+                            round.records.extend(doomed);
+                            Ok(n)
+                        }
+                    },
+                },
+                Write::DeleteGroup(group) => match st.groups.get(group) {
+                    None => Err(WriteError::NotFound),
+                    Some(g) => match g.check_empty("deleting the group") {
+                        Err(e) => Err(WriteError::Refused(e)),
+                        Ok(()) => {
+                            let n = g.offsets.len();
+                            if let Some(g) = st.groups.remove(group) {
+                                round.records.extend(group_tombstones(&g));
+                            }
+                            Ok(n)
+                        }
+                    },
+                },
+                Write::Cleanup {
+                    stale,
+                    expire_before_ms,
+                } => {
+                    let mut n = 0;
+                    let recommitted = |g: &str, t: &str, p: u32| {
+                        committed.contains_key(&(g.to_owned(), t.to_owned(), p))
+                    };
+                    let expired: Vec<String> = st
+                        .groups
+                        .values()
+                        .filter(|g| {
+                            let last_commit = g.offsets.values().map(|c| c.commit_ms).max();
+                            let since = g.empty_since_ms().max(last_commit);
+                            g.member_count() == 0
+                                && since.is_some_and(|t| t < *expire_before_ms)
+                                && !committed.keys().any(|(cg, _, _)| cg == &g.id)
+                        })
+                        .map(|g| g.id.clone())
+                        .collect();
+                    for id in expired {
+                        if let Some(g) = st.groups.remove(&id) {
+                            tracing::info!(group = %id, offsets = g.offsets.len(), "deleting a group empty for longer than group.offsets_retention");
+                            n += g.offsets.len();
+                            round.records.extend(group_tombstones(&g));
+                        }
+                    }
+                    for g in st.groups.values() {
+                        for ((t, p), c) in &g.offsets {
+                            if stale.contains(&(t.clone(), c.topic_id.clone()))
+                                && !recommitted(&g.id, t, *p)
+                            {
+                                round.records.push(tombstone(&g.id, t, *p));
+                                n += 1;
+                            }
+                        }
+                    }
+                    Ok(n)
+                }
+            };
+            round.outcomes.push(outcome);
         }
-        out
+        round
     }
 
     /// Appends `records` (in batches of at most [`BATCH_BYTES`]), applies
     /// them once durable, and starts a snapshot when one is due.
-    async fn append(&mut self, records: Vec<GroupRecord>) -> std::result::Result<(), String> {
+    async fn append(
+        &mut self,
+        records: Vec<GroupRecord>,
+        taken: Vec<(String, GroupValue, u64)>,
+    ) -> std::result::Result<(), String> {
         if records.is_empty() {
             return Ok(());
         }
@@ -311,6 +465,14 @@ impl Writer {
             let mut st = self.state.lock();
             for record in chunk {
                 apply_durable(&mut st, record);
+            }
+        }
+        {
+            let mut st = self.state.lock();
+            for (g, value, version) in taken {
+                if let Some(g) = st.groups.get_mut(&g) {
+                    g.made_durable(value, version);
+                }
             }
         }
         if let Some(offset) = next_offset
@@ -364,6 +526,30 @@ impl Writer {
             flag.store(false, Ordering::SeqCst);
         });
     }
+}
+
+/// The tombstone of one committed offset.
+fn tombstone(group: &str, topic: &str, partition: u32) -> GroupRecord {
+    GroupRecord::Offset {
+        group: group.to_owned(),
+        topic: topic.to_owned(),
+        partition,
+        value: None,
+    }
+}
+
+/// The records that delete `g` and its offsets.
+fn group_tombstones(g: &Group) -> Vec<GroupRecord> {
+    let mut out: Vec<GroupRecord> = g
+        .offsets
+        .keys()
+        .map(|(t, p)| tombstone(&g.id, t, *p))
+        .collect();
+    out.push(GroupRecord::Group {
+        group: g.id.clone(),
+        value: None,
+    });
+    out
 }
 
 /// Splits `records` into runs of about [`BATCH_BYTES`].
@@ -436,10 +622,8 @@ fn apply_durable(st: &mut ShardState, record: GroupRecord) {
                 }
             }
         }
-        GroupRecord::Group { group, value } => {
-            if let (Some(g), Some(v)) = (st.groups.get_mut(&group), value) {
-                g.persisted = Some(v);
-            }
-        }
+        // Marked durable by the writer with its version; a tombstone's
+        // group left the state when the writer took it.
+        GroupRecord::Group { .. } => {}
     }
 }

@@ -125,6 +125,19 @@ pub enum GroupError {
         /// The partition.
         partition: u32,
     },
+    /// A static member's instance id is held by a member that has not
+    /// left.
+    #[error(
+        "instance id {instance} of group {group} is used by a member that has not left; a \
+         restarted member gets it once the old one leaves or its session times out (two \
+         processes must not share an instance id)"
+    )]
+    UnreleasedInstance {
+        /// The group.
+        group: String,
+        /// The instance id.
+        instance: String,
+    },
     /// The group is at its member limit.
     #[error("group {group} has group.max_members ({max}) members already; retry later")]
     Full {
@@ -156,6 +169,8 @@ pub struct Limits {
     pub reconcile_interval_ms: u32,
     /// Most members of one group.
     pub max_members: usize,
+    /// Most bytes a group record may take.
+    pub max_group_bytes: usize,
 }
 
 impl Default for Limits {
@@ -168,6 +183,7 @@ impl Default for Limits {
             heartbeat_interval_ms: 2_000,
             reconcile_interval_ms: 200,
             max_members: 1_000,
+            max_group_bytes: 512 * 1024,
         }
     }
 }
@@ -277,6 +293,34 @@ pub struct Heartbeat {
     pub host: String,
 }
 
+/// Longest client id or instance id kept.
+pub const MAX_CLIENT_ID_LEN: usize = 255;
+
+/// Most topics one member may subscribe to.
+pub const MAX_SUBSCRIBED_TOPICS: usize = 1_000;
+
+fn check_member_fields(hb: &Heartbeat, _limits: &Limits) -> Result<(), GroupError> {
+    if hb.client_id.len() > MAX_CLIENT_ID_LEN {
+        return Err(GroupError::Invalid(format!(
+            "client id is longer than {MAX_CLIENT_ID_LEN} bytes"
+        )));
+    }
+    if let Some(i) = &hb.instance_id
+        && (i.len() > MAX_CLIENT_ID_LEN || i.chars().any(char::is_control))
+    {
+        return Err(GroupError::Invalid(format!(
+            "instance ids are at most {MAX_CLIENT_ID_LEN} bytes without control characters"
+        )));
+    }
+    if hb.topics.len() > MAX_SUBSCRIBED_TOPICS {
+        return Err(GroupError::Invalid(format!(
+            "a member may subscribe to at most {MAX_SUBSCRIBED_TOPICS} topics, got {}",
+            hb.topics.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A heartbeat's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatReply {
@@ -327,6 +371,12 @@ pub struct Group {
     pub offsets: BTreeMap<Tp, Committed>,
     /// The group record last made durable (`None`: none yet).
     pub persisted: Option<GroupValue>,
+    /// Bumped by every change to what [`Group::value`] returns.
+    version: u64,
+    /// The version of the value the shard's writer last took.
+    taken: u64,
+    /// The version last made durable.
+    durable: u64,
     /// Target recomputations since this coordinator loaded the group.
     pub rebalances: u64,
 }
@@ -344,6 +394,9 @@ impl Group {
             empty_since_ms: None,
             offsets: BTreeMap::new(),
             persisted: None,
+            version: 0,
+            taken: 0,
+            durable: 0,
             rebalances: 0,
         }
     }
@@ -379,6 +432,9 @@ impl Group {
             empty_since_ms: v.empty_since_ms,
             offsets: BTreeMap::new(),
             persisted: Some(v.clone()),
+            version: 0,
+            taken: 0,
+            durable: 0,
             rebalances: 0,
         }
     }
@@ -399,9 +455,43 @@ impl Group {
         }
     }
 
-    /// True when the group record changed since it was last made durable.
+    /// True when a reply about this group must wait for the writer: a
+    /// change is not durable yet (not taken, or taken by an append still
+    /// in flight).
     pub fn needs_write(&self) -> bool {
-        self.persisted.as_ref() != Some(&self.value())
+        self.version > self.durable
+    }
+
+    /// For the writer: the value to append, if it changed since the writer
+    /// last took it, with its version.
+    pub fn take(&mut self) -> Option<(GroupValue, u64)> {
+        (self.version > self.taken).then(|| {
+            self.taken = self.version;
+            (self.value(), self.version)
+        })
+    }
+
+    /// For the writer: `value` at `version` is durable.
+    pub fn made_durable(&mut self, value: GroupValue, version: u64) {
+        if version > self.durable {
+            self.durable = version;
+            self.persisted = Some(value);
+        }
+    }
+
+    fn touch(&mut self) {
+        self.version += 1;
+    }
+
+    /// What a change of the group-level fields would show.
+    fn shape(&self) -> (i32, i32, Option<i64>, usize, u64) {
+        (
+            self.epoch,
+            self.assignment_epoch,
+            self.empty_since_ms,
+            self.members.len(),
+            self.rebalances,
+        )
     }
 
     /// The group epoch.
@@ -417,6 +507,14 @@ impl Group {
     /// Number of members (static members away for a restart included).
     pub fn member_count(&self) -> usize {
         self.members.len()
+    }
+
+    /// Every topic a member subscribes to.
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.members
+            .values()
+            .flat_map(|m| m.value.topics.iter().cloned())
+            .collect()
     }
 
     /// A member's target partitions.
@@ -448,15 +546,39 @@ impl Group {
     }
 
     /// Handles a heartbeat at `now_ms`; `partitions_of` gives a topic's
-    /// partition count (0: no such topic).
+    /// partition count (`Some(0)`: no such topic; `None`: not known here
+    /// yet, keep what the group had).
     pub fn heartbeat(
         &mut self,
         hb: Heartbeat,
         now_ms: i64,
         limits: &Limits,
-        partitions_of: &dyn Fn(&str) -> u32,
+        partitions_of: &dyn Fn(&str) -> Option<u32>,
         new_member_id: impl FnOnce() -> String,
     ) -> Result<HeartbeatReply, GroupError> {
+        let shape = self.shape();
+        let before = self.members.get(&hb.member_id).map(|m| m.value.clone());
+        let result = self.heartbeat_inner(hb, now_ms, limits, partitions_of, new_member_id);
+        let after = result
+            .as_ref()
+            .ok()
+            .and_then(|r| self.members.get(&r.member_id))
+            .map(|m| &m.value);
+        if self.shape() != shape || after != before.as_ref() {
+            self.touch();
+        }
+        result
+    }
+
+    fn heartbeat_inner(
+        &mut self,
+        hb: Heartbeat,
+        now_ms: i64,
+        limits: &Limits,
+        partitions_of: &dyn Fn(&str) -> Option<u32>,
+        new_member_id: impl FnOnce() -> String,
+    ) -> Result<HeartbeatReply, GroupError> {
+        check_member_fields(&hb, limits)?;
         let session = match hb.session_timeout_ms {
             0 => limits.session_timeout_ms,
             s if s < limits.min_session_timeout_ms || s > limits.max_session_timeout_ms => {
@@ -516,7 +638,13 @@ impl Group {
             m.value.host = hb.host.clone();
         }
         if m.value.topics != hb.topics {
-            m.value.topics = hb.topics.clone();
+            let old = std::mem::replace(&mut m.value.topics, hb.topics.clone());
+            if self.estimated_bytes() > limits.max_group_bytes {
+                if let Some(m) = self.members.get_mut(&member_id) {
+                    m.value.topics = old;
+                }
+                return Err(self.too_large(limits));
+            }
             self.epoch += 1;
         }
         self.refresh_target(partitions_of);
@@ -570,6 +698,13 @@ impl Group {
                 .map(|m| m.value.id.clone())
         });
         if let Some(old) = predecessor {
+            if self.members.get(&old).is_some_and(|m| !m.value.left) {
+                return Err(GroupError::UnreleasedInstance {
+                    group: self.id.clone(),
+                    instance: hb.instance_id.clone().unwrap_or_default(),
+                });
+            }
+            self.touch();
             if let Some(mut m) = self.members.remove(&old) {
                 tracing::info!(group = %self.id, instance = ?hb.instance_id, %old, new = %id, "static member rejoined; it keeps its partitions");
                 m.value.id = id.clone();
@@ -608,9 +743,47 @@ impl Group {
                 revoke_deadline_ms: None,
             },
         );
+        if self.estimated_bytes() > limits.max_group_bytes {
+            self.members.remove(&id);
+            return Err(self.too_large(limits));
+        }
         self.empty_since_ms = None;
         self.epoch += 1;
         Ok(id)
+    }
+
+    /// About how many bytes the group record takes (checked when a member
+    /// joins or changes its subscription, so a record always fits a batch).
+    fn estimated_bytes(&self) -> usize {
+        let members: usize = self
+            .members
+            .values()
+            .map(|m| {
+                let v = &m.value;
+                160 + v.id.len()
+                    + v.instance_id.as_ref().map_or(0, String::len)
+                    + v.client_id.len()
+                    + v.host.len()
+                    + v.topics.iter().map(|t| t.len() + 3).sum::<usize>()
+            })
+            .sum();
+        // Each partition appears in at most one assigned and one target
+        // set, and once in the counts.
+        let partitions: usize = self
+            .topic_counts
+            .iter()
+            .map(|(t, n)| 2 * (t.len() + 8) + *n as usize * 2 * 7)
+            .sum();
+        members + partitions
+    }
+
+    fn too_large(&self, limits: &Limits) -> GroupError {
+        GroupError::Invalid(format!(
+            "group {} would outgrow the {} bytes a group record may take (members, their \
+             subscriptions and client ids); subscribe to fewer topics, use shorter ids or split \
+             the group",
+            self.id, limits.max_group_bytes
+        ))
     }
 
     /// A member leaves: its partitions are free at once, or, for a static
@@ -622,6 +795,7 @@ impl Group {
         if temporarily && m.value.instance_id.is_some() {
             m.value.left = true;
             m.session_deadline_ms = now_ms + i64::from(m.value.session_timeout_ms);
+            self.touch();
             return;
         }
         self.remove(member, now_ms);
@@ -629,6 +803,7 @@ impl Group {
 
     fn remove(&mut self, member: &str, now_ms: i64) {
         if self.members.remove(member).is_some() {
+            self.touch();
             self.target.remove(member);
             self.epoch += 1;
             if self.members.is_empty() {
@@ -657,7 +832,7 @@ impl Group {
     /// Bumps the epoch if a subscribed topic's partition count changed,
     /// and recomputes the target if the epoch moved past it. True when the
     /// target was recomputed.
-    pub fn refresh_target(&mut self, partitions_of: &dyn Fn(&str) -> u32) -> bool {
+    pub fn refresh_target(&mut self, partitions_of: &dyn Fn(&str) -> Option<u32>) -> bool {
         let subscribed: BTreeSet<&String> = self
             .members
             .values()
@@ -665,10 +840,17 @@ impl Group {
             .collect();
         let counts: BTreeMap<String, u32> = subscribed
             .into_iter()
-            .map(|t| (t.clone(), partitions_of(t)))
+            .map(|t| {
+                // Not known here yet (a coordinator that just took over):
+                // as before, rather than as deleted.
+                let n = partitions_of(t)
+                    .unwrap_or_else(|| self.topic_counts.get(t).copied().unwrap_or(0));
+                (t.clone(), n)
+            })
             .filter(|(_, n)| *n > 0)
             .collect();
         if counts != self.topic_counts {
+            self.touch();
             self.topic_counts = counts;
             // One bump per change, whatever else changed with it.
             if self.epoch == self.assignment_epoch {
@@ -683,6 +865,7 @@ impl Group {
             .values()
             .map(|m| (m.value.id.clone(), m.value.topics.clone()))
             .collect();
+        self.touch();
         self.target = assignor::assign(&subscriptions, &self.topic_counts, &self.target);
         self.assignment_epoch = self.epoch;
         self.rebalances += 1;
@@ -767,7 +950,10 @@ impl Group {
             return self.check_empty("commit without a member id");
         }
         let m = self.member(member)?;
-        if epoch > m.value.epoch || epoch < 0 {
+        // The current epoch, or the one before while its answer may still
+        // be on its way; anything older is from before a loss.
+        let v = &m.value;
+        if epoch <= 0 || !(epoch == v.epoch || epoch == v.previous_epoch) {
             return Err(GroupError::FencedEpoch {
                 group: self.id.clone(),
                 member: member.to_owned(),
@@ -810,8 +996,8 @@ mod tests {
 
     const T: &str = "orders";
 
-    fn counts(topic: &str) -> u32 {
-        if topic == T { 12 } else { 0 }
+    fn counts(topic: &str) -> Option<u32> {
+        Some(if topic == T { 12 } else { 0 })
     }
 
     struct Sim {
@@ -839,7 +1025,8 @@ mod tests {
         ) -> Result<HeartbeatReply, GroupError> {
             self.next_id += 1;
             let id = format!("m{}", self.next_id);
-            self.g.heartbeat(
+            let before = self.g.value();
+            let r = self.g.heartbeat(
                 Heartbeat {
                     member_id: member.to_owned(),
                     epoch,
@@ -851,7 +1038,21 @@ mod tests {
                 &self.limits,
                 &counts,
                 move || id,
-            )
+            );
+            self.settle(&before);
+            r
+        }
+
+        /// Checks that every change of the persisted value asks for a
+        /// write, then plays the writer.
+        fn settle(&mut self, before: &GroupValue) {
+            if self.g.value() != *before {
+                assert!(self.g.needs_write(), "a change that would not be written");
+            }
+            if let Some((v, version)) = self.g.take() {
+                self.g.made_durable(v, version);
+            }
+            assert!(!self.g.needs_write());
         }
 
         fn join(&mut self) -> HeartbeatReply {
@@ -877,7 +1078,6 @@ mod tests {
         assert_eq!(r.assignment.len(), 12);
         assert_eq!(r.epoch, 1);
         assert_eq!(s.g.state(), GroupStateName::Stable);
-        assert!(s.g.needs_write());
     }
 
     #[test]
@@ -1019,6 +1219,131 @@ mod tests {
         let again = s.hb(&a.member_id, a.epoch, &a2.assignment).unwrap();
         assert_eq!(again.epoch, 2);
         let _ = b;
+    }
+
+    #[test]
+    fn expiry_and_target_changes_ask_for_a_write() {
+        let mut s = Sim::new();
+        let a = s.join();
+        let _b = s.join();
+        s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
+        s.now += 46_000;
+        let before = s.g.value();
+        assert_eq!(s.g.expire(s.now).len(), 2);
+        s.settle(&before);
+        let before = s.g.value();
+        s.g.refresh_target(&|_| Some(0));
+        s.settle(&before);
+    }
+
+    #[test]
+    fn a_topic_this_coordinator_has_not_looked_up_keeps_its_partitions() {
+        let mut s = Sim::new();
+        let a = s.join();
+        let epoch = s.g.epoch();
+        assert!(!s.g.refresh_target(&|_| None), "unknown is not deleted");
+        assert_eq!(s.g.epoch(), epoch);
+        let again = s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
+        assert_eq!(again.assignment.len(), 12);
+        // Known to be gone: the partitions go.
+        assert!(s.g.refresh_target(&|_| Some(0)));
+        assert!(s.g.target_of(&a.member_id).is_empty());
+    }
+
+    #[test]
+    fn a_running_static_member_is_not_replaced() {
+        let mut s = Sim::new();
+        let join = |s: &mut Sim, instance: &str| {
+            s.next_id += 1;
+            let id = format!("m{}", s.next_id);
+            s.g.heartbeat(
+                Heartbeat {
+                    epoch: JOIN_EPOCH,
+                    instance_id: Some(instance.to_owned()),
+                    topics: [T.to_owned()].into_iter().collect(),
+                    ..Heartbeat::default()
+                },
+                s.now,
+                &s.limits,
+                &counts,
+                move || id,
+            )
+        };
+        join(&mut s, "a").unwrap();
+        let err = join(&mut s, "a").unwrap_err();
+        assert!(
+            matches!(err, GroupError::UnreleasedInstance { .. }),
+            "{err}"
+        );
+        assert_eq!(s.g.member_count(), 1);
+    }
+
+    #[test]
+    fn commits_from_before_an_older_epoch_are_fenced() {
+        let mut s = Sim::new();
+        let a = s.join();
+        let b = s.join();
+        let a2 = s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
+        let a3 = s.hb(&a.member_id, a2.epoch, &a2.assignment).unwrap();
+        let _ = b;
+        // a moved from epoch 1 to 2; 1 is still accepted, 0 never.
+        let tp = a3.assignment.iter().next().unwrap().clone();
+        s.g.check_commit(&a.member_id, a3.epoch, [tp.clone()])
+            .unwrap();
+        s.g.check_commit(&a.member_id, a.epoch, [tp.clone()])
+            .unwrap();
+        let c = s.join();
+        let c2 = s.hb(&c.member_id, c.epoch, &c.assignment).unwrap();
+        let a4 = s.hb(&a.member_id, a3.epoch, &a3.assignment).unwrap();
+        let a5 = s.hb(&a.member_id, a4.epoch, &a4.assignment).unwrap();
+        let _ = c2;
+        if a5.epoch > a3.epoch + 1 || a5.epoch > a.epoch + 1 {
+            let tp = a5.assignment.iter().next().unwrap().clone();
+            let err = s.g.check_commit(&a.member_id, a.epoch, [tp]).unwrap_err();
+            assert!(matches!(err, GroupError::FencedEpoch { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_group_record_that_would_not_fit_is_refused() {
+        let mut s = Sim::new();
+        s.limits.max_group_bytes = 2_000;
+        let mut joined = 0;
+        let err = loop {
+            s.next_id += 1;
+            let id = format!("m{}", s.next_id);
+            match s.g.heartbeat(
+                Heartbeat {
+                    epoch: JOIN_EPOCH,
+                    client_id: "c".repeat(200),
+                    topics: [T.to_owned()].into_iter().collect(),
+                    ..Heartbeat::default()
+                },
+                s.now,
+                &s.limits,
+                &counts,
+                move || id,
+            ) {
+                Ok(_) => joined += 1,
+                Err(e) => break e,
+            }
+            assert!(joined < 100);
+        };
+        assert!(err.to_string().contains("would outgrow"), "{err}");
+        assert_eq!(s.g.member_count(), joined);
+        let long = s.g.heartbeat(
+            Heartbeat {
+                epoch: JOIN_EPOCH,
+                client_id: "c".repeat(300),
+                topics: [T.to_owned()].into_iter().collect(),
+                ..Heartbeat::default()
+            },
+            s.now,
+            &s.limits,
+            &counts,
+            || "x".into(),
+        );
+        assert!(matches!(long, Err(GroupError::Invalid(_))));
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl Shared {
             store_stats: Mutex::new(vec![engine.store_stats().clone()]),
             partitions: PartitionRegistry::new(engine),
             producer_ids: ProducerIds::new(engine_store.clone(), broker_id),
-            groups: GroupCoordinator::new(config.group.clone()),
+            groups: GroupCoordinator::new(config.group.clone(), config.log.max_batch_bytes),
             metrics: BrokerMetrics::default(),
             bucket_gc: BucketGc::new(engine_store.clone(), config.gc.clone()),
             fetch_streams: Arc::new(tokio::sync::Semaphore::new(config.fetch.max_streams)),
