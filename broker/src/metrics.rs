@@ -299,64 +299,53 @@ impl BrokerMetrics {
 
 /// The per-group series of the groups this broker coordinates.
 fn render_groups(out: &mut String, groups: &[crate::groups::GroupGauges]) {
-    header(
-        out,
-        "strata_group_members",
-        "gauge",
-        "Members of each group this broker coordinates.",
-    );
-    for g in groups {
-        let _ = writeln!(
-            out,
-            "strata_group_members{{group=\"{}\"}} {}",
-            escape(&g.group),
-            g.members
-        );
-    }
-    header(
-        out,
-        "strata_group_rebalances_total",
-        "counter",
-        "Assignment changes of each group since this broker became its coordinator.",
-    );
-    for g in groups {
-        let _ = writeln!(
-            out,
-            "strata_group_rebalances_total{{group=\"{}\"}} {}",
-            escape(&g.group),
-            g.rebalances
-        );
-    }
-    header(
-        out,
-        "strata_group_committed_offset",
-        "gauge",
-        "The committed offset of each group and partition.",
-    );
-    for g in groups {
-        for (t, p, offset, _) in &g.offsets {
-            let _ = writeln!(
-                out,
-                "strata_group_committed_offset{{group=\"{}\",topic=\"{t}\",partition=\"{p}\"}} {offset}",
-                escape(&g.group)
-            );
+    // (name, kind, help, value per group)
+    type PerGroup = fn(&crate::groups::GroupGauges) -> u64;
+    let per_group: [(&str, &str, &str, PerGroup); 2] = [
+        (
+            "strata_group_members",
+            "gauge",
+            "Members of each group this broker coordinates.",
+            |g| g.members as u64,
+        ),
+        (
+            "strata_group_rebalances_total",
+            "counter",
+            "Assignment changes of each group since this broker became its coordinator.",
+            |g| g.rebalances,
+        ),
+    ];
+    for (name, kind, help, value) in per_group {
+        header(out, name, kind, help);
+        for g in groups {
+            let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", escape(&g.group), value(g));
         }
     }
-    header(
-        out,
-        "strata_group_lag",
-        "gauge",
-        "Records between the committed offset and the end of the partition (high watermark), per group and partition.",
-    );
-    for g in groups {
-        for (t, p, offset, end) in &g.offsets {
-            if let Some(end) = end {
-                let _ = writeln!(
-                    out,
-                    "strata_group_lag{{group=\"{}\",topic=\"{t}\",partition=\"{p}\"}} {}",
-                    escape(&g.group),
-                    (end - offset).max(0)
-                );
+    // (name, help, value per committed offset and partition end)
+    type PerPartition = fn(i64, Option<i64>) -> Option<i64>;
+    let per_partition: [(&str, &str, PerPartition); 2] = [
+        (
+            "strata_group_committed_offset",
+            "The committed offset of each group and partition.",
+            |offset, _| Some(offset),
+        ),
+        (
+            "strata_group_lag",
+            "Records between the committed offset and the end of the partition (high watermark), per group and partition.",
+            |offset, end| end.map(|e| (e - offset).max(0)),
+        ),
+    ];
+    for (name, help, value) in per_partition {
+        header(out, name, "gauge", help);
+        for g in groups {
+            for (t, p, offset, end) in &g.offsets {
+                if let Some(v) = value(*offset, *end) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{group=\"{}\",topic=\"{t}\",partition=\"{p}\"}} {v}",
+                        escape(&g.group)
+                    );
+                }
             }
         }
     }

@@ -578,8 +578,14 @@ impl GroupCoordinator {
             }
         };
         let mut out = Vec::with_capacity(offsets.len());
+        // One lookup per topic, not per partition.
+        let mut live: HashMap<String, Option<String>> = HashMap::new();
         for (tp, c) in offsets {
-            if live_topic_id(shared, &tp.0).await.as_deref() == Some(c.topic_id.as_str()) {
+            if !live.contains_key(&tp.0) {
+                let id = live_topic_id(shared, &tp.0).await;
+                live.insert(tp.0.clone(), id);
+            }
+            if live.get(&tp.0).and_then(Option::as_deref) == Some(c.topic_id.as_str()) {
                 out.push((tp, c));
             }
         }

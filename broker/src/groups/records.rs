@@ -167,24 +167,7 @@ impl ShardState {
                 topic,
                 partition,
                 value,
-            } => {
-                let g = self
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(group));
-                match value {
-                    Some(v) => {
-                        g.offsets.insert((topic, partition), v);
-                    }
-                    None => {
-                        g.offsets.remove(&(topic, partition));
-                    }
-                }
-                if g.is_dead() && g.persisted.is_none() {
-                    let id = g.id.clone();
-                    self.groups.remove(&id);
-                }
-            }
+            } => self.apply_offset(group, topic, partition, value),
             GroupRecord::Group { group, value } => match value {
                 Some(v) => {
                     let offsets = self
@@ -200,6 +183,34 @@ impl ShardState {
                     self.groups.remove(&group);
                 }
             },
+        }
+    }
+
+    /// Sets (`Some`) or deletes (`None`) one committed offset; a group
+    /// left with no members, no offsets and no durable record goes.
+    pub fn apply_offset(
+        &mut self,
+        group: String,
+        topic: String,
+        partition: u32,
+        value: Option<Committed>,
+    ) {
+        match value {
+            Some(v) => {
+                self.groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group))
+                    .offsets
+                    .insert((topic, partition), v);
+            }
+            None => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.offsets.remove(&(topic, partition));
+                    if g.is_dead() && g.persisted.is_none() {
+                        self.groups.remove(&group);
+                    }
+                }
+            }
         }
     }
 

@@ -605,23 +605,7 @@ fn apply_durable(st: &mut ShardState, record: GroupRecord) {
             topic,
             partition,
             value,
-        } => {
-            match value {
-                Some(v) => {
-                    st.groups
-                        .entry(group.clone())
-                        .or_insert_with(|| super::state::Group::new(group))
-                        .offsets
-                        .insert((topic, partition), v);
-                }
-                // A deleted group is gone from the state already.
-                None => {
-                    if let Some(g) = st.groups.get_mut(&group) {
-                        g.offsets.remove(&(topic, partition));
-                    }
-                }
-            }
-        }
+        } => st.apply_offset(group, topic, partition, value),
         // Marked durable by the writer with its version; a tombstone's
         // group left the state when the writer took it.
         GroupRecord::Group { .. } => {}

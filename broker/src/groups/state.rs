@@ -1023,24 +1023,37 @@ mod tests {
             epoch: i32,
             owned: &Partitions,
         ) -> Result<HeartbeatReply, GroupError> {
+            self.send(Heartbeat {
+                member_id: member.to_owned(),
+                epoch,
+                owned: owned.clone(),
+                ..Heartbeat::default()
+            })
+        }
+
+        /// Sends `hb` (subscribed to [`T`] unless it says otherwise); a
+        /// joining member without an id is named `m{n}`.
+        fn send(&mut self, mut hb: Heartbeat) -> Result<HeartbeatReply, GroupError> {
+            if hb.topics.is_empty() {
+                hb.topics = [T.to_owned()].into_iter().collect();
+            }
             self.next_id += 1;
             let id = format!("m{}", self.next_id);
             let before = self.g.value();
-            let r = self.g.heartbeat(
-                Heartbeat {
-                    member_id: member.to_owned(),
-                    epoch,
-                    topics: [T.to_owned()].into_iter().collect(),
-                    owned: owned.clone(),
-                    ..Heartbeat::default()
-                },
-                self.now,
-                &self.limits,
-                &counts,
-                move || id,
-            );
+            let r = self
+                .g
+                .heartbeat(hb, self.now, &self.limits, &counts, move || id);
             self.settle(&before);
             r
+        }
+
+        /// Joins as a static member with `instance`.
+        fn join_static(&mut self, instance: &str) -> Result<HeartbeatReply, GroupError> {
+            self.send(Heartbeat {
+                epoch: JOIN_EPOCH,
+                instance_id: Some(instance.to_owned()),
+                ..Heartbeat::default()
+            })
         }
 
         /// Checks that every change of the persisted value asks for a
@@ -1167,23 +1180,7 @@ mod tests {
     #[test]
     fn a_static_member_that_restarts_gets_its_partitions_back_without_a_rebalance() {
         let mut s = Sim::new();
-        let join = |s: &mut Sim, instance: &str| {
-            s.next_id += 1;
-            let id = format!("m{}", s.next_id);
-            s.g.heartbeat(
-                Heartbeat {
-                    epoch: JOIN_EPOCH,
-                    instance_id: Some(instance.to_owned()),
-                    topics: [T.to_owned()].into_iter().collect(),
-                    ..Heartbeat::default()
-                },
-                s.now,
-                &s.limits,
-                &counts,
-                move || id,
-            )
-            .unwrap()
-        };
+        let join = |s: &mut Sim, instance: &str| s.join_static(instance).unwrap();
         let a = join(&mut s, "a");
         let b = join(&mut s, "b");
         let a2 = s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
@@ -1253,24 +1250,8 @@ mod tests {
     #[test]
     fn a_running_static_member_is_not_replaced() {
         let mut s = Sim::new();
-        let join = |s: &mut Sim, instance: &str| {
-            s.next_id += 1;
-            let id = format!("m{}", s.next_id);
-            s.g.heartbeat(
-                Heartbeat {
-                    epoch: JOIN_EPOCH,
-                    instance_id: Some(instance.to_owned()),
-                    topics: [T.to_owned()].into_iter().collect(),
-                    ..Heartbeat::default()
-                },
-                s.now,
-                &s.limits,
-                &counts,
-                move || id,
-            )
-        };
-        join(&mut s, "a").unwrap();
-        let err = join(&mut s, "a").unwrap_err();
+        s.join_static("a").unwrap();
+        let err = s.join_static("a").unwrap_err();
         assert!(
             matches!(err, GroupError::UnreleasedInstance { .. }),
             "{err}"
@@ -1310,20 +1291,11 @@ mod tests {
         s.limits.max_group_bytes = 2_000;
         let mut joined = 0;
         let err = loop {
-            s.next_id += 1;
-            let id = format!("m{}", s.next_id);
-            match s.g.heartbeat(
-                Heartbeat {
-                    epoch: JOIN_EPOCH,
-                    client_id: "c".repeat(200),
-                    topics: [T.to_owned()].into_iter().collect(),
-                    ..Heartbeat::default()
-                },
-                s.now,
-                &s.limits,
-                &counts,
-                move || id,
-            ) {
+            match s.send(Heartbeat {
+                epoch: JOIN_EPOCH,
+                client_id: "c".repeat(200),
+                ..Heartbeat::default()
+            }) {
                 Ok(_) => joined += 1,
                 Err(e) => break e,
             }
@@ -1331,18 +1303,11 @@ mod tests {
         };
         assert!(err.to_string().contains("would outgrow"), "{err}");
         assert_eq!(s.g.member_count(), joined);
-        let long = s.g.heartbeat(
-            Heartbeat {
-                epoch: JOIN_EPOCH,
-                client_id: "c".repeat(300),
-                topics: [T.to_owned()].into_iter().collect(),
-                ..Heartbeat::default()
-            },
-            s.now,
-            &s.limits,
-            &counts,
-            || "x".into(),
-        );
+        let long = s.send(Heartbeat {
+            epoch: JOIN_EPOCH,
+            client_id: "c".repeat(300),
+            ..Heartbeat::default()
+        });
         assert!(matches!(long, Err(GroupError::Invalid(_))));
     }
 
@@ -1350,18 +1315,11 @@ mod tests {
     fn a_retried_join_is_the_same_member() {
         let mut s = Sim::new();
         let join = |s: &mut Sim| {
-            s.g.heartbeat(
-                Heartbeat {
-                    member_id: "client-chosen".into(),
-                    epoch: JOIN_EPOCH,
-                    topics: [T.to_owned()].into_iter().collect(),
-                    ..Heartbeat::default()
-                },
-                s.now,
-                &s.limits,
-                &counts,
-                || "coordinator-chosen".to_owned(),
-            )
+            s.send(Heartbeat {
+                member_id: "client-chosen".into(),
+                epoch: JOIN_EPOCH,
+                ..Heartbeat::default()
+            })
             .unwrap()
         };
         let first = join(&mut s);
@@ -1370,18 +1328,11 @@ mod tests {
         assert_eq!(again.member_id, "client-chosen");
         assert_eq!(s.g.member_count(), 1);
         assert_eq!(again.assignment.len(), 12);
-        let bad = s.g.heartbeat(
-            Heartbeat {
-                member_id: "with space".into(),
-                epoch: JOIN_EPOCH,
-                topics: [T.to_owned()].into_iter().collect(),
-                ..Heartbeat::default()
-            },
-            s.now,
-            &s.limits,
-            &counts,
-            || "x".to_owned(),
-        );
+        let bad = s.send(Heartbeat {
+            member_id: "with space".into(),
+            epoch: JOIN_EPOCH,
+            ..Heartbeat::default()
+        });
         assert!(matches!(bad, Err(GroupError::Invalid(_))), "{bad:?}");
     }
 
