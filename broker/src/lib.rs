@@ -20,7 +20,10 @@
 //!   WAL writer stopped (store outage, fencing).
 //! - [`producer_ids`]: producer-id blocks reserved in the bucket.
 //! - [`groups`]: consumer groups (the group coordinator).
-//! - [`service`]: the gRPC services (`Strata`, `Admin`).
+//! - [`data`]: the data plane any front end calls (produce, fetch,
+//!   offsets, metadata).
+//! - [`service`]: the gRPC front end (`Strata`, `Admin`, `Cluster`,
+//!   `Groups`).
 //! - [`http`], [`metrics`]: health, readiness and Prometheus metrics.
 //! - [`maintenance`]: time-based sealing, retention, WAL GC.
 //! - [`bucket_gc`]: the controller's bucket sweep and inventory.
@@ -31,6 +34,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod connections;
+pub mod data;
 pub mod error;
 pub mod groups;
 pub mod http;

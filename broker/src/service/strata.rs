@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use strata_proto::v1::strata_server::Strata;
 use strata_proto::v1::{
     Acks as WireAcks, BrokerInfo, FetchRequest, FetchResponse, InitProducerRequest,
@@ -26,18 +27,19 @@ use strata_proto::v1::{
     MetadataResponse, OffsetSpec, PartitionMetadata, ProduceRequest, ProduceResponse,
     TopicMetadata, produce_request,
 };
-use strata_storage::batch::{BatchBuilder, BatchHeader};
+use strata_storage::batch::BatchBuilder;
 use strata_storage::hot_tier::SegmentCache;
 use strata_storage::keys::TopicPartition;
 use strata_storage::log::{Acks, PartitionLog};
-use strata_storage::manifest::{self, Manifest};
+use strata_storage::manifest::Manifest;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, now_ms};
+use crate::data::fetch::{FetchParams, Fetched, Source};
+use crate::data::{self, fetch};
 use crate::error::{BrokerError, Result};
 use crate::metrics::BrokerMetrics;
 use crate::topics::Topic;
@@ -86,44 +88,18 @@ impl StrataService {
                 encode_records(&list.records)
             }
         };
-        if let Ok(h) = strata_storage::batch::BatchHeader::parse(&bytes) {
-            shared
-                .producer_ids
-                .check(h.producer_id, h.producer_epoch)
-                .await?;
-        }
-        let (topic, tp, log) = shared.partition_of_topic(&req.topic, req.partition).await?;
-        let limit = topic.log_config.max_batch_bytes;
-        if bytes.len() > limit {
-            return Err(BrokerError::TooLarge(format!(
-                "{tp}: batch exceeds the limit of {limit} bytes; split it into smaller batches: {} bytes",
-                bytes.len()
-            )));
-        }
-        let size = bytes.len() as u64;
-        let result = log.append(bytes, acks).await.map_err(|e| {
-            let err = BrokerError::storage(&tp, e);
-            shared.partitions.note_error(&tp, &err);
-            err
-        })?;
-        if !result.duplicate {
-            shared.cluster.count_bytes_in(&tp, size);
-            let m = &shared.metrics;
-            let records = (result.last_offset - result.base_offset + 1).max(0) as u64;
-            BrokerMetrics::add(&m.produce_records, records);
-            BrokerMetrics::add(&m.produce_bytes, size);
-        }
+        let a = data::produce::append(shared, &req.topic, req.partition, bytes, acks).await?;
         Ok(ProduceResponse {
-            base_offset: result.base_offset,
-            last_offset: result.last_offset,
-            duplicate: result.duplicate,
+            base_offset: a.base_offset,
+            last_offset: a.last_offset,
+            duplicate: a.duplicate,
         })
     }
 
     async fn metadata_inner(&self, req: MetadataRequest) -> Result<MetadataResponse> {
         let shared = &self.shared;
         let topics: Vec<Topic> = if req.topics.is_empty() {
-            shared.topics.list().await?
+            data::metadata::all_topics(shared).await?
         } else {
             let mut v = Vec::with_capacity(req.topics.len());
             for name in &req.topics {
@@ -135,24 +111,15 @@ impl StrataService {
         let topics = topics
             .into_iter()
             .map(|t| TopicMetadata {
-                name: t.name.to_string(),
-                partitions: (0..t.record.partitions)
-                    .map(|p| {
-                        let tp = TopicPartition {
-                            topic: t.name.clone(),
-                            partition: p,
-                        };
-                        let epoch = shared
-                            .partitions
-                            .get_open(&tp)
-                            .map_or(0, |log| log.status().leader_epoch);
-                        PartitionMetadata {
-                            partition: p,
-                            owner_broker_id: shared.cluster.owner_of(t.name.as_str(), p),
-                            leader_epoch: epoch,
-                        }
+                partitions: data::metadata::partitions(shared, &t)
+                    .into_iter()
+                    .map(|p| PartitionMetadata {
+                        partition: p.partition,
+                        owner_broker_id: p.owner,
+                        leader_epoch: p.leader_epoch,
                     })
                     .collect(),
+                name: t.name.to_string(),
             })
             .collect();
         let mut brokers: Vec<BrokerInfo> = shared
@@ -181,21 +148,16 @@ impl StrataService {
                 req.spec
             ))
         })?;
-        let (tp, log) = self.shared.partition(&req.topic, req.partition).await?;
-        let status = log.status();
-        let offset = match spec {
-            OffsetSpec::Earliest => status.log_start_offset,
-            OffsetSpec::Latest => status.high_watermark,
-            OffsetSpec::Timestamp => log
-                .offset_for_timestamp(req.timestamp_ms)
-                .await
-                .map_err(|e| BrokerError::storage(&tp, e))?
-                .unwrap_or(status.high_watermark),
+        let spec = match spec {
+            OffsetSpec::Earliest => data::offsets::OffsetSpec::Earliest,
+            OffsetSpec::Latest => data::offsets::OffsetSpec::Latest,
+            OffsetSpec::Timestamp => data::offsets::OffsetSpec::Timestamp(req.timestamp_ms),
         };
+        let l = data::offsets::list(&self.shared, &req.topic, req.partition, spec).await?;
         Ok(ListOffsetsResponse {
-            offset,
-            log_start_offset: status.log_start_offset,
-            high_watermark: status.high_watermark,
+            offset: l.offset,
+            log_start_offset: l.log_start_offset,
+            high_watermark: l.high_watermark,
         })
     }
 }
@@ -223,11 +185,8 @@ fn encode_records(records: &[strata_proto::v1::Record]) -> Bytes {
 
 /// Settings of one fetch stream, after defaults and limits.
 #[derive(Debug, Clone, Copy)]
-struct FetchParams {
-    offset: i64,
-    max_bytes: usize,
-    min_bytes: usize,
-    max_wait: Duration,
+struct StreamParams {
+    read: FetchParams,
     once: bool,
 }
 
@@ -238,12 +197,12 @@ async fn fetch_loop(
     tp: TopicPartition,
     log: PartitionLog,
     dropped: CancellationToken,
-    mut p: FetchParams,
+    mut p: StreamParams,
     tx: mpsc::Sender<Result<FetchResponse, Status>>,
 ) {
     loop {
-        let response = tokio::select! {
-            r = next_response(&log, &tp, &p) => r,
+        let fetched = tokio::select! {
+            r = fetch::read_owned(&log, &tp, &p.read) => r,
             () = tx.closed() => return,
             () = shared.shutdown.cancelled() => {
                 let _ = tx.send(Err(BrokerError::Unavailable("shutting down").into_status())).await;
@@ -254,7 +213,7 @@ async fn fetch_loop(
                 return;
             }
         };
-        let response = match response {
+        let fetched = match fetched {
             Ok(r) => r,
             Err(e) => {
                 shared.partitions.note_error(&tp, &e);
@@ -262,23 +221,29 @@ async fn fetch_loop(
                 return;
             }
         };
-        if !deliver(&shared, &tp, &mut p, &tx, response).await {
+        if !deliver(&shared, &tp, &mut p, &tx, fetched).await {
             return;
         }
     }
 }
 
-/// Sends `response` on a fetch stream, moves `p` past it and counts its
+/// Sends `fetched` on a fetch stream, moves `p` past it and counts its
 /// bytes. Returns false when the stream ends (the client left, or `once`).
 async fn deliver(
     shared: &Shared,
     tp: &TopicPartition,
-    p: &mut FetchParams,
+    p: &mut StreamParams,
     tx: &mpsc::Sender<Result<FetchResponse, Status>>,
-    response: FetchResponse,
+    fetched: Fetched,
 ) -> bool {
-    let bytes: usize = response.batches.iter().map(Bytes::len).sum();
-    p.offset = response.next_offset;
+    let bytes = fetched.bytes();
+    p.read.offset = fetched.next_offset;
+    let response = FetchResponse {
+        batches: fetched.batches,
+        high_watermark: fetched.high_watermark,
+        log_start_offset: fetched.log_start_offset,
+        next_offset: fetched.next_offset,
+    };
     if tx.send(Ok(response)).await.is_err() {
         return false;
     }
@@ -295,88 +260,34 @@ async fn sealed_fetch_loop(
     shared: Arc<Shared>,
     tp: TopicPartition,
     cache: SegmentCache,
-    manifest: Manifest,
-    mut p: FetchParams,
+    manifest: Box<Manifest>,
+    mut p: StreamParams,
     not_owner: BrokerError,
     tx: mpsc::Sender<Result<FetchResponse, Status>>,
 ) {
     loop {
         let read = tokio::select! {
-            r = manifest::read_sealed(&cache, &manifest, p.offset, p.max_bytes) => r,
+            r = fetch::read_sealed(&cache, &manifest, &tp, p.read.offset, p.read.max_bytes) => r,
             () = tx.closed() => return,
             () = shared.shutdown.cancelled() => {
                 let _ = tx.send(Err(BrokerError::Unavailable("shutting down").into_status())).await;
                 return;
             }
         };
-        let batches = match read {
-            Ok(Some(b)) if !b.is_empty() => b,
-            Ok(_) => {
+        let fetched = match read {
+            Ok(Some(f)) => f,
+            Ok(None) => {
                 let _ = tx.send(Err(not_owner.into_status())).await;
                 return;
             }
             Err(e) => {
-                let _ = tx
-                    .send(Err(BrokerError::storage(&tp, e).into_status()))
-                    .await;
+                let _ = tx.send(Err(e.into_status())).await;
                 return;
             }
         };
-        let mut next_offset = p.offset;
-        if let Some(last) = batches.last()
-            && let Ok(h) = BatchHeader::parse(last)
-        {
-            next_offset = next_offset.max(h.next_offset());
-        }
-        let response = FetchResponse {
-            batches,
-            // What this broker knows: the sealed end (the owner's high
-            // watermark is at least this).
-            high_watermark: manifest.sealed_end().max(manifest.next_offset),
-            log_start_offset: manifest.log_start_offset,
-            next_offset,
-        };
-        if !deliver(&shared, &tp, &mut p, &tx, response).await {
+        if !deliver(&shared, &tp, &mut p, &tx, fetched).await {
             return;
         }
-    }
-}
-
-/// Reads from `p.offset`, waiting up to `p.max_wait` for `p.min_bytes`.
-async fn next_response(
-    log: &PartitionLog,
-    tp: &TopicPartition,
-    p: &FetchParams,
-) -> Result<FetchResponse> {
-    let deadline = Instant::now() + p.max_wait;
-    loop {
-        let read = log
-            .read(p.offset, p.max_bytes)
-            .await
-            .map_err(|e| BrokerError::storage(tp, e))?;
-        let bytes: usize = read.batches.iter().map(Bytes::len).sum();
-        let mut next_offset = p.offset;
-        if let Some(last) = read.batches.last() {
-            let header = BatchHeader::parse(last)
-                .map_err(|e| BrokerError::storage(tp, strata_storage::Error::InvalidBatch(e)))?;
-            next_offset = next_offset.max(header.next_offset());
-        }
-        let caught_up = next_offset >= read.high_watermark;
-        let now = Instant::now();
-        // Answer when there is enough, when a catching-up reader got what
-        // one read gives, or at the deadline (an empty answer doubles as a
-        // heartbeat).
-        if bytes >= p.min_bytes || (bytes > 0 && !caught_up) || now >= deadline {
-            return Ok(FetchResponse {
-                batches: read.batches,
-                high_watermark: read.high_watermark,
-                log_start_offset: read.log_start_offset,
-                next_offset,
-            });
-        }
-        // Wait for the durable end to move past what we have (or time out).
-        log.wait_for_data(read.high_watermark.max(p.offset), deadline - now)
-            .await;
     }
 }
 
@@ -417,55 +328,34 @@ impl Strata for StrataService {
             0 => f.max_wait,
             n => Duration::from_millis(u64::from(n)).min(f.max_wait_limit),
         };
-        let params = FetchParams {
-            offset: req.offset,
-            max_bytes,
-            min_bytes: (req.min_bytes as usize).clamp(1, max_bytes),
-            max_wait,
+        let params = StreamParams {
+            read: FetchParams {
+                offset: req.offset,
+                max_bytes,
+                min_bytes: (req.min_bytes as usize).clamp(1, max_bytes),
+                max_wait,
+            },
             once: req.once,
         };
         // Held by the stream's task for its life.
         let permit = shared.fetch_permit()?;
         let (tx, rx) = mpsc::channel(FETCH_QUEUE);
-        match shared.partition_watched(&req.topic, req.partition).await {
-            Ok((tp, log, dropped)) => {
-                let looping = fetch_loop(shared.clone(), tp, log, dropped, params, tx);
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    looping.await;
-                });
+        let looping = match fetch::open(shared, &req.topic, req.partition, req.offset).await? {
+            Source::Owned { tp, log, dropped } => {
+                fetch_loop(shared.clone(), tp, log, dropped, params, tx).boxed()
             }
-            Err(not_owner @ BrokerError::NotOwner { .. }) => {
-                // Sealed data can be read from any broker: serve it from
-                // the segments, then send the client to the owner.
-                let (topic, tp) = shared.resolve(&req.topic, req.partition).await?;
-                let engine = shared.engine()?;
-                let manifest =
-                    manifest::load_head(&shared.meta_store, &topic.partition(tp.partition))
-                        .await
-                        .map_err(|e| BrokerError::storage(&tp, e))?
-                        .map(|(_, m)| m);
-                let Some(manifest) = manifest.filter(|m| {
-                    params.offset >= m.log_start_offset && params.offset < m.sealed_end()
-                }) else {
-                    return Err(not_owner.into_status());
-                };
-                let looping = sealed_fetch_loop(
-                    shared.clone(),
-                    tp,
-                    engine.cache().clone(),
-                    manifest,
-                    params,
-                    not_owner,
-                    tx,
-                );
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    looping.await;
-                });
-            }
-            Err(e) => return Err(e.into_status()),
-        }
+            Source::Sealed {
+                tp,
+                cache,
+                manifest,
+                not_owner,
+            } => sealed_fetch_loop(shared.clone(), tp, cache, manifest, params, not_owner, tx)
+                .boxed(),
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            looping.await;
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -1,0 +1,44 @@
+//! Topics, their partitions and who owns each.
+
+use strata_storage::keys::TopicPartition;
+
+use crate::error::Result;
+use crate::service::Shared;
+use crate::topics::Topic;
+
+/// One partition as metadata shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Its number.
+    pub partition: u32,
+    /// The broker that owns it in the cluster assignment, if any.
+    pub owner: Option<u32>,
+    /// Its leader epoch when open here (0 otherwise).
+    pub leader_epoch: i32,
+}
+
+/// Every live topic.
+pub async fn all_topics(shared: &Shared) -> Result<Vec<Topic>> {
+    shared.topics.list().await
+}
+
+/// The partitions of `topic`, with owners from this broker's view of the
+/// cluster assignment.
+pub fn partitions(shared: &Shared, topic: &Topic) -> Vec<PartitionInfo> {
+    (0..topic.record.partitions)
+        .map(|p| {
+            let tp = TopicPartition {
+                topic: topic.name.clone(),
+                partition: p,
+            };
+            PartitionInfo {
+                partition: p,
+                owner: shared.cluster.owner_of(topic.name.as_str(), p),
+                leader_epoch: shared
+                    .partitions
+                    .get_open(&tp)
+                    .map_or(0, |log| log.status().leader_epoch),
+            }
+        })
+        .collect()
+}
