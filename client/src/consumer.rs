@@ -33,7 +33,7 @@ use futures::FutureExt;
 
 use crate::cluster::{Cluster, backoff};
 use crate::error::{Error, Result};
-use crate::group::{Coordinator, MemberSettings, Membership, Partitions};
+use crate::group::{Coordinator, GroupCalls, MemberSettings, Membership, Partitions};
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,7 +446,8 @@ impl Consumer {
             // Unknown topics are reported now rather than never assigned.
             self.cluster.partition_count(t).await?;
         }
-        let coordinator = Arc::new(Coordinator::new(self.cluster.clone(), group));
+        let coordinator: Arc<dyn GroupCalls> =
+            Arc::new(Coordinator::new(self.cluster.clone(), group));
         let membership = Membership::start(
             coordinator,
             MemberSettings {

@@ -21,19 +21,21 @@
 //! committed it); that report is what lets the coordinator give the
 //! partition to another member.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use strata_proto::v1::groups_client::GroupsClient;
 use strata_proto::v1::{
     CommitOffsetsRequest, ErrorReason, FetchOffsetsRequest, FindCoordinatorRequest,
-    GroupHeartbeatRequest, OffsetCommit, TopicPartitions,
+    GroupHeartbeatRequest, GroupHeartbeatResponse, OffsetCommit, TopicPartitions,
 };
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -68,6 +70,67 @@ pub(crate) fn from_wire(list: &[TopicPartitions]) -> Partitions {
         .collect()
 }
 
+/// The group calls a member makes: [`Coordinator`] in production, a
+/// scripted coordinator in unit tests.
+pub(crate) trait GroupCalls: std::fmt::Debug + Send + Sync {
+    /// The group's id.
+    fn group(&self) -> &str;
+    /// One heartbeat (a join or a leave too, by its epoch).
+    fn heartbeat(
+        &self,
+        req: GroupHeartbeatRequest,
+    ) -> BoxFuture<'_, Result<GroupHeartbeatResponse>>;
+    /// See [`Coordinator::commit`].
+    fn commit<'a>(
+        &'a self,
+        member: &'a str,
+        epoch: i32,
+        offsets: &'a [(String, u32, i64)],
+    ) -> BoxFuture<'a, Result<()>>;
+    /// See [`Coordinator::committed`].
+    fn committed<'a>(
+        &'a self,
+        partitions: &'a Partitions,
+    ) -> BoxFuture<'a, Result<BTreeMap<(String, u32), i64>>>;
+}
+
+impl GroupCalls for Coordinator {
+    fn group(&self) -> &str {
+        &self.group
+    }
+
+    fn heartbeat(
+        &self,
+        req: GroupHeartbeatRequest,
+    ) -> BoxFuture<'_, Result<GroupHeartbeatResponse>> {
+        let what = if req.member_epoch < 0 {
+            "leave group"
+        } else {
+            "heartbeat"
+        };
+        Box::pin(self.call(what, true, move |mut c| {
+            let req = tonic::Request::new(req.clone());
+            async move { c.heartbeat(req).await }
+        }))
+    }
+
+    fn commit<'a>(
+        &'a self,
+        member: &'a str,
+        epoch: i32,
+        offsets: &'a [(String, u32, i64)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Coordinator::commit(self, member, epoch, offsets))
+    }
+
+    fn committed<'a>(
+        &'a self,
+        partitions: &'a Partitions,
+    ) -> BoxFuture<'a, Result<BTreeMap<(String, u32), i64>>> {
+        Box::pin(Coordinator::committed(self, partitions))
+    }
+}
+
 /// Group calls, sent to the group's coordinator.
 #[derive(Debug)]
 pub(crate) struct Coordinator {
@@ -83,10 +146,6 @@ impl Coordinator {
             group: group.to_owned(),
             address: Mutex::new(None),
         }
-    }
-
-    pub(crate) fn group(&self) -> &str {
-        &self.group
     }
 
     /// The coordinator's address, found if not known.
@@ -202,7 +261,7 @@ impl Coordinator {
     pub(crate) async fn committed(
         &self,
         partitions: &Partitions,
-    ) -> Result<std::collections::BTreeMap<(String, u32), i64>> {
+    ) -> Result<BTreeMap<(String, u32), i64>> {
         let req = FetchOffsetsRequest {
             group_id: self.group.clone(),
             partitions: to_wire(partitions),
@@ -253,7 +312,7 @@ struct MemberState {
 /// The heartbeat task of one subscribed consumer.
 #[derive(Debug)]
 pub(crate) struct Membership {
-    pub(crate) coordinator: Arc<Coordinator>,
+    pub(crate) coordinator: Arc<dyn GroupCalls>,
     state: Arc<Mutex<MemberState>>,
     pub(crate) view: watch::Receiver<View>,
     wake: Arc<Notify>,
@@ -264,7 +323,7 @@ pub(crate) struct Membership {
 
 impl Membership {
     /// Starts the task: it joins at once.
-    pub(crate) fn start(coordinator: Arc<Coordinator>, settings: MemberSettings) -> Self {
+    pub(crate) fn start(coordinator: Arc<dyn GroupCalls>, settings: MemberSettings) -> Self {
         // The member names itself, so a join retried after a lost answer
         // is not taken for a second member.
         let state = Arc::new(Mutex::new(MemberState {
@@ -333,7 +392,7 @@ impl Drop for Membership {
 }
 
 async fn heartbeat_loop(
-    coordinator: Arc<Coordinator>,
+    coordinator: Arc<dyn GroupCalls>,
     settings: MemberSettings,
     state: Arc<Mutex<MemberState>>,
     view: watch::Sender<View>,
@@ -364,10 +423,7 @@ async fn heartbeat_loop(
             client_id: settings.client_id.clone(),
         };
         let result = tokio::select! {
-            r = coordinator.call("heartbeat", true, |mut c| {
-                let req = tonic::Request::new(req.clone());
-                async move { c.heartbeat(req).await }
-            }) => r,
+            r = coordinator.heartbeat(req) => r,
             () = stop.cancelled() => break,
         };
         match result {
@@ -437,12 +493,7 @@ async fn heartbeat_loop(
     };
     let mut attempt = 0;
     loop {
-        let r = coordinator
-            .call("leave group", true, |mut c| {
-                let req = tonic::Request::new(req.clone());
-                async move { c.heartbeat(req).await }
-            })
-            .await;
+        let r = coordinator.heartbeat(req.clone()).await;
         match r {
             Ok(_) => {
                 tracing::info!(group = %coordinator.group(), "left the group");
