@@ -388,7 +388,7 @@ impl Consumer {
                 r = futures::StreamExt::next(&mut *self) => {
                     // A member whose session ran out may have lost the
                     // partition to another member already.
-                    if self.group.as_ref().is_some_and(|g| g.membership.session_expired()) {
+                    if self.group.as_ref().is_some_and(|g| g.membership.loss_pending()) {
                         continue;
                     }
                     return r;
@@ -605,9 +605,10 @@ impl Consumer {
         let Some(g) = &mut self.group else {
             return Ok(());
         };
+        // An expired session is declared a loss here, and handled below.
+        g.membership.loss_pending();
         let view = g.membership.view.borrow_and_update().clone();
-        let expired = g.membership.session_expired();
-        if view.lost != g.seen_lost || expired {
+        if view.lost != g.seen_lost {
             g.seen_lost = view.lost;
             let lost: Vec<(String, u32)> = self.assignments.keys().cloned().collect();
             if !lost.is_empty() {
@@ -618,11 +619,8 @@ impl Consumer {
                     l.on_lost(&lost);
                 }
             }
-            g.membership.set_owned(Partitions::new());
-            if expired {
-                // Nothing to read until the coordinator answers again.
-                return Ok(());
-            }
+            // Only now may the member rejoin and be given partitions.
+            g.membership.ack_lost(view.lost);
         }
         let current: Partitions = self.assignments.keys().cloned().collect();
         let revoked: Vec<(String, u32)> = current.difference(&view.assignment).cloned().collect();

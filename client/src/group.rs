@@ -13,8 +13,10 @@
 //!   the assignment it receives is published on a `watch` channel that the
 //!   consumer applies (revoking first, committing what it read). When the
 //!   coordinator fences the member, or no heartbeat got through for a
-//!   whole session timeout, the partitions are **lost**: the consumer
-//!   drops them without committing and the task rejoins.
+//!   whole session timeout, the partitions are **lost**: the task stops
+//!   heartbeating, the consumer drops them without committing and
+//!   acknowledges ([`Membership::ack_lost`]), and only then does the task
+//!   rejoin, owning nothing.
 //!
 //! The one thing a newcomer must not break: the consumer reports a
 //! partition as no longer owned only after it stopped reading it (and
@@ -296,7 +298,9 @@ pub(crate) struct View {
     /// The partitions the member may own.
     pub(crate) assignment: Partitions,
     /// Bumped every time the member lost its partitions (fenced, or its
-    /// session ran out): the consumer drops them without committing.
+    /// session ran out): the consumer drops them without committing and
+    /// says so with [`Membership::ack_lost`]; only then does the member
+    /// rejoin.
     pub(crate) lost: u64,
 }
 
@@ -307,6 +311,44 @@ struct MemberState {
     owned: Partitions,
     /// Last heartbeat the coordinator answered.
     last_ok: Instant,
+    session_timeout: Duration,
+    /// Losses declared ([`View::lost`]) and acknowledged by the consumer.
+    lost: u64,
+    acked: u64,
+}
+
+impl MemberState {
+    /// A loss is declared and the consumer has not let go yet.
+    fn loss_pending(&self) -> bool {
+        self.lost != self.acked
+    }
+
+    /// Declares the partitions lost: the member is out of the group (and
+    /// heartbeats no more) until the consumer acknowledges. Publishes
+    /// under the state lock, so views go out in the order they happened.
+    fn declare_loss(&mut self, view: &watch::Sender<View>) {
+        self.epoch = 0;
+        self.lost += 1;
+        let lost = self.lost;
+        view.send_modify(|v| {
+            v.assignment.clear();
+            v.lost = lost;
+        });
+    }
+
+    /// Declares a loss if no heartbeat got through for a session timeout
+    /// (the coordinator has most likely given the partitions to others);
+    /// true while a loss is pending.
+    fn expire_if_due(&mut self, view: &watch::Sender<View>, group: &str) -> bool {
+        if !self.loss_pending() && self.epoch > 0 && self.last_ok.elapsed() > self.session_timeout {
+            tracing::warn!(
+                group,
+                "no heartbeat got through for a session timeout; this member lost its partitions"
+            );
+            self.declare_loss(view);
+        }
+        self.loss_pending()
+    }
 }
 
 /// The heartbeat task of one subscribed consumer.
@@ -315,10 +357,10 @@ pub(crate) struct Membership {
     pub(crate) coordinator: Arc<dyn GroupCalls>,
     state: Arc<Mutex<MemberState>>,
     pub(crate) view: watch::Receiver<View>,
+    publish: Arc<watch::Sender<View>>,
     wake: Arc<Notify>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
-    session_timeout: Duration,
 }
 
 impl Membership {
@@ -331,16 +373,19 @@ impl Membership {
             epoch: 0,
             owned: Partitions::new(),
             last_ok: Instant::now(),
+            session_timeout: settings.session_timeout,
+            lost: 0,
+            acked: 0,
         }));
         let (tx, view) = watch::channel(View::default());
+        let publish = Arc::new(tx);
         let wake = Arc::new(Notify::new());
         let stop = CancellationToken::new();
-        let session_timeout = settings.session_timeout;
         let task = tokio::spawn(heartbeat_loop(
             coordinator.clone(),
             settings,
             state.clone(),
-            tx,
+            publish.clone(),
             wake.clone(),
             stop.clone(),
         ));
@@ -348,10 +393,10 @@ impl Membership {
             coordinator,
             state,
             view,
+            publish,
             wake,
             stop,
             task: Some(task),
-            session_timeout,
         }
     }
 
@@ -368,10 +413,27 @@ impl Membership {
         self.wake.notify_one();
     }
 
-    /// True when no heartbeat got through for a whole session timeout: the
-    /// coordinator has most likely given the partitions to others.
-    pub(crate) fn session_expired(&self) -> bool {
-        self.state.lock().last_ok.elapsed() > self.session_timeout
+    /// The consumer dropped every partition it held when loss `lost` (see
+    /// [`View::lost`]) was declared: the member rejoins, owning nothing.
+    pub(crate) fn ack_lost(&self, lost: u64) {
+        {
+            let mut st = self.state.lock();
+            if st.lost != lost || st.acked == lost {
+                return;
+            }
+            st.acked = lost;
+            st.owned.clear();
+        }
+        self.wake.notify_one();
+    }
+
+    /// True while the partitions are lost and the consumer has not
+    /// acknowledged it; declares the loss first if no heartbeat got
+    /// through for a whole session timeout.
+    pub(crate) fn loss_pending(&self) -> bool {
+        self.state
+            .lock()
+            .expire_if_due(&self.publish, self.coordinator.group())
     }
 
     /// Stops heartbeating and leaves the group (a static member leaves for
@@ -391,15 +453,20 @@ impl Drop for Membership {
     }
 }
 
+/// How long the task waits for the consumer to acknowledge a loss before
+/// it looks again (it is woken as soon as the consumer does).
+const LOSS_RECHECK: Duration = Duration::from_secs(60);
+
 async fn heartbeat_loop(
     coordinator: Arc<dyn GroupCalls>,
     settings: MemberSettings,
     state: Arc<Mutex<MemberState>>,
-    view: watch::Sender<View>,
+    view: Arc<watch::Sender<View>>,
     wake: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    let group = coordinator.group().to_owned();
     let mut interval = Duration::from_millis(0);
     loop {
         tokio::select! {
@@ -407,37 +474,41 @@ async fn heartbeat_loop(
             () = wake.notified() => {}
             () = stop.cancelled() => break,
         }
-        let (member_id, epoch, owned) = {
-            let st = state.lock();
-            (st.member_id.clone(), st.epoch, st.owned.clone())
-        };
-        let req = GroupHeartbeatRequest {
-            group_id: coordinator.group().to_owned(),
-            member_id: member_id.clone(),
-            member_epoch: epoch,
-            instance_id: settings.instance_id.clone(),
-            topics: settings.topics.clone(),
-            owned: to_wire(&owned),
-            session_timeout_ms: ms(settings.session_timeout),
-            rebalance_timeout_ms: ms(settings.rebalance_timeout),
-            client_id: settings.client_id.clone(),
+        let req = {
+            let mut st = state.lock();
+            if st.expire_if_due(&view, &group) {
+                // Not a member until the consumer let the lost partitions
+                // go: a heartbeat now could be granted partitions while it
+                // still reads them.
+                interval = LOSS_RECHECK;
+                continue;
+            }
+            GroupHeartbeatRequest {
+                group_id: group.clone(),
+                member_id: st.member_id.clone(),
+                member_epoch: st.epoch,
+                instance_id: settings.instance_id.clone(),
+                topics: settings.topics.clone(),
+                owned: to_wire(&st.owned),
+                session_timeout_ms: ms(settings.session_timeout),
+                rebalance_timeout_ms: ms(settings.rebalance_timeout),
+                client_id: settings.client_id.clone(),
+            }
         };
         let result = tokio::select! {
             r = coordinator.heartbeat(req) => r,
             () = stop.cancelled() => break,
         };
+        let mut st = state.lock();
         match result {
             Ok(resp) => {
-                let assignment = from_wire(&resp.assignment);
-                {
-                    let mut st = state.lock();
-                    if st.epoch == 0 && resp.member_epoch > 0 {
-                        tracing::info!(group = %coordinator.group(), member = %resp.member_id, "joined the group");
-                    }
-                    st.member_id = resp.member_id;
-                    st.epoch = resp.member_epoch;
-                    st.last_ok = Instant::now();
+                if st.epoch == 0 && resp.member_epoch > 0 {
+                    tracing::info!(group, member = %resp.member_id, "joined the group");
                 }
+                st.member_id = resp.member_id;
+                st.epoch = resp.member_epoch;
+                st.last_ok = Instant::now();
+                let assignment = from_wire(&resp.assignment);
                 view.send_if_modified(|v| {
                     let changed = v.assignment != assignment;
                     v.assignment = assignment;
@@ -451,22 +522,15 @@ async fn heartbeat_loop(
                     Some(ErrorReason::UnknownMemberId | ErrorReason::FencedMemberEpoch)
                 ) =>
             {
-                tracing::warn!(group = %coordinator.group(), error = %e, "this member lost its partitions; rejoining");
-                {
-                    // Rejoin as the same member, owning nothing.
-                    let mut st = state.lock();
-                    st.epoch = 0;
-                    st.owned.clear();
-                    st.last_ok = Instant::now();
-                }
-                view.send_modify(|v| {
-                    v.assignment.clear();
-                    v.lost += 1;
-                });
+                // Rejoin as the same member, owning nothing, once the
+                // consumer let go.
+                tracing::warn!(group, error = %e, "this member lost its partitions; it rejoins once they are dropped");
+                st.declare_loss(&view);
                 interval = Duration::from_millis(0);
             }
             Err(e) => {
-                tracing::debug!(group = %coordinator.group(), error = %e, "heartbeat failed; retrying");
+                tracing::debug!(group, error = %e, "heartbeat failed; retrying");
+                st.expire_if_due(&view, &group);
                 interval = Duration::from_millis(500);
             }
         }
@@ -485,7 +549,7 @@ async fn heartbeat_loop(
         -1
     };
     let req = GroupHeartbeatRequest {
-        group_id: coordinator.group().to_owned(),
+        group_id: group.clone(),
         member_id,
         member_epoch: leave_epoch,
         instance_id: settings.instance_id.clone(),
@@ -496,14 +560,230 @@ async fn heartbeat_loop(
         let r = coordinator.heartbeat(req.clone()).await;
         match r {
             Ok(_) => {
-                tracing::info!(group = %coordinator.group(), "left the group");
+                tracing::info!(group, "left the group");
                 return;
             }
             Err(e) if attempt < 2 && e.is_retryable() => attempt += 1,
             Err(e) => {
-                tracing::warn!(group = %coordinator.group(), error = %e, "could not leave the group; its partitions move after the session timeout");
+                tracing::warn!(group, error = %e, "could not leave the group; its partitions move after the session timeout");
                 return;
             }
         }
+    }
+}
+
+/// A scripted coordinator for unit tests of the membership and the
+/// consumer: it answers heartbeats from what the test set, records every
+/// call, and keeps commits in memory.
+#[cfg(test)]
+pub(crate) mod scripted {
+    use super::*;
+    use strata_proto::ErrorInfo;
+
+    /// A commit received: the member epoch it carried and its offsets.
+    pub(crate) type Commit = (i32, Vec<(String, u32, i64)>);
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Script {
+        /// Heartbeats received (joins and leaves too), with when.
+        pub(crate) received: Vec<(Instant, GroupHeartbeatRequest)>,
+        /// The epoch and assignment heartbeats are answered with.
+        pub(crate) epoch: i32,
+        pub(crate) assignment: Partitions,
+        pub(crate) interval_ms: u32,
+        /// How long the coordinator takes to answer.
+        pub(crate) delay: Duration,
+        /// Heartbeats of a member (epoch above 0) fail with this.
+        pub(crate) fence: Option<ErrorReason>,
+        /// Every heartbeat fails to connect.
+        pub(crate) down: bool,
+        pub(crate) commits: Vec<Commit>,
+        pub(crate) offsets: BTreeMap<(String, u32), i64>,
+    }
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Scripted(pub(crate) Mutex<Script>);
+
+    impl Scripted {
+        pub(crate) fn new(epoch: i32, assignment: &[(&str, u32)]) -> Arc<Self> {
+            Arc::new(Scripted(Mutex::new(Script {
+                epoch,
+                assignment: assignment
+                    .iter()
+                    .map(|(t, p)| ((*t).to_owned(), *p))
+                    .collect(),
+                interval_ms: 1_000,
+                ..Script::default()
+            })))
+        }
+
+        pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Script) -> T) -> T {
+            f(&mut self.0.lock())
+        }
+
+        /// The heartbeats received from `from` on.
+        pub(crate) fn received_since(&self, from: usize) -> Vec<GroupHeartbeatRequest> {
+            self.0.lock().received[from..]
+                .iter()
+                .map(|(_, r)| r.clone())
+                .collect()
+        }
+    }
+
+    impl GroupCalls for Scripted {
+        fn group(&self) -> &str {
+            "g"
+        }
+
+        fn heartbeat(
+            &self,
+            req: GroupHeartbeatRequest,
+        ) -> BoxFuture<'_, Result<GroupHeartbeatResponse>> {
+            Box::pin(async move {
+                let (delay, reply) = {
+                    let mut s = self.0.lock();
+                    s.received.push((Instant::now(), req.clone()));
+                    let reply = if s.down {
+                        Err(Error::Connect {
+                            url: "http://coordinator:1".into(),
+                            message: "connection refused".into(),
+                        })
+                    } else if let (Some(reason), true) = (s.fence, req.member_epoch > 0) {
+                        Err(Error::Broker(ErrorInfo::new(reason, "scripted")))
+                    } else {
+                        Ok(GroupHeartbeatResponse {
+                            member_id: req.member_id.clone(),
+                            member_epoch: if req.member_epoch < 0 {
+                                req.member_epoch
+                            } else {
+                                s.epoch
+                            },
+                            assignment: to_wire(&s.assignment),
+                            heartbeat_interval_ms: s.interval_ms,
+                        })
+                    };
+                    (s.delay, reply)
+                };
+                tokio::time::sleep(delay).await;
+                reply
+            })
+        }
+
+        fn commit<'a>(
+            &'a self,
+            _member: &'a str,
+            epoch: i32,
+            offsets: &'a [(String, u32, i64)],
+        ) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                if offsets.is_empty() {
+                    return Ok(());
+                }
+                let mut s = self.0.lock();
+                s.commits.push((epoch, offsets.to_vec()));
+                for (t, p, o) in offsets {
+                    s.offsets.insert((t.clone(), *p), *o);
+                }
+                Ok(())
+            })
+        }
+
+        fn committed<'a>(
+            &'a self,
+            partitions: &'a Partitions,
+        ) -> BoxFuture<'a, Result<BTreeMap<(String, u32), i64>>> {
+            Box::pin(async move {
+                let s = self.0.lock();
+                Ok(s.offsets
+                    .iter()
+                    .filter(|(k, _)| partitions.contains(*k))
+                    .map(|(k, o)| (k.clone(), *o))
+                    .collect())
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::scripted::Scripted;
+    use super::*;
+
+    fn settings() -> MemberSettings {
+        MemberSettings {
+            topics: vec!["t".into()],
+            instance_id: None,
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(30),
+            client_id: "test".into(),
+        }
+    }
+
+    fn set(parts: &[(&str, u32)]) -> Partitions {
+        parts.iter().map(|(t, p)| ((*t).to_owned(), *p)).collect()
+    }
+
+    /// Waits (in paused time) until the view satisfies `done`.
+    async fn until(view: &mut watch::Receiver<View>, done: impl Fn(&View) -> bool) -> View {
+        tokio::time::timeout(Duration::from_secs(600), async {
+            loop {
+                if done(&view.borrow_and_update()) {
+                    return view.borrow().clone();
+                }
+                view.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_member_rejoins_only_after_the_consumer_let_its_partitions_go() {
+        let coordinator = Scripted::new(1, &[("t", 0), ("t", 1)]);
+        let m = Membership::start(coordinator.clone(), settings());
+        let mut view = m.view.clone();
+        until(&mut view, |v| v.assignment == set(&[("t", 0), ("t", 1)])).await;
+        m.set_owned(set(&[("t", 0), ("t", 1)]));
+        coordinator.with(|s| s.fence = Some(ErrorReason::FencedMemberEpoch));
+        let v = until(&mut view, |v| v.lost == 1).await;
+        assert!(v.assignment.is_empty());
+        // The consumer is still reading the lost partitions: the member
+        // neither rejoins nor heartbeats, however long that takes.
+        let from = coordinator.with(|s| s.received.len());
+        coordinator.with(|s| s.fence = None);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(coordinator.received_since(from), vec![]);
+        // It let go: the member rejoins, owning nothing.
+        m.ack_lost(1);
+        until(&mut view, |v| v.assignment == set(&[("t", 0), ("t", 1)])).await;
+        let sent = coordinator.received_since(from);
+        assert_eq!(sent[0].member_epoch, 0, "{sent:?}");
+        assert!(sent[0].owned.is_empty(), "{sent:?}");
+        assert_eq!(m.member().1, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_session_is_a_loss_and_the_member_rejoins_after_the_consumer_let_go() {
+        let coordinator = Scripted::new(1, &[("t", 0)]);
+        let m = Membership::start(coordinator.clone(), settings());
+        let mut view = m.view.clone();
+        until(&mut view, |v| v.assignment == set(&[("t", 0)])).await;
+        m.set_owned(set(&[("t", 0)]));
+        coordinator.with(|s| s.down = true);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(m.loss_pending());
+        let v = until(&mut view, |v| v.lost == 1).await;
+        assert!(v.assignment.is_empty());
+        coordinator.with(|s| s.down = false);
+        let from = coordinator.with(|s| s.received.len());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(coordinator.received_since(from), vec![]);
+        m.ack_lost(1);
+        until(&mut view, |v| v.assignment == set(&[("t", 0)])).await;
+        let sent = coordinator.received_since(from);
+        assert_eq!(sent[0].member_epoch, 0, "{sent:?}");
+        assert!(sent[0].owned.is_empty(), "{sent:?}");
+        assert!(!m.loss_pending());
     }
 }
