@@ -312,6 +312,10 @@ struct MemberState {
     /// Last heartbeat the coordinator answered.
     last_ok: Instant,
     session_timeout: Duration,
+    /// Heartbeats sent and losses declared so far. An answer is applied
+    /// only if nothing was sent or declared after its heartbeat, so a late
+    /// answer never overwrites what a newer event published.
+    seq: u64,
     /// Losses declared ([`View::lost`]) and acknowledged by the consumer.
     lost: u64,
     acked: u64,
@@ -328,6 +332,7 @@ impl MemberState {
     /// under the state lock, so views go out in the order they happened.
     fn declare_loss(&mut self, view: &watch::Sender<View>) {
         self.epoch = 0;
+        self.seq += 1;
         self.lost += 1;
         let lost = self.lost;
         view.send_modify(|v| {
@@ -374,6 +379,7 @@ impl Membership {
             owned: Partitions::new(),
             last_ok: Instant::now(),
             session_timeout: settings.session_timeout,
+            seq: 0,
             lost: 0,
             acked: 0,
         }));
@@ -474,7 +480,7 @@ async fn heartbeat_loop(
             () = wake.notified() => {}
             () = stop.cancelled() => break,
         }
-        let req = {
+        let (seq, req) = {
             let mut st = state.lock();
             if st.expire_if_due(&view, &group) {
                 // Not a member until the consumer let the lost partitions
@@ -483,7 +489,8 @@ async fn heartbeat_loop(
                 interval = LOSS_RECHECK;
                 continue;
             }
-            GroupHeartbeatRequest {
+            st.seq += 1;
+            let req = GroupHeartbeatRequest {
                 group_id: group.clone(),
                 member_id: st.member_id.clone(),
                 member_epoch: st.epoch,
@@ -493,13 +500,24 @@ async fn heartbeat_loop(
                 session_timeout_ms: ms(settings.session_timeout),
                 rebalance_timeout_ms: ms(settings.rebalance_timeout),
                 client_id: settings.client_id.clone(),
-            }
+            };
+            (st.seq, req)
         };
         let result = tokio::select! {
             r = coordinator.heartbeat(req) => r,
             () = stop.cancelled() => break,
         };
         let mut st = state.lock();
+        if st.seq != seq {
+            // A loss was declared while this heartbeat was out: its answer
+            // is about a membership that is over.
+            tracing::debug!(
+                group,
+                "ignoring the answer to a heartbeat sent before a loss"
+            );
+            interval = Duration::from_millis(0);
+            continue;
+        }
         match result {
             Ok(resp) => {
                 if st.epoch == 0 && resp.member_epoch > 0 {
@@ -785,5 +803,31 @@ mod tests {
         assert_eq!(sent[0].member_epoch, 0, "{sent:?}");
         assert!(sent[0].owned.is_empty(), "{sent:?}");
         assert!(!m.loss_pending());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_answer_does_not_undo_a_loss_declared_after_it_was_sent() {
+        let coordinator = Scripted::new(1, &[("t", 0)]);
+        let m = Membership::start(coordinator.clone(), settings());
+        let mut view = m.view.clone();
+        until(&mut view, |v| v.assignment == set(&[("t", 0)])).await;
+        m.set_owned(set(&[("t", 0)]));
+        // The next heartbeat is answered only after the session ran out.
+        coordinator.with(|s| {
+            s.delay = Duration::from_secs(30);
+            s.assignment = set(&[("t", 0), ("t", 1)]);
+        });
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(m.loss_pending());
+        until(&mut view, |v| v.lost == 1).await;
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!(
+            *view.borrow(),
+            View {
+                assignment: Partitions::new(),
+                lost: 1
+            }
+        );
+        assert_eq!(m.member().1, 0, "the member is out until it rejoins");
     }
 }
