@@ -77,11 +77,12 @@ pub(crate) fn from_wire(list: &[TopicPartitions]) -> Partitions {
 pub(crate) trait GroupCalls: std::fmt::Debug + Send + Sync {
     /// The group's id.
     fn group(&self) -> &str;
-    /// One heartbeat (a join or a leave too, by its epoch).
+    /// One heartbeat (a join or a leave too, by its epoch); with the
+    /// answer, when the attempt that got it was sent.
     fn heartbeat(
         &self,
         req: GroupHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<GroupHeartbeatResponse>>;
+    ) -> BoxFuture<'_, Result<(GroupHeartbeatResponse, Instant)>>;
     /// See [`Coordinator::commit`].
     fn commit<'a>(
         &'a self,
@@ -104,13 +105,13 @@ impl GroupCalls for Coordinator {
     fn heartbeat(
         &self,
         req: GroupHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<GroupHeartbeatResponse>> {
+    ) -> BoxFuture<'_, Result<(GroupHeartbeatResponse, Instant)>> {
         let what = if req.member_epoch < 0 {
             "leave group"
         } else {
             "heartbeat"
         };
-        Box::pin(self.call(what, true, move |mut c| {
+        Box::pin(self.call_timed(what, true, move |mut c| {
             let req = tonic::Request::new(req.clone());
             async move { c.heartbeat(req).await }
         }))
@@ -178,8 +179,24 @@ impl Coordinator {
         F: Fn(GroupsClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
+        Ok(self.call_timed(what, idempotent, call).await?.0)
+    }
+
+    /// [`Coordinator::call`], also returning when the attempt that got
+    /// the answer was sent.
+    async fn call_timed<T, F, Fut>(
+        &self,
+        what: &str,
+        idempotent: bool,
+        call: F,
+    ) -> Result<(T, Instant)>
+    where
+        F: Fn(GroupsClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut attempt = 0u32;
         loop {
+            let sent = Instant::now();
             let result = async {
                 let address = self.address().await?;
                 let client = GroupsClient::new(self.cluster.channel(&address)?)
@@ -188,7 +205,7 @@ impl Coordinator {
             }
             .await;
             let e = match result {
-                Ok(v) => return Ok(v),
+                Ok(v) => return Ok((v, sent)),
                 Err(e) => e,
             };
             let retry = match &e {
@@ -309,7 +326,8 @@ struct MemberState {
     member_id: String,
     epoch: i32,
     owned: Partitions,
-    /// Last heartbeat the coordinator answered.
+    /// When the last heartbeat the coordinator answered was sent: the
+    /// session runs from there.
     last_ok: Instant,
     session_timeout: Duration,
     /// Heartbeats sent and losses declared so far. An answer is applied
@@ -519,13 +537,15 @@ async fn heartbeat_loop(
             continue;
         }
         match result {
-            Ok(resp) => {
+            Ok((resp, sent)) => {
                 if st.epoch == 0 && resp.member_epoch > 0 {
                     tracing::info!(group, member = %resp.member_id, "joined the group");
                 }
                 st.member_id = resp.member_id;
                 st.epoch = resp.member_epoch;
-                st.last_ok = Instant::now();
+                // The coordinator heard from us when this was sent, not
+                // when its answer came back.
+                st.last_ok = st.last_ok.max(sent);
                 let assignment = from_wire(&resp.assignment);
                 view.send_if_modified(|v| {
                     let changed = v.assignment != assignment;
@@ -656,11 +676,12 @@ pub(crate) mod scripted {
         fn heartbeat(
             &self,
             req: GroupHeartbeatRequest,
-        ) -> BoxFuture<'_, Result<GroupHeartbeatResponse>> {
+        ) -> BoxFuture<'_, Result<(GroupHeartbeatResponse, Instant)>> {
             Box::pin(async move {
+                let sent = Instant::now();
                 let (delay, reply) = {
                     let mut s = self.0.lock();
-                    s.received.push((Instant::now(), req.clone()));
+                    s.received.push((sent, req.clone()));
                     let reply = if s.down {
                         Err(Error::Connect {
                             url: "http://coordinator:1".into(),
@@ -683,7 +704,7 @@ pub(crate) mod scripted {
                     (s.delay, reply)
                 };
                 tokio::time::sleep(delay).await;
-                reply
+                reply.map(|r| (r, sent))
             })
         }
 
@@ -829,5 +850,21 @@ mod tests {
             }
         );
         assert_eq!(m.member().1, 0, "the member is out until it rejoins");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_session_runs_from_when_the_last_answered_heartbeat_was_sent() {
+        let coordinator = Scripted::new(1, &[("t", 0)]);
+        coordinator.with(|s| s.delay = Duration::from_secs(4));
+        let m = Membership::start(coordinator.clone(), settings());
+        let mut view = m.view.clone();
+        until(&mut view, |v| !v.assignment.is_empty()).await;
+        // Answered 4 s after it was sent; nothing gets through afterwards.
+        coordinator.with(|s| s.down = true);
+        let sent = coordinator.with(|s| s.received[0].0);
+        tokio::time::sleep_until(sent + Duration::from_millis(9_900)).await;
+        assert!(!m.loss_pending());
+        tokio::time::sleep_until(sent + Duration::from_millis(10_100)).await;
+        assert!(m.loss_pending());
     }
 }
