@@ -2,7 +2,8 @@
 # The project's test command: formatting, lints, every test (unit, property,
 # integration, S3 conformance against a local moto_server) and doc tests.
 # Installs what it needs on first run: moto into .venv (the S3-compatible
-# server the tests start; see tests/src/s3.rs) and cargo-nextest.
+# server the tests start; see tests/src/s3.rs), the Kafka clients the Kafka
+# front end is tested with (tests/src/python.rs) and cargo-nextest.
 #
 # Set STRATA_TEST_S3_ENDPOINT to run the S3 tests against another endpoint.
 set -euo pipefail
@@ -21,6 +22,13 @@ if [[ ! -x .venv/bin/moto_server ]]; then
 fi
 export STRATA_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 .venv/bin/python -c 'import moto; print("moto", moto.__version__)'
+
+step "Kafka clients (kafka-python, confluent-kafka) in .venv"
+if ! .venv/bin/python -c 'import kafka, confluent_kafka' >/dev/null 2>&1; then
+    .venv/bin/pip install --quiet --disable-pip-version-check 'kafka-python>=2.3' 'confluent-kafka>=2.6'
+fi
+export STRATA_TEST_PYTHON="$PWD/.venv/bin/python"
+.venv/bin/python -c 'import kafka, confluent_kafka; print("kafka-python", kafka.__version__, "confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0])'
 
 step "cargo-nextest"
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -78,6 +78,39 @@ pub struct FetchConfig {
     pub max_streams: usize,
 }
 
+/// The Kafka wire-protocol listener: limits and Kafka-compatible defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`);
+    /// a larger one closes the connection.
+    pub max_frame_bytes: usize,
+    /// Open connections; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Close a connection that sent no request for this long (Kafka's
+    /// `connections.max.idle.ms`).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Create a topic a Kafka client produces to or asks metadata for when
+    /// it does not exist (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of an automatically created topic (Kafka's
+    /// `num.partitions`).
+    pub default_partitions: u32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 100 << 20,
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(600),
+            auto_create_topics: true,
+            default_partitions: 1,
+        }
+    }
+}
+
 /// Limits of the gRPC listener: what a careless or hostile client can hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -293,6 +326,12 @@ pub struct BrokerConfig {
     /// `http://{bound grpc address}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertised_addr: Option<String>,
+    /// Kafka wire-protocol listen address. Port 0 picks a free port.
+    pub kafka_addr: SocketAddr,
+    /// The Kafka address (`host:port`) Kafka clients are told to use
+    /// (metadata). Default: the bound Kafka address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_advertised_addr: Option<String>,
     /// How long a graceful shutdown may take before the broker gives up
     /// waiting (acknowledged data is safe either way; a longer timeout lets
     /// more tails be sealed cleanly).
@@ -304,6 +343,8 @@ pub struct BrokerConfig {
     pub fetch: FetchConfig,
     /// gRPC listener limits.
     pub grpc: GrpcConfig,
+    /// Kafka listener limits and defaults.
+    pub kafka: KafkaConfig,
     /// How often partitions are maintained (time-based sealing). Shorter
     /// intervals seal closer to `log.segment_ms`, at a little CPU.
     #[serde(with = "humantime_serde")]
@@ -337,10 +378,13 @@ impl Default for BrokerConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             advertised_addr: None,
+            kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            kafka_advertised_addr: None,
             shutdown_timeout: Duration::from_secs(30),
             log_format: LogFormat::Text,
             fetch: FetchConfig::default(),
             grpc: GrpcConfig::default(),
+            kafka: KafkaConfig::default(),
             maintenance_interval: Duration::from_secs(1),
             storage_restart_backoff: Duration::from_secs(5),
             cluster: ClusterConfig::default(),
@@ -364,6 +408,8 @@ pub struct Overrides {
     pub grpc_addr: Option<SocketAddr>,
     /// `--http-addr`.
     pub http_addr: Option<SocketAddr>,
+    /// `--kafka-addr`.
+    pub kafka_addr: Option<SocketAddr>,
     /// `--broker-id`.
     pub broker_id: Option<u32>,
 }
@@ -376,6 +422,8 @@ const STRING_KEYS: &[&str] = &[
     "grpc_addr",
     "http_addr",
     "advertised_addr",
+    "kafka_addr",
+    "kafka_advertised_addr",
     "shutdown_timeout",
     "log_format",
     "maintenance_interval",
@@ -390,10 +438,13 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "grpc_addr",
     "http_addr",
     "advertised_addr",
+    "kafka_addr",
+    "kafka_advertised_addr",
     "shutdown_timeout",
     "log_format",
     "fetch",
     "grpc",
+    "kafka",
     "maintenance_interval",
     "storage_restart_backoff",
     "cluster",
@@ -512,6 +563,9 @@ impl BrokerConfig {
         if let Some(v) = flags.http_addr {
             self.http_addr = v;
         }
+        if let Some(v) = flags.kafka_addr {
+            self.kafka_addr = v;
+        }
         if let Some(v) = flags.broker_id {
             self.broker_id = v;
         }
@@ -616,6 +670,29 @@ impl BrokerConfig {
         {
             bail!(
                 "invalid setting advertised_addr: must be a URL like http://host:port, got {a:?}"
+            );
+        }
+        if let Some(a) = &self.kafka_advertised_addr
+            && (a.contains("://")
+                || a.rsplit_once(':')
+                    .is_none_or(|(_, p)| p.parse::<u16>().is_err()))
+        {
+            bail!(
+                "invalid setting kafka_advertised_addr: must be host:port (no scheme), got {a:?}"
+            );
+        }
+        let k = &self.kafka;
+        if k.max_frame_bytes < 1024 {
+            bail!(
+                "invalid setting kafka.max_frame_bytes: must be at least 1024, got {}",
+                k.max_frame_bytes
+            );
+        }
+        if k.default_partitions == 0 || k.default_partitions > crate::topics::MAX_PARTITIONS {
+            bail!(
+                "invalid setting kafka.default_partitions: must be between 1 and {}, got {}",
+                crate::topics::MAX_PARTITIONS,
+                k.default_partitions
             );
         }
         if self.data_dir.as_os_str().is_empty() {
@@ -839,10 +916,55 @@ mod tests {
     }
 
     #[test]
+    fn kafka_settings_come_from_env_and_are_checked() {
+        let env = [
+            ("STRATA_KAFKA_ADDR".to_string(), "0.0.0.0:19092".to_string()),
+            (
+                "STRATA_KAFKA_ADVERTISED_ADDR".to_string(),
+                "10.0.0.7:9092".to_string(),
+            ),
+            (
+                "STRATA_KAFKA__DEFAULT_PARTITIONS".to_string(),
+                "6".to_string(),
+            ),
+        ];
+        let c = BrokerConfig::load(None, env, &Overrides::default()).expect("load");
+        assert_eq!(c.kafka_addr.to_string(), "0.0.0.0:19092");
+        assert_eq!(c.kafka_advertised_addr.as_deref(), Some("10.0.0.7:9092"));
+        assert_eq!(c.kafka.default_partitions, 6);
+        for (k, v, needle) in [
+            (
+                "STRATA_KAFKA_ADVERTISED_ADDR",
+                "http://h:9092",
+                "kafka_advertised_addr",
+            ),
+            (
+                "STRATA_KAFKA__DEFAULT_PARTITIONS",
+                "0",
+                "kafka.default_partitions",
+            ),
+            (
+                "STRATA_KAFKA__MAX_FRAME_BYTES",
+                "10",
+                "kafka.max_frame_bytes",
+            ),
+        ] {
+            let err = BrokerConfig::load(
+                None,
+                [(k.to_string(), v.to_string())],
+                &Overrides::default(),
+            )
+            .expect_err("invalid");
+            assert!(format!("{err:#}").contains(needle), "{err:#}");
+        }
+    }
+
+    #[test]
     fn top_level_keys_match_the_struct() {
         let c = BrokerConfig {
             store: Some("x".into()),
             advertised_addr: Some("x".into()),
+            kafka_advertised_addr: Some("x:1".into()),
             ..BrokerConfig::default()
         };
         let tree = toml::Value::try_from(&c).expect("encode");

@@ -74,6 +74,10 @@ pub enum BrokerError {
     /// The request is bigger than a limit.
     #[error("{0}")]
     TooLarge(String),
+    /// Record batches that do not parse (framing the front end checks
+    /// before the storage engine validates each batch).
+    #[error("{0}")]
+    CorruptBatch(String),
     /// Another broker serves the partition (or none does yet, during a
     /// move or before the controller assigned it).
     #[error("{tp} is not served by this broker: {detail}")]
@@ -146,6 +150,7 @@ impl BrokerError {
             BrokerError::TopicAlreadyExists(_) => ErrorReason::TopicAlreadyExists,
             BrokerError::InvalidRequest(_) => ErrorReason::InvalidRequest,
             BrokerError::TooLarge(_) => ErrorReason::RecordTooLarge,
+            BrokerError::CorruptBatch(_) => ErrorReason::InvalidBatch,
             BrokerError::Unavailable(_) | BrokerError::Busy(_) => ErrorReason::BrokerUnavailable,
             BrokerError::NotOwner { .. } => ErrorReason::NotOwner,
             BrokerError::Group(e) => group_reason(e),

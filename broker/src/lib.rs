@@ -22,6 +22,7 @@
 //! - [`groups`]: consumer groups (the group coordinator).
 //! - [`data`]: the data plane any front end calls (produce, fetch,
 //!   offsets, metadata).
+//! - [`kafka`]: the Kafka wire-protocol front end.
 //! - [`service`]: the gRPC front end (`Strata`, `Admin`, `Cluster`,
 //!   `Groups`).
 //! - [`http`], [`metrics`]: health, readiness and Prometheus metrics.
@@ -38,6 +39,7 @@ pub mod data;
 pub mod error;
 pub mod groups;
 pub mod http;
+pub mod kafka;
 pub mod maintenance;
 pub mod metrics;
 pub mod partitions;

@@ -49,11 +49,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::{BrokerConfig, LogFormat, Overrides};
-use crate::service::Shared;
 use crate::service::admin::AdminService;
 use crate::service::cluster::ClusterService;
 use crate::service::groups::GroupsService;
 use crate::service::strata::StrataService;
+use crate::service::{Advertised, Shared};
 use crate::{cluster, http, maintenance, store_url};
 
 /// Flags of `strata serve`. Every setting can also come from the TOML file
@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// env: STRATA_HTTP_ADDR].
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Kafka wire-protocol listen address, for Kafka clients'
+    /// `bootstrap.servers` [default: 127.0.0.1:9092; env: STRATA_KAFKA_ADDR].
+    #[arg(long, value_name = "ADDR")]
+    pub kafka_addr: Option<SocketAddr>,
     /// This broker's id [default: 0; env: STRATA_BROKER_ID].
     #[arg(long, value_name = "ID")]
     pub broker_id: Option<u32>,
@@ -92,6 +96,7 @@ impl ServeArgs {
             store: self.store.clone(),
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
+            kafka_addr: self.kafka_addr,
             broker_id: self.broker_id,
         }
     }
@@ -181,9 +186,11 @@ pub struct RunningBroker {
     shared: Arc<Shared>,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
+    kafka_addr: SocketAddr,
     store_url: String,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: JoinHandle<std::io::Result<()>>,
+    kafka_task: JoinHandle<()>,
     http_stop: CancellationToken,
     maintenance_stop: CancellationToken,
     maintenance_task: JoinHandle<()>,
@@ -237,9 +244,30 @@ async fn start_on(
 ) -> anyhow::Result<RunningBroker> {
     let grpc_listener = bind(config.grpc_addr, "gRPC", "--grpc-addr", "STRATA_GRPC_ADDR").await?;
     let http_listener = bind(config.http_addr, "HTTP", "--http-addr", "STRATA_HTTP_ADDR").await?;
+    let kafka_listener = bind(
+        config.kafka_addr,
+        "Kafka",
+        "--kafka-addr",
+        "STRATA_KAFKA_ADDR",
+    )
+    .await?;
     let grpc_addr = grpc_listener
         .local_addr()
         .context("gRPC listener address")?;
+    let kafka_addr = kafka_listener
+        .local_addr()
+        .context("Kafka listener address")?;
+    let kafka_advertised_addr = match &config.kafka_advertised_addr {
+        Some(a) => a.clone(),
+        None => {
+            let mut a = kafka_addr;
+            if a.ip().is_unspecified() {
+                tracing::warn!(%kafka_addr, "Kafka listener on all interfaces: advertising loopback; set kafka_advertised_addr so that Kafka clients on other hosts can reach this broker");
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            a.to_string()
+        }
+    };
     let http_addr = http_listener
         .local_addr()
         .context("HTTP listener address")?;
@@ -277,8 +305,11 @@ async fn start_on(
     let (health, health_service) = tonic_health::server::health_reporter();
     let shared = Shared::new(
         config,
-        advertised_addr,
-        http_url,
+        Advertised {
+            grpc: advertised_addr,
+            http: http_url,
+            kafka: kafka_advertised_addr,
+        },
         store,
         store_url.clone(),
         engine,
@@ -331,6 +362,8 @@ async fn start_on(
         )
     };
 
+    let kafka_task = tokio::spawn(crate::kafka::serve(kafka_listener, shared.clone()));
+
     let maintenance_stop = CancellationToken::new();
     let maintenance_task = tokio::spawn(maintenance::run(shared.clone(), maintenance_stop.clone()));
     let groups_task = tokio::spawn(crate::groups::run(shared.clone(), maintenance_stop.clone()));
@@ -355,14 +388,16 @@ async fn start_on(
 
     shared.set_ready(true);
     shared.set_serving(true).await;
-    tracing::info!(broker = shared.broker_id.0, %grpc_addr, %http_addr, store = %store_url, "broker ready");
+    tracing::info!(broker = shared.broker_id.0, %grpc_addr, %http_addr, %kafka_addr, store = %store_url, "broker ready");
     Ok(RunningBroker {
         shared,
         grpc_addr,
         http_addr,
+        kafka_addr,
         store_url,
         grpc_task,
         http_task,
+        kafka_task,
         http_stop,
         maintenance_stop,
         maintenance_task,
@@ -383,6 +418,11 @@ impl RunningBroker {
         self.http_addr
     }
 
+    /// The bound Kafka listener address.
+    pub fn kafka_addr(&self) -> SocketAddr {
+        self.kafka_addr
+    }
+
     /// The gRPC URL clients connect to (`http://{bound address}`).
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc_addr)
@@ -399,11 +439,15 @@ impl RunningBroker {
     }
 
     /// The line `strata serve` prints on stdout once ready:
-    /// `strata: serving broker=<id> grpc=http://<addr> http=http://<addr> store=<url>`.
+    /// `strata: serving broker=<id> grpc=http://<addr> http=http://<addr> store=<url> kafka=<addr>`.
     pub fn ready_line(&self) -> String {
         format!(
-            "strata: serving broker={} grpc=http://{} http=http://{} store={}",
-            self.shared.broker_id.0, self.grpc_addr, self.http_addr, self.store_url
+            "strata: serving broker={} grpc=http://{} http=http://{} store={} kafka={}",
+            self.shared.broker_id.0,
+            self.grpc_addr,
+            self.http_addr,
+            self.store_url,
+            self.kafka_addr
         )
     }
 
@@ -441,6 +485,7 @@ impl RunningBroker {
             Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
         }
+        let _ = self.kafka_task.await;
         self.maintenance_stop.cancel();
         let _ = self.maintenance_task.await;
         let _ = self.groups_task.await;

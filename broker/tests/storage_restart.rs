@@ -32,6 +32,7 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
     let mut c = BrokerConfig {
         data_dir: dir.to_path_buf(),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        kafka_addr: "127.0.0.1:0".parse().expect("addr"),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         shutdown_timeout: Duration::from_secs(10),
         maintenance_interval: Duration::from_millis(100),

@@ -48,6 +48,7 @@ pub struct BrokerProcess {
     child: Option<Child>,
     grpc_addr: String,
     http_addr: String,
+    kafka_addr: String,
     starts: u32,
 }
 
@@ -93,6 +94,7 @@ impl BrokerProcess {
             child: None,
             grpc_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
+            kafka_addr: "127.0.0.1:0".into(),
             starts: 0,
         };
         broker.spawn().await;
@@ -130,6 +132,8 @@ impl BrokerProcess {
                 .arg(&self.grpc_addr)
                 .arg("--http-addr")
                 .arg(&self.http_addr)
+                .arg("--kafka-addr")
+                .arg(&self.kafka_addr)
                 .arg("--broker-id")
                 .arg(self.options.broker_id.to_string())
                 .args(&self.options.args)
@@ -166,6 +170,8 @@ impl BrokerProcess {
                             self.grpc_addr = v.to_owned();
                         } else if let Some(v) = field.strip_prefix("http=http://") {
                             self.http_addr = v.to_owned();
+                        } else if let Some(v) = field.strip_prefix("kafka=") {
+                            self.kafka_addr = v.to_owned();
                         }
                     }
                     // Keep draining stdout so the broker never blocks on it.
@@ -194,6 +200,12 @@ impl BrokerProcess {
     /// `http://127.0.0.1:PORT` of the gRPC API.
     pub fn url(&self) -> String {
         format!("http://{}", self.grpc_addr)
+    }
+
+    /// `127.0.0.1:PORT` of the Kafka listener (a Kafka client's
+    /// `bootstrap.servers`).
+    pub fn kafka_addr(&self) -> &str {
+        &self.kafka_addr
     }
 
     /// `http://127.0.0.1:PORT` of the admin HTTP server.

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod harness;
+pub mod python;
 pub mod s3;
 pub mod scenarios;
 pub mod workload;

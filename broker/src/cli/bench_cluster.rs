@@ -116,7 +116,8 @@ pub(super) async fn spawn_broker(
             "--grpc-addr",
             "127.0.0.1:0",
         ])
-        .args(["--http-addr", "127.0.0.1:0", "--store", store])
+        .args(["--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0"])
+        .args(["--store", store])
         .arg("--data-dir")
         .arg(&data)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

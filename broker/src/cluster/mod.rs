@@ -302,6 +302,37 @@ impl ClusterView {
             .collect()
     }
 
+    /// The Kafka listener address (`host:port`) of `broker`, from its
+    /// heartbeat.
+    pub fn kafka_address_of(&self, broker: u32) -> Option<String> {
+        self.state
+            .read()
+            .members
+            .get(&broker)
+            .map(|m| m.hb.kafka_address.clone())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// Live brokers and their Kafka listener addresses (`host:port`).
+    pub fn live_kafka_brokers(&self) -> Vec<(u32, String)> {
+        let st = self.state.read();
+        st.members
+            .values()
+            .filter(|m| self.alive(m))
+            .map(|m| (m.hb.broker_id, m.hb.kafka_address.clone()))
+            .collect()
+    }
+
+    /// The controller's broker id, as this broker last read the term
+    /// chain.
+    pub fn controller_id(&self) -> Option<u32> {
+        self.state
+            .read()
+            .controller
+            .as_ref()
+            .map(|(_, term)| term.broker_id)
+    }
+
     /// Live brokers other than this one whose last heartbeat lists a
     /// partition of `topic` open.
     fn brokers_with_open(&self, topic: &str) -> Vec<u32> {
@@ -639,6 +670,7 @@ fn build_heartbeat(shared: &Shared) -> Option<Heartbeat> {
         incarnation: engine.wal().stream().incarnation.0,
         address: shared.advertised_addr.clone(),
         http_address: shared.http_url.clone(),
+        kafka_address: shared.kafka_advertised_addr.clone(),
         draining: view.is_draining(),
         seq: view.hb_seq.fetch_add(1, Ordering::SeqCst),
         written_at_ms: now_ms(),
@@ -1581,6 +1613,7 @@ mod tests {
             incarnation: 1,
             address: format!("http://broker-{broker_id}"),
             http_address: String::new(),
+            kafka_address: String::new(),
             draining: false,
             seq,
             written_at_ms: 0,

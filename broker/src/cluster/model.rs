@@ -72,6 +72,9 @@ pub struct Heartbeat {
     /// HTTP URL (metrics, health).
     #[serde(default)]
     pub http_address: String,
+    /// Kafka listener `host:port`.
+    #[serde(default)]
+    pub kafka_address: String,
     /// Moving its partitions away before exiting.
     #[serde(default)]
     pub draining: bool,

@@ -9,6 +9,7 @@
 //!   data.
 //! - [`offsets`]: earliest / latest / by-timestamp offsets.
 //! - [`metadata`]: topics, partitions and who owns them.
+//! - [`topics`]: creating topics.
 //!
 //! Each takes the broker's [`crate::service::Shared`] but uses only the
 //! registries it names; errors are [`crate::error::BrokerError`]s, which
@@ -19,3 +20,4 @@ pub mod fetch;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod topics;

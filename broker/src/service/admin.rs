@@ -187,23 +187,14 @@ impl Admin for AdminService {
     ) -> Result<Response<TopicDescription>, Status> {
         let req = request.into_inner();
         let shared = &self.shared;
-        shared.check_running()?;
-        let name = topics::parse_name(&req.name)?;
-        // A re-create: no log of the deleted topic may still be open.
-        cluster::await_topic_closed(shared, &name).await?;
-        let (topic, _created) = shared
-            .topics
-            .create(
-                &name,
-                req.partitions,
-                overrides(req.config),
-                req.if_not_exists,
-                now_ms(),
-            )
-            .await?;
-        // Answer once the controller assigned the partitions, so the
-        // topic is usable as soon as the call returns.
-        cluster::await_assigned(shared, &topic).await;
+        let (topic, _created) = crate::data::topics::create(
+            shared,
+            &req.name,
+            req.partitions,
+            overrides(req.config),
+            req.if_not_exists,
+        )
+        .await?;
         Ok(Response::new(self.describe(&topic, Remote::Skip).await?))
     }
 

@@ -54,6 +54,8 @@ pub struct Shared {
     pub advertised_addr: String,
     /// The HTTP address (metrics, health) other brokers and tools are told.
     pub http_url: String,
+    /// The Kafka listener's `host:port` Kafka clients are told to use.
+    pub kafka_advertised_addr: String,
     /// The bucket as given (without the engine's retry and metrics
     /// layers): new storage incarnations are opened on it.
     pub store: Arc<dyn ObjectStore>,
@@ -99,6 +101,17 @@ pub struct Shared {
     ready: AtomicBool,
 }
 
+/// The addresses a broker tells clients and other brokers to use.
+#[derive(Debug, Clone)]
+pub struct Advertised {
+    /// The gRPC URL.
+    pub grpc: String,
+    /// The HTTP URL (metrics, health).
+    pub http: String,
+    /// The Kafka listener's `host:port`.
+    pub kafka: String,
+}
+
 /// [`Shared::fence_guard`]'s closure (it has no `Debug` of its own).
 struct FenceGuard(MayFence);
 
@@ -113,8 +126,7 @@ impl Shared {
     /// `store_name`); `health` is the gRPC health service's reporter.
     pub fn new(
         config: BrokerConfig,
-        advertised_addr: String,
-        http_url: String,
+        advertised: Advertised,
         store: Arc<dyn ObjectStore>,
         store_name: String,
         engine: Engine,
@@ -129,8 +141,9 @@ impl Shared {
         cluster.set_incarnation(engine.wal().stream().incarnation.0);
         Arc::new_cyclic(|this| Self {
             broker_id,
-            advertised_addr,
-            http_url,
+            advertised_addr: advertised.grpc,
+            http_url: advertised.http,
+            kafka_advertised_addr: advertised.kafka,
             store,
             store_name,
             meta_store: engine_store.clone(),

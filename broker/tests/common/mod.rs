@@ -90,6 +90,7 @@ pub(crate) fn loopback_config(dir: &std::path::Path) -> strata_broker::config::B
     let mut c = strata_broker::config::BrokerConfig {
         data_dir: dir.to_path_buf(),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        kafka_addr: "127.0.0.1:0".parse().expect("addr"),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         shutdown_timeout: std::time::Duration::from_secs(20),
         ..strata_broker::config::BrokerConfig::default()

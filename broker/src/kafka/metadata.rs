@@ -1,0 +1,152 @@
+//! Metadata: the live brokers at their Kafka addresses, and each topic's
+//! partitions with the broker that owns each as its leader (and only
+//! replica: the bucket holds the data).
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::error::code_of;
+use crate::data;
+use crate::error::BrokerError;
+use crate::service::Shared;
+use crate::topics::{Topic, TopicOverrides};
+
+/// The cluster id Kafka clients see.
+pub const CLUSTER_ID: &str = "strata";
+
+/// Answers a Metadata request.
+pub async fn handle(shared: &Shared, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let mut r = MetadataResponse::default();
+    r.brokers = brokers(shared);
+    r.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
+    r.controller_id = BrokerId(shared.cluster.controller_id().unwrap_or(shared.broker_id.0) as i32);
+    // v0: an empty list means every topic; v1+: null does.
+    let names: Option<Vec<String>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(
+            t.into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .collect(),
+        ),
+    };
+    let auto_create =
+        shared.config.kafka.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    r.topics = match names {
+        None => match data::metadata::all_topics(shared).await {
+            Ok(topics) => topics.iter().map(|t| topic(shared, t)).collect(),
+            Err(e) => {
+                // No per-topic slot to put it in: an empty list (clients
+                // retry metadata).
+                tracing::warn!(error = %e, "kafka metadata: cannot list topics");
+                Vec::new()
+            }
+        },
+        Some(names) => {
+            let mut out = Vec::with_capacity(names.len());
+            for name in names {
+                out.push(match lookup(shared, &name, auto_create).await {
+                    Ok(t) => topic(shared, &t),
+                    Err(e) => {
+                        let mut t = MetadataResponseTopic::default();
+                        t.name = Some(TopicName(StrBytes::from_string(name)));
+                        t.error_code = topic_error(&e);
+                        t
+                    }
+                });
+            }
+            out
+        }
+    };
+    r
+}
+
+/// The topic `name`, created with the Kafka defaults when it does not
+/// exist and `auto_create` allows.
+pub async fn lookup(shared: &Shared, name: &str, auto_create: bool) -> crate::error::Result<Topic> {
+    match shared.topic(name).await {
+        Err(BrokerError::UnknownTopic(_)) if auto_create => {
+            let partitions = shared.config.kafka.default_partitions;
+            let (t, created) =
+                data::topics::create(shared, name, partitions, TopicOverrides::default(), true)
+                    .await?;
+            if created {
+                tracing::info!(
+                    topic = name,
+                    partitions,
+                    "created topic on first use by a Kafka client"
+                );
+            }
+            Ok(t)
+        }
+        r => r,
+    }
+}
+
+/// A topic error code: invalid names get Kafka's `INVALID_TOPIC_EXCEPTION`.
+fn topic_error(e: &BrokerError) -> i16 {
+    match e {
+        BrokerError::InvalidRequest(_) => ResponseError::InvalidTopicException.code(),
+        e => code_of(e),
+    }
+}
+
+/// The live brokers at their Kafka addresses (this one always included).
+fn brokers(shared: &Shared) -> Vec<MetadataResponseBroker> {
+    let mut live = shared.cluster.live_kafka_brokers();
+    if !live.iter().any(|(id, _)| *id == shared.broker_id.0) {
+        live.push((shared.broker_id.0, shared.kafka_advertised_addr.clone()));
+    }
+    live.sort_unstable();
+    live.into_iter()
+        .filter_map(|(id, address)| {
+            let (host, port) = split_host_port(&address)?;
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(id as i32);
+            b.host = StrBytes::from_string(host.to_owned());
+            b.port = i32::from(port);
+            Some(b)
+        })
+        .collect()
+}
+
+/// `host:port` (also `[v6]:port`) split in two.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host, port.parse().ok()?))
+}
+
+/// One topic's metadata.
+fn topic(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
+    let mut out = MetadataResponseTopic::default();
+    out.name = Some(TopicName(StrBytes::from_string(t.name.to_string())));
+    out.topic_id = t.record.id.0;
+    out.is_internal = t.name.as_str() == crate::groups::OFFSETS_TOPIC;
+    out.partitions = data::metadata::partitions(shared, t)
+        .into_iter()
+        .map(|p| {
+            let mut m = MetadataResponsePartition::default();
+            m.partition_index = p.partition as i32;
+            match p.owner {
+                Some(owner) => {
+                    let leader = BrokerId(owner as i32);
+                    m.leader_id = leader;
+                    m.leader_epoch = p.leader_epoch;
+                    m.replica_nodes = vec![leader];
+                    m.isr_nodes = vec![leader];
+                }
+                None => {
+                    m.error_code = ResponseError::LeaderNotAvailable.code();
+                    m.leader_id = BrokerId(-1);
+                }
+            }
+            m
+        })
+        .collect();
+    out
+}

@@ -1,0 +1,171 @@
+//! The Kafka wire-protocol front end: a listener on `kafka_addr` that
+//! serves Kafka clients from the same data plane ([`crate::data`]), topic
+//! registry and group coordinator as the gRPC front end.
+//!
+//! - [`codec`] reads frames, decodes requests and encodes responses
+//!   (`kafka-protocol` does the messages).
+//! - [`versions`] answers ApiVersions and holds the version ranges served.
+//! - [`metadata`] answers Metadata.
+//! - [`produce`] answers Produce and InitProducerId.
+//! - [`fetch`] answers Fetch and ListOffsets.
+//! - [`topics`] answers CreateTopics.
+//! - [`groups`] answers FindCoordinator.
+//! - [`error`] turns broker errors into Kafka error codes.
+//!
+//! Each connection is one task that reads a frame, answers it, and reads
+//! the next: requests pipelined on a connection are answered in order (as
+//! Kafka brokers do), and a connection holds at most one request and one
+//! response in memory. A frame over `kafka.max_frame_bytes`, a frame that
+//! does not decode, or an API or version this broker does not serve closes
+//! the connection with a log line naming the peer; nothing else is
+//! affected.
+
+pub mod codec;
+pub mod error;
+pub mod fetch;
+pub mod groups;
+pub mod metadata;
+pub mod produce;
+pub mod topics;
+pub mod versions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::metrics::BrokerMetrics;
+use crate::service::Shared;
+use codec::{DecodeError, Request};
+
+/// Accepts Kafka connections until the broker shuts down.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let permits = Arc::new(Semaphore::new(shared.config.kafka.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shared.shutdown.cancelled() => return,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = shared.config.kafka.max_connections,
+                "kafka listener: kafka.max_connections reached; closing the new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            connection(shared, stream, peer).await;
+        });
+    }
+}
+
+/// Serves one connection until the peer closes it, it misbehaves, it
+/// stays idle for `kafka.idle_timeout`, or the broker shuts down.
+async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let limits = &shared.config.kafka;
+    loop {
+        let frame = tokio::select! {
+            r = tokio::time::timeout(limits.idle_timeout, codec::read_frame(&mut rd, limits.max_frame_bytes)) => r,
+            () = shared.shutdown.cancelled() => return,
+        };
+        let frame = match frame {
+            Err(_) => {
+                tracing::debug!(%peer, "kafka connection idle for kafka.idle_timeout; closing it");
+                return;
+            }
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "kafka connection: bad frame; closing it");
+                return;
+            }
+        };
+        let (api_key, version, correlation_id, response) = match codec::decode(frame) {
+            Ok(request) => {
+                let (key, v, id) = (request.api_key, request.version, request.correlation_id);
+                (key, v, id, handle(&shared, request).await)
+            }
+            // KIP-511: answer in v0 with the versions we serve.
+            Err(DecodeError::Unsupported {
+                api_key: ApiKey::ApiVersions,
+                correlation_id,
+                ..
+            }) => (
+                ApiKey::ApiVersions,
+                0,
+                correlation_id,
+                Some(ResponseKind::ApiVersions(versions::response(Some(
+                    ResponseError::UnsupportedVersion,
+                )))),
+            ),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "kafka connection: cannot serve the request; closing it");
+                return;
+            }
+        };
+        let Some(response) = response else {
+            continue;
+        };
+        let bytes = match codec::encode(api_key, version, correlation_id, &response) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(%peer, ?api_key, version, error = %e, "kafka: cannot encode a response; closing the connection");
+                return;
+            }
+        };
+        if let Err(e) = wr.write_all(&bytes).await {
+            tracing::debug!(%peer, error = %e, "kafka connection: write failed");
+            return;
+        }
+    }
+}
+
+/// Answers one request; `None` when no response is due (Produce with
+/// `acks=0`).
+async fn handle(shared: &Shared, request: Request) -> Option<ResponseKind> {
+    let version = request.version;
+    Some(match request.body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::response(None)),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(shared, r, version).await)
+        }
+        RequestKind::Produce(r) => {
+            BrokerMetrics::add(&shared.metrics.produce_requests, 1);
+            ResponseKind::Produce(produce::handle(shared, r).await?)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(produce::init_producer_id(shared, r).await)
+        }
+        RequestKind::Fetch(r) => {
+            BrokerMetrics::add(&shared.metrics.fetch_requests, 1);
+            ResponseKind::Fetch(fetch::handle(shared, r).await)
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(fetch::list_offsets(shared, r).await)
+        }
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(shared, r).await),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(shared, r, version).await)
+        }
+        other => {
+            // codec::decode only lets served APIs through.
+            tracing::error!(api = ?request.api_key, "kafka: no handler for a served API");
+            drop(other);
+            return None;
+        }
+    })
+}

@@ -1,0 +1,59 @@
+//! ApiVersions: which APIs and versions this broker serves.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// The APIs served and their version ranges (clients use the highest
+/// version both sides know).
+const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// The version range served for `api_key`, if any.
+pub fn supported(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api_key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// The ApiVersions answer; `error` set when the client asked at a version
+/// this broker does not know (the answer is then encoded at v0).
+pub fn response(error: Option<ResponseError>) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = error.map_or(0, |e| e.code());
+    r.api_keys = SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_versions_are_ones_the_codec_knows() {
+        for &(key, min, max) in SUPPORTED {
+            let valid = key.valid_versions();
+            assert!(
+                valid.min <= min && max <= valid.max,
+                "{key:?} {min}..={max} outside {valid:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The Kafka listener at the byte level (issue #12): bad frames close only
+//! their own connection, never the broker; ApiVersions at an unknown
+//! version gets a v0 answer (KIP-511); pipelined requests are answered in
+//! order.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use common::loopback_config;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    RequestHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use strata_broker::server::{RunningBroker, start};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A request frame (length prefix included).
+fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("wire-test")))
+        .encode(&mut buf, key.request_header_version(version))
+        .expect("header");
+    body.encode(&mut buf, version).expect("body");
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf.freeze()
+}
+
+/// Raw bytes after a length prefix.
+fn raw(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as i32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+/// Reads one response frame: its correlation id and the rest (header v0).
+async fn read_response(s: &mut TcpStream) -> (i32, Bytes) {
+    let len = tokio::time::timeout(Duration::from_secs(10), s.read_i32())
+        .await
+        .expect("a response within 10 s")
+        .expect("a response");
+    let mut buf = vec![0u8; len as usize];
+    s.read_exact(&mut buf).await.expect("response body");
+    let mut b = Bytes::from(buf);
+    let id = b.get_i32();
+    (id, b)
+}
+
+async fn connect(broker: &RunningBroker) -> TcpStream {
+    TcpStream::connect(broker.kafka_addr())
+        .await
+        .expect("connect to the Kafka listener")
+}
+
+/// Asks for ApiVersions v3 on a new connection: the broker is serving.
+async fn api_versions(broker: &RunningBroker) -> ApiVersionsResponse {
+    let mut s = connect(broker).await;
+    let req = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("t"))
+        .with_client_software_version(StrBytes::from_static_str("1"));
+    s.write_all(&frame(ApiKey::ApiVersions, 3, 1, &req))
+        .await
+        .expect("write");
+    let (id, mut body) = read_response(&mut s).await;
+    assert_eq!(id, 1);
+    ApiVersionsResponse::decode(&mut body, 3).expect("ApiVersions v3")
+}
+
+/// True once the broker closed `s` (EOF) within 10 s.
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_close_their_connection_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = loopback_config(dir.path());
+    config.kafka.max_frame_bytes = 64 << 10;
+    let broker = start(config).await.expect("start");
+
+    // Metadata v1 whose topic array claims 2^31-1 entries: the decoder
+    // must not reserve for them (it used to abort the process).
+    let mut forged = vec![0, 3, 0, 1, 0, 0, 0, 7, 0, 1, b'x'];
+    forged.extend_from_slice(&i32::MAX.to_be_bytes());
+    // A compact-array version of the same lie (Metadata v9, flexible).
+    let mut forged_compact = vec![0, 3, 0, 9, 0, 0, 0, 8, 0, 1, b'x', 0];
+    forged_compact.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("forged array length", raw(&forged)),
+        ("forged compact array length", raw(&forged_compact)),
+        (
+            "frame over kafka.max_frame_bytes",
+            (1i32 << 20).to_be_bytes().to_vec(),
+        ),
+        ("negative frame length", (-5i32).to_be_bytes().to_vec()),
+        ("shorter than a header", raw(&[0, 18])),
+        (
+            "unknown API key",
+            raw(&[0x03, 0xe7, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ),
+        (
+            "unsupported Produce version",
+            raw(&[0, 0, 0, 1, 0, 0, 0, 1, 0, 0]),
+        ),
+        (
+            "garbage",
+            raw(&[0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut s = connect(&broker).await;
+        s.write_all(&bytes).await.expect("write");
+        assert!(closed(&mut s).await, "{what}: the connection stays open");
+        let versions = api_versions(&broker).await;
+        assert_eq!(versions.error_code, 0, "{what}: the broker stopped serving");
+    }
+    broker.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_versions_at_an_unknown_version_gets_a_v0_answer_with_our_ranges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(loopback_config(dir.path())).await.expect("start");
+    let mut s = connect(&broker).await;
+    // v42 with a body we cannot know the layout of.
+    s.write_all(&raw(&[0, 18, 0, 42, 0, 0, 0, 9, 0, 0, 1, 2, 3]))
+        .await
+        .expect("write");
+    let (id, mut body) = read_response(&mut s).await;
+    assert_eq!(id, 9);
+    let r = ApiVersionsResponse::decode(&mut body, 0).expect("a v0 answer");
+    assert_eq!(r.error_code, 35, "UNSUPPORTED_VERSION");
+    let produce = r
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Produce as i16)
+        .expect("Produce listed");
+    assert_eq!((produce.min_version, produce.max_version), (3, 12));
+    // The connection stays usable.
+    let req = ApiVersionsRequest::default();
+    s.write_all(&frame(ApiKey::ApiVersions, 0, 10, &req))
+        .await
+        .expect("write");
+    assert_eq!(read_response(&mut s).await.0, 10);
+    broker.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(loopback_config(dir.path())).await.expect("start");
+    let mut s = connect(&broker).await;
+    let mut all = BytesMut::new();
+    for id in 0..20 {
+        if id % 2 == 0 {
+            all.extend_from_slice(&frame(
+                ApiKey::ApiVersions,
+                2,
+                id,
+                &ApiVersionsRequest::default(),
+            ));
+        } else {
+            let md = MetadataRequest::default().with_topics(None);
+            all.extend_from_slice(&frame(ApiKey::Metadata, 9, id, &md));
+        }
+    }
+    s.write_all(&all).await.expect("write");
+    for id in 0..20 {
+        let (got, mut body) = read_response(&mut s).await;
+        assert_eq!(got, id, "answers come in request order");
+        if id % 2 == 1 {
+            // Flexible versions carry a tagged-field byte in the header.
+            body.advance(1);
+            let md = MetadataResponse::decode(&mut body, 9).expect("Metadata v9");
+            assert_eq!(md.brokers.len(), 1);
+            assert_eq!(md.brokers[0].port, i32::from(broker.kafka_addr().port()));
+        }
+    }
+    broker.shutdown().await.expect("shutdown");
+}

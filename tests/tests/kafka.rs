@@ -1,0 +1,231 @@
+//! Kafka clients against real `strata serve` processes (issue #12):
+//! kafka-python and confluent-kafka (librdkafka) produce and consume
+//! through the Kafka listener, and what one front end writes the other
+//! reads at the same offsets with the same keys, headers and timestamps.
+//!
+//! Skipped (with a message) when no Python with both clients is found; see
+//! `strata_tests::python`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use strata_client::{Admin, Producer, ProducerConfig, ProducerRecord, TopicSettings};
+use strata_tests::broker::{BrokerOptions, BrokerProcess, run_cli};
+use strata_tests::python::kafka_clients;
+
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_produces_and_consumes_on_a_default_broker_and_the_native_side_agrees() {
+    let Some(python) = kafka_clients().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), BrokerOptions::default()).await;
+    let count = 300;
+
+    // The topic does not exist: the producer's metadata request creates it
+    // (auto.create.topics.enable, one partition), as on a Kafka broker.
+    let out = python
+        .run(
+            "kafka_python_roundtrip.py",
+            &[broker.kafka_addr(), "events", &count.to_string()],
+            SCRIPT_TIMEOUT,
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("script output");
+    let acked = v["acked"].as_array().expect("acked");
+    let consumed = v["consumed"].as_array().expect("consumed");
+    assert_eq!(acked.len(), count);
+    // One partition: offsets 0..count in send order.
+    for (i, a) in acked.iter().enumerate() {
+        assert_eq!(a[0], 0, "auto-created topics have one partition");
+        assert_eq!(a[1], i as i64, "acked offsets are dense and in order");
+    }
+    assert_eq!(consumed.len(), count, "every acked record is consumed");
+    for (i, c) in consumed.iter().enumerate() {
+        assert_eq!(c[1], i as i64);
+        assert_eq!(c[2], format!("k{}", i % 5));
+        assert_eq!(c[3], format!("value-{i}"));
+        assert_eq!(c[4], 1_700_000_000_000i64 + i as i64);
+        assert_eq!(c[5], serde_json::json!([["seq", i.to_string()]]));
+    }
+
+    // The native CLI reads the same records at the same offsets.
+    let (status, stdout, stderr) = run_cli(
+        &[
+            "consume",
+            "events",
+            "--broker",
+            &broker.url(),
+            "--from-beginning",
+            "-n",
+            "3",
+            "--property",
+            "print.timestamp=true",
+            "--property",
+            "print.offset=true",
+            "--property",
+            "print.headers=true",
+            "--property",
+            "print.key=true",
+        ],
+        "",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(status.success(), "strata consume failed: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "CreateTime:1700000000000\tOffset:0\tseq:0\tk0\tvalue-0",
+            "CreateTime:1700000000001\tOffset:1\tseq:1\tk1\tvalue-1",
+            "CreateTime:1700000000002\tOffset:2\tseq:2\tk2\tvalue-2",
+        ]
+    );
+
+    // And the other way round: a record from the native producer is read
+    // by kafka-python after the ones it wrote, with its key and header.
+    let producer = Producer::connect(&broker.url(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let md = producer
+        .send_and_wait(
+            ProducerRecord::new("events", "from-native")
+                .key("native-key")
+                .header("origin", "grpc")
+                .timestamp(1_750_000_000_000),
+        )
+        .await
+        .expect("native produce");
+    assert_eq!(md.offset, count as i64);
+    let out = python
+        .run(
+            "confluent_read.py",
+            &[broker.kafka_addr(), "events", "1"],
+            SCRIPT_TIMEOUT,
+        )
+        .await;
+    let last: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("records")).expect("json");
+    assert_eq!(last["o"], count as i64);
+    assert_eq!(last["k"], "native-key");
+    assert_eq!(last["v"], "from-native");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_idempotent_producer_rides_through_kill9_exactly_once_in_order() {
+    let Some(python) = kafka_clients().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = BrokerProcess::start(&dir.path().join("b"), BrokerOptions::default()).await;
+    let admin = Admin::connect(&broker.url()).await.expect("admin");
+    admin
+        .create_topic("orders", 4, TopicSettings::default())
+        .await
+        .expect("create topic");
+    let count = 6000;
+    let acks_file = dir.path().join("acks.jsonl");
+    let acks_path = acks_file.to_str().expect("utf-8 path").to_owned();
+    let mut producer = python.spawn(
+        "confluent_idempotent.py",
+        &[
+            broker.kafka_addr(),
+            "orders",
+            &count.to_string(),
+            &acks_path,
+        ],
+    );
+
+    // Kill the broker mid-stream, twice, and bring it back on the same ports.
+    for _ in 0..2 {
+        let seen = wait_for_lines(&acks_file, 1000).await;
+        assert!(seen, "the producer made no progress:\n{}", broker.log());
+        broker.kill().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        broker.restart().await;
+    }
+    let status = tokio::time::timeout(SCRIPT_TIMEOUT, producer.wait())
+        .await
+        .expect("the producer finishes")
+        .expect("wait");
+    assert!(status.success(), "producer failed");
+
+    // What librdkafka reported.
+    let text = std::fs::read_to_string(&acks_file).expect("acks");
+    let mut acked: HashMap<i64, (i64, i64)> = HashMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        if let Some(e) = v.get("error") {
+            panic!("a record failed: {e}");
+        }
+        if let (Some(i), Some(p), Some(o)) = (v["i"].as_i64(), v["p"].as_i64(), v["o"].as_i64()) {
+            assert!(acked.insert(i, (p, o)).is_none(), "record {i} acked twice");
+        }
+    }
+    assert_eq!(
+        acked.len(),
+        count,
+        "every record is acked (message.timeout.ms is 120 s)"
+    );
+
+    // What the log holds: every acked record exactly once at its acked
+    // offset, dense offsets, and per key in send order.
+    let out = python
+        .run(
+            "confluent_read.py",
+            &[broker.kafka_addr(), "orders", "4"],
+            SCRIPT_TIMEOUT,
+        )
+        .await;
+    let mut by_offset: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        assert!(v.get("error").is_none(), "consumer error: {line}");
+        let i: i64 = v["v"].as_str().expect("value")[2..].parse().expect("i");
+        let p = v["p"].as_i64().expect("p");
+        let o = v["o"].as_i64().expect("o");
+        assert!(
+            by_offset.insert((p, o), i).is_none(),
+            "offset {p}/{o} read twice"
+        );
+    }
+    assert_eq!(by_offset.len(), count, "no duplicates, nothing lost");
+    for (i, (p, o)) in &acked {
+        assert_eq!(
+            by_offset.get(&(*p, *o)),
+            Some(i),
+            "record {i} is not at its acked offset {p}/{o}"
+        );
+    }
+    let mut last_i_per_key: HashMap<i64, i64> = HashMap::new();
+    let mut next_offset: HashMap<i64, i64> = HashMap::new();
+    for ((p, o), i) in &by_offset {
+        let expected = next_offset.entry(*p).or_insert(0);
+        assert_eq!(o, expected, "offset gap in partition {p}");
+        *expected += 1;
+        let last = last_i_per_key.entry(i % 16).or_insert(-1);
+        assert!(*last < *i, "key {} out of order: {i} after {last}", i % 16);
+        *last = *i;
+    }
+}
+
+/// Waits until `path` has `n` more lines than when called.
+async fn wait_for_lines(path: &std::path::Path, n: usize) -> bool {
+    let count = || {
+        std::fs::read_to_string(path)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let start = count();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        if count() >= start + n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
