@@ -97,6 +97,10 @@ pub(crate) struct Cluster {
     /// Serialises metadata refreshes so a burst of errors costs one call.
     refreshing: tokio::sync::Mutex<()>,
     request_timeout: Duration,
+    /// Unit tests: every connection is refused, without touching the
+    /// network.
+    #[cfg(test)]
+    offline: bool,
 }
 
 /// `host:port` → `http://host:port`, without a trailing slash.
@@ -249,7 +253,30 @@ impl Cluster {
             meta: Mutex::new(MetaCache::default()),
             refreshing: tokio::sync::Mutex::new(()),
             request_timeout,
+            #[cfg(test)]
+            offline: false,
         }))
+    }
+
+    /// A cluster that knows `topics` (name, partition count) and refuses
+    /// every connection: for unit tests of what sits on top.
+    #[cfg(test)]
+    pub(crate) fn for_tests(topics: &[(&str, u32)]) -> Arc<Cluster> {
+        let home = "http://127.0.0.1:1".to_owned();
+        let mut meta = MetaCache::default();
+        for (t, n) in topics {
+            let owners = vec![None; *n as usize];
+            meta.topics.insert((*t).to_owned(), TopicMeta { owners });
+        }
+        Arc::new(Cluster {
+            bootstrap: vec![home.clone()],
+            home: Mutex::new(home),
+            channels: Mutex::new(HashMap::new()),
+            meta: Mutex::new(meta),
+            refreshing: tokio::sync::Mutex::new(()),
+            request_timeout: Duration::from_secs(1),
+            offline: true,
+        })
     }
 
     /// The URLs the client was started with.
@@ -264,6 +291,13 @@ impl Cluster {
 
     /// The channel to `address`, created (lazily connecting) on first use.
     pub(crate) fn channel(&self, address: &str) -> Result<Channel> {
+        #[cfg(test)]
+        if self.offline {
+            return Err(Error::Connect {
+                url: address.to_owned(),
+                message: "offline (unit test)".into(),
+            });
+        }
         if let Some(c) = self.channels.lock().get(address) {
             return Ok(c.clone());
         }

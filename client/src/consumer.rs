@@ -25,6 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use strata_batch::{Batch, decode_records_any};
+use strata_proto::ErrorInfo;
 use strata_proto::v1::{ErrorReason, FetchRequest, ListOffsetsRequest, OffsetSpec};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -248,8 +249,12 @@ impl Consumer {
             ));
         }
         let cluster = Cluster::connect(url, config.request_timeout).await?;
+        Ok(Consumer::with_cluster(cluster, config))
+    }
+
+    fn with_cluster(cluster: Arc<Cluster>, config: ConsumerConfig) -> Consumer {
         let (tx, rx) = mpsc::channel(64);
-        Ok(Consumer {
+        Consumer {
             cluster,
             memory: Arc::new(Semaphore::new(config.buffer_bytes)),
             config,
@@ -259,7 +264,7 @@ impl Consumer {
             generation: 0,
             current: None,
             group: None,
-        })
+        }
     }
 
     /// Number of partitions of `topic`.
@@ -384,21 +389,29 @@ impl Consumer {
             let mut view = g.membership.view.clone();
             let commit_at = g.next_auto_commit;
             let auto = self.config.auto_commit;
+            // Woken at least every heartbeat interval, so a session that
+            // runs out is noticed even when no record arrives.
+            let look_again = g.membership.interval();
             tokio::select! {
-                r = futures::StreamExt::next(&mut *self) => {
-                    // A member whose session ran out may have lost the
-                    // partition to another member already.
-                    if self.group.as_ref().is_some_and(|g| g.membership.loss_pending()) {
-                        continue;
-                    }
-                    return r;
-                }
+                // A rebalance or a loss is applied before more records.
+                biased;
                 r = view.changed() => {
                     if r.is_err() {
                         return Some(Err(Error::Closed("group membership")));
                     }
                 }
+                () = tokio::time::sleep(look_again) => {}
                 () = tokio::time::sleep_until(commit_at), if auto => self.start_auto_commit(),
+                r = futures::StreamExt::next(&mut *self) => {
+                    // The partitions may have been lost while these records
+                    // came (fenced, or the session ran out): another member
+                    // may be reading them already. They are dropped with
+                    // the partition.
+                    if self.loss_pending() {
+                        continue;
+                    }
+                    return r;
+                }
             }
         }
     }
@@ -446,8 +459,13 @@ impl Consumer {
             // Unknown topics are reported now rather than never assigned.
             self.cluster.partition_count(t).await?;
         }
-        let coordinator: Arc<dyn GroupCalls> =
-            Arc::new(Coordinator::new(self.cluster.clone(), group));
+        let coordinator = Arc::new(Coordinator::new(self.cluster.clone(), group));
+        self.join(coordinator, topics);
+        Ok(())
+    }
+
+    /// Starts the membership (heartbeats) through `coordinator`.
+    fn join(&mut self, coordinator: Arc<dyn GroupCalls>, topics: &[&str]) {
         let membership = Membership::start(
             coordinator,
             MemberSettings {
@@ -466,7 +484,6 @@ impl Consumer {
             committed: HashMap::new(),
             auto_commit: None,
         });
-        Ok(())
     }
 
     /// Sets the listener told about assigned, revoked and lost partitions.
@@ -491,6 +508,16 @@ impl Consumer {
         if let Some(task) = g.auto_commit.take() {
             // Never let an older auto-commit land after this one.
             let _ = task.await;
+        }
+        if g.membership.loss_pending() {
+            return Err(Error::Broker(ErrorInfo::new(
+                ErrorReason::FencedMemberEpoch,
+                format!(
+                    "this member lost its partitions (fenced, or its session ran out), so \
+                     nothing was committed; the next recv() drops them and rejoins: group {}",
+                    g.membership.coordinator.group()
+                ),
+            )));
         }
         let (member, epoch) = g.membership.member();
         g.membership
@@ -528,14 +555,20 @@ impl Consumer {
     /// consumer dropped without `close` leaves too, but without the
     /// commit.
     pub async fn close(mut self) -> Result<()> {
+        // Lost partitions are reported lost and not committed.
+        let lost = self.loss_pending();
         if let Some(l) = self.group.as_ref().and_then(|g| g.listener.clone()) {
             let mut held: Vec<(String, u32)> = self.assignments.keys().cloned().collect();
             held.sort();
             if !held.is_empty() {
-                l.on_revoked(&held);
+                if lost {
+                    l.on_lost(&held);
+                } else {
+                    l.on_revoked(&held);
+                }
             }
         }
-        let result = if self.config.auto_commit && self.group.is_some() {
+        let result = if self.config.auto_commit && self.group.is_some() && !lost {
             self.commit().await
         } else {
             Ok(())
@@ -546,6 +579,14 @@ impl Consumer {
             g.membership.leave().await;
         }
         result
+    }
+
+    /// True when the member lost its partitions and `recv` has not dropped
+    /// them yet: nothing of theirs may be handed out or committed.
+    fn loss_pending(&self) -> bool {
+        self.group
+            .as_ref()
+            .is_some_and(|g| g.membership.loss_pending())
     }
 
     /// The position of every assigned partition.
@@ -566,6 +607,10 @@ impl Consumer {
         let interval = self.config.auto_commit_interval;
         let Some(g) = &mut self.group else { return };
         g.next_auto_commit = tokio::time::Instant::now() + interval;
+        if g.membership.loss_pending() {
+            tracing::debug!(group = %g.membership.coordinator.group(), "not committing lost partitions");
+            return;
+        }
         if let Some(task) = &g.auto_commit {
             if !task.is_finished() {
                 return;
@@ -642,7 +687,10 @@ impl Consumer {
                     let _ = task.await;
                 }
                 let (member, epoch) = g.membership.member();
-                if let Err(e) = g
+                if g.membership.loss_pending() {
+                    // Lost while revoking: the next sync drops them.
+                    return Ok(());
+                } else if let Err(e) = g
                     .membership
                     .coordinator
                     .commit(&member, epoch, &positions)
@@ -1088,5 +1136,168 @@ mod tests {
             Err(Error::Batch(_))
         ));
         assert!(records_from_batches("t", 0, vec![Bytes::from_static(b"xx")], &mut next).is_err());
+    }
+
+    mod group {
+        use super::super::*;
+        use crate::group::scripted::Scripted;
+        use parking_lot::Mutex;
+
+        /// Records what the listener was told, in order.
+        #[derive(Default)]
+        struct Told(Mutex<Vec<String>>);
+
+        impl RebalanceListener for Told {
+            fn on_assigned(&self, p: &[(String, u32)]) {
+                self.0.lock().push(format!("assigned {p:?}"));
+            }
+            fn on_revoked(&self, p: &[(String, u32)]) {
+                self.0.lock().push(format!("revoked {p:?}"));
+            }
+            fn on_lost(&self, p: &[(String, u32)]) {
+                self.0.lock().push(format!("lost {p:?}"));
+            }
+        }
+
+        fn config(auto_commit: bool) -> ConsumerConfig {
+            ConsumerConfig {
+                auto_commit,
+                auto_commit_interval: Duration::from_millis(300),
+                session_timeout: Duration::from_secs(10),
+                ..ConsumerConfig::default()
+            }
+        }
+
+        /// A consumer in group `g` of the scripted coordinator, holding
+        /// t/0 from offset 0 (no record fetched: the broker is down).
+        async fn holding_t0(
+            coordinator: &Arc<Scripted>,
+            auto_commit: bool,
+        ) -> (Consumer, Arc<Told>) {
+            coordinator.with(|s| {
+                s.offsets.insert(("t".into(), 0), 0);
+            });
+            let mut c =
+                Consumer::with_cluster(Cluster::for_tests(&[("t", 1)]), config(auto_commit));
+            c.join(coordinator.clone(), &["t"]);
+            let told = Arc::new(Told::default());
+            c.set_rebalance_listener(told.clone());
+            let r = tokio::time::timeout(Duration::from_secs(3), c.recv()).await;
+            assert!(r.is_err(), "no records yet: {r:?}");
+            assert_eq!(c.assignment(), vec![("t".to_owned(), 0)]);
+            (c, told)
+        }
+
+        /// Hands records `from..to` of t/0 to the consumer as if fetched.
+        async fn fetched(c: &Consumer, from: i64, to: i64) {
+            let key = ("t".to_owned(), 0);
+            let generation = c.assignments[&key].generation;
+            let records = (from..to)
+                .map(|offset| ConsumerRecord {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset,
+                    timestamp_ms: 0,
+                    key: None,
+                    value: None,
+                    headers: vec![],
+                })
+                .collect();
+            let chunk = Chunk {
+                key,
+                generation,
+                payload: Ok(records),
+                _permit: None,
+            };
+            c.tx.send(chunk).await.unwrap();
+        }
+
+        async fn lost(c: &Consumer) {
+            let mut view = c.group.as_ref().unwrap().membership.view.clone();
+            tokio::time::timeout(Duration::from_secs(60), view.wait_for(|v| v.lost > 0))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn records_of_lost_partitions_are_never_handed_out() {
+            // The loss and the records arrive while recv() waits; which of
+            // the two it sees first must not matter.
+            for _ in 0..16 {
+                let coordinator = Scripted::new(1, &[("t", 0)]);
+                let (mut c, told) = holding_t0(&coordinator, false).await;
+                let tx = c.tx.clone();
+                let generation = c.assignments[&("t".to_owned(), 0)].generation;
+                let mut view = c.group.as_ref().unwrap().membership.view.clone();
+                let mut recv = Box::pin(c.recv());
+                assert!(futures::poll!(recv.as_mut()).is_pending());
+                coordinator.with(|s| s.fence = Some(ErrorReason::FencedMemberEpoch));
+                tokio::time::timeout(Duration::from_secs(60), view.wait_for(|v| v.lost > 0))
+                    .await
+                    .expect("the loss is published")
+                    .unwrap();
+                coordinator.with(|s| s.fence = None);
+                let record = ConsumerRecord {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 0,
+                    timestamp_ms: 0,
+                    key: None,
+                    value: None,
+                    headers: vec![],
+                };
+                let chunk = Chunk {
+                    key: ("t".into(), 0),
+                    generation,
+                    payload: Ok([record].into()),
+                    _permit: None,
+                };
+                tx.try_send(chunk).unwrap();
+                let r = tokio::time::timeout(Duration::from_millis(500), recv).await;
+                assert!(r.is_err(), "a record of a lost partition: {r:?}");
+                assert!(told.0.lock().iter().any(|t| t.starts_with("lost")));
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn nothing_is_committed_while_a_loss_is_pending() {
+            let coordinator = Scripted::new(1, &[("t", 0)]);
+            let (mut c, told) = holding_t0(&coordinator, true).await;
+            fetched(&c, 0, 5).await;
+            for _ in 0..2 {
+                c.recv().await.unwrap().unwrap();
+            }
+            coordinator.with(|s| s.fence = Some(ErrorReason::FencedMemberEpoch));
+            lost(&c).await;
+            // The consumer has not run on_lost yet: it must not commit.
+            let e = c.commit().await.unwrap_err();
+            assert_eq!(e.reason(), Some(ErrorReason::FencedMemberEpoch), "{e}");
+            c.commit_async();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(coordinator.with(|s| s.commits.clone()), vec![]);
+            // Nor on close, which reports the partitions lost.
+            c.close().await.unwrap();
+            assert_eq!(coordinator.with(|s| s.commits.clone()), vec![]);
+            assert_eq!(
+                told.0.lock().last().unwrap(),
+                &format!("lost {:?}", [("t".to_owned(), 0)])
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn recv_notices_an_expired_session_without_records() {
+            let coordinator = Scripted::new(1, &[("t", 0)]);
+            let (mut c, told) = holding_t0(&coordinator, false).await;
+            // The coordinator stops answering (a heartbeat hangs).
+            coordinator.with(|s| s.delay = Duration::from_secs(3_600));
+            let r = tokio::time::timeout(Duration::from_secs(15), c.recv()).await;
+            assert!(r.is_err(), "{r:?}");
+            assert_eq!(
+                told.0.lock().last().unwrap(),
+                &format!("lost {:?}", [("t".to_owned(), 0)])
+            );
+            assert!(c.assignment().is_empty());
+        }
     }
 }

@@ -330,6 +330,8 @@ struct MemberState {
     /// session runs from there.
     last_ok: Instant,
     session_timeout: Duration,
+    /// The heartbeat interval the coordinator asked for last.
+    interval: Duration,
     /// Heartbeats sent and losses declared so far. An answer is applied
     /// only if nothing was sent or declared after its heartbeat, so a late
     /// answer never overwrites what a newer event published.
@@ -397,6 +399,7 @@ impl Membership {
             owned: Partitions::new(),
             last_ok: Instant::now(),
             session_timeout: settings.session_timeout,
+            interval: Duration::from_millis(500),
             seq: 0,
             lost: 0,
             acked: 0,
@@ -458,6 +461,12 @@ impl Membership {
         self.state
             .lock()
             .expire_if_due(&self.publish, self.coordinator.group())
+    }
+
+    /// The heartbeat interval: how often the consumer looks at the
+    /// session even when no record arrives.
+    pub(crate) fn interval(&self) -> Duration {
+        self.state.lock().interval
     }
 
     /// Stops heartbeating and leaves the group (a static member leaves for
@@ -553,6 +562,7 @@ async fn heartbeat_loop(
                     changed
                 });
                 interval = Duration::from_millis(u64::from(resp.heartbeat_interval_ms.max(50)));
+                st.interval = interval;
             }
             Err(e)
                 if matches!(
