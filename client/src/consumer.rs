@@ -206,7 +206,8 @@ pub trait RebalanceListener: Send + Sync {
     fn on_revoked(&self, _partitions: &[(String, u32)]) {}
     /// Partitions this member lost without a hand-over (its session
     /// expired or it was fenced): another member may be reading them
-    /// already, so nothing is committed. Defaults to `on_revoked`.
+    /// already, so nothing is committed. The member rejoins only after
+    /// this returns. Defaults to `on_revoked`.
     fn on_lost(&self, partitions: &[(String, u32)]) {
         self.on_revoked(partitions);
     }
@@ -496,6 +497,8 @@ impl Consumer {
     /// Commits the positions of every assigned partition (the offset of
     /// the next record [`Consumer::recv`] returns) and waits until they
     /// are durable: call it after processing for at-least-once delivery.
+    /// Fails with `FENCED_MEMBER_EPOCH`, committing nothing, when the
+    /// partitions were lost and [`Consumer::recv`] has not dropped them yet.
     pub async fn commit(&mut self) -> Result<()> {
         let positions = self.positions();
         self.commit_offsets(&positions).await
