@@ -215,6 +215,10 @@ fn group_reason(e: &GroupError) -> ErrorReason {
         GroupError::FencedEpoch { .. } => ErrorReason::FencedMemberEpoch,
         GroupError::NotEmpty { .. } => ErrorReason::NonEmptyGroup,
         GroupError::UnreleasedInstance { .. } => ErrorReason::UnreleasedInstanceId,
+        GroupError::IllegalGeneration { .. } => ErrorReason::IllegalGeneration,
+        GroupError::RebalanceInProgress { .. } => ErrorReason::RebalanceInProgress,
+        GroupError::MemberIdRequired { .. } => ErrorReason::MemberIdRequired,
+        GroupError::InconsistentProtocol { .. } => ErrorReason::InconsistentGroupProtocol,
         GroupError::NotAssigned { .. } | GroupError::Invalid(_) => ErrorReason::InvalidRequest,
         GroupError::Full { .. } => ErrorReason::BrokerUnavailable,
     }

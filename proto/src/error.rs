@@ -30,7 +30,11 @@ impl ErrorReason {
             | ErrorReason::UnknownMemberId
             | ErrorReason::FencedMemberEpoch
             | ErrorReason::NonEmptyGroup
-            | ErrorReason::UnreleasedInstanceId => Code::FailedPrecondition,
+            | ErrorReason::UnreleasedInstanceId
+            | ErrorReason::IllegalGeneration
+            | ErrorReason::RebalanceInProgress
+            | ErrorReason::MemberIdRequired
+            | ErrorReason::InconsistentGroupProtocol => Code::FailedPrecondition,
             ErrorReason::GroupIdNotFound => Code::NotFound,
             ErrorReason::CoordinatorLoadInProgress | ErrorReason::CoordinatorNotAvailable => {
                 Code::Unavailable

@@ -24,6 +24,7 @@
 //! change durable, and the hand-over rule of [`state`].
 
 pub mod assignor;
+pub mod classic;
 pub mod lag;
 pub mod records;
 pub mod shard;
@@ -473,6 +474,101 @@ impl GroupCoordinator {
         Ok(reply)
     }
 
+    /// A JoinGroup of Kafka's classic protocol; waits until the round
+    /// completes.
+    pub async fn classic_join(
+        &self,
+        shared: &Shared,
+        group: &str,
+        req: classic::JoinRequest,
+    ) -> Result<classic::JoinResult> {
+        let shard = self.shard_for(shared, group).await?;
+        let outcome = {
+            let mut st = shard.state.lock();
+            let g = st
+                .groups
+                .entry(group.to_owned())
+                .or_insert_with(|| Group::new(group.to_owned()));
+            if g.members().next().is_some() {
+                return Err(GroupError::InconsistentProtocol {
+                    group: group.to_owned(),
+                    detail: "it has members of the consumer protocol (KIP-848); a classic \
+                             member cannot join until they left"
+                        .into(),
+                }
+                .into());
+            }
+            g.classic.join(req, now_ms(), &self.limits, || {
+                format!("strata-{}", uuid::Uuid::new_v4().simple())
+            })
+        };
+        settle(group, outcome).await
+    }
+
+    /// A SyncGroup of Kafka's classic protocol; waits for the leader's
+    /// assignment.
+    pub async fn classic_sync(
+        &self,
+        shared: &Shared,
+        group: &str,
+        member: &str,
+        generation: i32,
+        assignments: Vec<(String, bytes::Bytes)>,
+    ) -> Result<classic::SyncResult> {
+        let shard = self.shard_for(shared, group).await?;
+        let outcome = {
+            let mut st = shard.state.lock();
+            let Some(g) = st.groups.get_mut(group) else {
+                return Err(unknown_member(group, member));
+            };
+            g.classic.sync(member, generation, assignments, now_ms())
+        };
+        settle(group, outcome).await
+    }
+
+    /// A Heartbeat of Kafka's classic protocol.
+    pub async fn classic_heartbeat(
+        &self,
+        shared: &Shared,
+        group: &str,
+        member: &str,
+        generation: i32,
+    ) -> Result<()> {
+        let shard = self.shard_for(shared, group).await?;
+        let mut st = shard.state.lock();
+        let Some(g) = st.groups.get_mut(group) else {
+            return Err(unknown_member(group, member));
+        };
+        Ok(g.classic.heartbeat(member, generation, now_ms())?)
+    }
+
+    /// A LeaveGroup of Kafka's classic protocol: each member by id (or by
+    /// instance id when the id is empty), with its own result.
+    pub async fn classic_leave(
+        &self,
+        shared: &Shared,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<()>>> {
+        let shard = self.shard_for(shared, group).await?;
+        let mut st = shard.state.lock();
+        let Some(g) = st.groups.get_mut(group) else {
+            return Ok(members
+                .iter()
+                .map(|(m, _)| Err(unknown_member(group, m)))
+                .collect());
+        };
+        let now = now_ms();
+        let results = members
+            .iter()
+            .map(|(m, i)| g.classic.leave(m, i.as_deref(), now).map_err(Into::into))
+            .collect();
+        if g.is_dead() && g.persisted.is_none() {
+            st.groups.remove(group);
+        }
+        Ok(results)
+    }
+
     /// Commits `offsets` for `member` at `epoch`; returns once durable.
     pub async fn commit(
         &self,
@@ -786,6 +882,33 @@ impl GroupCoordinator {
             })
             .await;
     }
+}
+
+/// Waits for a classic request's answer. A dropped sender means the
+/// shard went away (the coordinator moved) or a newer request of the same
+/// member replaced this one.
+async fn settle<T>(group: &str, outcome: classic::Outcome<T>) -> Result<T> {
+    match outcome {
+        classic::Outcome::Now(r) => Ok(r?),
+        classic::Outcome::Later(rx) => match rx.await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(BrokerError::NotCoordinator {
+                group: group.to_owned(),
+                coordinator: None,
+                detail: "the group's coordinator moved or the request was replaced; find the \
+                         coordinator again and rejoin"
+                    .into(),
+            }),
+        },
+    }
+}
+
+fn unknown_member(group: &str, member: &str) -> BrokerError {
+    GroupError::UnknownMember {
+        group: group.to_owned(),
+        member: member.to_owned(),
+    }
+    .into()
 }
 
 /// A topic's partition count from the registry's cache: `Some(0)` when it

@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::assignor;
+use super::classic::{ClassicGroup, ClassicState};
 
 /// A topic-partition by name.
 pub type Tp = (String, u32);
@@ -145,6 +146,47 @@ pub enum GroupError {
         group: String,
         /// The limit.
         max: usize,
+    },
+    /// A classic-protocol member sent a generation that is not the
+    /// group's.
+    #[error(
+        "member {member} of group {group} sent generation {got} but the group is at generation \
+         {current}; rejoin the group"
+    )]
+    IllegalGeneration {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The group's generation.
+        current: i32,
+        /// The generation sent.
+        got: i32,
+    },
+    /// The classic group is rebalancing: the member must rejoin.
+    #[error("group {group} is rebalancing; rejoin it")]
+    RebalanceInProgress {
+        /// The group.
+        group: String,
+    },
+    /// A classic member joined without an id (JoinGroup v4+): rejoin with
+    /// the id given.
+    #[error("group {group} gave the new member the id {member}; rejoin with it")]
+    MemberIdRequired {
+        /// The group.
+        group: String,
+        /// The id to rejoin with.
+        member: String,
+    },
+    /// The member's protocol does not match the group's (a classic member
+    /// in a group of consumer-protocol members or the other way round, or
+    /// no assignor in common).
+    #[error("group {group}: {detail}")]
+    InconsistentProtocol {
+        /// The group.
+        group: String,
+        /// What does not match.
+        detail: String,
     },
     /// A malformed request.
     #[error("{0}")]
@@ -379,12 +421,15 @@ pub struct Group {
     durable: u64,
     /// Target recomputations since this coordinator loaded the group.
     pub rebalances: u64,
+    /// Members of Kafka's classic protocol (in memory only).
+    pub classic: ClassicGroup,
 }
 
 impl Group {
     /// A group nobody joined yet.
     pub fn new(id: String) -> Self {
         Self {
+            classic: ClassicGroup::new(id.clone()),
             id,
             epoch: 0,
             assignment_epoch: 0,
@@ -419,6 +464,7 @@ impl Group {
             })
             .collect();
         Self {
+            classic: ClassicGroup::new(id.clone()),
             id,
             epoch: v.epoch,
             assignment_epoch: v.assignment_epoch,
@@ -504,9 +550,10 @@ impl Group {
         self.members.values()
     }
 
-    /// Number of members (static members away for a restart included).
+    /// Number of members (static members away for a restart included),
+    /// of either protocol.
     pub fn member_count(&self) -> usize {
-        self.members.len()
+        self.members.len() + self.classic.len()
     }
 
     /// Every topic a member subscribes to.
@@ -529,11 +576,18 @@ impl Group {
 
     /// True when nothing is left to keep: no members, no offsets.
     pub fn is_dead(&self) -> bool {
-        self.members.is_empty() && self.offsets.is_empty()
+        self.members.is_empty() && self.classic.is_empty() && self.offsets.is_empty()
     }
 
     /// The summary state.
     pub fn state(&self) -> GroupStateName {
+        if !self.classic.is_empty() {
+            return match self.classic.state() {
+                ClassicState::Stable => GroupStateName::Stable,
+                ClassicState::Empty => GroupStateName::Empty,
+                _ => GroupStateName::Reconciling,
+            };
+        }
         if self.members.is_empty() {
             GroupStateName::Empty
         } else if self.members.values().all(|m| {
@@ -556,6 +610,16 @@ impl Group {
         partitions_of: &dyn Fn(&str) -> Option<u32>,
         new_member_id: impl FnOnce() -> String,
     ) -> Result<HeartbeatReply, GroupError> {
+        if !self.classic.is_empty() {
+            return Err(GroupError::InconsistentProtocol {
+                group: self.id.clone(),
+                detail: format!(
+                    "it has {} member(s) of Kafka's classic protocol; a consumer-protocol \
+                     member cannot join until they left",
+                    self.classic.len()
+                ),
+            });
+        }
         let shape = self.shape();
         let before = self.members.get(&hb.member_id).map(|m| m.value.clone());
         let result = self.heartbeat_inner(hb, now_ms, limits, partitions_of, new_member_id);
@@ -815,6 +879,7 @@ impl Group {
     /// Removes members whose session timed out or who did not revoke in
     /// time. Returns their ids.
     pub fn expire(&mut self, now_ms: i64) -> Vec<String> {
+        let mut classic_gone = self.classic.tick(now_ms);
         let gone: Vec<String> = self
             .members
             .values()
@@ -826,7 +891,8 @@ impl Group {
         for id in &gone {
             self.remove(id, now_ms);
         }
-        gone
+        classic_gone.extend(gone);
+        classic_gone
     }
 
     /// Bumps the epoch if a subscribed topic's partition count changed,
@@ -949,6 +1015,9 @@ impl Group {
         if member.is_empty() {
             return self.check_empty("commit without a member id");
         }
+        if !self.classic.is_empty() {
+            return self.classic.check_commit(member, epoch);
+        }
         let m = self.member(member)?;
         // The current epoch, or the one before while its answer may still
         // be on its way; anything older is from before a loss.
@@ -977,12 +1046,12 @@ impl Group {
 
     /// Refuses `what` while the group has members.
     pub fn check_empty(&self, what: &'static str) -> Result<(), GroupError> {
-        if self.members.is_empty() {
+        if self.member_count() == 0 {
             Ok(())
         } else {
             Err(GroupError::NotEmpty {
                 group: self.id.clone(),
-                members: self.members.len(),
+                members: self.member_count(),
                 what,
             })
         }

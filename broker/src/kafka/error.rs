@@ -37,6 +37,10 @@ pub fn code(reason: ErrorReason) -> ResponseError {
         ErrorReason::GroupIdNotFound => ResponseError::GroupIdNotFound,
         ErrorReason::NonEmptyGroup => ResponseError::NonEmptyGroup,
         ErrorReason::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
+        ErrorReason::IllegalGeneration => ResponseError::IllegalGeneration,
+        ErrorReason::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        ErrorReason::MemberIdRequired => ResponseError::MemberIdRequired,
+        ErrorReason::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
     }
 }
 

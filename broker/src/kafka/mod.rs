@@ -9,7 +9,10 @@
 //! - [`produce`] answers Produce and InitProducerId.
 //! - [`fetch`] answers Fetch and ListOffsets.
 //! - [`topics`] answers CreateTopics.
-//! - [`groups`] answers FindCoordinator.
+//! - [`groups`] answers FindCoordinator and the classic group protocol
+//!   (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) and ListGroups,
+//!   DescribeGroups, DeleteGroups.
+//! - [`offsets`] answers OffsetCommit and OffsetFetch.
 //! - [`error`] turns broker errors into Kafka error codes.
 //!
 //! Each connection is one task that reads a frame, answers it, and reads
@@ -25,6 +28,7 @@ pub mod error;
 pub mod fetch;
 pub mod groups;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 pub mod topics;
 pub mod versions;
@@ -97,7 +101,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         let (api_key, version, correlation_id, response) = match codec::decode(frame) {
             Ok(request) => {
                 let (key, v, id) = (request.api_key, request.version, request.correlation_id);
-                (key, v, id, handle(&shared, request).await)
+                (key, v, id, handle(&shared, request, peer).await)
             }
             // KIP-511: answer in v0 with the versions we serve.
             Err(DecodeError::Unsupported {
@@ -136,8 +140,9 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
 
 /// Answers one request; `None` when no response is due (Produce with
 /// `acks=0`).
-async fn handle(shared: &Shared, request: Request) -> Option<ResponseKind> {
+async fn handle(shared: &Shared, request: Request, peer: SocketAddr) -> Option<ResponseKind> {
     let version = request.version;
+    let client_id = request.client_id.as_deref().unwrap_or_default();
     Some(match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::response(None)),
         RequestKind::Metadata(r) => {
@@ -160,6 +165,25 @@ async fn handle(shared: &Shared, request: Request) -> Option<ResponseKind> {
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(shared, r).await),
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(shared, r, version).await)
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::join(shared, r, version, client_id, peer).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(shared, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(shared, r).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave(shared, r, version).await)
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(shared, &r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe(shared, r).await)
+        }
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(shared, r).await),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offsets::commit(shared, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offsets::fetch(shared, r, version).await)
         }
         other => {
             // codec::decode only lets served APIs through.

@@ -1,0 +1,886 @@
+//! Kafka's classic group protocol (JoinGroup / SyncGroup / Heartbeat /
+//! LeaveGroup, client-side assignors) as a pure state machine, kept in the
+//! same [`super::state::Group`] as the consumer-protocol members and the
+//! committed offsets, so offsets committed by either side are the same
+//! offsets. A group has members of one protocol at a time.
+//!
+//! States (as Kafka names them): `Empty` → a join → `PreparingRebalance`
+//! (waits until every member rejoined, or the rebalance timeout, which
+//! drops the laggards) → `CompletingRebalance` (a new generation: the
+//! leader got every member's subscription and sends the assignment with
+//! its SyncGroup) → `Stable`. A join of a new member or with a changed
+//! subscription, a leave or a session timeout starts the next rebalance;
+//! members learn of it from `REBALANCE_IN_PROGRESS` on their heartbeat.
+//!
+//! Requests that must wait (a join until the round completes, a sync
+//! until the leader's assignment arrives) park a oneshot sender in the
+//! member; the state is behind the shard's lock and is never held across
+//! an await. Membership lives in memory only: after a coordinator
+//! failover, classic members get `UNKNOWN_MEMBER_ID` and rejoin (their
+//! committed offsets are durable like every commit).
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::state::{GroupError, Limits};
+
+/// Longest a member id handed out with `MEMBER_ID_REQUIRED` waits for the
+/// member's second join.
+const PENDING_MEMBER_MS: i64 = 60_000;
+
+/// Most members handed an id but not joined yet.
+const MAX_PENDING: usize = 1_000;
+
+/// The classic group's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassicState {
+    /// No members.
+    Empty,
+    /// Waiting for the members to rejoin.
+    PreparingRebalance,
+    /// Waiting for the leader's assignment.
+    CompletingRebalance,
+    /// Every member has its assignment.
+    Stable,
+}
+
+impl ClassicState {
+    /// Kafka's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClassicState::Empty => "Empty",
+            ClassicState::PreparingRebalance => "PreparingRebalance",
+            ClassicState::CompletingRebalance => "CompletingRebalance",
+            ClassicState::Stable => "Stable",
+        }
+    }
+}
+
+/// A JoinGroup.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// Empty for a new member.
+    pub member_id: String,
+    /// `group.instance.id`, for static members.
+    pub instance_id: Option<String>,
+    /// `client.id`.
+    pub client_id: String,
+    /// The client's address.
+    pub host: String,
+    /// Its session timeout.
+    pub session_timeout_ms: u32,
+    /// How long it may take to rejoin in a rebalance.
+    pub rebalance_timeout_ms: u32,
+    /// `consumer` for consumers.
+    pub protocol_type: String,
+    /// Its assignors in preference order, each with its subscription.
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new member first gets `MEMBER_ID_REQUIRED`.
+    pub require_known_member_id: bool,
+}
+
+/// One member, as the leader sees it in its JoinGroup answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedMember {
+    /// Its id.
+    pub member_id: String,
+    /// Its instance id.
+    pub instance_id: Option<String>,
+    /// Its subscription for the chosen assignor.
+    pub metadata: Bytes,
+}
+
+/// A JoinGroup answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinResult {
+    /// The new generation.
+    pub generation: i32,
+    /// `consumer` for consumers.
+    pub protocol_type: String,
+    /// The assignor chosen.
+    pub protocol_name: String,
+    /// The leader's member id.
+    pub leader: String,
+    /// The member's id.
+    pub member_id: String,
+    /// Every member with its subscription (for the leader only).
+    pub members: Vec<JoinedMember>,
+}
+
+/// A SyncGroup answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncResult {
+    /// `consumer` for consumers.
+    pub protocol_type: String,
+    /// The assignor.
+    pub protocol_name: String,
+    /// The member's assignment, as the leader encoded it.
+    pub assignment: Bytes,
+}
+
+/// An answer now, or later through the receiver.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    /// Answered.
+    Now(Result<T, GroupError>),
+    /// Answered once the round completes.
+    Later(oneshot::Receiver<Result<T, GroupError>>),
+}
+
+/// One classic member.
+#[derive(Debug)]
+pub struct ClassicMember {
+    /// Its id.
+    pub id: String,
+    /// Its instance id.
+    pub instance_id: Option<String>,
+    /// `client.id`.
+    pub client_id: String,
+    /// The client's address.
+    pub host: String,
+    /// Its session timeout.
+    pub session_timeout_ms: u32,
+    /// Its rebalance timeout.
+    pub rebalance_timeout_ms: u32,
+    /// Its assignors and subscriptions.
+    pub protocols: Vec<(String, Bytes)>,
+    /// Its assignment in the current generation.
+    pub assignment: Bytes,
+    session_deadline_ms: i64,
+    awaiting_join: Option<oneshot::Sender<Result<JoinResult, GroupError>>>,
+    awaiting_sync: Option<oneshot::Sender<Result<SyncResult, GroupError>>>,
+}
+
+impl ClassicMember {
+    /// Its subscription for `protocol`.
+    pub fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The classic members of one group.
+#[derive(Debug)]
+pub struct ClassicGroup {
+    group: String,
+    state: ClassicState,
+    generation: i32,
+    protocol_type: String,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, ClassicMember>,
+    /// Ids handed out with `MEMBER_ID_REQUIRED`, until when.
+    pending: HashMap<String, i64>,
+    rebalance_deadline_ms: i64,
+}
+
+impl Clone for ClassicGroup {
+    /// A copy for describing: parked requests stay with the original.
+    fn clone(&self) -> Self {
+        Self {
+            group: self.group.clone(),
+            state: self.state,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    (
+                        id.clone(),
+                        ClassicMember {
+                            id: m.id.clone(),
+                            instance_id: m.instance_id.clone(),
+                            client_id: m.client_id.clone(),
+                            host: m.host.clone(),
+                            session_timeout_ms: m.session_timeout_ms,
+                            rebalance_timeout_ms: m.rebalance_timeout_ms,
+                            protocols: m.protocols.clone(),
+                            assignment: m.assignment.clone(),
+                            session_deadline_ms: m.session_deadline_ms,
+                            awaiting_join: None,
+                            awaiting_sync: None,
+                        },
+                    )
+                })
+                .collect(),
+            pending: self.pending.clone(),
+            rebalance_deadline_ms: self.rebalance_deadline_ms,
+        }
+    }
+}
+
+impl ClassicGroup {
+    /// No members yet.
+    pub fn new(group: String) -> Self {
+        Self {
+            group,
+            state: ClassicState::Empty,
+            generation: 0,
+            protocol_type: String::new(),
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashMap::new(),
+            rebalance_deadline_ms: 0,
+        }
+    }
+
+    /// Its state.
+    pub fn state(&self) -> ClassicState {
+        self.state
+    }
+
+    /// Its generation.
+    pub fn generation(&self) -> i32 {
+        self.generation
+    }
+
+    /// The protocol type (`consumer`), empty before the first join.
+    pub fn protocol_type(&self) -> &str {
+        &self.protocol_type
+    }
+
+    /// The assignor of the current generation.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The leader.
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+
+    /// Its members.
+    pub fn members(&self) -> impl Iterator<Item = &ClassicMember> {
+        self.members.values()
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True without members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    fn unknown(&self, member: &str) -> GroupError {
+        GroupError::UnknownMember {
+            group: self.group.clone(),
+            member: member.to_owned(),
+        }
+    }
+
+    /// Handles a JoinGroup at `now_ms`; `new_id` makes a member id.
+    pub fn join(
+        &mut self,
+        req: JoinRequest,
+        now_ms: i64,
+        limits: &Limits,
+        new_id: impl FnOnce() -> String,
+    ) -> Outcome<JoinResult> {
+        match self.try_join(req, now_ms, limits, new_id) {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Now(Err(e)),
+        }
+    }
+
+    fn try_join(
+        &mut self,
+        req: JoinRequest,
+        now_ms: i64,
+        limits: &Limits,
+        new_id: impl FnOnce() -> String,
+    ) -> Result<Outcome<JoinResult>, GroupError> {
+        let session = req.session_timeout_ms;
+        if session < limits.min_session_timeout_ms || session > limits.max_session_timeout_ms {
+            return Err(GroupError::Invalid(format!(
+                "session timeout {session} ms is outside the coordinator's range \
+                 [{}, {}] ms (group.min_session_timeout, group.max_session_timeout)",
+                limits.min_session_timeout_ms, limits.max_session_timeout_ms
+            )));
+        }
+        if req.protocols.is_empty() || req.protocol_type.is_empty() {
+            return Err(GroupError::InconsistentProtocol {
+                group: self.group.clone(),
+                detail: "a join must name a protocol type and at least one assignor".into(),
+            });
+        }
+        if !self.members.is_empty() {
+            if req.protocol_type != self.protocol_type {
+                return Err(GroupError::InconsistentProtocol {
+                    group: self.group.clone(),
+                    detail: format!(
+                        "protocol type {:?} differs from the group's {:?}",
+                        req.protocol_type, self.protocol_type
+                    ),
+                });
+            }
+            let common = self.common_protocols(Some(&req.protocols));
+            if common.is_empty() {
+                return Err(GroupError::InconsistentProtocol {
+                    group: self.group.clone(),
+                    detail: "the member shares no assignor with the group's members".into(),
+                });
+            }
+        }
+        self.pending.retain(|_, until| *until > now_ms);
+        let mut member_id = req.member_id.clone();
+        if member_id.is_empty() {
+            // A static member coming back takes its old place.
+            let old = req.instance_id.as_ref().and_then(|i| {
+                self.members
+                    .values()
+                    .find(|m| m.instance_id.as_ref() == Some(i))
+                    .map(|m| m.id.clone())
+            });
+            if let Some(old) = old {
+                self.remove(&old);
+            }
+            member_id = new_id();
+            if req.require_known_member_id && req.instance_id.is_none() {
+                if self.pending.len() >= MAX_PENDING {
+                    return Err(GroupError::Full {
+                        group: self.group.clone(),
+                        max: MAX_PENDING,
+                    });
+                }
+                self.pending
+                    .insert(member_id.clone(), now_ms + PENDING_MEMBER_MS);
+                return Err(GroupError::MemberIdRequired {
+                    group: self.group.clone(),
+                    member: member_id,
+                });
+            }
+        } else if !self.members.contains_key(&member_id)
+            && self.pending.remove(&member_id).is_none()
+        {
+            return Err(self.unknown(&member_id));
+        }
+        if !self.members.contains_key(&member_id) && self.members.len() >= limits.max_members {
+            return Err(GroupError::Full {
+                group: self.group.clone(),
+                max: limits.max_members,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let deadline = now_ms + i64::from(session);
+        let changed = match self.members.get_mut(&member_id) {
+            Some(m) => {
+                let changed = m.protocols != req.protocols;
+                m.protocols = req.protocols;
+                m.session_timeout_ms = session;
+                m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+                m.client_id = req.client_id;
+                m.host = req.host;
+                m.session_deadline_ms = deadline;
+                changed
+            }
+            None => {
+                self.members.insert(
+                    member_id.clone(),
+                    ClassicMember {
+                        id: member_id.clone(),
+                        instance_id: req.instance_id,
+                        client_id: req.client_id,
+                        host: req.host,
+                        session_timeout_ms: session,
+                        rebalance_timeout_ms: req.rebalance_timeout_ms,
+                        protocols: req.protocols,
+                        assignment: Bytes::new(),
+                        session_deadline_ms: deadline,
+                        awaiting_join: None,
+                        awaiting_sync: None,
+                    },
+                );
+                self.protocol_type = req.protocol_type;
+                true
+            }
+        };
+        let is_leader = self.leader.as_deref() == Some(member_id.as_str());
+        match self.state {
+            // Nothing changed and nothing to redo: the current generation.
+            ClassicState::Stable | ClassicState::CompletingRebalance if !changed && !is_leader => {
+                return Ok(Outcome::Now(Ok(self.join_result(&member_id))));
+            }
+            ClassicState::PreparingRebalance => {}
+            _ => self.prepare_rebalance(now_ms),
+        }
+        if let Some(m) = self.members.get_mut(&member_id) {
+            m.awaiting_join = Some(tx);
+        }
+        self.maybe_complete_join();
+        Ok(Outcome::Later(rx))
+    }
+
+    /// Assignors every member supports (and `extra`, a joining member's),
+    /// in the first member's order of preference.
+    fn common_protocols(&self, extra: Option<&[(String, Bytes)]>) -> Vec<String> {
+        let mut lists = self.members.values().map(|m| &m.protocols[..]).chain(extra);
+        let Some(first) = lists.next() else {
+            return Vec::new();
+        };
+        let mut common: Vec<String> = first.iter().map(|(n, _)| n.clone()).collect();
+        for l in lists {
+            common.retain(|n| l.iter().any(|(m, _)| m == n));
+        }
+        common
+    }
+
+    /// Starts a rebalance: members learn of it from their heartbeats and
+    /// rejoin; pending syncs are told to rejoin.
+    fn prepare_rebalance(&mut self, now_ms: i64) {
+        for m in self.members.values_mut() {
+            if let Some(tx) = m.awaiting_sync.take() {
+                let _ = tx.send(Err(GroupError::RebalanceInProgress {
+                    group: self.group.clone(),
+                }));
+            }
+        }
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0);
+        self.state = ClassicState::PreparingRebalance;
+        self.rebalance_deadline_ms = now_ms + i64::from(timeout);
+    }
+
+    /// Completes the round when every member rejoined.
+    fn maybe_complete_join(&mut self) {
+        if self.state == ClassicState::PreparingRebalance
+            && self.members.values().all(|m| m.awaiting_join.is_some())
+        {
+            self.complete_join();
+        }
+    }
+
+    /// A new generation with the members that rejoined.
+    fn complete_join(&mut self) {
+        self.members.retain(|_, m| m.awaiting_join.is_some());
+        self.generation += 1;
+        for m in self.members.values_mut() {
+            m.assignment = Bytes::new();
+        }
+        if self.members.is_empty() {
+            self.state = ClassicState::Empty;
+            self.leader = None;
+            self.protocol = None;
+            return;
+        }
+        self.protocol = self.common_protocols(None).into_iter().next();
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        self.state = ClassicState::CompletingRebalance;
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            let result = self.join_result(&id);
+            if let Some(tx) = self
+                .members
+                .get_mut(&id)
+                .and_then(|m| m.awaiting_join.take())
+            {
+                let _ = tx.send(Ok(result));
+            }
+        }
+    }
+
+    fn join_result(&self, member_id: &str) -> JoinResult {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let leader = self.leader.clone().unwrap_or_default();
+        let members = if leader == member_id {
+            self.members
+                .values()
+                .map(|m| JoinedMember {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    metadata: m.metadata(&protocol),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        JoinResult {
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: protocol,
+            leader,
+            member_id: member_id.to_owned(),
+            members,
+        }
+    }
+
+    /// Checks `member` at `generation`.
+    fn check(&self, member: &str, generation: i32) -> Result<(), GroupError> {
+        if !self.members.contains_key(member) {
+            return Err(self.unknown(member));
+        }
+        if generation != self.generation {
+            return Err(GroupError::IllegalGeneration {
+                group: self.group.clone(),
+                member: member.to_owned(),
+                current: self.generation,
+                got: generation,
+            });
+        }
+        Ok(())
+    }
+
+    /// Handles a SyncGroup; `assignments` is the leader's (empty from
+    /// others).
+    pub fn sync(
+        &mut self,
+        member: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now_ms: i64,
+    ) -> Outcome<SyncResult> {
+        if let Err(e) = self.check(member, generation) {
+            return Outcome::Now(Err(e));
+        }
+        self.touch(member, now_ms);
+        match self.state {
+            ClassicState::Empty | ClassicState::PreparingRebalance => {
+                Outcome::Now(Err(GroupError::RebalanceInProgress {
+                    group: self.group.clone(),
+                }))
+            }
+            ClassicState::Stable => Outcome::Now(Ok(self.sync_result(member))),
+            ClassicState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                if let Some(m) = self.members.get_mut(member) {
+                    m.awaiting_sync = Some(tx);
+                }
+                if self.leader.as_deref() == Some(member) {
+                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for m in self.members.values_mut() {
+                        m.assignment = given.remove(&m.id).unwrap_or_default();
+                    }
+                    self.state = ClassicState::Stable;
+                    let ids: Vec<String> = self.members.keys().cloned().collect();
+                    for id in ids {
+                        let result = self.sync_result(&id);
+                        if let Some(tx) = self
+                            .members
+                            .get_mut(&id)
+                            .and_then(|m| m.awaiting_sync.take())
+                        {
+                            let _ = tx.send(Ok(result));
+                        }
+                    }
+                }
+                Outcome::Later(rx)
+            }
+        }
+    }
+
+    fn sync_result(&self, member: &str) -> SyncResult {
+        SyncResult {
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone().unwrap_or_default(),
+            assignment: self
+                .members
+                .get(member)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn touch(&mut self, member: &str, now_ms: i64) {
+        if let Some(m) = self.members.get_mut(member) {
+            m.session_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+        }
+    }
+
+    /// Handles a Heartbeat: `REBALANCE_IN_PROGRESS` tells the member to
+    /// rejoin.
+    pub fn heartbeat(
+        &mut self,
+        member: &str,
+        generation: i32,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        self.check(member, generation)?;
+        self.touch(member, now_ms);
+        if self.state == ClassicState::PreparingRebalance {
+            return Err(GroupError::RebalanceInProgress {
+                group: self.group.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Handles a LeaveGroup of `member` (by id, or by instance id when
+    /// the id is empty).
+    pub fn leave(
+        &mut self,
+        member: &str,
+        instance_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        let id = if member.is_empty() {
+            instance_id
+                .and_then(|i| {
+                    self.members
+                        .values()
+                        .find(|m| m.instance_id.as_deref() == Some(i))
+                        .map(|m| m.id.clone())
+                })
+                .ok_or_else(|| self.unknown(instance_id.unwrap_or_default()))?
+        } else {
+            member.to_owned()
+        };
+        if self.pending.remove(&id).is_some() {
+            return Ok(());
+        }
+        if !self.members.contains_key(&id) {
+            return Err(self.unknown(&id));
+        }
+        self.remove(&id);
+        self.after_removal(now_ms);
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(m) = self.members.remove(id) {
+            let gone = || GroupError::UnknownMember {
+                group: self.group.clone(),
+                member: id.to_owned(),
+            };
+            if let Some(tx) = m.awaiting_join {
+                let _ = tx.send(Err(gone()));
+            }
+            if let Some(tx) = m.awaiting_sync {
+                let _ = tx.send(Err(gone()));
+            }
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+    }
+
+    fn after_removal(&mut self, now_ms: i64) {
+        match self.state {
+            ClassicState::PreparingRebalance => self.maybe_complete_join(),
+            _ if self.members.is_empty() => {
+                self.state = ClassicState::Empty;
+                self.generation += 1;
+                self.protocol = None;
+            }
+            _ => self.prepare_rebalance(now_ms),
+        }
+    }
+
+    /// The timer: drops members whose session ran out (members waiting in
+    /// a join are not timed out) and, past the rebalance timeout,
+    /// completes the round without the members that did not rejoin.
+    /// Returns the members dropped.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<String> {
+        self.pending.retain(|_, until| *until > now_ms);
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.awaiting_join.is_none() && now_ms > m.session_deadline_ms)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &expired {
+            self.remove(id);
+        }
+        if !expired.is_empty() {
+            self.after_removal(now_ms);
+        }
+        if self.state == ClassicState::PreparingRebalance && now_ms >= self.rebalance_deadline_ms {
+            self.complete_join();
+        }
+        expired
+    }
+
+    /// Checks an offset commit by `member` at `generation`.
+    pub fn check_commit(&self, member: &str, generation: i32) -> Result<(), GroupError> {
+        self.check(member, generation)?;
+        if self.state == ClassicState::PreparingRebalance {
+            return Err(GroupError::RebalanceInProgress {
+                group: self.group.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn req(member: &str, assignors: &[&str]) -> JoinRequest {
+        JoinRequest {
+            member_id: member.into(),
+            instance_id: None,
+            client_id: "c".into(),
+            host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            protocol_type: "consumer".into(),
+            protocols: assignors
+                .iter()
+                .map(|a| ((*a).to_owned(), Bytes::from_static(b"sub")))
+                .collect(),
+            require_known_member_id: true,
+        }
+    }
+
+    /// Joins with a fresh id (MEMBER_ID_REQUIRED, then the real join).
+    fn join_new(g: &mut ClassicGroup, id: &str, now: i64) -> Outcome<JoinResult> {
+        let first = g.join(req("", &["range"]), now, &limits(), || id.to_owned());
+        assert!(matches!(
+            first,
+            Outcome::Now(Err(GroupError::MemberIdRequired { .. }))
+        ));
+        g.join(
+            req(id, &["range", "roundrobin"]),
+            now,
+            &limits(),
+            || unreachable!(),
+        )
+    }
+
+    fn now<T: std::fmt::Debug>(o: Outcome<T>) -> Result<T, GroupError> {
+        match o {
+            Outcome::Now(r) => r,
+            Outcome::Later(mut rx) => rx.try_recv().expect("answered"),
+        }
+    }
+
+    #[test]
+    fn a_round_gives_the_leader_every_subscription_and_the_leader_assigns() {
+        let mut g = ClassicGroup::new("g".into());
+        let a = now(join_new(&mut g, "a", 0)).unwrap();
+        assert_eq!(
+            (a.generation, a.leader.as_str(), a.members.len()),
+            (1, "a", 1)
+        );
+        assert_eq!(a.protocol_name, "range");
+        assert_eq!(g.state(), ClassicState::CompletingRebalance);
+        let s = now(g.sync("a", 1, vec![("a".into(), Bytes::from_static(b"all"))], 1)).unwrap();
+        assert_eq!(s.assignment, Bytes::from_static(b"all"));
+        assert_eq!(g.state(), ClassicState::Stable);
+
+        // b joins: a learns of the rebalance from its heartbeat, rejoins.
+        let Outcome::Later(mut b_join) = join_new(&mut g, "b", 2) else {
+            panic!("b waits for a");
+        };
+        assert!(matches!(
+            g.heartbeat("a", 1, 3),
+            Err(GroupError::RebalanceInProgress { .. })
+        ));
+        assert!(matches!(
+            g.check_commit("a", 1),
+            Err(GroupError::RebalanceInProgress { .. })
+        ));
+        let Outcome::Later(mut a_join) =
+            g.join(req("a", &["range"]), 4, &limits(), || unreachable!())
+        else {
+            panic!("joins wait for the round");
+        };
+        let a = a_join.try_recv().unwrap().unwrap();
+        let b = b_join.try_recv().unwrap().unwrap();
+        assert_eq!((a.generation, b.generation), (2, 2));
+        assert_eq!(a.members.len(), 2, "the leader sees every member");
+        assert!(b.members.is_empty());
+        // b syncs first and waits for the leader.
+        let Outcome::Later(mut b_sync) = g.sync("b", 2, vec![], 5) else {
+            panic!("b waits for the leader");
+        };
+        let s = now(g.sync(
+            "a",
+            2,
+            vec![
+                ("a".into(), Bytes::from_static(b"p0")),
+                ("b".into(), Bytes::from_static(b"p1")),
+            ],
+            6,
+        ))
+        .unwrap();
+        assert_eq!(s.assignment, Bytes::from_static(b"p0"));
+        assert_eq!(
+            b_sync.try_recv().unwrap().unwrap().assignment,
+            Bytes::from_static(b"p1")
+        );
+        assert!(g.check_commit("b", 2).is_ok());
+        assert!(matches!(
+            g.check_commit("b", 1),
+            Err(GroupError::IllegalGeneration { .. })
+        ));
+        assert!(matches!(
+            g.check_commit("zz", 2),
+            Err(GroupError::UnknownMember { .. })
+        ));
+    }
+
+    #[test]
+    fn laggards_are_dropped_at_the_rebalance_timeout_and_sessions_expire() {
+        let mut g = ClassicGroup::new("g".into());
+        now(join_new(&mut g, "a", 0)).unwrap();
+        now(g.sync("a", 1, vec![], 0)).unwrap();
+        let Outcome::Later(mut b_join) = join_new(&mut g, "b", 1) else {
+            panic!("b waits");
+        };
+        // a keeps heartbeating but never rejoins: past the rebalance
+        // timeout (30 s from b's join), b goes on alone.
+        for t in [9_000, 18_000, 27_000] {
+            assert!(g.heartbeat("a", 1, t).is_err(), "told to rejoin");
+            assert!(
+                g.tick(t + 1).is_empty(),
+                "b waits in the join; a heartbeats"
+            );
+        }
+        assert!(g.tick(31_001).is_empty());
+        let b = b_join.try_recv().unwrap().unwrap();
+        assert_eq!((b.generation, b.leader.as_str()), (2, "b"));
+        assert_eq!(g.len(), 1);
+        // b's session runs out.
+        now(g.sync("b", 2, vec![], 31_001)).unwrap();
+        assert_eq!(g.tick(41_002), vec!["b".to_owned()]);
+        assert_eq!(g.state(), ClassicState::Empty);
+    }
+
+    #[test]
+    fn leaving_starts_a_rebalance_and_unknown_or_mismatched_members_are_refused() {
+        let mut g = ClassicGroup::new("g".into());
+        now(join_new(&mut g, "a", 0)).unwrap();
+        let unknown = g.join(req("nobody", &["range"]), 0, &limits(), || unreachable!());
+        assert!(matches!(
+            now(unknown),
+            Err(GroupError::UnknownMember { .. })
+        ));
+        let mut other = req("", &["sticky-only"]);
+        other.require_known_member_id = false;
+        let r = g.join(other, 0, &limits(), || "x".into());
+        assert!(matches!(
+            now(r),
+            Err(GroupError::InconsistentProtocol { .. })
+        ));
+        g.leave("a", None, 1).unwrap();
+        assert_eq!(g.state(), ClassicState::Empty);
+        assert!(g.leave("a", None, 1).is_err());
+    }
+}
