@@ -1,16 +1,17 @@
 """kafka-python against a Strata broker: the classic producer loop, then a
-consumer reading the topic from the beginning. Prints one JSON object:
+consumer in group GROUP reading the topic from the beginning
+(auto_offset_reset='earliest') and committing. Prints one JSON object:
 {"acked": [[partition, offset, i], ...], "consumed": [[partition, offset,
 key, value, timestamp, headers], ...]}.
 
-Usage: kafka_python_roundtrip.py BOOTSTRAP TOPIC COUNT
+Usage: kafka_python_roundtrip.py BOOTSTRAP TOPIC COUNT GROUP
 """
 import json
 import sys
 
 from kafka import KafkaConsumer, KafkaProducer
 
-bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+bootstrap, topic, count, group = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
 producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
 futures = []
@@ -34,9 +35,10 @@ producer.close()
 consumer = KafkaConsumer(
     topic,
     bootstrap_servers=bootstrap,
+    group_id=group,
     auto_offset_reset="earliest",
     enable_auto_commit=False,
-    consumer_timeout_ms=5000,
+    consumer_timeout_ms=10000,
 )
 consumed = []
 for m in consumer:
@@ -52,5 +54,6 @@ for m in consumer:
     )
     if len(consumed) >= count:
         break
+consumer.commit()
 consumer.close()
 print(json.dumps({"acked": acked, "consumed": consumed}))

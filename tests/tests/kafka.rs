@@ -29,7 +29,12 @@ async fn kafka_python_produces_and_consumes_on_a_default_broker_and_the_native_s
     let out = python
         .run(
             "kafka_python_roundtrip.py",
-            &[broker.kafka_addr(), "events", &count.to_string()],
+            &[
+                broker.kafka_addr(),
+                "events",
+                &count.to_string(),
+                "example_group",
+            ],
             SCRIPT_TIMEOUT,
         )
         .await;
@@ -50,6 +55,28 @@ async fn kafka_python_produces_and_consumes_on_a_default_broker_and_the_native_s
         assert_eq!(c[4], 1_700_000_000_000i64 + i as i64);
         assert_eq!(c[5], serde_json::json!([["seq", i.to_string()]]));
     }
+
+    // The Kafka group's commit is the group's committed offset for the
+    // native tools too.
+    let (status, stdout, stderr) = run_cli(
+        &[
+            "group",
+            "describe",
+            "example_group",
+            "--broker",
+            &broker.url(),
+        ],
+        "",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(status.success(), "strata group describe failed: {stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("events "))
+        .unwrap_or_else(|| panic!("no row for events:\n{stdout}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1..5], ["0", "300", "300", "0"], "{stdout}");
 
     // The native CLI reads the same records at the same offsets.
     let (status, stdout, stderr) = run_cli(
@@ -210,6 +237,219 @@ async fn confluent_idempotent_producer_rides_through_kill9_exactly_once_in_order
         assert!(*last < *i, "key {} out of order: {i} after {last}", i % 16);
         *last = *i;
     }
+}
+
+/// One `confluent_member.py` process.
+struct Member {
+    name: String,
+    child: tokio::process::Child,
+}
+
+impl Member {
+    fn start(
+        python: &strata_tests::python::Python,
+        bootstrap: &str,
+        name: &str,
+        out: &std::path::Path,
+    ) -> Member {
+        let out = out.to_str().expect("utf-8 path");
+        let child = python.spawn(
+            "confluent_member.py",
+            &[bootstrap, "jobs", "workers", name, out],
+        );
+        Member {
+            name: name.to_owned(),
+            child,
+        }
+    }
+
+    /// SIGTERM: commit, leave the group, exit 0.
+    async fn stop(mut self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("member {} did not leave within 60 s", self.name))
+            .expect("wait");
+        assert!(exit.success(), "member {} exited with {exit}", self.name);
+    }
+}
+
+/// Records (`partition`, `offset`) → values the members printed, and the
+/// errors they reported.
+fn consumed(path: &std::path::Path) -> (HashMap<(i64, i64), String>, Vec<String>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = HashMap::new();
+    let mut errors = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        if let (Some(p), Some(o), Some(val)) = (v["p"].as_i64(), v["o"].as_i64(), v["v"].as_str()) {
+            out.insert((p, o), val.to_owned());
+        }
+        if v.get("error").is_some() || v.get("commit_error").is_some() {
+            errors.push(line.to_owned());
+        }
+    }
+    (out, errors)
+}
+
+/// The group's committed offset per partition, from `strata group describe`.
+async fn committed(broker: &BrokerProcess, group: &str) -> BTreeMap<i64, i64> {
+    let (status, stdout, stderr) = run_cli(
+        &["group", "describe", group, "--broker", &broker.url()],
+        "",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(status.success(), "strata group describe failed: {stderr}");
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("jobs "))
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (
+                cols[1].parse().expect("partition"),
+                cols[2].parse().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_consumer_group_members_join_and_leave_and_commits_survive_kill9() {
+    let Some(python) = kafka_clients().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = BrokerProcess::start(&dir.path().join("b"), BrokerOptions::default()).await;
+    let admin = Admin::connect(&broker.url()).await.expect("admin");
+    admin
+        .create_topic("jobs", 6, TopicSettings::default())
+        .await
+        .expect("create topic");
+    let producer = Producer::connect(&broker.url(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let out = dir.path().join("consumed.jsonl");
+    let bootstrap = broker.kafka_addr().to_owned();
+
+    // Produce for a while; members come and go meanwhile.
+    let total = 3000;
+    let producing = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut acked = HashMap::new();
+            for i in 0..total {
+                let md = producer
+                    .send_and_wait(
+                        ProducerRecord::new("jobs", i.to_string()).key(format!("k{}", i % 31)),
+                    )
+                    .await
+                    .expect("produce");
+                acked.insert((i64::from(md.partition), md.offset), i.to_string());
+                if i % 100 == 99 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            acked
+        })
+    };
+    let a = Member::start(&python, &bootstrap, "a", &out);
+    let b = Member::start(&python, &bootstrap, "b", &out);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = Member::start(&python, &bootstrap, "c", &out);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let d = Member::start(&python, &bootstrap, "d", &out);
+    let acked = producing.await.expect("producer task");
+
+    // Every acked record is consumed (at least once) by the group.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (seen, errors) = consumed(&out);
+        assert!(errors.is_empty(), "members reported errors: {errors:?}");
+        let missing = acked.keys().filter(|k| !seen.contains_key(k)).count();
+        if missing == 0 {
+            for (k, v) in &acked {
+                assert_eq!(seen.get(k), Some(v), "record at {k:?}");
+            }
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} acked records never consumed:
+{}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for m in [a, c, d] {
+        m.stop().await;
+    }
+
+    // After the members committed and left, the group's offsets are the
+    // log ends; they survive a kill -9 of the coordinator's broker.
+    let mut ends: BTreeMap<i64, i64> = BTreeMap::new();
+    for (p, o) in acked.keys() {
+        let e = ends.entry(*p).or_insert(0);
+        *e = (*e).max(o + 1);
+    }
+    assert_eq!(committed(&broker, "workers").await, ends);
+    broker.kill().await;
+    broker.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let after = committed(&broker, "workers").await;
+        if after == ends {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "committed offsets after kill -9: {after:?}, before: {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A member started now resumes at the committed offsets: it reads
+    // only what is produced after them.
+    let e = Member::start(&python, broker.kafka_addr(), "e", &out);
+    let fresh = Producer::connect(&broker.url(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let md = fresh
+        .send_and_wait(ProducerRecord::new("jobs", "after-restart").partition(0))
+        .await
+        .expect("produce");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let mine: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .filter(|v| v["m"] == "e" && v.get("o").is_some())
+            .collect();
+        if !mine.is_empty() {
+            assert_eq!(
+                mine.len(),
+                1,
+                "the new member re-read committed records: {mine:?}"
+            );
+            assert_eq!(mine[0]["v"], "after-restart");
+            assert_eq!(mine[0]["o"], md.offset);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new member read nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    e.stop().await;
 }
 
 /// Waits until `path` has `n` more lines than when called.

@@ -1,0 +1,75 @@
+"""One member of a consumer group (confluent-kafka / librdkafka, the
+classic protocol): subscribes to TOPIC in GROUP, appends one JSON line per
+record to OUT_FILE ({"m": NAME, "p": partition, "o": offset, "v": value})
+and per assignment change ({"m": NAME, "assigned": [...]} /
+{"m": NAME, "revoked": [...]}), commits synchronously after every 50
+records, and on SIGTERM commits, leaves the group and exits 0.
+
+Usage: confluent_member.py BOOTSTRAP TOPIC GROUP NAME OUT_FILE
+"""
+import json
+import signal
+import sys
+
+from confluent_kafka import Consumer, KafkaException
+
+bootstrap, topic, group, name, out_path = sys.argv[1:6]
+out = open(out_path, "a", buffering=1)
+stop = False
+
+
+def on_term(*_):
+    global stop
+    stop = True
+
+
+signal.signal(signal.SIGTERM, on_term)
+
+
+def on_assign(consumer, partitions):
+    out.write(json.dumps({"m": name, "assigned": [p.partition for p in partitions]}) + "\n")
+
+
+def on_revoke(consumer, partitions):
+    # Commit what was processed before the partitions move (eager protocol).
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException:
+        pass
+    out.write(json.dumps({"m": name, "revoked": [p.partition for p in partitions]}) + "\n")
+
+
+c = Consumer(
+    {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "client.id": name,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    }
+)
+c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+since_commit = 0
+while not stop:
+    m = c.poll(0.2)
+    if m is None:
+        continue
+    if m.error():
+        out.write(json.dumps({"m": name, "error": str(m.error())}) + "\n")
+        continue
+    out.write(json.dumps({"m": name, "p": m.partition(), "o": m.offset(), "v": m.value().decode()}) + "\n")
+    since_commit += 1
+    if since_commit >= 50:
+        try:
+            c.commit(asynchronous=False)
+        except KafkaException as e:
+            out.write(json.dumps({"m": name, "commit_error": str(e)}) + "\n")
+        since_commit = 0
+try:
+    c.commit(asynchronous=False)
+except KafkaException as e:
+    out.write(json.dumps({"m": name, "commit_error": str(e)}) + "\n")
+c.close()
+out.write(json.dumps({"m": name, "closed": True}) + "\n")
