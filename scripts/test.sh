@@ -30,6 +30,17 @@ fi
 export STRATA_TEST_PYTHON="$PWD/.venv/bin/python"
 .venv/bin/python -c 'import kafka, confluent_kafka; print("kafka-python", kafka.__version__, "confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0])'
 
+step "kcat (Debian package), where it installs"
+if ! command -v kcat >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [[ $(id -u) -ne 0 ]]; then SUDO="sudo -n"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -q kcat >/dev/null 2>&1 ||
+        { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q kcat >/dev/null 2>&1; } ||
+        true
+fi
+if command -v kcat >/dev/null 2>&1; then kcat -V | head -1; else echo "kcat is not installed: its test skips"; fi
+
 step "cargo-nextest"
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked

@@ -469,3 +469,136 @@ async fn wait_for_lines(path: &std::path::Path, n: usize) -> bool {
     }
     false
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_admin_creates_describes_and_deletes_topics() {
+    let Some(python) = kafka_clients().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), BrokerOptions::default()).await;
+    let out = python
+        .run(
+            "kafka_python_admin.py",
+            &[broker.kafka_addr(), "settings"],
+            SCRIPT_TIMEOUT,
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("script output");
+    assert_eq!(v["duplicate"], "TopicAlreadyExistsError");
+    assert_eq!(v["bad_config"], "InvalidConfigurationError");
+    assert_eq!(v["listed"], true);
+    assert_eq!(v["configs"]["retention.ms"], "3600000");
+    assert_eq!(v["configs"]["cleanup.policy"], "delete");
+    assert_eq!(v["listed_after_delete"], false);
+    // The native side agrees: the topic is gone.
+    let admin = Admin::connect(&broker.url()).await.expect("admin");
+    let topics = admin.list_topics().await.expect("list");
+    assert!(!topics.iter().any(|t| t.name == "settings"), "{topics:?}");
+}
+
+/// kcat, when installed (`scripts/test.sh` installs it from the Debian
+/// packages where it can).
+async fn kcat() -> bool {
+    let ok = tokio::process::Command::new("kcat")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: kcat is not installed (apt-get install kcat)");
+    }
+    ok
+}
+
+/// Runs kcat with `args` and `stdin`; returns its stdout.
+async fn run_kcat(args: &[&str], stdin: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("kcat")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kcat");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).await.expect("write");
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kcat finishes within 60 s")
+        .expect("kcat output");
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_lists_produces_and_consumes_with_and_without_a_group() {
+    if !kcat().await {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), BrokerOptions::default()).await;
+    let b = broker.kafka_addr().to_owned();
+    run_kcat(
+        &["-b", &b, "-P", "-t", "kc", "-K:"],
+        "k1:one\nk2:two\nk3:three\n",
+    )
+    .await;
+
+    let meta = run_kcat(&["-b", &b, "-L", "-J"], "").await;
+    let meta: serde_json::Value = serde_json::from_str(&meta).expect("kcat -L -J");
+    let port = b.rsplit_once(':').expect("port").1;
+    assert_eq!(meta["brokers"][0]["name"], format!("127.0.0.1:{port}"));
+    let topic = meta["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .find(|t| t["topic"] == "kc")
+        .expect("kc listed");
+    assert_eq!(topic["partitions"][0]["leader"], 0);
+
+    let fmt = "%k=%s@%o\n";
+    let plain = run_kcat(
+        &[
+            "-b",
+            &b,
+            "-C",
+            "-t",
+            "kc",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            fmt,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(plain, "k1=one@0\nk2=two@1\nk3=three@2\n");
+    let grouped = run_kcat(
+        &[
+            "-b",
+            &b,
+            "-G",
+            "kcat-group",
+            "kc",
+            "-o",
+            "beginning",
+            "-c",
+            "3",
+            "-f",
+            fmt,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(grouped, "k1=one@0\nk2=two@1\nk3=three@2\n");
+}

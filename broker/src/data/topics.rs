@@ -1,7 +1,7 @@
-//! Creating topics, whatever the front end.
+//! Creating and deleting topics, whatever the front end.
 
 use crate::cluster;
-use crate::error::Result;
+use crate::error::{BrokerError, Result};
 use crate::service::{Shared, now_ms};
 use crate::topics::{self, Topic, TopicOverrides};
 
@@ -26,4 +26,38 @@ pub async fn create(
         .await?;
     cluster::await_assigned(shared, &topic).await;
     Ok((topic, created))
+}
+
+/// Deletes `name`: releases its partitions here, marks it deleted in the
+/// bucket, tells the other brokers, and purges its data in the background.
+/// The internal `__consumer_offsets` cannot be deleted.
+pub async fn delete(shared: &Shared, name: &str) -> Result<()> {
+    shared.check_running()?;
+    let name = topics::parse_name(name)?;
+    if name.as_str() == crate::groups::OFFSETS_TOPIC {
+        return Err(BrokerError::InvalidRequest(format!(
+            "{name} is internal: it holds the consumer groups' committed offsets; delete \
+             groups with `strata group delete` instead"
+        )));
+    }
+    shared.topics.get(&name).await?;
+    shared.partitions.release_topic(&name).await;
+    let marker = shared.topics.mark_deleted(&name, now_ms()).await?;
+    // A request that raced the delete may have reopened a partition.
+    shared.partitions.release_topic(&name).await;
+    // The other owners drop theirs before the purge starts, and the
+    // controller drops the topic from the assignment.
+    shared.groups.topic_changed();
+    let silent = cluster::announce_topic_change(shared, &name).await;
+    if !silent.is_empty() {
+        tracing::warn!(topic = %name, brokers = ?silent, "could not tell every broker of the delete; they notice within a few heartbeat intervals");
+    }
+    if let Some(bg) = shared.this.upgrade() {
+        tokio::spawn(async move {
+            if let Err(e) = bg.topics.purge_deleted(&name, marker).await {
+                tracing::warn!(topic = %name, error = %e, "could not delete the data of a deleted topic; it is removed when the topic is re-created");
+            }
+        });
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@
 //! - [`metadata`] answers Metadata.
 //! - [`produce`] answers Produce and InitProducerId.
 //! - [`fetch`] answers Fetch and ListOffsets.
-//! - [`topics`] answers CreateTopics.
+//! - [`topics`] answers CreateTopics, DeleteTopics and DescribeConfigs.
 //! - [`groups`] answers FindCoordinator and the classic group protocol
 //!   (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) and ListGroups,
 //!   DescribeGroups, DeleteGroups.
@@ -163,6 +163,12 @@ async fn handle(shared: &Shared, request: Request, peer: SocketAddr) -> Option<R
             ResponseKind::ListOffsets(fetch::list_offsets(shared, r).await)
         }
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(shared, r).await),
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(topics::delete(shared, r, version).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(topics::describe_configs(shared, r).await)
+        }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(shared, r, version).await)
         }

@@ -1,16 +1,25 @@
-//! CreateTopics, with the topic settings Strata has under Kafka's names.
+//! Topics: CreateTopics, DeleteTopics and DescribeConfigs, with the topic
+//! settings Strata has under Kafka's names.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
 
 use super::error::code_of;
 use crate::data;
 use crate::error::BrokerError;
 use crate::service::Shared;
-use crate::topics::{self, TopicOverrides};
+use crate::topics::{self, Topic, TopicOverrides};
 
 /// Topic settings by their Kafka names.
 pub const CONFIGS: &[&str] = &[
@@ -121,4 +130,174 @@ pub fn set(o: &mut TopicOverrides, key: &str, value: Option<&str>) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Answers DeleteTopics (v0–5: names; v6: names or ids).
+pub async fn delete(
+    shared: &Shared,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let mut r = DeleteTopicsResponse::default();
+    let names: Vec<(Option<String>, Uuid)> = if version >= 6 {
+        req.topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect()
+    };
+    for (name, id) in names {
+        let mut out = DeletableTopicResult::default();
+        out.topic_id = id;
+        let name = match name {
+            Some(n) => Some(n),
+            None => data::metadata::all_topics(shared)
+                .await
+                .ok()
+                .and_then(|ts| ts.into_iter().find(|t| t.record.id.0 == id))
+                .map(|t| t.name.to_string()),
+        };
+        match name {
+            Some(name) => {
+                if let Err(e) = data::topics::delete(shared, &name).await {
+                    out.error_code = match e {
+                        BrokerError::InvalidRequest(_) => {
+                            ResponseError::InvalidTopicException.code()
+                        }
+                        ref e => code_of(e),
+                    };
+                    out.error_message = Some(StrBytes::from_string(e.to_string()));
+                }
+                out.name = Some(TopicName(StrBytes::from_string(name)));
+            }
+            None => {
+                out.error_code = ResponseError::UnknownTopicId.code();
+                out.error_message = Some(StrBytes::from_string(format!("no topic has id {id}")));
+            }
+        }
+        r.responses.push(out);
+    }
+    r
+}
+
+/// Kafka's resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// Answers DescribeConfigs: a topic's settings as Kafka names them
+/// (`config_source` says whether the topic overrides the default); a
+/// broker has none to show.
+pub async fn describe_configs(
+    shared: &Shared,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let mut r = DescribeConfigsResponse::default();
+    for res in req.resources {
+        let mut out = DescribeConfigsResult::default();
+        match res.resource_type {
+            RESOURCE_TOPIC => match shared.topic(&res.resource_name).await {
+                Ok(t) => {
+                    out.configs = topic_configs(&t)
+                        .into_iter()
+                        .filter(|c| {
+                            res.configuration_keys
+                                .as_ref()
+                                .is_none_or(|keys| keys.contains(&c.name))
+                        })
+                        .collect();
+                }
+                Err(e) => {
+                    out.error_code = code_of(&e);
+                    out.error_message = Some(StrBytes::from_string(e.to_string()));
+                }
+            },
+            RESOURCE_BROKER => {}
+            other => {
+                out.error_code = ResponseError::InvalidRequest.code();
+                out.error_message = Some(StrBytes::from_string(format!(
+                    "resource type {other} is not supported: Strata describes topics (2) and brokers (4)"
+                )));
+            }
+        }
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name;
+        r.results.push(out);
+    }
+    r
+}
+
+/// Kafka's config sources and types.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+
+/// A topic's settings under Kafka's names.
+fn topic_configs(t: &Topic) -> Vec<DescribeConfigsResourceResult> {
+    let c = &t.log_config;
+    let o = &t.record.config;
+    let ms = |d: Option<std::time::Duration>| d.map_or(-1, |d| d.as_millis() as i64);
+    let entry = |name: &'static str, value: String, overridden: bool, kind: i8, read_only: bool| {
+        let mut e = DescribeConfigsResourceResult::default();
+        e.name = StrBytes::from_static_str(name);
+        e.value = Some(StrBytes::from_string(value));
+        e.config_source = if overridden {
+            SOURCE_TOPIC
+        } else {
+            SOURCE_DEFAULT
+        };
+        e.config_type = kind;
+        e.read_only = read_only;
+        e
+    };
+    vec![
+        entry(
+            "retention.ms",
+            ms(c.retention_ms).to_string(),
+            o.retention_ms.is_some(),
+            TYPE_LONG,
+            false,
+        ),
+        entry(
+            "retention.bytes",
+            c.retention_bytes.map_or(-1, |b| b as i64).to_string(),
+            o.retention_bytes.is_some(),
+            TYPE_LONG,
+            false,
+        ),
+        entry(
+            "segment.bytes",
+            c.segment_bytes.to_string(),
+            o.segment_bytes.is_some(),
+            TYPE_INT,
+            false,
+        ),
+        entry(
+            "segment.ms",
+            ms(Some(c.segment_ms)).to_string(),
+            o.segment_ms.is_some(),
+            TYPE_LONG,
+            false,
+        ),
+        entry(
+            "max.message.bytes",
+            c.max_batch_bytes.to_string(),
+            o.max_batch_bytes.is_some(),
+            TYPE_INT,
+            false,
+        ),
+        entry(
+            "message.timestamp.type",
+            topics::timestamp_type_name(c.timestamp_type).to_owned(),
+            o.timestamp_type.is_some(),
+            TYPE_STRING,
+            false,
+        ),
+        entry("cleanup.policy", "delete".into(), false, TYPE_STRING, true),
+    ]
 }

@@ -14,6 +14,8 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 0, 6),
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::JoinGroup, 0, 5),
     (ApiKey::SyncGroup, 0, 3),

@@ -24,8 +24,7 @@ use strata_storage::log::LogConfig;
 use strata_storage::manifest;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, now_ms};
-use crate::cluster;
+use super::Shared;
 use crate::error::{BrokerError, Result};
 use crate::topics::{self, Topic, TopicOverrides};
 
@@ -204,33 +203,7 @@ impl Admin for AdminService {
     ) -> Result<Response<DeleteTopicResponse>, Status> {
         let req = request.into_inner();
         let shared = &self.shared;
-        shared.check_running()?;
-        let name = topics::parse_name(&req.name)?;
-        if name.as_str() == crate::groups::OFFSETS_TOPIC {
-            return Err(BrokerError::InvalidRequest(format!(
-                "{name} is internal: it holds the consumer groups' committed offsets; delete \
-                 groups with `strata group delete` instead"
-            ))
-            .into());
-        }
-        shared.topics.get(&name).await?;
-        shared.partitions.release_topic(&name).await;
-        let marker = shared.topics.mark_deleted(&name, now_ms()).await?;
-        // A request that raced the delete may have reopened a partition.
-        shared.partitions.release_topic(&name).await;
-        // The other owners drop theirs before the purge starts, and the
-        // controller drops the topic from the assignment.
-        shared.groups.topic_changed();
-        let silent = cluster::announce_topic_change(shared, &name).await;
-        if !silent.is_empty() {
-            tracing::warn!(topic = %name, brokers = ?silent, "could not tell every broker of the delete; they notice within a few heartbeat intervals");
-        }
-        let bg = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = bg.topics.purge_deleted(&name, marker).await {
-                tracing::warn!(topic = %name, error = %e, "could not delete the data of a deleted topic; it is removed when the topic is re-created");
-            }
-        });
+        crate::data::topics::delete(shared, &req.name).await?;
         Ok(Response::new(DeleteTopicResponse {}))
     }
 
