@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use strata_client::{Admin, Producer, ProducerConfig, ProducerRecord, TopicSettings};
 use strata_tests::broker::{BrokerOptions, BrokerProcess, run_cli};
+use strata_tests::cluster::ClusterHarness;
 use strata_tests::python::kafka_clients;
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -180,8 +181,21 @@ async fn confluent_idempotent_producer_rides_through_kill9_exactly_once_in_order
         .expect("wait");
     assert!(status.success(), "producer failed");
 
-    // What librdkafka reported.
-    let text = std::fs::read_to_string(&acks_file).expect("acks");
+    check_exactly_once_in_order(&python, broker.kafka_addr(), "orders", 4, &acks_file, count).await;
+}
+
+/// Checks what `confluent_idempotent.py` reported in `acks_file` against
+/// what the topic holds: every one of `count` records acked exactly once,
+/// at its acked offset, dense offsets, and per key in send order.
+async fn check_exactly_once_in_order(
+    python: &strata_tests::python::Python,
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    acks_file: &std::path::Path,
+    count: usize,
+) {
+    let text = std::fs::read_to_string(acks_file).expect("acks");
     let mut acked: HashMap<i64, (i64, i64)> = HashMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json line");
@@ -197,13 +211,10 @@ async fn confluent_idempotent_producer_rides_through_kill9_exactly_once_in_order
         count,
         "every record is acked (message.timeout.ms is 120 s)"
     );
-
-    // What the log holds: every acked record exactly once at its acked
-    // offset, dense offsets, and per key in send order.
     let out = python
         .run(
             "confluent_read.py",
-            &[broker.kafka_addr(), "orders", "4"],
+            &[bootstrap, topic, &partitions.to_string()],
             SCRIPT_TIMEOUT,
         )
         .await;
@@ -239,6 +250,89 @@ async fn confluent_idempotent_producer_rides_through_kill9_exactly_once_in_order
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_clients_ride_through_a_partition_move_and_a_broker_kill9_on_three_brokers() {
+    let Some(python) = kafka_clients().await else {
+        return;
+    };
+    let mut cluster = ClusterHarness::on_files(3).await;
+    let admin = cluster.admin().await;
+    admin
+        .create_topic("ride", 4, TopicSettings::default())
+        .await
+        .expect("create topic");
+    let bootstrap = cluster
+        .running()
+        .iter()
+        .map(|id| cluster.broker(*id).kafka_addr().to_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acks_file = dir.path().join("acks.jsonl");
+    let out = dir.path().join("consumed.jsonl");
+    let count = 6000;
+    let mut producer = python.spawn(
+        "confluent_idempotent.py",
+        &[
+            &bootstrap,
+            "ride",
+            &count.to_string(),
+            acks_file.to_str().expect("utf-8"),
+        ],
+    );
+    let member = Member::start_on(&python, &bootstrap, "ride", "riders", "m1", &out);
+
+    // Move partition 0 to another broker mid-stream.
+    assert!(wait_for_lines(&acks_file, 1000).await, "no progress");
+    let status = cluster.status().await.expect("status");
+    let owner = status
+        .partitions
+        .iter()
+        .find(|p| p.topic == "ride" && p.partition == 0)
+        .and_then(|p| p.broker_id)
+        .expect("ride/0 assigned");
+    let to = if owner == 3 { 2 } else { 3 };
+    cluster.move_partition(1, "ride", 0, to).await;
+
+    // Then kill -9 a broker other than the first (the tests' bootstrap
+    // anchor) and bring it back.
+    assert!(
+        wait_for_lines(&acks_file, 1000).await,
+        "no progress after the move"
+    );
+    cluster.kill(2).await;
+    assert!(
+        wait_for_lines(&acks_file, 1000).await,
+        "no progress after the kill"
+    );
+    cluster.restart(2).await;
+    let status = tokio::time::timeout(SCRIPT_TIMEOUT, producer.wait())
+        .await
+        .expect("the producer finishes")
+        .expect("wait");
+    assert!(status.success(), "producer failed");
+    check_exactly_once_in_order(&python, &bootstrap, "ride", 4, &acks_file, count).await;
+
+    // The group member read every record.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (seen, _) = consumed(&out);
+        let values: std::collections::HashSet<&str> = seen.values().map(String::as_str).collect();
+        let missing = (0..count)
+            .filter(|i| !values.contains(format!("v-{i}").as_str()))
+            .count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group member is missing {missing} records"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    member.stop().await;
+}
+
 /// One `confluent_member.py` process.
 struct Member {
     name: String,
@@ -246,17 +340,26 @@ struct Member {
 }
 
 impl Member {
+    /// A member of group `workers` on topic `jobs`.
     fn start(
         python: &strata_tests::python::Python,
         bootstrap: &str,
         name: &str,
         out: &std::path::Path,
     ) -> Member {
+        Self::start_on(python, bootstrap, "jobs", "workers", name, out)
+    }
+
+    fn start_on(
+        python: &strata_tests::python::Python,
+        bootstrap: &str,
+        topic: &str,
+        group: &str,
+        name: &str,
+        out: &std::path::Path,
+    ) -> Member {
         let out = out.to_str().expect("utf-8 path");
-        let child = python.spawn(
-            "confluent_member.py",
-            &[bootstrap, "jobs", "workers", name, out],
-        );
+        let child = python.spawn("confluent_member.py", &[bootstrap, topic, group, name, out]);
         Member {
             name: name.to_owned(),
             child,
