@@ -6,7 +6,7 @@
 //! Skipped (with a message) when no Python with both clients is found; see
 //! `strata_tests::python`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use strata_client::{Admin, Producer, ProducerConfig, ProducerRecord, TopicSettings};
@@ -492,6 +492,24 @@ async fn confluent_consumer_group_members_join_and_leave_and_commits_survive_kil
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // `strata group describe` shows the Kafka members and what each holds.
+    let (status, stdout, stderr) = run_cli(
+        &["group", "describe", "workers", "--broker", &broker.url()],
+        "",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(status.success(), "strata group describe failed: {stderr}");
+    let clients: BTreeSet<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("jobs "))
+        .map(|l| l.split_whitespace().nth(6).unwrap_or("-"))
+        .collect();
+    let members: BTreeSet<&str> = ["a", "c", "d"].into();
+    assert!(
+        !clients.is_empty() && clients.is_subset(&members),
+        "every partition is held by a live member:\n{stdout}"
+    );
     for m in [a, c, d] {
         m.stop().await;
     }

@@ -24,7 +24,22 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::state::{GroupError, Limits};
+use bytes::Buf;
+use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription};
+use kafka_protocol::protocol::{Decodable, Message};
+
+use super::state::{GroupError, Limits, Partitions};
+
+/// Decodes the `consumer` protocol's embedded format: a version, then the
+/// message at that version (read at the newest we know when it is newer:
+/// fields are only ever added at the end).
+fn embedded<T: Decodable + Message>(mut bytes: Bytes) -> Option<T> {
+    if bytes.len() < 2 {
+        return None;
+    }
+    let version = bytes.get_i16().min(T::VERSIONS.max);
+    T::decode(&mut bytes, version).ok()
+}
 
 /// Longest a member id handed out with `MEMBER_ID_REQUIRED` waits for the
 /// member's second join.
@@ -154,6 +169,33 @@ pub struct ClassicMember {
 }
 
 impl ClassicMember {
+    /// The topics it subscribes to, from its subscription for `protocol`
+    /// in the `consumer` protocol's embedded format (empty when it does
+    /// not parse: another protocol type).
+    pub fn subscribed_topics(&self, protocol: &str) -> Vec<String> {
+        embedded::<ConsumerProtocolSubscription>(self.metadata(protocol))
+            .map(|s| s.topics.iter().map(|t| t.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Its assigned partitions, from its assignment in the `consumer`
+    /// protocol's embedded format (empty when it does not parse).
+    pub fn assigned_partitions(&self) -> Partitions {
+        embedded::<ConsumerProtocolAssignment>(self.assignment.clone())
+            .map(|a| {
+                a.assigned_partitions
+                    .iter()
+                    .flat_map(|tp| {
+                        tp.partitions
+                            .iter()
+                            .filter_map(|p| u32::try_from(*p).ok())
+                            .map(|p| (tp.topic.0.to_string(), p))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Its subscription for `protocol`.
     pub fn metadata(&self, protocol: &str) -> Bytes {
         self.protocols
@@ -844,6 +886,46 @@ mod tests {
             g.check_commit("zz", 2),
             Err(GroupError::UnknownMember { .. })
         ));
+    }
+
+    #[test]
+    fn consumer_assignments_and_subscriptions_are_read_from_their_embedded_format() {
+        // ConsumerProtocolAssignment v0: [orders: 0, 2], no user data.
+        let mut a = Vec::new();
+        a.extend_from_slice(&0i16.to_be_bytes());
+        a.extend_from_slice(&1i32.to_be_bytes());
+        a.extend_from_slice(&6i16.to_be_bytes());
+        a.extend_from_slice(b"orders");
+        a.extend_from_slice(&2i32.to_be_bytes());
+        a.extend_from_slice(&0i32.to_be_bytes());
+        a.extend_from_slice(&2i32.to_be_bytes());
+        a.extend_from_slice(&(-1i32).to_be_bytes());
+        // ConsumerProtocolSubscription v0: [orders], no user data.
+        let mut s = Vec::new();
+        s.extend_from_slice(&0i16.to_be_bytes());
+        s.extend_from_slice(&1i32.to_be_bytes());
+        s.extend_from_slice(&6i16.to_be_bytes());
+        s.extend_from_slice(b"orders");
+        s.extend_from_slice(&(-1i32).to_be_bytes());
+        let mut g = ClassicGroup::new("g".into());
+        let mut r = req("", &["range"]);
+        r.require_known_member_id = false;
+        r.protocols = vec![("range".into(), Bytes::from(s))];
+        now(g.join(r, 0, &limits(), || "a".into())).unwrap();
+        now(g.sync("a", 1, vec![("a".into(), Bytes::from(a))], 0)).unwrap();
+        let m = g.members().next().unwrap();
+        assert_eq!(m.subscribed_topics("range"), vec!["orders".to_owned()]);
+        let expected: Partitions = [("orders".to_owned(), 0), ("orders".to_owned(), 2)].into();
+        assert_eq!(m.assigned_partitions(), expected);
+        // Garbage reads as nothing.
+        now(g.sync("a", 1, vec![], 0)).unwrap();
+        assert!(
+            g.members()
+                .next()
+                .unwrap()
+                .subscribed_topics("other")
+                .is_empty()
+        );
     }
 
     #[test]

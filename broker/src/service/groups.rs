@@ -240,6 +240,17 @@ impl Groups for GroupsService {
             .groups
             .describe(&self.shared, &req.group_id)
             .await?;
+        let protocol = g.classic.protocol().unwrap_or_default().to_owned();
+        let classic = g.classic.members().map(|m| GroupMember {
+            member_id: m.id.clone(),
+            instance_id: m.instance_id.clone(),
+            client_id: m.client_id.clone(),
+            host: m.host.clone(),
+            member_epoch: g.classic.generation(),
+            topics: m.subscribed_topics(&protocol),
+            assignment: wire_partitions(&m.assigned_partitions()),
+            target: wire_partitions(&m.assigned_partitions()),
+        });
         let members = g
             .members()
             .map(|m| {
@@ -255,11 +266,16 @@ impl Groups for GroupsService {
                     target: wire_partitions(&g.target_of(&v.id)),
                 }
             })
+            .chain(classic)
             .collect();
         Ok(Response::new(GroupDescription {
             group_id: g.id.clone(),
             state: g.state().as_str().to_owned(),
-            group_epoch: g.epoch(),
+            group_epoch: if g.classic.is_empty() {
+                g.epoch()
+            } else {
+                g.classic.generation()
+            },
             coordinator_id: self.shared.broker_id.0,
             members,
             offsets: g.offsets.iter().map(|(tp, c)| committed(tp, c)).collect(),
