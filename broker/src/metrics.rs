@@ -13,6 +13,9 @@
 //! | `strata_produce_errors_total` | counter | `reason` (an `ErrorReason` name) | produce service |
 //! | `strata_fetch_requests_total` | counter | | fetch streams opened |
 //! | `strata_fetch_bytes_total` | counter | | batch bytes sent to consumers |
+//! | `strata_kafka_connections` | gauge | | open Kafka-protocol connections |
+//! | `strata_kafka_requests_total` | counter | `api` (Kafka's API name) | Kafka listener |
+//! | `strata_kafka_rejected_frames_total` | counter | | Kafka frames refused (too large, malformed, unsupported); each closed its connection |
 //! | `strata_partitions_owned` | gauge | | partition registry |
 //! | `strata_hot_tier_hits_total` | counter | | hot tier block hits |
 //! | `strata_hot_tier_misses_total` | counter | | hot tier block misses |
@@ -54,6 +57,11 @@ pub struct BrokerMetrics {
     pub fetch_requests: AtomicU64,
     /// Batch bytes sent by fetches.
     pub fetch_bytes: AtomicU64,
+    /// Open Kafka-protocol connections.
+    pub kafka_connections: AtomicU64,
+    /// Kafka frames refused.
+    pub kafka_rejected_frames: AtomicU64,
+    kafka_requests: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Everything else a scrape shows, read at scrape time.
@@ -94,6 +102,11 @@ impl BrokerMetrics {
     /// Counts a failed produce by its reason name.
     pub fn produce_error(&self, reason: &'static str) {
         *self.produce_errors.lock().entry(reason).or_insert(0) += 1;
+    }
+
+    /// Counts a Kafka request by its API's name.
+    pub fn kafka_request(&self, api: &'static str) {
+        *self.kafka_requests.lock().entry(api).or_insert(0) += 1;
     }
 
     /// The Prometheus text exposition.
@@ -194,6 +207,32 @@ impl BrokerMetrics {
             "strata_fetch_bytes_total",
             "Batch bytes sent to consumers.",
             load(&self.fetch_bytes),
+        );
+        header(
+            &mut out,
+            "strata_kafka_connections",
+            "gauge",
+            "Open Kafka-protocol connections.",
+        );
+        let _ = writeln!(
+            out,
+            "strata_kafka_connections {}",
+            load(&self.kafka_connections)
+        );
+        header(
+            &mut out,
+            "strata_kafka_requests_total",
+            "counter",
+            "Kafka-protocol requests, by API.",
+        );
+        for (api, n) in self.kafka_requests.lock().iter() {
+            let _ = writeln!(out, "strata_kafka_requests_total{{api=\"{api}\"}} {n}");
+        }
+        counter(
+            &mut out,
+            "strata_kafka_rejected_frames_total",
+            "Kafka frames refused (too large, malformed, unsupported); each closed its connection.",
+            load(&self.kafka_rejected_frames),
         );
         header(
             &mut out,

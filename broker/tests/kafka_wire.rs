@@ -127,6 +127,26 @@ async fn bad_frames_close_their_connection_and_nothing_else() {
         let versions = api_versions(&broker).await;
         assert_eq!(versions.error_code, 0, "{what}: the broker stopped serving");
     }
+    // Every refusal is counted, and so is every request served.
+    let metrics = common::http_get(&broker, "/metrics").await;
+    let value = |series: &str| {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    assert_eq!(
+        value("strata_kafka_rejected_frames_total"),
+        Some(8),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("strata_kafka_requests_total{api=\"ApiVersions\"}"),
+        Some(8),
+        "{metrics}"
+    );
     broker.shutdown().await.expect("shutdown");
 }
 

@@ -35,6 +35,7 @@ pub mod versions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
@@ -70,7 +71,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            connection(shared, stream, peer).await;
+            let m = &shared.metrics;
+            m.kafka_connections.fetch_add(1, Ordering::Relaxed);
+            connection(shared.clone(), stream, peer).await;
+            shared
+                .metrics
+                .kafka_connections
+                .fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -94,6 +101,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             Ok(Ok(Some(frame))) => frame,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
+                BrokerMetrics::add(&shared.metrics.kafka_rejected_frames, 1);
                 tracing::warn!(%peer, error = %e, "kafka connection: bad frame; closing it");
                 return;
             }
@@ -117,6 +125,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
                 )))),
             ),
             Err(e) => {
+                BrokerMetrics::add(&shared.metrics.kafka_rejected_frames, 1);
                 tracing::warn!(%peer, error = %e, "kafka connection: cannot serve the request; closing it");
                 return;
             }
@@ -141,6 +150,9 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
 /// Answers one request; `None` when no response is due (Produce with
 /// `acks=0`).
 async fn handle(shared: &Shared, request: Request, peer: SocketAddr) -> Option<ResponseKind> {
+    shared
+        .metrics
+        .kafka_request(versions::name(request.api_key));
     let version = request.version;
     let client_id = request.client_id.as_deref().unwrap_or_default();
     Some(match request.body {

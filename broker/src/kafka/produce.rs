@@ -16,6 +16,7 @@ use strata_storage::log::Acks;
 use super::error::code_of;
 use crate::data;
 use crate::error::BrokerError;
+use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
 
 /// Answers a Produce request; `None` for `acks=0` (no response is sent).
@@ -38,6 +39,7 @@ pub async fn handle(shared: &Shared, req: ProduceRequest) -> Option<ProduceRespo
         (None, Some(_)) => None,
     };
     let no_response = req.acks == 0;
+    BrokerMetrics::add(&shared.metrics.produce_requests, 1);
     let mut r = ProduceResponse::default();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
@@ -51,7 +53,11 @@ pub async fn handle(shared: &Shared, req: ProduceRequest) -> Option<ProduceRespo
                     (Some((code, why)), _) => Err((code.code(), why.to_owned())),
                     (None, Some(acks)) => append(shared, &name, p.index, p.records, acks)
                         .await
-                        .map_err(|e| (code_of(&e), e.to_string())),
+                        .map_err(|e| {
+                            shared.metrics.produce_error(e.reason().as_str_name());
+                            tracing::debug!(error = %e, topic = %name, "kafka produce failed");
+                            (code_of(&e), e.to_string())
+                        }),
                     (None, None) => unreachable!("acks checked above"),
                 };
                 match result {

@@ -14,8 +14,8 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 5),
-    (ApiKey::DeleteTopics, 0, 6),
-    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::JoinGroup, 0, 5),
     (ApiKey::SyncGroup, 0, 3),
@@ -27,6 +27,32 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
 ];
+
+/// The API's name (for metrics): Kafka's, for the APIs served.
+pub fn name(api_key: ApiKey) -> &'static str {
+    match api_key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        _ => "other",
+    }
+}
 
 /// The version range served for `api_key`, if any.
 pub fn supported(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -59,12 +85,17 @@ mod tests {
 
     #[test]
     fn served_versions_are_ones_the_codec_knows() {
-        for &(key, min, max) in SUPPORTED {
-            let valid = key.valid_versions();
-            assert!(
-                valid.min <= min && max <= valid.max,
-                "{key:?} {min}..={max} outside {valid:?}"
-            );
+        let outside: Vec<String> = SUPPORTED
+            .iter()
+            .filter(|&&(key, min, max)| {
+                let valid = key.valid_versions();
+                min < valid.min || valid.max < max
+            })
+            .map(|(key, min, max)| format!("{key:?} {min}..={max} ({:?})", key.valid_versions()))
+            .collect();
+        assert!(outside.is_empty(), "served outside the codec: {outside:?}");
+        for &(key, _, _) in SUPPORTED {
+            assert_ne!(name(key), "other", "{key:?} has no metrics name");
         }
     }
 }
