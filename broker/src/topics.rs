@@ -18,8 +18,15 @@
 //!
 //! Records are cached in memory. A lookup that misses (or finds a deleted
 //! topic) re-reads the chain head before answering "unknown topic", since
-//! another broker may have created it. Invariant: a topic's partition count
-//! never changes within a version chain's live run (no repartitioning yet).
+//! another broker may have created it.
+//!
+//! - Alter ([`TopicRegistry::update`]) writes the next version with the same
+//!   id: new settings, or more partitions. A partition count only grows
+//!   (Kafka's CreatePartitions), so a partition that exists keeps its data
+//!   and its place in the key space of producers that hashed to it before.
+//!   A broker that sees a live topic's settings change releases the
+//!   partitions it has open ([`TopicRegistry::take_reconfigured`]), which
+//!   reopen with the new settings on the next request.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -223,6 +230,9 @@ pub struct TopicRegistry {
     /// Topics whose head moved under the cache (deleted or re-created by
     /// another broker) since [`Self::take_changed`] last ran.
     changed: Mutex<Vec<TopicName>>,
+    /// Live topics whose settings changed (same id) since
+    /// [`Self::take_reconfigured`] last ran.
+    reconfigured: Mutex<Vec<TopicName>>,
 }
 
 /// Validates a topic name from a request.
@@ -239,6 +249,7 @@ impl TopicRegistry {
             defaults,
             cache: Mutex::new(HashMap::new()),
             changed: Mutex::new(Vec::new()),
+            reconfigured: Mutex::new(Vec::new()),
         }
     }
 
@@ -283,16 +294,29 @@ impl TopicRegistry {
             None => cache.remove(name),
         };
         drop(cache);
-        // A live version replaced: partitions opened under it are stale.
-        // (From deleted to re-created is not: a deleted topic's partitions
-        // were dropped when the delete was seen.)
-        if let Some(before) = before
-            && !before.record.deleted
-            && cached.as_ref().is_none_or(|c| c.version != before.version)
-        {
-            self.changed.lock().push(name.clone());
-        }
+        self.note_change(name, before.as_ref(), cached.as_ref());
         Ok(cached)
+    }
+
+    /// Sorts a move of the cached head from `before` to `after` into
+    /// [`Self::take_changed`] or [`Self::take_reconfigured`].
+    fn note_change(&self, name: &TopicName, before: Option<&Cached>, after: Option<&Cached>) {
+        let Some(before) = before.filter(|b| !b.record.deleted) else {
+            // From deleted to re-created is no change for open partitions: a
+            // deleted topic's were dropped when the delete was seen.
+            return;
+        };
+        match after {
+            Some(a) if a.version == before.version => {}
+            // Same incarnation, new settings: open logs run the old ones.
+            Some(a) if !a.record.deleted && a.record.id == before.record.id => {
+                if a.record.config != before.record.config {
+                    self.reconfigured.lock().push(name.clone());
+                }
+            }
+            // Deleted or re-created: partitions opened under it are stale.
+            _ => self.changed.lock().push(name.clone()),
+        }
     }
 
     /// Re-reads the head of `name` (a change lands in
@@ -315,6 +339,15 @@ impl TopicRegistry {
     /// open here belong to a topic that is gone.
     pub fn take_changed(&self) -> Vec<TopicName> {
         let mut v = std::mem::take(&mut *self.changed.lock());
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The live topics whose settings changed (same incarnation) since the
+    /// last call: partitions of them open here run the old settings.
+    pub fn take_reconfigured(&self) -> Vec<TopicName> {
+        let mut v = std::mem::take(&mut *self.reconfigured.lock());
         v.sort();
         v.dedup();
         v
@@ -410,6 +443,60 @@ impl TopicRegistry {
             }
             Err(e) => Err(BrokerError::storage(format!("creating topic {name}"), e)),
         }
+    }
+
+    /// Changes the live topic `name` with `change` (given its current
+    /// record; an error refuses the change) and writes the result as the
+    /// next version of its chain, with the same id. A concurrent change by
+    /// another broker is re-read and `change` applied again on top of it.
+    /// The new settings are validated, and a partition count may only grow.
+    pub async fn update(
+        &self,
+        name: &TopicName,
+        mut change: impl FnMut(&TopicRecord) -> Result<TopicRecord>,
+    ) -> Result<Topic> {
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            let head = match self.refresh(name).await? {
+                Some(c) if !c.record.deleted => c,
+                _ => return Err(BrokerError::UnknownTopic(name.to_string())),
+            };
+            let mut record = change(&head.record)?;
+            record.id = head.record.id;
+            record.deleted = false;
+            record.created_at_ms = head.record.created_at_ms;
+            record.written_by = self.broker.0;
+            if record.partitions < head.record.partitions || record.partitions > MAX_PARTITIONS {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "{name} has {} partitions; the count can only grow, up to {MAX_PARTITIONS}, \
+                     got {}",
+                    head.record.partitions, record.partitions
+                )));
+            }
+            record.config.log_config(&self.defaults)?;
+            if record == head.record {
+                return self.topic(name, record);
+            }
+            let version = head.version.next();
+            match self.chain(name).create(version, &record).await {
+                Ok(()) => {
+                    let after = Cached {
+                        version,
+                        record: record.clone(),
+                    };
+                    let before = self.cache.lock().insert(name.clone(), after.clone());
+                    self.note_change(name, before.as_ref(), Some(&after));
+                    tracing::info!(topic = %name, partitions = record.partitions, %version, "topic changed");
+                    return self.topic(name, record);
+                }
+                Err(e) if e.is_fenced() => continue,
+                Err(e) => return Err(BrokerError::storage(format!("changing topic {name}"), e)),
+            }
+        }
+        Err(BrokerError::storage(
+            format!("changing topic {name}"),
+            StorageError::Unavailable(format!("{ATTEMPTS} concurrent changes won the race; retry")),
+        ))
     }
 
     /// Marks the topic deleted (the next chain version). Returns the version
@@ -555,6 +642,101 @@ mod tests {
 
     fn name(s: &str) -> TopicName {
         TopicName::new(s).expect("valid name")
+    }
+
+    #[tokio::test]
+    async fn updates_keep_the_id_grow_partitions_and_tell_other_brokers() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let a = TopicRegistry::new(store.clone(), BrokerId(1), LogConfig::default());
+        let b = TopicRegistry::new(store, BrokerId(2), LogConfig::default());
+        let t = name("orders");
+        let (topic, _) = a
+            .create(&t, 2, TopicOverrides::default(), false, 1)
+            .await
+            .expect("create");
+        b.get(&t).await.expect("b sees it");
+
+        let grown = a
+            .update(&t, |r| {
+                Ok(TopicRecord {
+                    partitions: 4,
+                    ..r.clone()
+                })
+            })
+            .await
+            .expect("grow");
+        assert_eq!(grown.record.partitions, 4);
+        assert_eq!(grown.record.id, topic.record.id, "same incarnation");
+        assert!(
+            matches!(
+                a.update(&t, |r| Ok(TopicRecord {
+                    partitions: 3,
+                    ..r.clone()
+                }))
+                .await,
+                Err(BrokerError::InvalidRequest(m)) if m.contains("only grow")
+            ),
+            "a partition count never shrinks"
+        );
+        let bad = a
+            .update(&t, |r| {
+                let mut r = r.clone();
+                r.config.segment_bytes = Some(10);
+                Ok(r)
+            })
+            .await;
+        assert!(
+            matches!(bad, Err(BrokerError::InvalidRequest(_))),
+            "{bad:?}"
+        );
+
+        // A change of settings: both brokers learn it, neither takes it for
+        // a delete or re-create (open partitions are released, not dropped).
+        let altered = a
+            .update(&t, |r| {
+                let mut r = r.clone();
+                r.config.retention_ms = Some(60_000);
+                Ok(r)
+            })
+            .await
+            .expect("alter");
+        assert_eq!(
+            altered.log_config.retention_ms,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(a.take_reconfigured(), vec![t.clone()]);
+        b.reread(&t).await.expect("reread");
+        assert_eq!(b.take_reconfigured(), vec![t.clone()]);
+        assert!(a.take_changed().is_empty() && b.take_changed().is_empty());
+        let seen = b.get(&t).await.expect("get");
+        assert_eq!(seen.record.partitions, 4);
+        assert_eq!(seen.record.config.retention_ms, Some(60_000));
+
+        // A concurrent change from a broker with a stale cache lands on top
+        // of the other one instead of overwriting it.
+        a.update(&t, |r| {
+            let mut r = r.clone();
+            r.config.segment_ms = Some(1000);
+            Ok(r)
+        })
+        .await
+        .expect("a changes");
+        let merged = b
+            .update(&t, |r| {
+                let mut r = r.clone();
+                r.config.retention_bytes = Some(1 << 20);
+                Ok(r)
+            })
+            .await
+            .expect("b changes");
+        assert_eq!(merged.record.config.segment_ms, Some(1000));
+        assert_eq!(merged.record.config.retention_bytes, Some(1 << 20));
+
+        a.mark_deleted(&t, 2).await.expect("delete");
+        assert!(matches!(
+            b.update(&t, |r| Ok(r.clone())).await,
+            Err(BrokerError::UnknownTopic(_))
+        ));
     }
 
     #[tokio::test]

@@ -611,11 +611,77 @@ async fn kafka_admin_creates_describes_and_deletes_topics() {
     assert_eq!(v["listed"], true);
     assert_eq!(v["configs"]["retention.ms"], "3600000");
     assert_eq!(v["configs"]["cleanup.policy"], "delete");
+    assert_eq!(v["altered"]["segment.ms"], "60000", "{v}");
+    assert_eq!(v["altered"]["retention.ms"], "3600000", "{v}");
+    assert_eq!(v["reset"]["segment.ms"], "60000", "{v}");
+    // (kafka-python lists only the settings a topic overrides.)
+    assert_eq!(
+        v["reset"]["retention.ms"],
+        serde_json::Value::Null,
+        "back to the default: {v}"
+    );
+    assert_eq!(v["altered_whole"]["segment.ms"], "60000", "{v}");
+    assert_eq!(v["altered_whole"]["retention.ms"], "7200000", "{v}");
     assert_eq!(v["listed_after_delete"], false);
     // The native side agrees: the topic is gone.
     let admin = Admin::connect(&broker.url()).await.expect("admin");
     let topics = admin.list_topics().await.expect("list");
     assert!(!topics.iter().any(|t| t.name == "settings"), "{topics:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_admin_alters_settings_and_adds_partitions_under_a_running_topic() {
+    let Some(python) = kafka_clients().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), BrokerOptions::default()).await;
+    let out = python
+        .run(
+            "confluent_alter.py",
+            &[broker.kafka_addr(), "altered"],
+            SCRIPT_TIMEOUT,
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("script output");
+    let set = &v["after_set"];
+    assert_eq!(
+        set["message.timestamp.type"]["value"], "LogAppendTime",
+        "{v}"
+    );
+    assert_eq!(set["retention.ms"]["value"], "86400000", "{v}");
+    assert_eq!(set["retention.ms"]["default"], false, "{v}");
+    assert_eq!(v["bad_value"], "INVALID_CONFIG", "{v}");
+    assert_eq!(v["unknown_topic"], "UNKNOWN_TOPIC_OR_PART", "{v}");
+    let deleted = &v["after_delete"];
+    assert_eq!(deleted["retention.ms"]["default"], true, "{v}");
+    assert_eq!(
+        deleted["message.timestamp.type"]["value"], "LogAppendTime",
+        "DELETE of one setting leaves the others: {v}"
+    );
+    assert_eq!(v["shrink"], "INVALID_PARTITIONS", "{v}");
+    assert_eq!(v["partitions"], 4, "{v}");
+    // The open partition took the new timestamp type: the record produced
+    // before keeps its CreateTime, the one after got the broker's clock.
+    let records = v["records"].as_array().expect("records");
+    assert_eq!(records.len(), 3, "{v}");
+    assert_eq!(records[0]["v"], "before");
+    assert_eq!(records[0]["ts_type"], 1, "CreateTime: {v}");
+    let create_time = v["create_time"].as_i64().expect("create_time");
+    assert_eq!(records[0]["ts"], create_time, "{v}");
+    assert_eq!(records[1]["v"], "after");
+    assert_eq!(records[1]["ts_type"], 2, "LogAppendTime: {v}");
+    assert!(
+        records[1]["ts"].as_i64().expect("ts") > create_time + 30_000,
+        "{v}"
+    );
+    assert_eq!(records[2]["p"], 3, "the new partition takes records: {v}");
+
+    // The native side sees the same topic.
+    let admin = Admin::connect(&broker.url()).await.expect("admin");
+    let topics = admin.list_topics().await.expect("list");
+    let t = topics.iter().find(|t| t.name == "altered").expect("listed");
+    assert_eq!(t.partitions, 4, "{t:?}");
 }
 
 /// kcat, when installed (`scripts/test.sh` installs it from the Debian

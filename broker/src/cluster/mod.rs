@@ -864,7 +864,7 @@ async fn round(shared: &Shared, tasks: &mut Tasks, look: Look) -> Result<()> {
     if changed {
         tracing::debug!("the partition assignment changed");
     }
-    abandon_gone_topics(shared).await;
+    apply_topic_changes(shared).await;
     reconcile(shared, tasks);
     Ok(())
 }
@@ -906,12 +906,23 @@ async fn forget_dead(shared: &Shared) {
     }
 }
 
-/// Drops, without writing anything, the partitions open here whose topic
-/// was deleted or re-created: those whose topic head this broker saw move
+/// Brings the partitions open here in line with topic changes this broker
+/// has seen.
+///
+/// Drops, without writing anything, the partitions whose topic was deleted
+/// or re-created: those whose topic head this broker saw move
 /// ([`crate::topics::TopicRegistry::take_changed`]), and any of a topic
 /// its cache knows is deleted (an open that raced the delete). Their keys
 /// are being purged, so a release would write stale state into them.
-pub async fn abandon_gone_topics(shared: &Shared) {
+///
+/// Releases (seals and hands back, as for a move) the partitions of a topic
+/// whose settings changed ([`crate::topics::TopicRegistry::take_reconfigured`]):
+/// the next request reopens them with the new settings.
+pub async fn apply_topic_changes(shared: &Shared) {
+    for topic in shared.topics.take_reconfigured() {
+        shared.partitions.release_topic(&topic).await;
+        tracing::info!(%topic, "released the partitions of a reconfigured topic; they reopen with its new settings");
+    }
     let mut gone = shared.topics.take_changed();
     gone.extend(
         shared
@@ -946,7 +957,7 @@ pub async fn await_topic_closed(shared: &Shared, topic: &TopicName) -> Result<()
         // Never created (or live): no old topic to close.
         return Ok(());
     }
-    abandon_gone_topics(shared).await;
+    apply_topic_changes(shared).await;
     let view = &shared.cluster;
     let silent = announce_topic_change(shared, topic).await;
     let deadline = Instant::now() + 2 * view.config.heartbeat_timeout;
@@ -1437,7 +1448,7 @@ async fn hand_over(shared: &Shared, tp: &TopicPartition) {
             tracing::debug!(%tp, error = %e, "cannot re-read the topic of an unassigned partition; next round");
             return;
         }
-        abandon_gone_topics(shared).await;
+        apply_topic_changes(shared).await;
         if shared.partitions.get_open(tp).is_none() {
             return;
         }

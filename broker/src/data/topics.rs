@@ -1,9 +1,9 @@
-//! Creating and deleting topics, whatever the front end.
+//! Creating, changing and deleting topics, whatever the front end.
 
 use crate::cluster;
 use crate::error::{BrokerError, Result};
 use crate::service::{Shared, now_ms};
-use crate::topics::{self, Topic, TopicOverrides};
+use crate::topics::{self, Topic, TopicOverrides, TopicRecord};
 
 /// Creates `name` with `partitions` and `overrides` (or, with
 /// `if_not_exists`, returns the existing topic); returns once the
@@ -60,4 +60,83 @@ pub async fn delete(shared: &Shared, name: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Changes the settings of `name` with `change` (applied to its current
+/// overrides; an error refuses the change). With `validate_only`, checks
+/// and writes nothing. Brokers with partitions of the topic open release
+/// them, and the next request reopens them with the new settings.
+pub async fn alter_config(
+    shared: &Shared,
+    name: &str,
+    change: impl Fn(&mut TopicOverrides) -> Result<()>,
+    validate_only: bool,
+) -> Result<Topic> {
+    shared.check_running()?;
+    let name = topics::parse_name(name)?;
+    let apply = |r: &TopicRecord| {
+        let mut r = r.clone();
+        change(&mut r.config)?;
+        Ok(r)
+    };
+    if validate_only {
+        let topic = shared.topics.get(&name).await?;
+        let record = apply(&topic.record)?;
+        record.config.log_config(shared.topics.defaults())?;
+        return Ok(Topic {
+            log_config: record.config.log_config(shared.topics.defaults())?,
+            record,
+            ..topic
+        });
+    }
+    let topic = shared.topics.update(&name, apply).await?;
+    cluster::apply_topic_changes(shared).await;
+    let silent = cluster::announce_topic_change(shared, &name).await;
+    if !silent.is_empty() {
+        tracing::warn!(topic = %name, brokers = ?silent, "could not tell every broker of the new settings; their open partitions keep the old ones until they re-read the topic");
+    }
+    Ok(topic)
+}
+
+/// Grows `name` to `count` partitions (Kafka's CreatePartitions): the
+/// existing ones keep their data, the new ones start empty and are placed
+/// by the controller. Returns once they are assigned. A count at or below
+/// the current one is refused.
+pub async fn add_partitions(
+    shared: &Shared,
+    name: &str,
+    count: u32,
+    validate_only: bool,
+) -> Result<Topic> {
+    shared.check_running()?;
+    let name = topics::parse_name(name)?;
+    let current = shared.topics.get(&name).await?;
+    let check = |r: &TopicRecord| {
+        if count <= r.partitions {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{name} has {} partitions already; give a larger count (partitions can be \
+                 added, never removed)",
+                r.partitions
+            )));
+        }
+        if count > topics::MAX_PARTITIONS {
+            return Err(BrokerError::InvalidRequest(format!(
+                "at most {} partitions per topic, got {count}",
+                topics::MAX_PARTITIONS
+            )));
+        }
+        Ok(TopicRecord {
+            partitions: count,
+            ..r.clone()
+        })
+    };
+    if validate_only {
+        check(&current.record)?;
+        return Ok(current);
+    }
+    let topic = shared.topics.update(&name, check).await?;
+    // Group members subscribed to it get the new partitions.
+    shared.groups.topic_changed();
+    cluster::await_assigned(shared, &topic).await;
+    Ok(topic)
 }

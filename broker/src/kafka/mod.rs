@@ -181,6 +181,15 @@ async fn handle(shared: &Shared, request: Request, peer: SocketAddr) -> Option<R
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(topics::describe_configs(shared, r).await)
         }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            topics::incremental_alter_configs(shared, r).await,
+        ),
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(topics::alter_configs(shared, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(topics::create_partitions(shared, r).await)
+        }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(shared, r, version).await)
         }

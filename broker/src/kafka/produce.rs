@@ -16,7 +16,6 @@ use strata_storage::log::Acks;
 use super::error::code_of;
 use crate::data;
 use crate::error::BrokerError;
-use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
 
 /// Answers a Produce request; `None` for `acks=0` (no response is sent).
@@ -39,7 +38,6 @@ pub async fn handle(shared: &Shared, req: ProduceRequest) -> Option<ProduceRespo
         (None, Some(_)) => None,
     };
     let no_response = req.acks == 0;
-    BrokerMetrics::add(&shared.metrics.produce_requests, 1);
     let mut r = ProduceResponse::default();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();

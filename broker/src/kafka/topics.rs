@@ -1,7 +1,9 @@
-//! Topics: CreateTopics, DeleteTopics and DescribeConfigs, with the topic
-//! settings Strata has under Kafka's names.
+//! Topics: CreateTopics, CreatePartitions, DeleteTopics, DescribeConfigs,
+//! AlterConfigs and IncrementalAlterConfigs, with the topic settings Strata
+//! has under Kafka's names.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -9,8 +11,11 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, TopicName, alter_configs_response,
+    incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -130,6 +135,206 @@ pub fn set(o: &mut TopicOverrides, key: &str, value: Option<&str>) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Clears the Kafka setting `key` in `o` (back to the broker default).
+pub fn reset(o: &mut TopicOverrides, key: &str) -> Result<(), String> {
+    match key {
+        "retention.ms" => o.retention_ms = None,
+        "retention.bytes" => o.retention_bytes = None,
+        "segment.bytes" => o.segment_bytes = None,
+        "segment.ms" => o.segment_ms = None,
+        "max.message.bytes" => o.max_batch_bytes = None,
+        "message.timestamp.type" => o.timestamp_type = None,
+        "min.insync.replicas" | "unclean.leader.election.enable" | "cleanup.policy" => {}
+        _ => {
+            return Err(format!(
+                "unsupported topic setting {key}; Strata supports {}",
+                CONFIGS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Answers CreatePartitions: grows each topic to the count asked for.
+pub async fn create_partitions(
+    shared: &Shared,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut r = CreatePartitionsResponse::default();
+    for t in req.topics {
+        let mut out = CreatePartitionsTopicResult::default();
+        let result = async {
+            let name = t.name.0.as_str();
+            topics::parse_name(name)
+                .map_err(|e| (ResponseError::InvalidTopicException.code(), e.to_string()))?;
+            if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment.code(),
+                    "manual replica assignment is not supported: Strata places partitions \
+                     itself; give only the count"
+                        .to_owned(),
+                ));
+            }
+            let count = u32::try_from(t.count).map_err(|_| {
+                (
+                    ResponseError::InvalidPartitions.code(),
+                    format!("the partition count must be positive, got {}", t.count),
+                )
+            })?;
+            data::topics::add_partitions(shared, name, count, req.validate_only)
+                .await
+                .map_err(|e| match e {
+                    // The only invalid request left is a count that does
+                    // not grow the topic.
+                    BrokerError::InvalidRequest(m) => (ResponseError::InvalidPartitions.code(), m),
+                    e => (code_of(&e), e.to_string()),
+                })
+        }
+        .await;
+        if let Err((code, message)) = result {
+            out.error_code = code;
+            out.error_message = Some(StrBytes::from_string(message));
+        }
+        out.name = t.name;
+        r.results.push(out);
+    }
+    r
+}
+
+/// Kafka's IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+
+/// Answers IncrementalAlterConfigs: sets or deletes (back to the default)
+/// the named topic settings, leaving the others as they are.
+pub async fn incremental_alter_configs(
+    shared: &Shared,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut r = IncrementalAlterConfigsResponse::default();
+    for res in req.resources {
+        let changes: Vec<(String, i8, Option<String>)> = res
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.config_operation,
+                    c.value.as_ref().map(|v| v.to_string()),
+                )
+            })
+            .collect();
+        let change = |o: &mut TopicOverrides| -> Result<(), String> {
+            for (key, op, value) in &changes {
+                match *op {
+                    OP_SET => set(o, key, Some(value.as_deref().unwrap_or_default()))?,
+                    OP_DELETE => reset(o, key)?,
+                    op => {
+                        return Err(format!(
+                            "operation {op} on {key} is not supported: Strata's topic settings \
+                             are single values; use SET (0) or DELETE (1)"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        };
+        let (code, message) = alter(
+            shared,
+            res.resource_type,
+            &res.resource_name,
+            change,
+            req.validate_only,
+        )
+        .await;
+        let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+        out.error_code = code;
+        out.error_message = message.map(StrBytes::from_string);
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name;
+        r.responses.push(out);
+    }
+    r
+}
+
+/// Answers AlterConfigs (the older, whole-set form): the topic's settings
+/// become exactly the ones named; the others go back to the defaults.
+pub async fn alter_configs(shared: &Shared, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut r = AlterConfigsResponse::default();
+    for res in req.resources {
+        let named: Vec<(String, Option<String>)> = res
+            .configs
+            .iter()
+            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+            .collect();
+        let change = |o: &mut TopicOverrides| -> Result<(), String> {
+            *o = TopicOverrides::default();
+            for (key, value) in &named {
+                set(o, key, value.as_deref())?;
+            }
+            Ok(())
+        };
+        let (code, message) = alter(
+            shared,
+            res.resource_type,
+            &res.resource_name,
+            change,
+            req.validate_only,
+        )
+        .await;
+        let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
+        out.error_code = code;
+        out.error_message = message.map(StrBytes::from_string);
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name;
+        r.responses.push(out);
+    }
+    r
+}
+
+/// Applies `change` to the settings of one resource: a topic's are
+/// changed in the bucket; a broker's come from its config file.
+async fn alter(
+    shared: &Shared,
+    resource_type: i8,
+    resource_name: &str,
+    change: impl Fn(&mut TopicOverrides) -> Result<(), String>,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    match resource_type {
+        RESOURCE_TOPIC => {
+            if let Err(e) = topics::parse_name(resource_name) {
+                return (
+                    ResponseError::InvalidTopicException.code(),
+                    Some(e.to_string()),
+                );
+            }
+            let change = |o: &mut TopicOverrides| change(o).map_err(BrokerError::InvalidRequest);
+            match data::topics::alter_config(shared, resource_name, change, validate_only).await {
+                Ok(_) => (0, None),
+                Err(BrokerError::InvalidRequest(m)) => {
+                    (ResponseError::InvalidConfig.code(), Some(m))
+                }
+                Err(e) => (code_of(&e), Some(e.to_string())),
+            }
+        }
+        RESOURCE_BROKER => (
+            ResponseError::InvalidRequest.code(),
+            Some(
+                "broker settings come from each broker's config file, flags and STRATA_* \
+                 variables; they cannot be changed over the Kafka protocol"
+                    .to_owned(),
+            ),
+        ),
+        other => (
+            ResponseError::InvalidRequest.code(),
+            Some(format!(
+                "resource type {other} is not supported: Strata alters topics (2)"
+            )),
+        ),
+    }
 }
 
 /// Answers DeleteTopics (v0–5: names; v6: names or ids).

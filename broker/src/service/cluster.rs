@@ -130,7 +130,7 @@ impl Cluster for ClusterService {
         }
         if !req.topics.is_empty() {
             shared.groups.topic_changed();
-            cluster::abandon_gone_topics(shared).await;
+            cluster::apply_topic_changes(shared).await;
         }
         shared.cluster.nudge();
         Ok(Response::new(NudgeResponse {}))

@@ -310,7 +310,12 @@ impl Shared {
 
     /// The topic and the topic-partition, checked to exist.
     pub async fn resolve(&self, topic: &str, partition: u32) -> Result<(Topic, TopicPartition)> {
-        let topic = self.topic(topic).await?;
+        let mut topic = self.topic(topic).await?;
+        if partition >= topic.record.partitions {
+            // Partitions may have been added elsewhere since it was cached.
+            self.topics.reread(&topic.name).await?;
+            topic = self.topics.get(&topic.name).await?;
+        }
         let count = topic.record.partitions;
         if partition >= count {
             return Err(BrokerError::UnknownPartition {
