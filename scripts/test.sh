@@ -41,6 +41,8 @@ if ! command -v kcat >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
 fi
 if command -v kcat >/dev/null 2>&1; then kcat -V | head -1; else echo "kcat is not installed: its test skips"; fi
 
+./scripts/check-deploy.sh
+
 step "cargo-nextest"
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
