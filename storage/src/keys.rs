@@ -7,6 +7,7 @@
 //! cluster/assignment/{version:020}.json
 //! cluster/producer-ids/{version:020}.json
 //! cluster/brokers/{broker_id}/heartbeat.json
+//! cluster/ids/{broker_id:010}/{generation:020}.json
 //! cluster/layout.json
 //! topics/{topic}/config/{version:020}.json
 //! topics/{topic}/{topic_id}/{partition}/manifest/{version:020}.json
@@ -333,6 +334,33 @@ pub fn heartbeats_prefix() -> Path {
     Path::from("cluster").join("brokers")
 }
 
+/// The prefix holding the claims of every numeric broker id
+/// (`broker_id = "auto"`).
+pub fn broker_id_claims_prefix() -> Path {
+    Path::from("cluster").join("ids")
+}
+
+/// The chain of claims of one broker id: each version names the broker
+/// process that holds the id (or says it was released). The id is
+/// zero-padded to 10 digits so that a LIST returns ids in numeric order.
+pub fn broker_id_claim_chain(broker: BrokerId) -> ChainPrefix {
+    ChainPrefix(broker_id_claims_prefix().join(format!("{:010}", broker.0)))
+}
+
+/// The broker id and claim version a key of a claim chain names, or `None`
+/// for foreign keys.
+pub fn parse_broker_id_claim(key: &Path) -> Option<(BrokerId, Version)> {
+    let mut parts = key.prefix_match(&broker_id_claims_prefix())?;
+    let id = parts.next()?;
+    let id = id.as_ref();
+    if id.len() != 10 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let broker = BrokerId(id.parse().ok()?);
+    let version = broker_id_claim_chain(broker).parse(key)?;
+    Some((broker, version))
+}
+
 /// The prefix holding all topics.
 pub fn topics_prefix() -> Path {
     Path::from("topics")
@@ -584,6 +612,27 @@ mod tests {
             heartbeat(BrokerId(1)).as_ref(),
             "cluster/brokers/1/heartbeat.json"
         );
+        let claim = broker_id_claim_chain(BrokerId(12)).version(Version(3));
+        assert_eq!(
+            claim.as_ref(),
+            "cluster/ids/0000000012/00000000000000000003.json"
+        );
+        assert_eq!(
+            parse_broker_id_claim(&claim),
+            Some((BrokerId(12), Version(3)))
+        );
+        for foreign in [
+            "cluster/ids/12/00000000000000000003.json",
+            "cluster/ids/0000000012/x.json",
+            "cluster/ids/0000000012",
+            "cluster/brokers/1/heartbeat.json",
+        ] {
+            assert_eq!(
+                parse_broker_id_claim(&Path::from(foreign)),
+                None,
+                "{foreign}"
+            );
+        }
         let name = TopicName::new("orders").unwrap();
         assert_eq!(
             parse_topic_data_root(&name, &topic_data_root(&name, id)),
@@ -618,6 +667,10 @@ mod tests {
                 ObjectKind::TopicConfig(name.clone()),
             ),
             (heartbeat(BrokerId(1)), ObjectKind::Cluster),
+            (
+                broker_id_claim_chain(BrokerId(1)).version(Version(0)),
+                ObjectKind::Cluster,
+            ),
             (layout_marker(), ObjectKind::Cluster),
             (Path::from("selftest/x"), ObjectKind::Other),
             (
