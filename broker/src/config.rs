@@ -305,12 +305,107 @@ impl GroupConfig {
     }
 }
 
+/// The `broker_id` setting: a fixed number, or `"auto"`.
+///
+/// `auto` is resolved once, at start, before anything uses the id: the
+/// broker claims the lowest free id in the bucket (see
+/// [`crate::cluster::broker_id`]); at run time a broker always has a
+/// number ([`crate::service::Shared::broker_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerIdSetting {
+    /// This number, given by the operator; unique within a cluster.
+    Fixed(u32),
+    /// Claim the lowest id no live broker holds (autoscaled fleets).
+    Auto,
+}
+
+impl Default for BrokerIdSetting {
+    fn default() -> Self {
+        Self::Fixed(0)
+    }
+}
+
+impl From<u32> for BrokerIdSetting {
+    fn from(id: u32) -> Self {
+        Self::Fixed(id)
+    }
+}
+
+impl std::fmt::Display for BrokerIdSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(id) => write!(f, "{id}"),
+            Self::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// What a `broker_id` value must look like, for error messages.
+const BROKER_ID_EXPECTED: &str =
+    "a broker id is a number from 0 to 4294967295, or \"auto\" to claim a free one in the bucket";
+
+impl std::str::FromStr for BrokerIdSetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        s.parse()
+            .map(Self::Fixed)
+            .map_err(|_| format!("{BROKER_ID_EXPECTED}, got {s:?}"))
+    }
+}
+
+impl Serialize for BrokerIdSetting {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Fixed(id) => serializer.serialize_u32(*id),
+            Self::Auto => serializer.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BrokerIdSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = BrokerIdSetting;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(BROKER_ID_EXPECTED)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u32::try_from(v)
+                    .map(BrokerIdSetting::Fixed)
+                    .map_err(|_| E::custom(format!("{BROKER_ID_EXPECTED}, got {v}")))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                u32::try_from(v)
+                    .map(BrokerIdSetting::Fixed)
+                    .map_err(|_| E::custom(format!("{BROKER_ID_EXPECTED}, got {v}")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// Every setting of a broker. See the module docs for how it is loaded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// This broker's stable id; unique within a cluster.
-    pub broker_id: u32,
+    /// This broker's id, unique within a cluster: a number, or `"auto"` to
+    /// claim the lowest id no live broker holds (ids of brokers gone for
+    /// `cluster.forget_dead_after` are reused). Fixed ids suit hand-run
+    /// clusters; `auto` suits autoscaled ones, where instances come and go.
+    pub broker_id: BrokerIdSetting,
     /// Local directory for the default `file://` bucket and the hot tier's
     /// disk cache. Only a cache when `store` points elsewhere.
     pub data_dir: PathBuf,
@@ -372,7 +467,7 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            broker_id: 0,
+            broker_id: BrokerIdSetting::Fixed(0),
             data_dir: PathBuf::from("./strata-data"),
             store: None,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
@@ -411,7 +506,7 @@ pub struct Overrides {
     /// `--kafka-addr`.
     pub kafka_addr: Option<SocketAddr>,
     /// `--broker-id`.
-    pub broker_id: Option<u32>,
+    pub broker_id: Option<BrokerIdSetting>,
 }
 
 /// Top-level keys that hold strings: environment values for them are never
@@ -776,7 +871,7 @@ mod tests {
     #[test]
     fn defaults_are_the_embedded_setup() {
         let c = BrokerConfig::load(None, env(&[]), &Overrides::default()).expect("defaults load");
-        assert_eq!(c.broker_id, 0);
+        assert_eq!(c.broker_id, BrokerIdSetting::Fixed(0));
         assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:50051");
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:9464");
         assert_eq!(c.store_url(), "file://./strata-data/bucket");
@@ -809,11 +904,15 @@ mod tests {
             ("OTHER", "x"),
         ]);
         let flags = Overrides {
-            broker_id: Some(3),
+            broker_id: Some(3.into()),
             ..Overrides::default()
         };
         let c = BrokerConfig::load(Some(&file), vars, &flags).expect("load");
-        assert_eq!(c.broker_id, 3, "flag beats env and file");
+        assert_eq!(
+            c.broker_id,
+            BrokerIdSetting::Fixed(3),
+            "flag beats env and file"
+        );
         assert_eq!(c.data_dir, PathBuf::from("/from-env"), "env beats file");
         assert_eq!(
             c.http_addr.to_string(),
@@ -901,6 +1000,66 @@ mod tests {
             msg.contains("bad.toml") && msg.contains("max_wait"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn broker_id_is_a_number_or_auto_everywhere() {
+        let c = BrokerConfig::from_toml("broker_id = \"auto\"").expect("auto in TOML");
+        assert_eq!(c.broker_id, BrokerIdSetting::Auto);
+        let c = BrokerConfig::from_toml("broker_id = 7").expect("a number in TOML");
+        assert_eq!(c.broker_id, BrokerIdSetting::Fixed(7));
+        let c = BrokerConfig::load(
+            None,
+            env(&[("STRATA_BROKER_ID", "auto")]),
+            &Overrides::default(),
+        )
+        .expect("auto from the environment");
+        assert_eq!(c.broker_id, BrokerIdSetting::Auto);
+        // A number in the environment beats "auto" in the file.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("strata.toml");
+        std::fs::write(&file, "broker_id = \"auto\"\n").expect("write config");
+        let c = BrokerConfig::load(
+            Some(&file),
+            env(&[("STRATA_BROKER_ID", "4")]),
+            &Overrides::default(),
+        )
+        .expect("load");
+        assert_eq!(c.broker_id, BrokerIdSetting::Fixed(4));
+        assert_eq!("AUTO".parse(), Ok(BrokerIdSetting::Auto));
+        assert_eq!("12".parse(), Ok(BrokerIdSetting::Fixed(12)));
+        assert_eq!(BrokerIdSetting::Auto.to_string(), "auto");
+        // Round trip through the tree the environment layer edits.
+        let tree = toml::Value::try_from(BrokerConfig {
+            broker_id: BrokerIdSetting::Auto,
+            ..BrokerConfig::default()
+        })
+        .expect("encode");
+        assert_eq!(
+            tree.get("broker_id").and_then(toml::Value::as_str),
+            Some("auto")
+        );
+
+        for (bad, shown) in [("broker_id = \"any\"", "\"any\""), ("broker_id = -1", "-1")] {
+            let err = BrokerConfig::from_toml(bad).expect_err("invalid");
+            let msg = format!("{err:#}");
+            assert!(msg.contains("\"auto\"") && msg.contains(shown), "{msg}");
+        }
+        let err = BrokerConfig::load(
+            None,
+            env(&[("STRATA_BROKER_ID", "first")]),
+            &Overrides::default(),
+        )
+        .expect_err("invalid");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("STRATA_BROKER_ID") && msg.contains("\"auto\""),
+            "{msg}"
+        );
+        let err = "4294967296"
+            .parse::<BrokerIdSetting>()
+            .expect_err("too large");
+        assert!(err.contains("4294967295"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!
 //! [`start`] is the in-process API (tests, and the coming cluster work):
 //! it binds both listeners first (so "address in use" fails fast, naming
-//! the flag to change), opens the store and the storage engine, starts the
+//! the flag to change), resolves `broker_id = "auto"` by claiming the
+//! lowest free id in the bucket (released again if the start fails; see
+//! [`cluster::broker_id`]), opens the store and the storage engine, starts the
 //! admin HTTP endpoint, the gRPC services (Strata, Admin, health) and the
 //! maintenance task, opens the existing topics' partitions in the
 //! background and marks the broker ready. [`start_with_store`] does the
@@ -43,17 +45,18 @@ use strata_proto::v1::groups_server::GroupsServer;
 use strata_proto::v1::strata_server::StrataServer;
 use strata_storage::engine::Engine;
 use strata_storage::keys::BrokerId;
+use strata_storage::store::{RetryConfig, RetryStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::config::{BrokerConfig, LogFormat, Overrides};
+use crate::config::{BrokerConfig, BrokerIdSetting, LogFormat, Overrides};
 use crate::service::admin::AdminService;
 use crate::service::cluster::ClusterService;
 use crate::service::groups::GroupsService;
 use crate::service::strata::StrataService;
-use crate::service::{Advertised, Shared};
+use crate::service::{Advertised, Identity, Shared, now_ms};
 use crate::{cluster, http, maintenance, store_url};
 
 /// Flags of `strata serve`. Every setting can also come from the TOML file
@@ -84,9 +87,11 @@ pub struct ServeArgs {
     /// `bootstrap.servers` [default: 127.0.0.1:9092; env: STRATA_KAFKA_ADDR].
     #[arg(long, value_name = "ADDR")]
     pub kafka_addr: Option<SocketAddr>,
-    /// This broker's id [default: 0; env: STRATA_BROKER_ID].
-    #[arg(long, value_name = "ID")]
-    pub broker_id: Option<u32>,
+    /// This broker's id: a number unique in the cluster, or `auto` to
+    /// claim the lowest id no live broker holds (for autoscaled fleets)
+    /// [default: 0; env: STRATA_BROKER_ID].
+    #[arg(long, value_name = "ID|auto")]
+    pub broker_id: Option<BrokerIdSetting>,
 }
 
 impl ServeArgs {
@@ -118,6 +123,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         () = broker.shared.drain_requested.cancelled() => tracing::info!(
             "drain requested by an operator (strata cluster drain); draining and shutting down gracefully"
+        ),
+        () = broker.shared.id_lost.cancelled() => anyhow::bail!(
+            "broker id {} was claimed by another broker while this one could not heartbeat \
+             (for longer than cluster.forget_dead_after); exiting without a drain, its partitions \
+             have moved already; start it again to claim a free id",
+            broker.shared.broker_id
         ),
     }
     tokio::spawn(async {
@@ -268,9 +279,6 @@ async fn start_on(
             a.to_string()
         }
     };
-    let http_addr = http_listener
-        .local_addr()
-        .context("HTTP listener address")?;
     let advertised_addr = match &config.advertised_addr {
         Some(a) => a.clone(),
         None => {
@@ -283,17 +291,112 @@ async fn start_on(
         }
     };
 
-    cluster::broker_id::check_free(&store, BrokerId(config.broker_id), &config.cluster)
-        .await
-        .with_context(|| format!("cannot start broker {}", config.broker_id))?;
-    let engine = Engine::open(
-        store.clone(),
-        &store_url,
-        BrokerId(config.broker_id),
-        config.engine_config(),
+    let identity = resolve_broker_id(&config, &store, &store_url, &advertised_addr).await?;
+    let claim = identity.claim.clone();
+    let started = serve(
+        config,
+        identity,
+        store,
+        store_url,
+        Listeners {
+            grpc: grpc_listener,
+            http: http_listener,
+            kafka: kafka_listener,
+        },
+        Advertised {
+            grpc: advertised_addr,
+            http: String::new(),
+            kafka: kafka_advertised_addr,
+        },
     )
-    .await
-    .with_context(|| format!("cannot start the storage engine on {store_url}"))?;
+    .await;
+    if started.is_err()
+        && let Some(claim) = claim
+    {
+        // Do not keep an id this process will never use (a crash loop
+        // would otherwise claim a new one on every attempt).
+        claim.release().await;
+    }
+    started
+}
+
+/// The three bound listeners.
+struct Listeners {
+    grpc: TcpListener,
+    http: TcpListener,
+    kafka: TcpListener,
+}
+
+/// The broker's id: the configured number, or for `broker_id = "auto"` the
+/// lowest free id, claimed in the bucket (see [`cluster::broker_id`]).
+async fn resolve_broker_id(
+    config: &BrokerConfig,
+    store: &Arc<dyn ObjectStore>,
+    store_url: &str,
+    advertised_addr: &str,
+) -> anyhow::Result<Identity> {
+    if let BrokerIdSetting::Fixed(id) = config.broker_id {
+        return Ok(Identity {
+            id: BrokerId(id),
+            claim: None,
+        });
+    }
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(RetryStore::new(store.clone(), RetryConfig::default()));
+    let claim = cluster::broker_id::claim(&store, &config.cluster, advertised_addr, now_ms())
+        .await
+        .with_context(|| {
+            format!("cannot claim a broker id (broker_id = \"auto\") in {store_url}")
+        })?;
+    match claim.took_over() {
+        Some(previous) => tracing::info!(
+            broker = %claim.id(),
+            previous = %previous.address,
+            "claimed broker id {} (broker_id = \"auto\"): its previous broker is gone for longer than cluster.forget_dead_after",
+            claim.id()
+        ),
+        None => {
+            tracing::info!(broker = %claim.id(), "claimed broker id {} (broker_id = \"auto\")", claim.id())
+        }
+    }
+    Ok(Identity {
+        id: claim.id(),
+        claim: Some(claim),
+    })
+}
+
+/// [`start_on`] once the listeners are bound and the id resolved.
+async fn serve(
+    mut config: BrokerConfig,
+    identity: Identity,
+    store: Arc<dyn ObjectStore>,
+    store_url: String,
+    listeners: Listeners,
+    advertised: Advertised,
+) -> anyhow::Result<RunningBroker> {
+    let Listeners {
+        grpc: grpc_listener,
+        http: http_listener,
+        kafka: kafka_listener,
+    } = listeners;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .context("gRPC listener address")?;
+    let kafka_addr = kafka_listener
+        .local_addr()
+        .context("Kafka listener address")?;
+    let http_addr = http_listener
+        .local_addr()
+        .context("HTTP listener address")?;
+    let broker_id = identity.id;
+    // From here on the configuration names the id in use.
+    config.broker_id = BrokerIdSetting::Fixed(broker_id.0);
+    cluster::broker_id::check_free(&store, broker_id, &config.cluster)
+        .await
+        .with_context(|| format!("cannot start broker {broker_id}"))?;
+    let engine = Engine::open(store.clone(), &store_url, broker_id, config.engine_config())
+        .await
+        .with_context(|| format!("cannot start the storage engine on {store_url}"))?;
     let http_url = {
         let mut a = http_addr;
         if a.ip().is_unspecified() {
@@ -305,10 +408,10 @@ async fn start_on(
     let (health, health_service) = tonic_health::server::health_reporter();
     let shared = Shared::new(
         config,
+        identity,
         Advertised {
-            grpc: advertised_addr,
             http: http_url,
-            kafka: kafka_advertised_addr,
+            ..advertised
         },
         store,
         store_url.clone(),

@@ -18,7 +18,7 @@ use strata_storage::store::StatsSnapshot;
 
 fn config(dir: &std::path::Path, id: u32) -> BrokerConfig {
     let mut c = BrokerConfig {
-        broker_id: id,
+        broker_id: id.into(),
         data_dir: dir.to_path_buf(),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         kafka_addr: "127.0.0.1:0".parse().expect("addr"),

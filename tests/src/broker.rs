@@ -31,6 +31,9 @@ const READY_PREFIX: &str = "strata: serving ";
 pub struct BrokerOptions {
     /// `--broker-id`.
     pub broker_id: u32,
+    /// `--broker-id auto` instead of `broker_id`: the broker claims the
+    /// lowest free id, which [`BrokerProcess::broker_id`] then tells.
+    pub auto_id: bool,
     /// `--store`; `None` is the embedded default (a `file://` bucket under
     /// the data directory).
     pub store: Option<String>,
@@ -49,6 +52,8 @@ pub struct BrokerProcess {
     grpc_addr: String,
     http_addr: String,
     kafka_addr: String,
+    /// The id the ready line named.
+    broker_id: u32,
     starts: u32,
 }
 
@@ -89,12 +94,13 @@ impl BrokerProcess {
     /// When it does not become ready within a minute (its log is printed).
     pub async fn start(data_dir: &Path, options: BrokerOptions) -> BrokerProcess {
         let mut broker = BrokerProcess {
-            options,
+            options: options.clone(),
             data_dir: data_dir.to_owned(),
             child: None,
             grpc_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
             kafka_addr: "127.0.0.1:0".into(),
+            broker_id: options.broker_id,
             starts: 0,
         };
         broker.spawn().await;
@@ -135,7 +141,11 @@ impl BrokerProcess {
                 .arg("--kafka-addr")
                 .arg(&self.kafka_addr)
                 .arg("--broker-id")
-                .arg(self.options.broker_id.to_string())
+                .arg(if self.options.auto_id {
+                    "auto".to_owned()
+                } else {
+                    self.options.broker_id.to_string()
+                })
                 .args(&self.options.args)
                 .env("RUST_LOG", "info,strata_storage=debug")
                 .env_remove("STRATA_BROKER")
@@ -172,6 +182,10 @@ impl BrokerProcess {
                             self.http_addr = v.to_owned();
                         } else if let Some(v) = field.strip_prefix("kafka=") {
                             self.kafka_addr = v.to_owned();
+                        } else if let Some(v) = field.strip_prefix("broker=") {
+                            self.broker_id = v.parse().unwrap_or_else(|_| {
+                                panic!("the ready line names no broker id: {rest}")
+                            });
                         }
                     }
                     // Keep draining stdout so the broker never blocks on it.
@@ -266,16 +280,17 @@ impl BrokerProcess {
                 let _ = child.start_kill();
                 panic!(
                     "broker {} did not exit within {timeout:?} of {why}; its log:\n{}",
-                    self.options.broker_id,
+                    self.broker_id,
                     self.log()
                 )
             }
         }
     }
 
-    /// The broker id it was started with.
+    /// Its broker id: the one it was started with, or the one it claimed
+    /// (`auto_id`) at its last start.
     pub fn broker_id(&self) -> u32 {
-        self.options.broker_id
+        self.broker_id
     }
 
     /// SIGKILL: no chance to flush, seal or release anything.

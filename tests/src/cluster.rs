@@ -168,7 +168,7 @@ impl ClusterHarness {
                 broker_id: id,
                 store: Some(self.store.clone()),
                 env,
-                args: Vec::new(),
+                ..BrokerOptions::default()
             },
         )
         .await;

@@ -15,6 +15,9 @@
 //! with busy readers are spread by bytes out, and a topic deleted and
 //! re-created at once starts empty on every broker.
 //!
+//! One more starts brokers with `--broker-id auto`: they claim distinct ids,
+//! and a dead broker's id is claimed again once it is forgotten.
+//!
 //! Each ends with the invariant of `strata_tests::workload`: every
 //! acknowledged record read back exactly once, at the offset its ack named,
 //! in order, with no offset gap, reuse or duplicate; and the tailing
@@ -29,11 +32,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use strata_client::{Consumer, ConsumerConfig, Offset, ProducerConfig, TopicSettings};
+use strata_client::{Admin, Consumer, ConsumerConfig, Offset, ProducerConfig, TopicSettings};
 use strata_proto::v1;
-use strata_tests::broker::http_get;
+use strata_tests::broker::{BrokerOptions, BrokerProcess, http_get};
 use strata_tests::cluster::{
-    ClusterHarness, FORGET_DEAD_AFTER, HEARTBEAT_TIMEOUT, StatusExt, describe,
+    ClusterHarness, FORGET_DEAD_AFTER, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, StatusExt, describe,
 };
 use strata_tests::s3::TestS3;
 use strata_tests::workload::{
@@ -1086,4 +1089,126 @@ async fn assert_only_the_new_records(
         acked.len(),
         leaked.len()
     );
+}
+
+/// `--broker-id auto` (issue #14): three brokers started at the same moment
+/// on one bucket claim the lowest ids, 0, 1 and 2, one each. After kill -9
+/// of one, its id stays taken while its heartbeat is fresh (a broker
+/// started at once claims 3, and gives it back on SIGTERM); once the
+/// heartbeat is `cluster.forget_dead_after` old, a broker started again
+/// claims the dead one's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_broker_ids_are_distinct_and_reclaimed_after_kill9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).expect("bucket directory");
+    let options = BrokerOptions {
+        auto_id: true,
+        store: Some(format!("file://{}", bucket.display())),
+        env: vec![
+            (
+                "STRATA_CLUSTER__HEARTBEAT_INTERVAL".to_owned(),
+                format!("{}ms", HEARTBEAT_INTERVAL.as_millis()),
+            ),
+            (
+                "STRATA_CLUSTER__HEARTBEAT_TIMEOUT".to_owned(),
+                format!("{}ms", HEARTBEAT_TIMEOUT.as_millis()),
+            ),
+            (
+                "STRATA_CLUSTER__FORGET_DEAD_AFTER".to_owned(),
+                format!("{}ms", FORGET_DEAD_AFTER.as_millis()),
+            ),
+        ],
+        ..BrokerOptions::default()
+    };
+    let start = |name: &str| {
+        let (data_dir, options) = (dir.path().join(name), options.clone());
+        async move { BrokerProcess::start(&data_dir, options).await }
+    };
+    let (a, b, c) = tokio::join!(start("a"), start("b"), start("c"));
+    let mut brokers = [a, b, c];
+    let mut ids: Vec<u32> = brokers.iter().map(BrokerProcess::broker_id).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [0, 1, 2],
+        "three brokers started at once claim 0, 1 and 2"
+    );
+    for broker in &brokers {
+        let claimed = format!("claimed broker id {}", broker.broker_id());
+        assert!(
+            broker.log().contains(&claimed),
+            "its log says {claimed:?}:\n{}",
+            broker.log()
+        );
+    }
+    // The admin client asks the broker with id 0, which the test leaves alone.
+    let zero = brokers
+        .iter()
+        .find(|b| b.broker_id() == 0)
+        .expect("a broker holds id 0");
+    let admin = Admin::connect(&zero.url()).await.expect("admin");
+    let listed = || async {
+        let status = admin.cluster_status().await.expect("cluster status");
+        let mut alive: Vec<u32> = status
+            .brokers
+            .iter()
+            .filter(|b| b.alive)
+            .map(|b| b.broker_id)
+            .collect();
+        alive.sort_unstable();
+        alive
+    };
+    let deadline = Instant::now() + SETTLE;
+    while listed().await != [0, 1, 2] {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster lists {:?}",
+            listed().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // kill -9 the broker holding id 1.
+    let victim = brokers
+        .iter()
+        .position(|b| b.broker_id() == 1)
+        .expect("a broker holds id 1");
+    brokers[victim].kill().await;
+    let killed_at = Instant::now();
+
+    // Its heartbeat is fresh: a broker started now gets the next id.
+    let mut newcomer = start("d").await;
+    assert_eq!(
+        newcomer.broker_id(),
+        3,
+        "id 1 stays taken while its heartbeat is fresh"
+    );
+    let status = newcomer.terminate(DRAIN_TIMEOUT).await;
+    assert!(status.success(), "SIGTERM exits 0: {status}");
+
+    // Once the heartbeat is forget_dead_after old, id 1 is free again (and
+    // 3 was given back on SIGTERM, but 1 is lower).
+    let forgotten = killed_at + FORGET_DEAD_AFTER + Duration::from_millis(500);
+    tokio::time::sleep_until(forgotten.into()).await;
+    brokers[victim].restart().await;
+    assert_eq!(
+        brokers[victim].broker_id(),
+        1,
+        "the restarted broker claims the dead one's id; its log:\n{}",
+        brokers[victim].log()
+    );
+    let deadline = Instant::now() + SETTLE;
+    while listed().await != [0, 1, 2] {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster lists {:?}",
+            listed().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for broker in &mut brokers {
+        let status = broker.terminate(DRAIN_TIMEOUT).await;
+        assert!(status.success(), "SIGTERM exits 0: {status}");
+    }
 }

@@ -193,8 +193,12 @@ fn build_heartbeat(shared: &Shared) -> Option<Heartbeat> {
     })
 }
 
-/// Writes this broker's heartbeat now. Returns false when it could not.
+/// Writes this broker's heartbeat now. Returns false when it could not
+/// (or must not: its claimed id was taken over by another broker).
 pub async fn write_heartbeat(shared: &Shared) -> bool {
+    if shared.id_lost.is_cancelled() {
+        return false;
+    }
     let Some(hb) = build_heartbeat(shared) else {
         return false;
     };
@@ -221,6 +225,7 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
     let view = &shared.cluster;
     let interval = view.config.heartbeat_interval;
     let mut last = Instant::now();
+    let mut last_written = Instant::now();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -228,10 +233,62 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken)
         }
         let gap = last.elapsed();
         last = Instant::now();
+        let silent = last_written.elapsed();
+        if silent > view.config.heartbeat_timeout {
+            match check_claim(&shared, silent).await {
+                ClaimCheck::Held => {}
+                ClaimCheck::Unknown => continue,
+                ClaimCheck::Lost => return,
+            }
+        }
         if gap > view.config.heartbeat_timeout {
             check_paused(&shared, gap).await;
         }
-        write_heartbeat(&shared).await;
+        if write_heartbeat(&shared).await {
+            last_written = Instant::now();
+        }
+    }
+}
+
+/// What [`check_claim`] found.
+enum ClaimCheck {
+    /// The id is still this broker's (or it is a fixed id).
+    Held,
+    /// Another broker claimed the id: this one must stop.
+    Lost,
+    /// The claim could not be read (the store is still out): do not
+    /// heartbeat yet, check again next round.
+    Unknown,
+}
+
+/// After this broker could not heartbeat for longer than the heartbeat
+/// timeout (a pause, a store outage), and before it writes its heartbeat
+/// again: checks that its claimed id (`broker_id = "auto"`) is still its
+/// own. Another broker may claim it once the heartbeat is
+/// `cluster.forget_dead_after` old; then this one stops heartbeating and
+/// [`Shared::id_lost`] tells the process to exit (a restart claims a free
+/// id).
+async fn check_claim(shared: &Shared, silent: Duration) -> ClaimCheck {
+    let Some(claim) = &shared.id_claim else {
+        return ClaimCheck::Held;
+    };
+    match claim.still_held().await {
+        Ok(true) => ClaimCheck::Held,
+        Ok(false) => {
+            let silent = humantime::format_duration(Duration::from_secs(silent.as_secs()));
+            tracing::error!(
+                broker = %claim.id(),
+                "this broker could not heartbeat for {silent} and another broker has claimed its id meanwhile; stopping (a restart claims a free id)"
+            );
+            shared.id_lost.cancel();
+            ClaimCheck::Lost
+        }
+        Err(e) => {
+            // Not writing meanwhile: if the id was taken, this broker's
+            // heartbeat would overwrite its new holder's.
+            tracing::warn!(error = %format!("{e:#}"), "cannot check this broker's id claim after a silence; not heartbeating until it can");
+            ClaimCheck::Unknown
+        }
     }
 }
 
@@ -340,7 +397,7 @@ pub(super) async fn read_heartbeats(
 }
 
 /// The broker id of a `cluster/brokers/{id}/heartbeat.json` key.
-fn heartbeat_owner(location: &object_store::path::Path) -> Option<u32> {
+pub(super) fn heartbeat_owner(location: &object_store::path::Path) -> Option<u32> {
     if location.filename() != Some("heartbeat.json") {
         return None;
     }
@@ -389,14 +446,22 @@ pub(super) async fn forget_dead(shared: &Shared) {
 }
 
 /// Leaves the cluster: deletes the heartbeat so the others stop waiting
-/// for it, and nudges them.
+/// for it, gives a claimed id back (free for the next broker at once), and
+/// nudges the others. A broker whose claimed id was taken over touches
+/// neither: both are its successor's.
 pub async fn leave(shared: &Shared) {
+    if shared.id_lost.is_cancelled() {
+        return;
+    }
     if let Err(e) = shared
         .meta_store
         .delete(&keys::heartbeat(shared.broker_id))
         .await
     {
         tracing::debug!(error = %e, "cannot delete the heartbeat");
+    }
+    if let Some(claim) = &shared.id_claim {
+        claim.release().await;
     }
     shared.cluster.nudge_all().await;
 }

@@ -54,7 +54,8 @@
 //! - `peers.rs`: channels to the other brokers and the nudges sent over them.
 //! - `round.rs`: the cluster loop that runs all of the above every round.
 //! - `model.rs`: the cluster's documents in the bucket and the balancer.
-//! - `broker_id.rs`: the start-up check that no live broker uses this id.
+//! - `broker_id.rs`: the start-up check that no live broker uses this id,
+//!   and claiming the lowest free id in the bucket (`broker_id = "auto"`).
 //!
 //! Correctness never rests on the controller being unique or the views
 //! being fresh: ownership is decided by create-only manifest versions and

@@ -33,6 +33,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::bucket_gc::BucketGc;
 use crate::cluster::ClusterView;
+use crate::cluster::broker_id::IdClaim;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 use crate::groups::GroupCoordinator;
@@ -50,6 +51,12 @@ pub struct Shared {
     pub config: BrokerConfig,
     /// This broker.
     pub broker_id: BrokerId,
+    /// The claim that makes `broker_id` this broker's, when it was claimed
+    /// at start (`broker_id = "auto"`); released when the broker leaves.
+    pub id_claim: Option<IdClaim>,
+    /// Cancelled when another broker claimed this broker's id while this
+    /// one could not heartbeat (a long pause): the process must exit.
+    pub id_lost: CancellationToken,
     /// The gRPC address clients are told to use.
     pub advertised_addr: String,
     /// The HTTP address (metrics, health) other brokers and tools are told.
@@ -101,6 +108,16 @@ pub struct Shared {
     ready: AtomicBool,
 }
 
+/// Who a broker is: its id, resolved at start (`broker_id = "auto"` is
+/// claimed in the bucket before anything uses it).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The id.
+    pub id: BrokerId,
+    /// The claim that holds it, for a claimed id.
+    pub claim: Option<IdClaim>,
+}
+
 /// The addresses a broker tells clients and other brokers to use.
 #[derive(Debug, Clone)]
 pub struct Advertised {
@@ -122,17 +139,19 @@ impl std::fmt::Debug for FenceGuard {
 }
 
 impl Shared {
-    /// Builds the shared state over an engine opened on `store` (named
-    /// `store_name`); `health` is the gRPC health service's reporter.
+    /// Builds the shared state of broker `identity` over an engine opened
+    /// on `store` (named `store_name`); `health` is the gRPC health
+    /// service's reporter.
     pub fn new(
         config: BrokerConfig,
+        identity: Identity,
         advertised: Advertised,
         store: Arc<dyn ObjectStore>,
         store_name: String,
         engine: Engine,
         health: HealthReporter,
     ) -> Arc<Self> {
-        let broker_id = BrokerId(config.broker_id);
+        let broker_id = identity.id;
         // The engine's store stack (retries, metrics) stays valid after the
         // engine is replaced: topics, producer ids and the cluster state
         // keep using it.
@@ -141,6 +160,8 @@ impl Shared {
         cluster.set_incarnation(engine.wal().stream().incarnation.0);
         Arc::new_cyclic(|this| Self {
             broker_id,
+            id_claim: identity.claim,
+            id_lost: CancellationToken::new(),
             advertised_addr: advertised.grpc,
             http_url: advertised.http,
             kafka_advertised_addr: advertised.kafka,
