@@ -34,8 +34,11 @@ RUN apt-get update \
 COPY --from=builder /usr/local/bin/strata /usr/local/bin/strata
 
 # Listeners on every interface (the defaults are loopback); the data
-# directory is only a cache when the store is a remote bucket.
+# directory is only a cache when the store is a remote bucket. Each broker
+# claims the lowest free broker id in the bucket (broker_id = "auto"), so
+# containers of one image can come and go; STRATA_BROKER_ID=7 fixes one.
 ENV STRATA_DATA_DIR=/var/lib/strata \
+    STRATA_BROKER_ID=auto \
     STRATA_GRPC_ADDR=0.0.0.0:50051 \
     STRATA_KAFKA_ADDR=0.0.0.0:9092 \
     STRATA_HTTP_ADDR=0.0.0.0:9464

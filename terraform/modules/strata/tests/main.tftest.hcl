@@ -214,6 +214,7 @@ run "instances_require_imdsv2_and_run_the_broker" {
     condition = alltrue([
       for needle in [
         "store = \"s3://strata-123456789012-eu-west-1/strata\"",
+        "broker_id = \"auto\"",
         "advertised_addr = \"http://$PRIVATE_IP:50051\"",
         "kafka_advertised_addr = \"$PRIVATE_IP:9092\"",
         "grpc_addr = \"0.0.0.0:50051\"",
@@ -226,7 +227,7 @@ run "instances_require_imdsv2_and_run_the_broker" {
         "https://downloads.example.com/strata/0.1.0/aarch64-linux/strata",
       ] : strcontains(base64decode(aws_launch_template.broker.user_data), needle)
     ])
-    error_message = "the user data must configure and run the broker (store, advertised addresses from the private IP, listeners, drain bound)"
+    error_message = "the user data must configure and run the broker (store, a claimed broker id, advertised addresses from the private IP, listeners, drain bound)"
   }
 
   # The drain on termination: stop the broker (SIGTERM), then complete the
