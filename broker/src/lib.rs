@@ -12,6 +12,7 @@
 //!   API ([`server::start`], [`server::RunningBroker`]).
 //! - [`config`]: settings (defaults < TOML < `STRATA_*` env < flags).
 //! - [`store_url`]: the store URL to an object store.
+//! - [`s3_admin`]: signed bucket-level S3 requests (`strata bucket`).
 //! - [`connections`]: the bound on open gRPC connections.
 //! - [`topics`]: the topic registry (config chains in the bucket).
 //! - [`partitions`]: the storage engine in service and its open
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod partitions;
 pub mod producer_ids;
 pub mod restart;
+pub mod s3_admin;
 pub mod server;
 pub mod service;
 pub mod store_url;

@@ -1,5 +1,6 @@
-//! The `strata` command: `strata serve` runs a broker; every other
-//! subcommand is a client of a running broker (Kafka console-tool style).
+//! The `strata` command: `strata serve` runs a broker; `strata bucket`
+//! prepares and checks the bucket; every other subcommand is a client of a
+//! running broker (Kafka console-tool style).
 
 use clap::{Parser, Subcommand};
 use strata_broker::{cli, server};
@@ -37,6 +38,10 @@ enum Command {
     /// Load generators: produce or consume throughput and latency.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// The bucket: create it (with the lifecycle rule Strata needs), check
+    /// that it works.
+    #[command(subcommand)]
+    Bucket(cli::bucket::BucketCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +68,7 @@ fn main() -> std::process::ExitCode {
                     Command::Produce(a) => cli::produce::run(a).await,
                     Command::Consume(a) => cli::consume::run(a).await,
                     Command::Bench(c) => cli::bench::run(c).await,
+                    Command::Bucket(c) => cli::bucket::run(c).await,
                     Command::Serve(_) => unreachable!("handled above"),
                 }
             }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use object_store::ObjectStore;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
@@ -74,10 +74,71 @@ fn split_bucket(rest: &str) -> anyhow::Result<(&str, Option<&str>)> {
     Ok((bucket, prefix))
 }
 
-fn open_s3(
-    rest: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> anyhow::Result<Arc<dyn ObjectStore>> {
+/// An `s3://bucket[/prefix]` URL with the S3 settings the broker reads
+/// from the environment: what [`open`] builds a store from, and what
+/// `strata bucket` signs its own requests with.
+#[derive(Debug, Clone)]
+pub struct S3Location {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix under which everything lives, without slashes at
+    /// either end; `None` for the whole bucket.
+    pub prefix: Option<String>,
+    /// The object_store builder, configured from the `AWS_*` variables.
+    pub builder: AmazonS3Builder,
+}
+
+impl S3Location {
+    /// The endpoint URL (`AWS_ENDPOINT_URL` / `AWS_ENDPOINT`), `None` for
+    /// AWS itself.
+    pub fn endpoint(&self) -> Option<String> {
+        self.builder.get_config_value(&AmazonS3ConfigKey::Endpoint)
+    }
+
+    /// The region (`AWS_REGION`, else `AWS_DEFAULT_REGION`, else us-east-1).
+    pub fn region(&self) -> String {
+        self.builder
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".to_string())
+    }
+
+    /// `s3://bucket/prefix`.
+    pub fn url(&self) -> String {
+        match &self.prefix {
+            Some(p) => format!("s3://{}/{p}", self.bucket),
+            None => format!("s3://{}", self.bucket),
+        }
+    }
+
+    /// Builds the S3 client of the bucket (without the prefix).
+    pub fn build(&self) -> anyhow::Result<AmazonS3> {
+        self.builder.clone().build().with_context(|| {
+            format!(
+                "cannot configure the S3 store for bucket {}; check the AWS_* variables",
+                self.bucket
+            )
+        })
+    }
+
+    /// `store` under the prefix, if any.
+    pub fn scoped(&self, store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+        match &self.prefix {
+            Some(p) => Arc::new(PrefixStore::new(store, p.as_str())),
+            None => store,
+        }
+    }
+}
+
+/// The bucket, prefix and S3 settings of an `s3://` (or `s3a://`) URL;
+/// `None` for other schemes.
+pub fn s3_location(url: &str) -> anyhow::Result<Option<S3Location>> {
+    match url.split_once("://") {
+        Some(("s3" | "s3a", rest)) => s3_location_of(rest, |key| std::env::var(key).ok()).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn s3_location_of(rest: &str, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<S3Location> {
     let (bucket, prefix) = split_bucket(rest)?;
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if builder
@@ -91,19 +152,26 @@ fn open_s3(
     if endpoint.is_some() && env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST").is_none() {
         builder = builder.with_virtual_hosted_style_request(false);
     }
-    let s3 = builder.build().with_context(|| {
-        format!("cannot configure the S3 store for bucket {bucket}; check the AWS_* variables")
-    })?;
+    Ok(S3Location {
+        bucket: bucket.to_owned(),
+        prefix: prefix.map(str::to_owned),
+        builder,
+    })
+}
+
+fn open_s3(
+    rest: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let location = s3_location_of(rest, env)?;
+    let s3 = location.build()?;
     tracing::info!(
-        bucket,
-        prefix = prefix.unwrap_or(""),
-        endpoint = endpoint.as_deref().unwrap_or("aws"),
+        bucket = location.bucket,
+        prefix = location.prefix.as_deref().unwrap_or(""),
+        endpoint = location.endpoint().as_deref().unwrap_or("aws"),
         "using an S3 store"
     );
-    Ok(match prefix {
-        Some(p) => Arc::new(PrefixStore::new(s3, p)),
-        None => Arc::new(s3),
-    })
+    Ok(location.scoped(Arc::new(s3)))
 }
 
 #[cfg(test)]

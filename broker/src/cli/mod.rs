@@ -1,7 +1,8 @@
 //! Client subcommands of `strata`, in the style of Kafka's console tools:
 //! `topic`, `group`, `cluster`, `produce`, `consume` and `bench`. Each is a thin shell
 //! over `strata-client`; they share [`BrokerArgs`] (`--broker`,
-//! `STRATA_BROKER`).
+//! `STRATA_BROKER`). `bucket` talks to the bucket instead (`--store`, as
+//! `strata serve`).
 //!
 //! Conventions: data goes to stdout, everything else (counts, progress,
 //! errors) to stderr; a closed stdout (`| head`) is a clean exit; a failure
@@ -11,6 +12,7 @@ pub mod bench;
 pub mod bench_cluster;
 pub mod bench_group;
 pub mod bench_store;
+pub mod bucket;
 pub mod cluster;
 pub mod consume;
 pub mod group;
@@ -115,6 +117,8 @@ mod tests {
         Group(group::GroupCommand),
         #[command(subcommand)]
         Bench(bench::BenchCommand),
+        #[command(subcommand)]
+        Bucket(bucket::BucketCommand),
     }
 
     #[test]
@@ -190,6 +194,8 @@ mod tests {
             "--to-latest",
         ]);
         assert!(c.is_err(), "one target only");
+        let c = Commands::try_parse_from(["strata", "bucket", "check", "--store", "s3://b/p"]);
+        assert!(c.is_ok(), "{c:?}");
     }
 
     #[test]
