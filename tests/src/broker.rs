@@ -336,11 +336,27 @@ pub async fn run_cli(
     stdin: &str,
     timeout: Duration,
 ) -> (ExitStatus, String, String) {
+    run_cli_with_env(args, &[], stdin, timeout).await
+}
+
+/// [`run_cli`] with `env` (e.g. the `AWS_*` variables of an S3 endpoint)
+/// added to its environment.
+///
+/// # Panics
+/// When it does not finish in time.
+pub async fn run_cli_with_env(
+    args: &[&str],
+    env: &[(String, String)],
+    stdin: &str,
+    timeout: Duration,
+) -> (ExitStatus, String, String) {
     use tokio::io::AsyncWriteExt;
     let mut child = Command::new(strata_binary())
         .args(args)
         .env_remove("STRATA_BROKER")
+        .env_remove("STRATA_STORE")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,13 +1,26 @@
 //! The S3-compatible test fixture.
 //!
-//! [`TestS3`] is a real S3 endpoint for tests: the one named by
-//! `STRATA_TEST_S3_ENDPOINT` if that is set, otherwise a `moto_server`
-//! (moto 5) that this module starts on a free loopback port. moto is used
-//! because it enforces `If-None-Match: *` (create-only writes), which the
-//! engine's fencing stands on; the conformance suite proves it on every run.
+//! [`TestS3`] is a real S3 endpoint for tests, the first of:
 //!
-//! Every [`TestS3::bucket`] is a fresh, uniquely named bucket, so tests never
-//! see each other's objects and never need cleanup.
+//! 1. the one named by `STRATA_TEST_S3_ENDPOINT`;
+//! 2. MinIO in a container, through testcontainers, when a Docker engine
+//!    is reachable (`DOCKER_HOST`, or a Docker socket that accepts a
+//!    connection). One container, `strata-test-minio`, is shared by every
+//!    test process (nextest runs one per test) and left running for the
+//!    next run (`docker rm -f strata-test-minio` removes it);
+//!    `STRATA_TEST_DOCKER=0` skips this step;
+//! 3. a `moto_server` (moto 5) that this module starts on a free loopback
+//!    port, the one `./scripts/test.sh` installs.
+//!
+//! Which one, and why the ones before it were passed over, is logged on
+//! stderr. moto and MinIO both enforce `If-None-Match: *` (create-only
+//! writes), which the engine's fencing stands on; the conformance suite
+//! proves it on every run.
+//!
+//! Buckets are created with signed requests ([`TestS3::client`], the AWS
+//! SDK), as MinIO and AWS S3 require. Every [`TestS3::bucket`] is a fresh,
+//! uniquely named bucket, so tests never see each other's objects and never
+//! need cleanup.
 //!
 //! Environment:
 //! - `STRATA_MOTO_SERVER`: path of the `moto_server` binary (default:
@@ -17,8 +30,9 @@
 //!   `STRATA_TEST_S3_ACCESS_KEY_ID`, `STRATA_TEST_S3_SECRET_ACCESS_KEY` and
 //!   `STRATA_TEST_S3_REGION` set the credentials (default `test`/`test`,
 //!   `us-east-1`), and `STRATA_TEST_S3_BUCKET` names an existing bucket to use
-//!   (each [`TestS3::bucket`] then gets a fresh prefix in it) for servers that
-//!   refuse the unsigned `CreateBucket` this fixture sends.
+//!   (each [`TestS3::bucket`] then gets a fresh prefix in it) for credentials
+//!   that may not create buckets.
+//! - `STRATA_TEST_DOCKER=0`: never try Docker.
 //!
 //! What a newcomer must not break: a test that needs S3 and cannot get it
 //! panics with instructions; it never skips, because a test that cannot fail
@@ -30,12 +44,17 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
 use tempfile::{NamedTempFile, TempDir};
+use testcontainers::core::IntoContainerPort;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt, ReuseDirective};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
@@ -47,6 +66,18 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// away (another process took the port between our probe and its bind).
 const START_ATTEMPTS: usize = 3;
 
+/// The MinIO image (the one `docker-compose.yml` runs).
+const MINIO_IMAGE: (&str, &str) = ("minio/minio", "RELEASE.2024-12-18T13-15-44Z");
+
+/// The shared MinIO container's name.
+const MINIO_CONTAINER: &str = "strata-test-minio";
+
+/// MinIO's root user and password.
+const MINIO_CREDENTIALS: (&str, &str) = ("minioadmin", "minioadmin");
+
+/// How long MinIO may take to start, the image pull included.
+const MINIO_START_TIMEOUT: Duration = Duration::from_secs(180);
+
 const INSTALL_HINT: &str = "run ./scripts/test.sh once (it installs moto into .venv), or \
      `python3 -m venv .venv && .venv/bin/pip install 'moto[server]>=5,<6'`, or point \
      STRATA_MOTO_SERVER at a moto_server binary, or set STRATA_TEST_S3_ENDPOINT to an \
@@ -56,64 +87,193 @@ const INSTALL_HINT: &str = "run ./scripts/test.sh once (it installs moto into .v
 #[derive(Debug)]
 pub struct TestS3 {
     endpoint: String,
-    external: Option<External>,
-    _server: Option<MotoServer>,
+    credentials: S3Credentials,
+    /// `STRATA_TEST_S3_BUCKET`: an existing bucket to make prefixes in.
+    existing_bucket: Option<String>,
+    _server: Server,
 }
 
-/// Settings for an endpoint given through `STRATA_TEST_S3_ENDPOINT`.
+/// What serves the endpoint.
 #[derive(Debug)]
-struct External {
+enum Server {
+    /// `STRATA_TEST_S3_ENDPOINT`: someone else's.
+    External,
+    /// MinIO in a container (shared, or owned and removed on drop).
+    MinIO(#[expect(dead_code, reason = "held for its drop")] Box<ContainerAsync<GenericImage>>),
+    /// A `moto_server` of ours (stopped on drop).
+    Moto(#[expect(dead_code, reason = "held for its drop")] MotoServer),
+}
+
+/// Credentials and region for the endpoint.
+#[derive(Debug, Clone)]
+struct S3Credentials {
     access_key_id: String,
     secret_access_key: String,
     region: String,
-    bucket: Option<String>,
+}
+
+impl S3Credentials {
+    fn test() -> S3Credentials {
+        S3Credentials {
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+            region: "us-east-1".into(),
+        }
+    }
 }
 
 impl TestS3 {
     /// The endpoint shared by every test in this process, started on first use.
     ///
-    /// nextest runs each test in its own process, so this is one server per
-    /// test there and one per test binary under `cargo test`. The server is
-    /// stopped when the process exits, however it exits.
+    /// nextest runs each test in its own process, so this is one moto
+    /// server per test there and one per test binary under `cargo test`;
+    /// the server is stopped when the process exits, however it exits.
+    /// MinIO is one container for all of them.
     pub async fn shared() -> &'static TestS3 {
         static SHARED: OnceCell<TestS3> = OnceCell::const_new();
-        SHARED.get_or_init(TestS3::start).await
+        SHARED.get_or_init(|| TestS3::start_with(true)).await
     }
 
     /// A new endpoint owned by the caller: `STRATA_TEST_S3_ENDPOINT` if set,
-    /// otherwise a new `moto_server` that is killed when the value is dropped.
+    /// otherwise a new MinIO container or `moto_server` that is removed
+    /// when the value is dropped.
     ///
     /// Prefer [`TestS3::shared`] unless the test stops or restarts the server.
     ///
     /// # Panics
-    /// When `moto_server` cannot be found or does not start.
+    /// When no endpoint can be had (see the module docs).
     pub async fn start() -> TestS3 {
+        TestS3::start_with(false).await
+    }
+
+    async fn start_with(shared: bool) -> TestS3 {
         if let Some(endpoint) = env_var("STRATA_TEST_S3_ENDPOINT") {
-            let external = External {
-                access_key_id: env_var("STRATA_TEST_S3_ACCESS_KEY_ID")
-                    .unwrap_or_else(|| "test".into()),
-                secret_access_key: env_var("STRATA_TEST_S3_SECRET_ACCESS_KEY")
-                    .unwrap_or_else(|| "test".into()),
-                region: env_var("STRATA_TEST_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
-                bucket: env_var("STRATA_TEST_S3_BUCKET"),
-            };
+            log(&format!("using STRATA_TEST_S3_ENDPOINT={endpoint}"));
             return TestS3 {
                 endpoint: endpoint.trim_end_matches('/').to_owned(),
-                external: Some(external),
-                _server: None,
+                credentials: S3Credentials {
+                    access_key_id: env_var("STRATA_TEST_S3_ACCESS_KEY_ID")
+                        .unwrap_or_else(|| "test".into()),
+                    secret_access_key: env_var("STRATA_TEST_S3_SECRET_ACCESS_KEY")
+                        .unwrap_or_else(|| "test".into()),
+                    region: env_var("STRATA_TEST_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+                },
+                existing_bucket: env_var("STRATA_TEST_S3_BUCKET"),
+                _server: Server::External,
             };
         }
+        match docker_engine().await {
+            Ok(engine) => match start_minio(shared).await {
+                Ok((endpoint, container)) => {
+                    log(&format!(
+                        "using MinIO at {endpoint} (testcontainers, Docker engine at {engine})"
+                    ));
+                    return TestS3 {
+                        endpoint,
+                        credentials: S3Credentials {
+                            access_key_id: MINIO_CREDENTIALS.0.into(),
+                            secret_access_key: MINIO_CREDENTIALS.1.into(),
+                            region: "us-east-1".into(),
+                        },
+                        existing_bucket: None,
+                        _server: Server::MinIO(Box::new(container)),
+                    };
+                }
+                Err(why) => log(&format!(
+                    "not using MinIO: the Docker engine at {engine} could not start it ({why}); \
+                     falling back to moto_server"
+                )),
+            },
+            Err(why) => log(&format!(
+                "not using MinIO: {why}; falling back to moto_server"
+            )),
+        }
         let server = MotoServer::start().await;
+        let endpoint = format!("http://127.0.0.1:{}", server.port);
+        log(&format!("using moto_server at {endpoint}"));
         TestS3 {
-            endpoint: format!("http://127.0.0.1:{}", server.port),
-            external: None,
-            _server: Some(server),
+            endpoint,
+            credentials: S3Credentials::test(),
+            existing_bucket: None,
+            _server: Server::Moto(server),
         }
     }
 
     /// The endpoint URL, e.g. `http://127.0.0.1:41234`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The `AWS_*` environment that points a `strata` process (a broker,
+    /// `strata bucket`) at this endpoint.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".to_owned(), self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP".to_owned(), "true".to_owned()),
+            (
+                "AWS_ACCESS_KEY_ID".to_owned(),
+                self.credentials.access_key_id.clone(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                self.credentials.secret_access_key.clone(),
+            ),
+            ("AWS_REGION".to_owned(), self.credentials.region.clone()),
+        ]
+    }
+
+    /// `STRATA_TEST_S3_BUCKET`: an existing bucket tests must use instead
+    /// of creating their own.
+    pub fn existing_bucket(&self) -> Option<&str> {
+        self.existing_bucket.as_deref()
+    }
+
+    /// An S3 client of the endpoint (path-style, signed with its
+    /// credentials), for what object_store does not do: buckets and their
+    /// settings.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.credentials.region.clone()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new(
+                &self.credentials.access_key_id,
+                &self.credentials.secret_access_key,
+                None,
+                None,
+                "strata-tests",
+            ))
+            .force_path_style(true)
+            // Checksums only where S3 requires them: not every
+            // S3-compatible server takes the SDK's default ones.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Creates `bucket` (signed CreateBucket in the endpoint's region).
+    ///
+    /// # Panics
+    /// When the endpoint refuses.
+    pub async fn create_bucket(&self, bucket: &str) {
+        let mut request = self.client().create_bucket().bucket(bucket);
+        if self.credentials.region != "us-east-1" {
+            request = request.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(
+                        self.credentials.region.as_str(),
+                    ))
+                    .build(),
+            );
+        }
+        if let Err(e) = request.send().await {
+            panic!(
+                "CreateBucket {bucket} on {} failed: {}; if these credentials may not create \
+                 buckets, set STRATA_TEST_S3_BUCKET to an existing bucket",
+                self.endpoint,
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            );
+        }
     }
 
     /// A fresh, empty bucket for a `strata serve` process: its `--store`
@@ -123,30 +283,15 @@ impl TestS3 {
     /// # Panics
     /// When the bucket cannot be created.
     pub async fn bucket_url(&self) -> (String, Vec<(String, String)>) {
-        let (access_key_id, secret_access_key, region) = match &self.external {
-            Some(e) => (
-                e.access_key_id.clone(),
-                e.secret_access_key.clone(),
-                e.region.clone(),
-            ),
-            None => ("test".into(), "test".into(), "us-east-1".into()),
-        };
         let prefix = format!("strata-test-{}", uuid::Uuid::new_v4().simple());
-        let bucket = match self.external.as_ref().and_then(|e| e.bucket.clone()) {
-            Some(bucket) => bucket,
+        let bucket = match &self.existing_bucket {
+            Some(bucket) => bucket.clone(),
             None => {
-                create_bucket(&self.endpoint, &prefix).await;
+                self.create_bucket(&prefix).await;
                 prefix.clone()
             }
         };
-        let env = vec![
-            ("AWS_ENDPOINT_URL".to_owned(), self.endpoint.clone()),
-            ("AWS_ALLOW_HTTP".to_owned(), "true".to_owned()),
-            ("AWS_ACCESS_KEY_ID".to_owned(), access_key_id),
-            ("AWS_SECRET_ACCESS_KEY".to_owned(), secret_access_key),
-            ("AWS_REGION".to_owned(), region),
-        ];
-        (format!("s3://{bucket}/{prefix}"), env)
+        (format!("s3://{bucket}/{prefix}"), self.env())
     }
 
     /// A store over a fresh, empty bucket (or, with `STRATA_TEST_S3_BUCKET`,
@@ -155,20 +300,11 @@ impl TestS3 {
     /// # Panics
     /// When the bucket cannot be created.
     pub async fn bucket(&self) -> Arc<dyn ObjectStore> {
-        let (access_key_id, secret_access_key, region) = match &self.external {
-            Some(e) => (
-                e.access_key_id.as_str(),
-                e.secret_access_key.as_str(),
-                e.region.as_str(),
-            ),
-            None => ("test", "test", "us-east-1"),
-        };
-        let existing = self.external.as_ref().and_then(|e| e.bucket.clone());
-        let bucket = match &existing {
+        let bucket = match &self.existing_bucket {
             Some(bucket) => bucket.clone(),
             None => {
                 let bucket = format!("strata-test-{}", uuid::Uuid::new_v4().simple());
-                create_bucket(&self.endpoint, &bucket).await;
+                self.create_bucket(&bucket).await;
                 bucket
             }
         };
@@ -176,10 +312,10 @@ impl TestS3 {
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)
             .with_virtual_hosted_style_request(false)
-            .with_region(region)
+            .with_region(&self.credentials.region)
             .with_bucket_name(&bucket)
-            .with_access_key_id(access_key_id)
-            .with_secret_access_key(secret_access_key)
+            .with_access_key_id(&self.credentials.access_key_id)
+            .with_secret_access_key(&self.credentials.secret_access_key)
             .build()
             .unwrap_or_else(|e| {
                 panic!(
@@ -187,12 +323,127 @@ impl TestS3 {
                     self.endpoint
                 )
             });
-        match existing {
+        match self.existing_bucket {
             Some(_) => Arc::new(PrefixStore::new(
                 s3,
                 format!("strata-test-{}", uuid::Uuid::new_v4().simple()),
             )),
             None => Arc::new(s3),
+        }
+    }
+}
+
+/// A line on stderr about the fixture's choices.
+fn log(line: &str) {
+    eprintln!("strata-tests S3 fixture: {line}");
+}
+
+/// Where a Docker engine answers, or why none does. Quick: a missing
+/// socket is seen at once, a dead one refuses the connection at once.
+async fn docker_engine() -> Result<String, String> {
+    if env_var("STRATA_TEST_DOCKER").is_some_and(|v| v == "0" || v.eq_ignore_ascii_case("false")) {
+        return Err("STRATA_TEST_DOCKER=0".to_owned());
+    }
+    if let Some(host) = env_var("DOCKER_HOST") {
+        return match host.strip_prefix("unix://") {
+            Some(path) => connect_unix(path).await.map(|()| host.clone()),
+            // tcp:// and friends: testcontainers finds out.
+            None => Ok(host),
+        };
+    }
+    let mut candidates = vec![PathBuf::from("/var/run/docker.sock")];
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".docker/run/docker.sock"));
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        candidates.push(PathBuf::from(dir).join("docker.sock"));
+    }
+    let mut why = Vec::new();
+    for socket in candidates {
+        if !socket.exists() {
+            continue;
+        }
+        let path = socket.display().to_string();
+        match connect_unix(&path).await {
+            Ok(()) => return Ok(format!("unix://{path}")),
+            Err(e) => why.push(e),
+        }
+    }
+    if why.is_empty() {
+        Err("no Docker engine (DOCKER_HOST is not set and there is no Docker socket)".to_owned())
+    } else {
+        Err(why.join("; "))
+    }
+}
+
+async fn connect_unix(path: &str) -> Result<(), String> {
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::UnixStream::connect(path),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("the Docker socket {path} refuses connections: {e}")),
+        Err(_) => Err(format!("the Docker socket {path} does not answer")),
+    }
+}
+
+/// Starts MinIO: the shared container (created by the first test process
+/// that needs it, reused by the others and by later runs), or an owned one
+/// removed on drop. Returns its endpoint once it is live.
+async fn start_minio(shared: bool) -> Result<(String, ContainerAsync<GenericImage>), String> {
+    let deadline = Instant::now() + MINIO_START_TIMEOUT;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let image = GenericImage::new(MINIO_IMAGE.0, MINIO_IMAGE.1)
+            .with_exposed_port(9000.tcp())
+            .with_env_var("MINIO_ROOT_USER", MINIO_CREDENTIALS.0)
+            .with_env_var("MINIO_ROOT_PASSWORD", MINIO_CREDENTIALS.1)
+            .with_cmd(["server", "/data"])
+            .with_startup_timeout(MINIO_START_TIMEOUT);
+        let request = if shared {
+            image
+                .with_container_name(MINIO_CONTAINER)
+                .with_reuse(ReuseDirective::Always)
+        } else {
+            image
+        };
+        let started = tokio::time::timeout(MINIO_START_TIMEOUT, request.start()).await;
+        let container = match started {
+            Ok(Ok(container)) => container,
+            // Another test process is creating the shared container right
+            // now (the name is taken): the next attempt reuses it.
+            Ok(Err(e)) if shared && attempt < 5 && Instant::now() < deadline => {
+                log(&format!("starting MinIO failed ({e}); trying again"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("not started within {MINIO_START_TIMEOUT:?}")),
+        };
+        let host = container.get_host().await.map_err(|e| e.to_string())?;
+        let port = container
+            .get_host_port_ipv4(9000.tcp())
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = format!("{host}:{port}");
+        loop {
+            if let Ok(Ok(200)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                http_request(&addr, "GET", "/minio/health/live"),
+            )
+            .await
+            {
+                return Ok((format!("http://{addr}"), container));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "MinIO on {addr} was not live within {MINIO_START_TIMEOUT:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -417,25 +668,6 @@ fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
-}
-
-/// S3 `CreateBucket`: a plain unsigned `PUT /{bucket}`, which moto accepts.
-async fn create_bucket(endpoint: &str, bucket: &str) {
-    let Some(addr) = endpoint.strip_prefix("http://") else {
-        panic!(
-            "cannot create a bucket on {endpoint}: the fixture creates buckets over plain http only; \
-             set STRATA_TEST_S3_BUCKET to an existing bucket"
-        );
-    };
-    let addr = addr.trim_end_matches('/');
-    match http_request(addr, "PUT", &format!("/{bucket}")).await {
-        Ok(200) => {}
-        Ok(status) => panic!(
-            "CreateBucket {bucket} on {endpoint} answered HTTP {status}; if the server wants signed \
-             requests, set STRATA_TEST_S3_BUCKET to an existing bucket"
-        ),
-        Err(e) => panic!("CreateBucket {bucket} on {endpoint} failed: {e}"),
-    }
 }
 
 /// Sends a bodiless HTTP/1.1 request and returns the response status.
