@@ -331,6 +331,9 @@ struct Inner {
     sealing: AtomicBool,
     /// Set by [`PartitionLog::abandon`]: never write a manifest again.
     abandoned: AtomicBool,
+    /// Notified after every append (wakes batches that arrived ahead of
+    /// their producer's previous one).
+    appended: tokio::sync::Notify,
 }
 
 /// One partition's log, owned by this broker incarnation. Cheap to clone.
@@ -344,6 +347,67 @@ impl std::fmt::Debug for PartitionLog {
         f.debug_struct("PartitionLog")
             .field("tp", &self.inner.tp)
             .finish()
+    }
+}
+
+/// How long a batch that arrived ahead of its producer's previous batch
+/// waits for it before it is refused as out of order.
+const REORDER_WAIT: Duration = Duration::from_millis(500);
+
+/// While `header` is ahead of its producer's next batch (a sequence gap),
+/// waits up to [`REORDER_WAIT`] for the batches before it: with a
+/// pipelining producer they may be in requests that this one overtook, as
+/// requests are served concurrently. The sequence check after it refuses
+/// the batch if the gap is still there.
+async fn wait_for_predecessor(inner: &Inner, header: &crate::batch::BatchHeader) {
+    let mut deadline = None;
+    loop {
+        let appended = {
+            let st = inner.state.lock();
+            match st.producers.check(header) {
+                Err(Error::OutOfOrderSequence { expected, got, .. }) if got > expected => {
+                    let mut appended = Box::pin(inner.appended.notified());
+                    appended.as_mut().enable();
+                    appended
+                }
+                _ => return,
+            }
+        };
+        let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + REORDER_WAIT);
+        if tokio::time::timeout_at(deadline, appended).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A batch in the tail, durable or on its way: see
+/// [`PartitionLog::append_staged`].
+#[derive(Debug)]
+#[must_use = "the append is acknowledged only once durable() returns"]
+pub struct Appending {
+    log: PartitionLog,
+    result: AppendResult,
+    wait: bool,
+}
+
+impl Appending {
+    /// Where the batch landed (known before it is durable).
+    pub fn result(&self) -> AppendResult {
+        self.result
+    }
+
+    /// The log it went to.
+    pub fn log(&self) -> &PartitionLog {
+        &self.log
+    }
+
+    /// Waits until the batch is durable (with `Acks::All`; at once with
+    /// `Acks::Leader`) and returns where it landed.
+    pub async fn durable(self) -> Result<AppendResult> {
+        if self.wait {
+            self.log.wait_durable(self.result.last_offset + 1).await?;
+        }
+        Ok(self.result)
     }
 }
 
@@ -546,6 +610,7 @@ impl PartitionLog {
                 seal_lock: tokio::sync::Mutex::new(()),
                 sealing: AtomicBool::new(false),
                 abandoned: AtomicBool::new(false),
+                appended: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -588,6 +653,26 @@ impl PartitionLog {
     /// timestamped by `now_ms` for `LogAppendTime` topics or checked
     /// against it for `CreateTime` ones.
     pub async fn append_at(&self, bytes: Bytes, acks: Acks, now_ms: i64) -> Result<AppendResult> {
+        self.append_staged_at(bytes, acks, now_ms)
+            .await?
+            .durable()
+            .await
+    }
+
+    /// The first half of [`Self::append`]: the batch is checked, gets its
+    /// offsets and is queued for the WAL when this returns; the returned
+    /// [`Appending`] waits for durability (with `Acks::All`). Batches of
+    /// one producer staged one after the other keep their order, while
+    /// their durability waits overlap: a front end that pipelines requests
+    /// stages them in order and awaits them in any order.
+    pub async fn append_staged(&self, bytes: Bytes, acks: Acks) -> Result<Appending> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.append_staged_at(bytes, acks, now_ms).await
+    }
+
+    async fn append_staged_at(&self, bytes: Bytes, acks: Acks, now_ms: i64) -> Result<Appending> {
         let inner = &self.inner;
         let batch = validate(bytes, &inner.limits).await?;
         if batch.header().is_control() {
@@ -606,6 +691,7 @@ impl PartitionLog {
             }
         }
         let permit = inner.wal.reserve(batch.len()).await?;
+        wait_for_predecessor(inner, batch.header()).await;
         let (result, seal_due) = {
             let mut st = inner.state.lock();
             st.check_open()?;
@@ -646,6 +732,7 @@ impl PartitionLog {
                         wal_seq: None,
                         appended_at_ms: now_ms,
                     });
+                    inner.appended.notify_waiters();
                     (result, st.tail_bytes >= inner.config.segment_bytes)
                 }
             }
@@ -653,10 +740,11 @@ impl PartitionLog {
         if seal_due {
             self.seal_in_background();
         }
-        if acks == Acks::All {
-            self.wait_durable(result.last_offset + 1).await?;
-        }
-        Ok(result)
+        Ok(Appending {
+            log: self.clone(),
+            result,
+            wait: acks == Acks::All,
+        })
     }
 
     /// Stamps a `LogAppendTime` topic's batch with `now_ms`, or checks a

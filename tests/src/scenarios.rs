@@ -167,6 +167,25 @@ pub async fn idempotent_producer_survives_recovery(store: Arc<dyn ObjectStore>) 
         .await
         .expect_err("a sequence gap is refused");
     assert_eq!(err.kind(), ErrorKind::Sequence);
+    // A batch that overtook its predecessor (pipelined requests are
+    // served concurrently) waits for it instead of being refused.
+    let ahead = batch_of(&values("p", 6, 1), Some((42, 0, 6)));
+    let overtaking = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(ahead, Acks::All).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let behind = batch_of(&values("p", 5, 1), Some((42, 0, 5)));
+    let rb = log.append(behind, Acks::All).await.expect("append");
+    let ra = overtaking
+        .await
+        .expect("join")
+        .expect("the overtaking batch lands");
+    assert_eq!(
+        (rb.base_offset, ra.base_offset),
+        (5, 6),
+        "in sequence order"
+    );
     log.seal().await.expect("seal");
     a.crash();
     let b = Node::start(store.clone(), 2).await;
@@ -180,18 +199,18 @@ pub async fn idempotent_producer_survives_recovery(store: Arc<dyn ObjectStore>) 
         "producer state must survive seal and recovery"
     );
     assert_eq!(again.base_offset, 3);
-    let third = batch_of(&values("p", 5, 1), Some((42, 0, 5)));
+    let third = batch_of(&values("p", 7, 1), Some((42, 0, 7)));
     assert_eq!(
         log.append(third, Acks::All)
             .await
             .expect("append")
             .base_offset,
-        5
+        7
     );
     // A stale epoch is fenced.
     let stale = batch_of(&values("old", 0, 1), Some((42, -1, 0)));
     assert!(log.append(stale, Acks::All).await.is_err());
-    assert_eq!(read_all(&log).await.len(), 6);
+    assert_eq!(read_all(&log).await.len(), 8);
 }
 
 /// An abandoned log (its topic was deleted or re-created) writes nothing
