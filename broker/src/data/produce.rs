@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 use strata_storage::batch::BatchHeader;
-use strata_storage::log::Acks;
+use strata_storage::keys::TopicPartition;
+use strata_storage::log::{Acks, AppendResult, Appending};
 
 use crate::error::{BrokerError, Result};
 use crate::metrics::BrokerMetrics;
@@ -32,6 +33,55 @@ pub async fn append(
     batch: Bytes,
     acks: Acks,
 ) -> Result<Appended> {
+    stage(shared, topic, partition, batch, acks)
+        .await?
+        .finish(shared)
+        .await
+}
+
+/// A batch that has its offsets and is on its way to durability: see
+/// [`stage`].
+#[derive(Debug)]
+pub struct Staged {
+    tp: TopicPartition,
+    appending: Appending,
+}
+
+impl Staged {
+    /// Where the batch landed, before it is durable.
+    pub fn result(&self) -> AppendResult {
+        self.appending.result()
+    }
+
+    /// Waits until the batch is durable (with `Acks::All`).
+    pub async fn finish(self, shared: &Shared) -> Result<Appended> {
+        let log = self.appending.log().clone();
+        let result = self.appending.durable().await.map_err(|e| {
+            let err = BrokerError::storage(&self.tp, e);
+            shared.partitions.note_error(&self.tp, &err);
+            err
+        })?;
+        Ok(Appended {
+            base_offset: result.base_offset,
+            last_offset: result.last_offset,
+            duplicate: result.duplicate,
+            log_start_offset: log.status().log_start_offset,
+        })
+    }
+}
+
+/// The first half of [`append`]: when this returns, the batch has its
+/// offsets and is queued for the WAL (and counted); [`Staged::finish`]
+/// waits for durability. Batches of a partition staged one after another
+/// keep that order while their durability waits overlap, which is how a
+/// front end serves pipelined requests of one producer.
+pub async fn stage(
+    shared: &Shared,
+    topic: &str,
+    partition: u32,
+    batch: Bytes,
+    acks: Acks,
+) -> Result<Staged> {
     shared.check_running()?;
     if let Ok(h) = BatchHeader::parse(&batch) {
         shared
@@ -48,11 +98,12 @@ pub async fn append(
         )));
     }
     let size = batch.len() as u64;
-    let result = log.append(batch, acks).await.map_err(|e| {
+    let appending = log.append_staged(batch, acks).await.map_err(|e| {
         let err = BrokerError::storage(&tp, e);
         shared.partitions.note_error(&tp, &err);
         err
     })?;
+    let result = appending.result();
     if !result.duplicate {
         shared.cluster.count_bytes_in(&tp, size);
         let m = &shared.metrics;
@@ -60,10 +111,5 @@ pub async fn append(
         BrokerMetrics::add(&m.produce_records, records);
         BrokerMetrics::add(&m.produce_bytes, size);
     }
-    Ok(Appended {
-        base_offset: result.base_offset,
-        last_offset: result.last_offset,
-        duplicate: result.duplicate,
-        log_start_offset: log.status().log_start_offset,
-    })
+    Ok(Staged { tp, appending })
 }

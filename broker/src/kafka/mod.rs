@@ -37,11 +37,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use futures::future::BoxFuture;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
@@ -82,10 +84,39 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Responses one connection may owe at once: past it, the connection
+/// reads no more requests until the oldest is answered (backpressure, and
+/// a bound on what a client that never reads can make the broker hold).
+const MAX_PIPELINED: usize = 16;
+
+/// A response on its way: what to encode it as and the response, or
+/// `None` when none is due.
+type Answer = BoxFuture<'static, Option<(ApiKey, i16, i32, ResponseKind)>>;
+
 /// Serves one connection until the peer closes it, it misbehaves, it
 /// stays idle for `kafka.idle_timeout`, or the broker shuts down.
+///
+/// Requests are read and started in order; a Produce gets its offsets
+/// before the next request starts, then waits for durability while the
+/// requests behind it go on (up to [`MAX_PIPELINED`]). Responses are
+/// written in request order by a task of their own.
 async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Answer>(MAX_PIPELINED);
+    let writer = tokio::spawn(write_answers(shared.clone(), rx, wr, peer));
+    read_requests(&shared, rd, tx, peer).await;
+    // The answers owed are written before the connection closes.
+    let _ = writer.await;
+}
+
+/// Reads, decodes and starts requests until the connection ends; each
+/// started request's answer goes to the writer, in order.
+async fn read_requests(
+    shared: &Arc<Shared>,
+    rd: OwnedReadHalf,
+    tx: mpsc::Sender<Answer>,
+    peer: SocketAddr,
+) {
     let mut rd = BufReader::new(rd);
     let limits = &shared.config.kafka;
     loop {
@@ -106,31 +137,47 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
                 return;
             }
         };
-        let (api_key, version, correlation_id, response) = match codec::decode(frame) {
-            Ok(request) => {
-                let (key, v, id) = (request.api_key, request.version, request.correlation_id);
-                (key, v, id, handle(&shared, request, peer).await)
-            }
+        let answer: Answer = match codec::decode(frame) {
+            Ok(request) => start(shared, request, peer).await,
             // KIP-511: answer in v0 with the versions we serve.
             Err(DecodeError::Unsupported {
                 api_key: ApiKey::ApiVersions,
                 correlation_id,
                 ..
-            }) => (
+            }) => Box::pin(std::future::ready(Some((
                 ApiKey::ApiVersions,
                 0,
                 correlation_id,
-                Some(ResponseKind::ApiVersions(versions::response(Some(
+                ResponseKind::ApiVersions(versions::response(Some(
                     ResponseError::UnsupportedVersion,
-                )))),
-            ),
+                ))),
+            )))),
             Err(e) => {
                 BrokerMetrics::add(&shared.metrics.kafka_rejected_frames, 1);
                 tracing::warn!(%peer, error = %e, "kafka connection: cannot serve the request; closing it");
                 return;
             }
         };
-        let Some(response) = response else {
+        if tx.send(answer).await.is_err() {
+            // The writer stopped (the peer is gone).
+            return;
+        }
+    }
+}
+
+/// Writes the answers in the order their requests came.
+async fn write_answers(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Answer>,
+    mut wr: OwnedWriteHalf,
+    peer: SocketAddr,
+) {
+    while let Some(answer) = rx.recv().await {
+        let answer = tokio::select! {
+            a = answer => a,
+            () = shared.shutdown.cancelled() => return,
+        };
+        let Some((api_key, version, correlation_id, response)) = answer else {
             continue;
         };
         let bytes = match codec::encode(api_key, version, correlation_id, &response) {
@@ -147,6 +194,25 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// Starts one request: a Produce is staged (see [`produce::stage`]) and
+/// answered once durable; any other request is served before the next one
+/// is read.
+async fn start(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Answer {
+    let (key, version, id) = (request.api_key, request.version, request.correlation_id);
+    if let RequestKind::Produce(r) = request.body {
+        shared.metrics.kafka_request(versions::name(key));
+        BrokerMetrics::add(&shared.metrics.produce_requests, 1);
+        let producing = produce::stage(shared, r).await;
+        return Box::pin(async move {
+            producing
+                .await
+                .map(|r| (key, version, id, ResponseKind::Produce(r)))
+        });
+    }
+    let response = handle(shared, request, peer).await;
+    Box::pin(std::future::ready(response.map(|r| (key, version, id, r))))
+}
+
 /// Answers one request; `None` when no response is due (Produce with
 /// `acks=0`).
 async fn handle(shared: &Shared, request: Request, peer: SocketAddr) -> Option<ResponseKind> {
@@ -159,10 +225,6 @@ async fn handle(shared: &Shared, request: Request, peer: SocketAddr) -> Option<R
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::response(None)),
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle(shared, r, version).await)
-        }
-        RequestKind::Produce(r) => {
-            BrokerMetrics::add(&shared.metrics.produce_requests, 1);
-            ResponseKind::Produce(produce::handle(shared, r).await?)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(produce::init_producer_id(shared, r).await)

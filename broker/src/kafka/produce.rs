@@ -3,8 +3,10 @@
 //! one request are appended concurrently, the batches of one partition in
 //! order.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
@@ -18,8 +20,17 @@ use crate::data;
 use crate::error::BrokerError;
 use crate::service::Shared;
 
-/// Answers a Produce request; `None` for `acks=0` (no response is sent).
-pub async fn handle(shared: &Shared, req: ProduceRequest) -> Option<ProduceResponse> {
+/// A Produce request whose batches have their offsets; awaiting it waits
+/// for durability and gives the response (`None` for `acks=0`).
+pub type Producing = BoxFuture<'static, Option<ProduceResponse>>;
+
+/// Stages every batch of a Produce request (partitions concurrently, the
+/// batches of one partition in order): when this returns they have their
+/// offsets, so the next request of the connection can be staged behind
+/// them; the returned future waits until they are durable and answers.
+/// This is what lets a client keep several produce requests in flight on
+/// one connection (librdkafka's `max.in.flight`) without reordering.
+pub async fn stage(shared: &Arc<Shared>, req: ProduceRequest) -> Producing {
     let acks = match req.acks {
         0 | 1 => Some(Acks::Leader),
         -1 => Some(Acks::All),
@@ -38,66 +49,110 @@ pub async fn handle(shared: &Shared, req: ProduceRequest) -> Option<ProduceRespo
         (None, Some(_)) => None,
     };
     let no_response = req.acks == 0;
-    let mut r = ProduceResponse::default();
+    let mut topics = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let partitions = topic.partition_data.into_iter().map(|p| {
             let name = name.clone();
             async move {
-                let mut out = PartitionProduceResponse::default();
-                out.index = p.index;
-                out.log_append_time_ms = -1;
-                let result = match (rejected, acks) {
+                let staged = match (rejected, acks) {
                     (Some((code, why)), _) => Err((code.code(), why.to_owned())),
-                    (None, Some(acks)) => append(shared, &name, p.index, p.records, acks)
+                    (None, Some(acks)) => stage_partition(shared, &name, p.index, p.records, acks)
                         .await
-                        .map_err(|e| {
-                            shared.metrics.produce_error(e.reason().as_str_name());
-                            tracing::debug!(error = %e, topic = %name, "kafka produce failed");
-                            (code_of(&e), e.to_string())
-                        }),
+                        .map_err(|e| failure(shared, &name, &e)),
                     (None, None) => unreachable!("acks checked above"),
                 };
-                match result {
-                    Ok(a) => {
-                        out.base_offset = a.base_offset;
-                        out.log_start_offset = a.log_start_offset;
-                    }
-                    Err((code, message)) => {
-                        out.error_code = code;
-                        out.base_offset = -1;
-                        out.log_start_offset = -1;
-                        out.error_message = Some(StrBytes::from_string(message));
-                    }
-                }
-                out
+                (p.index, name, staged)
             }
         });
-        let mut t = TopicProduceResponse::default();
-        t.partition_responses = join_all(partitions).await;
-        t.name = topic.name;
-        t.topic_id = topic.topic_id;
-        r.responses.push(t);
+        let staged = join_all(partitions).await;
+        topics.push((topic.name, topic.topic_id, staged));
     }
-    (!no_response).then_some(r)
+    let shared = shared.clone();
+    Box::pin(async move {
+        let mut r = ProduceResponse::default();
+        for (name, topic_id, partitions) in topics {
+            let mut t = TopicProduceResponse::default();
+            for (index, topic, staged) in partitions {
+                let result = match staged {
+                    Ok(batches) => finish_partition(&shared, batches)
+                        .await
+                        .map_err(|e| failure(&shared, &topic, &e)),
+                    Err(e) => Err(e),
+                };
+                t.partition_responses
+                    .push(partition_response(index, result));
+            }
+            t.name = name;
+            t.topic_id = topic_id;
+            r.responses.push(t);
+        }
+        (!no_response).then_some(r)
+    })
 }
 
-/// Appends every batch in `records`, in order; the answer is the first
-/// batch's placement.
-async fn append(
+/// Counts and logs a failed partition; its error code and message.
+fn failure(shared: &Shared, topic: &str, e: &BrokerError) -> (i16, String) {
+    shared.metrics.produce_error(e.reason().as_str_name());
+    tracing::debug!(error = %e, %topic, "kafka produce failed");
+    (code_of(e), e.to_string())
+}
+
+fn partition_response(
+    index: i32,
+    result: Result<data::produce::Appended, (i16, String)>,
+) -> PartitionProduceResponse {
+    let mut out = PartitionProduceResponse::default();
+    out.index = index;
+    out.log_append_time_ms = -1;
+    match result {
+        Ok(a) => {
+            out.base_offset = a.base_offset;
+            out.log_start_offset = a.log_start_offset;
+        }
+        Err((code, message)) => {
+            out.error_code = code;
+            out.base_offset = -1;
+            out.log_start_offset = -1;
+            out.error_message = Some(StrBytes::from_string(message));
+        }
+    }
+    out
+}
+
+/// Stages every batch in `records`, in order.
+async fn stage_partition(
     shared: &Shared,
     topic: &str,
     partition: i32,
     records: Option<Bytes>,
     acks: Acks,
-) -> crate::error::Result<data::produce::Appended> {
+) -> crate::error::Result<Vec<data::produce::Staged>> {
     let partition = u32::try_from(partition).map_err(|_| {
         BrokerError::InvalidRequest(format!("negative partition {partition} of {topic}"))
     })?;
     let batches = split_batches(records.unwrap_or_default())?;
-    let mut first = None;
+    if batches.is_empty() {
+        return Err(BrokerError::CorruptBatch(
+            "produce request has no record batch".into(),
+        ));
+    }
+    let mut staged = Vec::with_capacity(batches.len());
     for batch in batches {
-        let a = data::produce::append(shared, topic, partition, batch, acks).await?;
+        staged.push(data::produce::stage(shared, topic, partition, batch, acks).await?);
+    }
+    Ok(staged)
+}
+
+/// Waits for a partition's staged batches; the answer is the first batch's
+/// placement.
+async fn finish_partition(
+    shared: &Shared,
+    batches: Vec<data::produce::Staged>,
+) -> crate::error::Result<data::produce::Appended> {
+    let mut first = None;
+    for b in batches {
+        let a = b.finish(shared).await?;
         first.get_or_insert(a);
     }
     first.ok_or_else(|| BrokerError::CorruptBatch("produce request has no record batch".into()))
