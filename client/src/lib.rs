@@ -61,7 +61,8 @@ pub use consumer::{
 pub use error::{Error, Result};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
-    Acks, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    Acks, Compression, DeliveryFuture, MAX_IN_FLIGHT_IDEMPOTENT, Producer, ProducerConfig,
+    ProducerRecord, RecordMetadata,
 };
 
 /// The generated protocol types, for callers that want the raw messages

@@ -1,6 +1,7 @@
-//! The producer against an in-process mock broker that loses acks and
-//! redirects: retries must never duplicate a record, and `NOT_OWNER` must
-//! route to the owner it names.
+//! The producer against an in-process mock broker that loses acks,
+//! redirects and reorders: retries must never duplicate a record,
+//! `NOT_OWNER` must route to the owner it names, and pipelined batches that
+//! overtake each other must still land in order.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,6 +34,18 @@ struct State {
     produce_calls: usize,
     duplicates: usize,
     next_pid: i64,
+    /// Check sequences as the broker does (refuse a gap with
+    /// OUT_OF_ORDER_SEQUENCE) and hold back the first attempt of every
+    /// third batch, so the ones behind it overtake it.
+    reorder: bool,
+    /// Next expected sequence per producer id (with `reorder`).
+    expected: HashMap<i64, i32>,
+    /// Batches already held back once (producer id, base sequence).
+    held: std::collections::HashSet<(i64, i32)>,
+    out_of_order: usize,
+    /// Produce calls under way, and the most seen at once.
+    concurrent: usize,
+    max_concurrent: usize,
 }
 
 #[derive(Clone)]
@@ -61,7 +74,17 @@ impl Strata for Mock {
         let batch = Batch::validate(bytes, &BatchLimits::default())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let h = *batch.header();
+        let hold = {
+            let mut s = self.state.lock().unwrap();
+            s.concurrent += 1;
+            s.max_concurrent = s.max_concurrent.max(s.concurrent);
+            s.reorder && h.base_sequence % 3 == 0 && s.held.insert((h.producer_id, h.base_sequence))
+        };
+        if hold {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
         let mut s = self.state.lock().unwrap();
+        s.concurrent -= 1;
         s.produce_calls += 1;
         if let Some(&(base, last)) = s.seen.get(&(h.producer_id, h.base_sequence)) {
             s.duplicates += 1;
@@ -70,6 +93,19 @@ impl Strata for Mock {
                 last_offset: last,
                 duplicate: true,
             }));
+        }
+        if s.reorder {
+            let expected = s.expected.get(&h.producer_id).copied().unwrap_or(0);
+            if h.base_sequence != expected {
+                s.out_of_order += 1;
+                return Err(ErrorInfo::new(
+                    ErrorReason::OutOfOrderSequence,
+                    format!("expected sequence {expected}, got {}", h.base_sequence),
+                )
+                .into_status());
+            }
+            s.expected
+                .insert(h.producer_id, h.base_sequence + h.record_count);
         }
         let base = s.next_offset;
         let last = base + i64::from(h.record_count) - 1;
@@ -158,6 +194,61 @@ fn config() -> ProducerConfig {
         delivery_timeout: Duration::from_secs(20),
         ..Default::default()
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_that_overtake_each_other_land_in_order() {
+    let state = Arc::new(Mutex::new(State {
+        reorder: true,
+        ..Default::default()
+    }));
+    let url = serve(|addr| Mock {
+        state: state.clone(),
+        redirect_to: None,
+        self_addr: addr,
+    })
+    .await;
+    let producer = Producer::connect(
+        &url,
+        ProducerConfig {
+            // Small batches, so many are in flight at once.
+            batch_bytes: 512,
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    let mut acks = Vec::new();
+    for i in 0..600 {
+        let record = ProducerRecord::new("t", format!("value-{i:04}")).partition(0);
+        acks.push(producer.send(record).await.unwrap());
+    }
+    let mut offsets = Vec::new();
+    for ack in acks {
+        offsets.push(ack.await.unwrap().offset);
+    }
+    producer.close().await.unwrap();
+    assert_eq!(
+        offsets,
+        (0..600).collect::<Vec<i64>>(),
+        "in send order, no gap"
+    );
+    let s = state.lock().unwrap();
+    assert_eq!(s.next_offset, 600, "every record written exactly once");
+    assert!(s.max_concurrent > 1, "batches were pipelined");
+    assert!(
+        s.out_of_order > 0,
+        "some batch overtook the one ahead of it"
+    );
+    let mut values = Vec::new();
+    for (_, b) in &s.log {
+        let batch = Batch::from_trusted(b.clone()).unwrap();
+        for r in strata_batch::decode_records(&batch).unwrap() {
+            values.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    let want: Vec<String> = (0..600).map(|i| format!("value-{i:04}")).collect();
+    assert_eq!(values, want, "the log holds the records in order");
 }
 
 #[tokio::test]

@@ -153,6 +153,13 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// Timeout of one request to a broker. Default 30 s.
     pub request_timeout: Duration,
+    /// Batches in flight per partition (Kafka's
+    /// `max.in.flight.requests.per.connection`): more hides the round trip
+    /// to the store under load. Order is kept by the idempotent sequence
+    /// numbers, so an idempotent producer allows at most 5 (the batches the
+    /// broker remembers per producer); without idempotence a retry may
+    /// reorder batches, as in Kafka. Default 5.
+    pub max_in_flight: usize,
 }
 
 impl Default for ProducerConfig {
@@ -166,12 +173,27 @@ impl Default for ProducerConfig {
             buffer_bytes: 32 * 1024 * 1024,
             delivery_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(30),
+            max_in_flight: MAX_IN_FLIGHT_IDEMPOTENT,
         }
     }
 }
 
+/// Most batches in flight per partition for an idempotent producer: the
+/// broker remembers the last five batches of each producer for dedup.
+pub const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
+
 impl ProducerConfig {
     fn validate(&self) -> Result<()> {
+        if self.max_in_flight == 0 {
+            return Err(Error::Config("max_in_flight must be at least 1".into()));
+        }
+        if self.idempotent && self.max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT {
+            return Err(Error::Config(format!(
+                "max_in_flight is at most {MAX_IN_FLIGHT_IDEMPOTENT} for an idempotent producer \
+                 (the broker deduplicates the last {MAX_IN_FLIGHT_IDEMPOTENT} batches); got {}",
+                self.max_in_flight
+            )));
+        }
         if self.batch_bytes == 0 {
             return Err(Error::Config("batch_bytes must be above 0".into()));
         }
@@ -614,6 +636,24 @@ mod tests {
                 .to_string()
                 .contains("buffer_bytes")
         );
+        let too_many = ProducerConfig {
+            max_in_flight: 6,
+            ..Default::default()
+        };
+        assert!(
+            too_many
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("at most 5")
+        );
+        ProducerConfig {
+            max_in_flight: 6,
+            idempotent: false,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -1,18 +1,29 @@
 //! One task per partition that turns queued records into produce requests.
 //!
 //! The task owns the partition's [`PartitionQueue`] and its idempotence
-//! state (producer id, next sequence). It loops: wait until a batch is due
-//! (size, linger, flush or close), drain it, send it with retries until it
-//! is acknowledged or its delivery timeout passes, complete the records'
-//! futures, repeat. Exactly one batch per partition is in flight, so
-//! sequences are acknowledged in order and a retry can never overtake the
-//! batch after it.
+//! state (producer id, next sequence). It loops: when a batch is due (size,
+//! linger, flush or close) and fewer than `max_in_flight` are in flight, it
+//! drains the batch, gives it the next sequence numbers, encodes it and
+//! starts sending it; each batch retries on its own until acknowledged or
+//! its delivery timeout passes. Batches complete in the order they were
+//! drained, so records' futures resolve in order.
+//!
+//! Pipelining keeps the log in order through the broker's sequence check:
+//! a batch that reaches the broker before the one ahead of it is refused
+//! with `OUT_OF_ORDER_SEQUENCE`; it then waits for the batch ahead and is
+//! sent again once that one is written, or fails with it. A retry of a
+//! batch already written is answered from the broker's dedup window, which
+//! holds the last five batches per producer (hence at most five in flight
+//! for an idempotent producer, as Kafka).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use strata_proto::v1::{ProduceRequest, produce_request};
-use tokio::sync::mpsc;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use strata_proto::v1::{ErrorReason, ProduceRequest, produce_request};
+use tokio::sync::{mpsc, watch};
 
 use super::accumulator::{PartitionQueue, Pending, Sequence, encode_batch, next_sequence};
 use super::{Compression, RecordMetadata, Shared};
@@ -58,6 +69,10 @@ impl PartitionSender {
         let mut closed = false;
         let linger = self.shared.config.linger;
         let batch_bytes = self.shared.config.batch_bytes;
+        let max_in_flight = self.shared.config.max_in_flight;
+        let mut in_flight: FuturesOrdered<BoxFuture<'static, Sent>> = FuturesOrdered::new();
+        // The outcome of the batch sent last, for the one after it.
+        let mut ahead: Option<watch::Receiver<Option<bool>>> = None;
         loop {
             // Take whatever is queued without waiting.
             while let Ok(r) = self.rx.try_recv() {
@@ -67,25 +82,30 @@ impl PartitionSender {
                 }
             }
             let flushing = closed || self.shared.flushing();
-            if self
-                .queue
-                .ready(Instant::now(), linger, batch_bytes, flushing)
+            let room = in_flight.len() < max_in_flight;
+            if room
+                && self
+                    .queue
+                    .ready(Instant::now(), linger, batch_bytes, flushing)
             {
                 let batch = self.queue.drain_batch(batch_bytes);
                 self.close_sticky_batch();
-                self.deliver(batch).await;
+                let (done_tx, done_rx) = watch::channel(None);
+                let send = self.start(batch, ahead.replace(done_rx), done_tx).await;
+                in_flight.push_back(send);
                 continue;
             }
-            if closed && self.queue.is_empty() {
+            if closed && self.queue.is_empty() && in_flight.is_empty() {
                 return;
             }
             let deadline = self.queue.linger_deadline(linger);
             tokio::select! {
+                Some(sent) = in_flight.next(), if !in_flight.is_empty() => self.complete(sent),
                 r = self.rx.recv(), if !closed => match r {
                     Some(r) => self.queue.push(r),
                     None => closed = true,
                 },
-                _ = sleep_until_opt(deadline) => {}
+                _ = sleep_until_opt(deadline), if room => {}
                 changed = flush_rx.changed() => {
                     if changed.is_err() {
                         // The producer is gone: send everything now.
@@ -110,24 +130,49 @@ impl PartitionSender {
         );
     }
 
-    /// Sends one batch and completes its records.
-    async fn deliver(&mut self, batch: Vec<Pending>) {
+    /// Gives `batch` its sequence numbers, encodes it and returns the
+    /// future that sends it. `ahead` reports the outcome of the batch sent
+    /// before it (true: written); `done` reports this one's.
+    async fn start(
+        &mut self,
+        batch: Vec<Pending>,
+        ahead: Option<watch::Receiver<Option<bool>>>,
+        done: watch::Sender<Option<bool>>,
+    ) -> BoxFuture<'static, Sent> {
         let n = batch.len();
         let first = batch.iter().map(|p| p.enqueued).min();
         let deadline = first.unwrap_or_else(Instant::now) + self.shared.config.delivery_timeout;
-        let (batch, outcome) = match self.sequence(deadline).await {
-            Ok(seq) => {
-                let (batch, bytes) = encode(batch, seq, self.shared.config.compression).await;
-                match bytes {
-                    Ok(bytes) => {
-                        let outcome = self.produce(bytes, n, seq, deadline).await;
-                        (batch, outcome)
-                    }
-                    Err(e) => (batch, Err(e)),
-                }
-            }
-            Err(e) => (batch, Err(e)),
+        let seq = match self.sequence(deadline).await {
+            Ok(seq) => seq,
+            Err(e) => return failed(batch, e, done),
         };
+        if let Some(s) = seq {
+            self.next_seq = next_sequence(s.base_sequence, n);
+        }
+        let (batch, bytes) = encode(batch, seq, self.shared.config.compression).await;
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(e) => return failed(batch, e, done),
+        };
+        let send = Send {
+            shared: self.shared.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+            bytes,
+            n,
+            deadline,
+        };
+        Box::pin(async move {
+            let outcome = send.run(ahead).await;
+            let _ = done.send(Some(outcome.is_ok()));
+            Sent { batch, outcome }
+        })
+    }
+
+    /// Completes the records of a batch that was acknowledged or failed.
+    fn complete(&mut self, sent: Sent) {
+        let Sent { batch, outcome } = sent;
+        let n = batch.len();
         match outcome {
             Ok(base_offset) => {
                 for (i, p) in batch.into_iter().enumerate() {
@@ -151,7 +196,8 @@ impl PartitionSender {
                 if self.shared.config.idempotent {
                     // The broker may or may not hold the batch: continue
                     // with a fresh producer id so no later batch can be
-                    // mistaken for it.
+                    // mistaken for it. (Batches in flight behind it keep
+                    // the old id: they land only if it did.)
                     self.ids = None;
                 }
                 for p in batch {
@@ -197,20 +243,50 @@ impl PartitionSender {
             base_sequence: self.next_seq,
         }))
     }
+}
 
-    /// Sends the encoded batch of `n` records until it is acknowledged, a
-    /// non-retryable error, or `deadline`. Returns the base offset.
-    async fn produce(
-        &mut self,
-        bytes: bytes::Bytes,
-        n: usize,
-        seq: Option<Sequence>,
-        deadline: Instant,
-    ) -> Result<i64> {
+/// A batch that was sent, with its outcome (the base offset).
+struct Sent {
+    batch: Vec<Pending>,
+    outcome: Result<i64>,
+}
+
+/// A batch that failed before it could be sent.
+fn failed(
+    batch: Vec<Pending>,
+    e: Error,
+    done: watch::Sender<Option<bool>>,
+) -> BoxFuture<'static, Sent> {
+    let _ = done.send(Some(false));
+    Box::pin(std::future::ready(Sent {
+        batch,
+        outcome: Err(e),
+    }))
+}
+
+/// One encoded batch on its way to the partition's owner.
+struct Send {
+    shared: Arc<Shared>,
+    topic: String,
+    partition: u32,
+    bytes: bytes::Bytes,
+    n: usize,
+    deadline: Instant,
+}
+
+impl Send {
+    /// Sends the batch until it is acknowledged, a non-retryable error, or
+    /// the deadline. Returns the base offset. `ahead` is the outcome of the
+    /// batch sent before it: an out-of-order refusal while that one is
+    /// unsettled means this one overtook it, so it waits and goes again.
+    async fn run(&self, mut ahead: Option<watch::Receiver<Option<bool>>>) -> Result<i64> {
         let config = &self.shared.config;
+        let n = self.n;
         let acks = config.acks.proto() as i32;
         let mut attempt = 0u32;
         loop {
+            // Settled before this attempt: a refusal cannot be a reordering.
+            let ahead_settled = ahead.as_ref().is_none_or(|a| a.borrow().is_some());
             let addr = self
                 .shared
                 .cluster
@@ -219,7 +295,7 @@ impl PartitionSender {
                 topic: self.topic.clone(),
                 partition: self.partition,
                 acks,
-                payload: Some(produce_request::Payload::Batch(bytes.clone())),
+                payload: Some(produce_request::Payload::Batch(self.bytes.clone())),
             };
             let result = async {
                 let mut client = self.shared.cluster.strata(&addr)?;
@@ -247,18 +323,34 @@ impl PartitionSender {
                             "retried batch was already written; using its original offsets"
                         );
                     }
-                    if let Some(s) = seq {
-                        self.next_seq = next_sequence(s.base_sequence, n);
-                    }
                     return Ok(resp.base_offset);
                 }
                 Err(e) => e,
             };
+            if error.reason() == Some(ErrorReason::OutOfOrderSequence) && !ahead_settled {
+                // Overtook the batch ahead: go again once it is written.
+                let written = match ahead.as_mut() {
+                    Some(a) => {
+                        let settled = tokio::time::timeout_at(
+                            self.deadline.into(),
+                            a.wait_for(Option::is_some),
+                        )
+                        .await;
+                        matches!(settled, Ok(Ok(v)) if *v == Some(true))
+                    }
+                    None => true,
+                };
+                if !written {
+                    return Err(error);
+                }
+                ahead = None;
+                continue;
+            }
             if !error.is_retryable() {
                 return Err(error);
             }
             let wait = backoff(attempt, &error);
-            if Instant::now() + wait >= deadline {
+            if Instant::now() + wait >= self.deadline {
                 return Err(Error::Timeout {
                     what: format!(
                         "delivery of {n} records to {}/{} (delivery_timeout); last error: {error}",
