@@ -82,7 +82,6 @@ pub async fn alter_config(
     if validate_only {
         let topic = shared.topics.get(&name).await?;
         let record = apply(&topic.record)?;
-        record.config.log_config(shared.topics.defaults())?;
         return Ok(Topic {
             log_config: record.config.log_config(shared.topics.defaults())?,
             record,

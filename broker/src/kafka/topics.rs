@@ -215,21 +215,11 @@ pub async fn incremental_alter_configs(
 ) -> IncrementalAlterConfigsResponse {
     let mut r = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
-        let changes: Vec<(String, i8, Option<String>)> = res
-            .configs
-            .iter()
-            .map(|c| {
-                (
-                    c.name.to_string(),
-                    c.config_operation,
-                    c.value.as_ref().map(|v| v.to_string()),
-                )
-            })
-            .collect();
         let change = |o: &mut TopicOverrides| -> Result<(), String> {
-            for (key, op, value) in &changes {
-                match *op {
-                    OP_SET => set(o, key, Some(value.as_deref().unwrap_or_default()))?,
+            for c in &res.configs {
+                let key = c.name.as_str();
+                match c.config_operation {
+                    OP_SET => set(o, key, Some(c.value.as_deref().unwrap_or_default()))?,
                     OP_DELETE => reset(o, key)?,
                     op => {
                         return Err(format!(
@@ -264,15 +254,10 @@ pub async fn incremental_alter_configs(
 pub async fn alter_configs(shared: &Shared, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut r = AlterConfigsResponse::default();
     for res in req.resources {
-        let named: Vec<(String, Option<String>)> = res
-            .configs
-            .iter()
-            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
-            .collect();
         let change = |o: &mut TopicOverrides| -> Result<(), String> {
             *o = TopicOverrides::default();
-            for (key, value) in &named {
-                set(o, key, value.as_deref())?;
+            for c in &res.configs {
+                set(o, c.name.as_str(), c.value.as_deref())?;
             }
             Ok(())
         };
