@@ -111,6 +111,41 @@ impl Default for KafkaConfig {
     }
 }
 
+/// Authentication and authorization (see `crate::auth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Require every client to authenticate (SASL on the Kafka listener,
+    /// credentials or a client certificate on gRPC) and allow only what
+    /// ACLs allow. Off by default, for loopback use: turn it on before
+    /// listening beyond loopback.
+    pub enabled: bool,
+    /// Users allowed everything, whatever the ACLs say (`alice` or
+    /// `User:alice`); a list, or names separated by commas (env
+    /// `STRATA_AUTH__SUPER_USERS=alice,bob`).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub super_users: Vec<String>,
+}
+
+/// A list of strings, or one string of comma-separated items.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(v) => v,
+        ListOrString::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 /// Limits of the gRPC listener: what a careless or hostile client can hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -462,6 +497,8 @@ pub struct BrokerConfig {
     pub gc: GcConfig,
     /// Consumer groups.
     pub group: GroupConfig,
+    /// Authentication and ACLs.
+    pub auth: AuthConfig,
 }
 
 impl Default for BrokerConfig {
@@ -488,6 +525,7 @@ impl Default for BrokerConfig {
             hot_tier: HotTierConfig::default(),
             gc: GcConfig::default(),
             group: GroupConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -507,6 +545,10 @@ pub struct Overrides {
     pub kafka_addr: Option<SocketAddr>,
     /// `--broker-id`.
     pub broker_id: Option<BrokerIdSetting>,
+    /// `--auth`.
+    pub auth: bool,
+    /// `--super-user` (repeatable): added to `auth.super_users`.
+    pub super_users: Vec<String>,
 }
 
 /// Top-level keys that hold strings: environment values for them are never
@@ -548,6 +590,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "hot_tier",
     "gc",
     "group",
+    "auth",
 ];
 
 impl BrokerConfig {
@@ -663,6 +706,14 @@ impl BrokerConfig {
         }
         if let Some(v) = flags.broker_id {
             self.broker_id = v;
+        }
+        if flags.auth {
+            self.auth.enabled = true;
+        }
+        for u in &flags.super_users {
+            if !self.auth.super_users.contains(u) {
+                self.auth.super_users.push(u.clone());
+            }
         }
     }
 

@@ -33,6 +33,7 @@ use strata_proto::v1::ErrorReason;
 use strata_storage::batch::BatchError;
 use strata_storage::{Error as StorageError, ErrorKind};
 
+use crate::auth::acl::ResourceType;
 use crate::groups::GroupError;
 
 /// Result alias of the broker's domain modules.
@@ -117,6 +118,18 @@ pub enum BrokerError {
     /// The group does not exist.
     #[error("unknown group; list groups with `strata group list`: {0}")]
     GroupNotFound(String),
+    /// The caller did not authenticate, or with wrong credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// An ACL denies the operation (or none allows it); the message names
+    /// the principal, the operation, the resource and how to allow it.
+    #[error("{message}")]
+    Denied {
+        /// The kind of resource refused.
+        kind: crate::auth::acl::ResourceType,
+        /// For people.
+        message: String,
+    },
     /// The storage engine failed; `context` names what was being done
     /// (usually the topic-partition).
     #[error("{context}: {source}")]
@@ -161,6 +174,12 @@ impl BrokerError {
             BrokerError::NotCoordinator { .. } => ErrorReason::CoordinatorNotAvailable,
             BrokerError::CoordinatorLoading(_) => ErrorReason::CoordinatorLoadInProgress,
             BrokerError::GroupNotFound(_) => ErrorReason::GroupIdNotFound,
+            BrokerError::Unauthenticated(_) => ErrorReason::Unauthenticated,
+            BrokerError::Denied { kind, .. } => match kind {
+                ResourceType::Topic => ErrorReason::TopicAuthorizationFailed,
+                ResourceType::Group => ErrorReason::GroupAuthorizationFailed,
+                ResourceType::Cluster => ErrorReason::ClusterAuthorizationFailed,
+            },
             BrokerError::Storage { source, .. } => storage_reason(source).0,
         }
     }

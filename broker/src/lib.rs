@@ -20,6 +20,8 @@
 //! - [`restart`]: restarting the storage as a new incarnation after its
 //!   WAL writer stopped (store outage, fencing).
 //! - [`producer_ids`]: producer-id blocks reserved in the bucket.
+//! - [`auth`]: users (SCRAM), ACLs and the allow/deny decision both
+//!   front ends ask.
 //! - [`groups`]: consumer groups (the group coordinator).
 //! - [`data`]: the data plane any front end calls (produce, fetch,
 //!   offsets, metadata).
@@ -31,6 +33,7 @@
 //! - [`bucket_gc`]: the controller's bucket sweep and inventory.
 //! - [`cli`]: the client subcommands.
 
+pub mod auth;
 pub mod bucket_gc;
 pub mod cli;
 pub mod cluster;

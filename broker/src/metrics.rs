@@ -16,6 +16,10 @@
 //! | `strata_kafka_connections` | gauge | | open Kafka-protocol connections |
 //! | `strata_kafka_requests_total` | counter | `api` (Kafka's API name) | Kafka listener |
 //! | `strata_kafka_rejected_frames_total` | counter | | Kafka frames refused (too large, malformed, unsupported); each closed its connection |
+//! | `strata_auth_enabled` | gauge | | 1 when clients must authenticate (`auth.enabled`) |
+//! | `strata_exposed_without_auth` | gauge | | 1 when a listener is bound beyond loopback with authentication off |
+//! | `strata_auth_failures_total` | counter | | logins refused (wrong or missing credentials) |
+//! | `strata_auth_denied_total` | counter | | requests (or parts of them) an ACL refused |
 //! | `strata_partitions_owned` | gauge | | partition registry |
 //! | `strata_hot_tier_hits_total` | counter | | hot tier block hits |
 //! | `strata_hot_tier_misses_total` | counter | | hot tier block misses |
@@ -62,6 +66,12 @@ pub struct BrokerMetrics {
     /// Kafka frames refused.
     pub kafka_rejected_frames: AtomicU64,
     kafka_requests: Mutex<BTreeMap<&'static str, u64>>,
+    /// 1 when a listener is bound beyond loopback with authentication off.
+    pub exposed_without_auth: AtomicU64,
+    /// Logins refused.
+    pub auth_failures: AtomicU64,
+    /// Requests (or parts of them) an ACL refused.
+    pub auth_denied: AtomicU64,
 }
 
 /// Everything else a scrape shows, read at scrape time.
@@ -91,6 +101,8 @@ pub struct Gauges {
     pub gc_deleted: Inventory,
     /// The groups this broker coordinates.
     pub groups: Vec<crate::groups::GroupGauges>,
+    /// `auth.enabled`.
+    pub auth_enabled: bool,
 }
 
 impl BrokerMetrics {
@@ -233,6 +245,36 @@ impl BrokerMetrics {
             "strata_kafka_rejected_frames_total",
             "Kafka frames refused (too large, malformed, unsupported); each closed its connection.",
             load(&self.kafka_rejected_frames),
+        );
+        header(
+            &mut out,
+            "strata_auth_enabled",
+            "gauge",
+            "1 when clients must authenticate (auth.enabled).",
+        );
+        let _ = writeln!(out, "strata_auth_enabled {}", u8::from(g.auth_enabled));
+        header(
+            &mut out,
+            "strata_exposed_without_auth",
+            "gauge",
+            "1 when a listener is bound beyond loopback with authentication off.",
+        );
+        let _ = writeln!(
+            out,
+            "strata_exposed_without_auth {}",
+            load(&self.exposed_without_auth)
+        );
+        counter(
+            &mut out,
+            "strata_auth_failures_total",
+            "Logins refused (wrong or missing credentials).",
+            load(&self.auth_failures),
+        );
+        counter(
+            &mut out,
+            "strata_auth_denied_total",
+            "Requests (or parts of them) an ACL refused.",
+            load(&self.auth_denied),
         );
         header(
             &mut out,

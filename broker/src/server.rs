@@ -92,6 +92,15 @@ pub struct ServeArgs {
     /// [default: 0; env: STRATA_BROKER_ID].
     #[arg(long, value_name = "ID|auto")]
     pub broker_id: Option<BrokerIdSetting>,
+    /// Require authentication (SASL on Kafka, credentials or a client
+    /// certificate on gRPC) and allow only what ACLs allow
+    /// [env: STRATA_AUTH__ENABLED=true].
+    #[arg(long)]
+    pub auth: bool,
+    /// A user allowed everything, whatever the ACLs say; repeat for more
+    /// [env: STRATA_AUTH__SUPER_USERS=alice,bob].
+    #[arg(long = "super-user", value_name = "NAME")]
+    pub super_users: Vec<String>,
 }
 
 impl ServeArgs {
@@ -103,6 +112,8 @@ impl ServeArgs {
             http_addr: self.http_addr,
             kafka_addr: self.kafka_addr,
             broker_id: self.broker_id,
+            auth: self.auth,
+            super_users: self.super_users.clone(),
         }
     }
 }
@@ -206,6 +217,7 @@ pub struct RunningBroker {
     maintenance_stop: CancellationToken,
     maintenance_task: JoinHandle<()>,
     groups_task: JoinHandle<()>,
+    auth_task: JoinHandle<()>,
     cluster_stop: CancellationToken,
     cluster_task: JoinHandle<()>,
 }
@@ -327,6 +339,33 @@ struct Listeners {
     kafka: TcpListener,
 }
 
+/// Logs a loud warning when a listener is reachable beyond loopback while
+/// authentication is off (`/metrics` shows it too:
+/// `strata_auth_enabled 0`, `strata_exposed_without_auth 1`).
+fn warn_if_exposed(shared: &Shared, bound: &[SocketAddr]) {
+    if shared.config.auth.enabled {
+        return;
+    }
+    let exposed: Vec<String> = bound
+        .iter()
+        .filter(|a| !a.ip().is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    if exposed.is_empty() {
+        return;
+    }
+    shared
+        .metrics
+        .exposed_without_auth
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(
+        listeners = %exposed.join(", "),
+        "AUTHENTICATION IS OFF on listeners reachable beyond loopback: anyone who can reach them can \
+         read, write and delete every topic and stop the cluster. Start with --auth (auth.enabled = true) \
+         and create users with `strata user add`; see the README's Security section"
+    );
+}
+
 /// The broker's id: the configured number, or for `broker_id = "auto"` the
 /// lowest free id, claimed in the bucket (see [`cluster::broker_id`]).
 async fn resolve_broker_id(
@@ -419,6 +458,13 @@ async fn serve(
         health.clone(),
     );
 
+    shared
+        .auth
+        .load()
+        .await
+        .context("cannot load the ACLs and the cluster secret (auth.enabled is on)")?;
+    warn_if_exposed(&shared, &[grpc_addr, kafka_addr, http_addr]);
+
     // HTTP first, so /readyz answers "starting" meanwhile.
     let http_stop = CancellationToken::new();
     let http_task = {
@@ -470,6 +516,10 @@ async fn serve(
     let maintenance_stop = CancellationToken::new();
     let maintenance_task = tokio::spawn(maintenance::run(shared.clone(), maintenance_stop.clone()));
     let groups_task = tokio::spawn(crate::groups::run(shared.clone(), maintenance_stop.clone()));
+    let auth_task = tokio::spawn(crate::auth::follow_acls(
+        shared.clone(),
+        maintenance_stop.clone(),
+    ));
 
     // Join the cluster: publish a heartbeat, then follow (or, as the
     // controller, write) the partition assignment; the partitions assigned
@@ -505,6 +555,7 @@ async fn serve(
         maintenance_stop,
         maintenance_task,
         groups_task,
+        auth_task,
         cluster_stop,
         cluster_task,
     })
@@ -592,6 +643,7 @@ impl RunningBroker {
         self.maintenance_stop.cancel();
         let _ = self.maintenance_task.await;
         let _ = self.groups_task.await;
+        let _ = self.auth_task.await;
         shared.partitions.release_all().await;
         self.cluster_stop.cancel();
         let _ = self.cluster_task.await;

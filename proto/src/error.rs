@@ -46,6 +46,10 @@ impl ErrorReason {
             ErrorReason::DuplicateSequence | ErrorReason::TopicAlreadyExists => Code::AlreadyExists,
             ErrorReason::StoreUnavailable | ErrorReason::BrokerUnavailable => Code::Unavailable,
             ErrorReason::Internal => Code::Internal,
+            ErrorReason::Unauthenticated => Code::Unauthenticated,
+            ErrorReason::TopicAuthorizationFailed
+            | ErrorReason::GroupAuthorizationFailed
+            | ErrorReason::ClusterAuthorizationFailed => Code::PermissionDenied,
         }
     }
 
@@ -102,6 +106,7 @@ impl ErrorReason {
             Code::OutOfRange => ErrorReason::OffsetOutOfRange,
             Code::Aborted => ErrorReason::Fenced,
             Code::Internal | Code::DataLoss => ErrorReason::Internal,
+            Code::Unauthenticated => ErrorReason::Unauthenticated,
             _ => ErrorReason::Unspecified,
         }
     }

@@ -434,6 +434,27 @@ pub fn base_offset_of(key: &Path) -> Option<i64> {
     digits.parse().ok()
 }
 
+/// The prefix holding the users' SCRAM credentials, one object per user.
+pub fn users_prefix() -> Path {
+    Path::from("security").join("users")
+}
+
+/// Where user `name`'s SCRAM credentials live (`name` checked by the
+/// caller: letters, digits and `._@-` only).
+pub fn user(name: &str) -> Path {
+    users_prefix().join(format!("{name}.json"))
+}
+
+/// The chain of ACL sets (each version is the whole set).
+pub fn acl_chain() -> ChainPrefix {
+    ChainPrefix(Path::from("security").join("acls"))
+}
+
+/// The secret brokers present to each other (created once, create-only).
+pub fn cluster_secret() -> Path {
+    Path::from("security").join("cluster-secret.json")
+}
+
 /// Where the bucket records which layout of keys it holds (see
 /// [`crate::layout`]).
 pub fn layout_marker() -> Path {

@@ -41,6 +41,10 @@ pub fn code(reason: ErrorReason) -> ResponseError {
         ErrorReason::RebalanceInProgress => ResponseError::RebalanceInProgress,
         ErrorReason::MemberIdRequired => ResponseError::MemberIdRequired,
         ErrorReason::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        ErrorReason::Unauthenticated => ResponseError::SaslAuthenticationFailed,
+        ErrorReason::TopicAuthorizationFailed => ResponseError::TopicAuthorizationFailed,
+        ErrorReason::GroupAuthorizationFailed => ResponseError::GroupAuthorizationFailed,
+        ErrorReason::ClusterAuthorizationFailed => ResponseError::ClusterAuthorizationFailed,
     }
 }
 

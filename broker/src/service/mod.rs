@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::Auth;
 use crate::bucket_gc::BucketGc;
 use crate::cluster::ClusterView;
 use crate::cluster::broker_id::IdClaim;
@@ -93,6 +94,8 @@ pub struct Shared {
     pub metrics: BrokerMetrics,
     /// Bucket garbage collection (sweeps on the controller) and inventory.
     pub bucket_gc: BucketGc,
+    /// Users, ACLs and the allow/deny decision.
+    pub auth: Auth,
     /// One permit per fetch stream served (`fetch.max_streams`).
     fetch_streams: Arc<tokio::sync::Semaphore>,
     /// Cancelled when a graceful shutdown starts: produces are refused and
@@ -184,6 +187,12 @@ impl Shared {
             groups: GroupCoordinator::new(config.group.clone(), config.log.max_batch_bytes),
             metrics: BrokerMetrics::default(),
             bucket_gc: BucketGc::new(engine_store.clone(), config.gc.clone()),
+            auth: Auth::new(
+                &config.auth,
+                engine_store.clone(),
+                format!("broker {broker_id}"),
+                config.cluster.heartbeat_interval,
+            ),
             fetch_streams: Arc::new(tokio::sync::Semaphore::new(config.fetch.max_streams)),
             shutdown: CancellationToken::new(),
             restarting: AtomicBool::new(false),
@@ -378,6 +387,7 @@ impl Shared {
             bucket: self.bucket_gc.inventory(),
             gc_deleted: self.bucket_gc.deleted(),
             groups: self.groups.gauges(self),
+            auth_enabled: self.auth.enabled(),
         }
     }
 }
