@@ -42,6 +42,12 @@ enum Command {
     /// that it works.
     #[command(subcommand)]
     Bucket(cli::bucket::BucketCommand),
+    /// Users that authenticate to brokers (SCRAM credentials in the bucket).
+    #[command(subcommand)]
+    User(cli::user::UserCommand),
+    /// ACLs: who may do what to which topics, groups and the cluster.
+    #[command(subcommand)]
+    Acl(cli::acl::AclCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +75,8 @@ fn main() -> std::process::ExitCode {
                     Command::Consume(a) => cli::consume::run(a).await,
                     Command::Bench(c) => cli::bench::run(c).await,
                     Command::Bucket(c) => cli::bucket::run(c).await,
+                    Command::User(c) => cli::user::run(c).await,
+                    Command::Acl(c) => cli::acl::run(c).await,
                     Command::Serve(_) => unreachable!("handled above"),
                 }
             }

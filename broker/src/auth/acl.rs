@@ -353,6 +353,24 @@ impl AclSet {
             })
     }
 
+    /// Whether some binding allows `principal` `operation` on some
+    /// resource of type `kind` (InitProducerId: `Write` on any topic).
+    pub fn allows_some(
+        &self,
+        principal: &str,
+        host: Option<IpAddr>,
+        operation: Operation,
+        kind: ResourceType,
+    ) -> bool {
+        self.bindings.iter().any(|b| {
+            b.resource_type == kind
+                && b.permission == Permission::Allow
+                && b.matches_principal(principal)
+                && b.matches_host(host)
+                && operation.allowed_by().contains(&b.operation)
+        })
+    }
+
     /// Adds `bindings` that are not there yet; returns how many were new.
     pub fn add(&mut self, bindings: impl IntoIterator<Item = AclBinding>) -> usize {
         let mut added = 0;
@@ -376,6 +394,7 @@ impl AclSet {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -242,6 +242,25 @@ impl Auth {
         )
     }
 
+    /// Whether `caller` may do `operation` on some resource of type `kind`.
+    pub fn allows_some(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        kind: acl::ResourceType,
+    ) -> bool {
+        if !self.enabled || self.is_super(&caller.principal) {
+            return true;
+        }
+        caller.principal != Principal::Anonymous
+            && self.acls.current().allows_some(
+                &caller.principal.acl_name(),
+                caller.host,
+                operation,
+                kind,
+            )
+    }
+
     /// [`Self::allows`], as an error that says who may not do what and how
     /// to grant it.
     pub fn check(
@@ -273,6 +292,18 @@ pub async fn follow_acls(shared: Arc<crate::service::Shared>, stop: Cancellation
         if let Err(e) = shared.auth.acls.refresh().await {
             tracing::warn!(error = %e, "cannot read the ACLs; deciding with the ones read before");
         }
+    }
+}
+
+/// A copy of a [`BrokerError::Denied`] (for each partition of a refused
+/// topic); any other error becomes a generic refusal.
+pub fn denied_again(e: &BrokerError) -> BrokerError {
+    match e {
+        BrokerError::Denied { kind, message } => BrokerError::Denied {
+            kind: *kind,
+            message: message.clone(),
+        },
+        other => BrokerError::Unauthenticated(other.to_string()),
     }
 }
 

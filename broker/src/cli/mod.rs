@@ -1,13 +1,14 @@
 //! Client subcommands of `strata`, in the style of Kafka's console tools:
 //! `topic`, `group`, `cluster`, `produce`, `consume` and `bench`. Each is a thin shell
 //! over `strata-client`; they share [`BrokerArgs`] (`--broker`,
-//! `STRATA_BROKER`). `bucket` talks to the bucket instead (`--store`, as
-//! `strata serve`).
+//! `STRATA_BROKER`). `bucket`, `user` and `acl` talk to the bucket instead
+//! (`--store`, as `strata serve`).
 //!
 //! Conventions: data goes to stdout, everything else (counts, progress,
 //! errors) to stderr; a closed stdout (`| head`) is a clean exit; a failure
 //! exits non-zero with a message that says what to do.
 
+pub mod acl;
 pub mod bench;
 pub mod bench_cluster;
 pub mod bench_group;
@@ -18,6 +19,7 @@ pub mod consume;
 pub mod group;
 pub mod produce;
 pub mod topic;
+pub mod user;
 
 /// The broker every client command talks to.
 #[derive(Debug, Clone, clap::Args)]
@@ -119,6 +121,10 @@ mod tests {
         Bench(bench::BenchCommand),
         #[command(subcommand)]
         Bucket(bucket::BucketCommand),
+        #[command(subcommand)]
+        User(user::UserCommand),
+        #[command(subcommand)]
+        Acl(acl::AclCommand),
     }
 
     #[test]
@@ -195,6 +201,59 @@ mod tests {
         ]);
         assert!(c.is_err(), "one target only");
         let c = Commands::try_parse_from(["strata", "bucket", "check", "--store", "s3://b/p"]);
+        assert!(c.is_ok(), "{c:?}");
+        let c = Commands::try_parse_from([
+            "strata",
+            "acl",
+            "add",
+            "--allow",
+            "User:a",
+            "--operation",
+            "read",
+            "--operation",
+            "describe-configs",
+            "--topic",
+            "t",
+            "--store",
+            "memory://",
+        ]);
+        assert!(c.is_ok(), "{c:?}");
+        let c = Commands::try_parse_from([
+            "strata",
+            "acl",
+            "add",
+            "--allow",
+            "User:a",
+            "--operation",
+            "fly",
+            "--topic",
+            "t",
+            "--store",
+            "memory://",
+        ]);
+        assert!(c.is_err(), "unknown operation");
+        let c = Commands::try_parse_from([
+            "strata",
+            "acl",
+            "list",
+            "--topic",
+            "t",
+            "--group",
+            "g",
+            "--store",
+            "memory://",
+        ]);
+        assert!(c.is_err(), "one resource");
+        let c = Commands::try_parse_from([
+            "strata",
+            "user",
+            "add",
+            "alice",
+            "--password-file",
+            "-",
+            "--store",
+            "memory://",
+        ]);
         assert!(c.is_ok(), "{c:?}");
     }
 

@@ -21,6 +21,8 @@ use kafka_protocol::messages::{
 use tokio::time::Instant;
 
 use super::error::code_of;
+use crate::auth::Caller;
+use crate::auth::acl::{Operation, Resource};
 use crate::data::fetch::{self, FetchParams, Fetched, Source};
 use crate::data::offsets::{self, OffsetSpec};
 use crate::error::{BrokerError, Result};
@@ -41,8 +43,9 @@ struct Slot {
     fetched: Option<Fetched>,
 }
 
-/// Answers a Fetch request.
-pub async fn handle(shared: &Shared, req: FetchRequest) -> FetchResponse {
+/// Answers a Fetch request. Partitions of topics the caller may not read
+/// get `TOPIC_AUTHORIZATION_FAILED` (and no data).
+pub async fn handle(shared: &Shared, caller: &Caller, req: FetchRequest) -> FetchResponse {
     let f = &shared.config.fetch;
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(f.max_wait_limit);
     let deadline = Instant::now() + max_wait;
@@ -51,14 +54,26 @@ pub async fn handle(shared: &Shared, req: FetchRequest) -> FetchResponse {
     let mut slots = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for (i, t) in req.topics.into_iter().enumerate() {
+        let denied = shared
+            .auth
+            .check(
+                caller,
+                Operation::Read,
+                &Resource::topic(t.topic.0.as_str()),
+            )
+            .err();
+        if denied.is_some() {
+            BrokerMetrics::add(&shared.metrics.auth_denied, 1);
+        }
         for p in &t.partitions {
+            let error = denied.as_ref().map(crate::auth::denied_again);
             slots.push(Slot {
                 topic: i,
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: (p.partition_max_bytes.max(1) as usize).min(f.max_bytes_limit as usize),
                 source: None,
-                error: None,
+                error,
                 fetched: None,
             });
         }
@@ -69,6 +84,7 @@ pub async fn handle(shared: &Shared, req: FetchRequest) -> FetchResponse {
         let mut errors = false;
         for slot in &mut slots {
             if slot.error.is_some() {
+                errors = true;
                 continue;
             }
             if slot.fetched.as_ref().is_some_and(|f| !f.batches.is_empty()) {
@@ -229,11 +245,19 @@ fn concat(mut batches: Vec<Bytes>) -> Bytes {
 }
 
 /// Answers ListOffsets: `-2` earliest, `-1` latest, otherwise the first
-/// offset at or after a timestamp.
-pub async fn list_offsets(shared: &Shared, req: ListOffsetsRequest) -> ListOffsetsResponse {
+/// offset at or after a timestamp. Needs `Describe` on the topic.
+pub async fn list_offsets(
+    shared: &Shared,
+    caller: &Caller,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut r = ListOffsetsResponse::default();
     for t in req.topics {
         let name = t.name.0.to_string();
+        let denied = shared
+            .auth
+            .check(caller, Operation::Describe, &Resource::topic(&name))
+            .err();
         let mut out = ListOffsetsTopicResponse::default();
         for p in t.partitions {
             let mut a = ListOffsetsPartitionResponse::default();
@@ -249,6 +273,10 @@ pub async fn list_offsets(shared: &Shared, req: ListOffsetsRequest) -> ListOffse
                 ))),
             };
             let listed = match (spec, u32::try_from(p.partition_index)) {
+                _ if denied.is_some() => Err(denied.as_ref().map_or_else(
+                    || BrokerError::InvalidRequest(String::new()),
+                    crate::auth::denied_again,
+                )),
                 (Ok(spec), Ok(partition)) => offsets::list(shared, &name, partition, spec).await,
                 (Err(e), _) => Err(e),
                 (_, Err(_)) => Err(BrokerError::InvalidRequest("negative partition".into())),

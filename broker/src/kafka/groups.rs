@@ -23,25 +23,30 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::error::group_code_of;
 use super::metadata::split_host_port;
+use crate::auth::Caller;
+use crate::auth::acl::{Operation, Resource};
 use crate::error::BrokerError;
 use crate::groups::GroupError;
 use crate::groups::classic;
 use crate::groups::state::GroupStateName;
+use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
 
 /// Answers FindCoordinator (v0–3: one key; v4: a batch of keys).
 pub async fn find_coordinator(
     shared: &Shared,
+    caller: &Caller,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
         for key in req.coordinator_keys {
-            r.coordinators.push(find(shared, key, req.key_type).await);
+            r.coordinators
+                .push(find(shared, caller, key, req.key_type).await);
         }
     } else {
-        let c = find(shared, req.key, req.key_type).await;
+        let c = find(shared, caller, req.key, req.key_type).await;
         r.error_code = c.error_code;
         r.error_message = c.error_message;
         r.node_id = c.node_id;
@@ -51,7 +56,7 @@ pub async fn find_coordinator(
     r
 }
 
-async fn find(shared: &Shared, key: StrBytes, key_type: i8) -> Coordinator {
+async fn find(shared: &Shared, caller: &Caller, key: StrBytes, key_type: i8) -> Coordinator {
     let mut c = Coordinator::default();
     c.node_id = BrokerId(-1);
     c.port = -1;
@@ -61,9 +66,11 @@ async fn find(shared: &Shared, key: StrBytes, key_type: i8) -> Coordinator {
             "transaction coordinators are not supported (no transactions in Strata yet)".into(),
         ))
     } else {
-        locate(shared, key.as_str())
-            .await
-            .map_err(|e| (group_code_of(&e), e.to_string()))
+        match check(shared, caller, Operation::Describe, key.as_str()) {
+            Ok(()) => locate(shared, key.as_str()).await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| (group_code_of(&e), e.to_string()))
     };
     match found {
         Ok((id, host, port)) => {
@@ -78,6 +85,19 @@ async fn find(shared: &Shared, key: StrBytes, key_type: i8) -> Coordinator {
     }
     c.key = key;
     c
+}
+
+/// `operation` on `group` for `caller`, counted when refused.
+pub(crate) fn check(
+    shared: &Shared,
+    caller: &Caller,
+    operation: Operation,
+    group: &str,
+) -> crate::error::Result<()> {
+    shared
+        .auth
+        .check(caller, operation, &Resource::group(group))
+        .inspect_err(|_| BrokerMetrics::add(&shared.metrics.auth_denied, 1))
 }
 
 /// The coordinator of `group` and its Kafka host and port.
@@ -103,6 +123,7 @@ async fn locate(shared: &Shared, group: &str) -> crate::error::Result<(u32, Stri
 /// with its id, and joins again with it).
 pub async fn join(
     shared: &Shared,
+    caller: &Caller,
     req: JoinGroupRequest,
     version: i16,
     client_id: &str,
@@ -131,7 +152,11 @@ pub async fn join(
             .collect(),
         require_known_member_id: version >= 4,
     };
-    match shared.groups.classic_join(shared, &group, join).await {
+    let joined = match check(shared, caller, Operation::Read, &group) {
+        Ok(()) => shared.groups.classic_join(shared, &group, join).await,
+        Err(e) => Err(e),
+    };
+    match joined {
         Ok(j) => {
             r.generation_id = j.generation;
             r.protocol_type = Some(StrBytes::from_string(j.protocol_type));
@@ -163,9 +188,13 @@ pub async fn join(
 }
 
 /// Answers SyncGroup.
-pub async fn sync(shared: &Shared, req: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn sync(shared: &Shared, caller: &Caller, req: SyncGroupRequest) -> SyncGroupResponse {
     let mut r = SyncGroupResponse::default();
     let group = req.group_id.0.to_string();
+    if let Err(e) = check(shared, caller, Operation::Read, &group) {
+        r.error_code = group_code_of(&e);
+        return r;
+    }
     let assignments = req
         .assignments
         .into_iter()
@@ -193,23 +222,41 @@ pub async fn sync(shared: &Shared, req: SyncGroupRequest) -> SyncGroupResponse {
 }
 
 /// Answers Heartbeat.
-pub async fn heartbeat(shared: &Shared, req: HeartbeatRequest) -> HeartbeatResponse {
+pub async fn heartbeat(
+    shared: &Shared,
+    caller: &Caller,
+    req: HeartbeatRequest,
+) -> HeartbeatResponse {
     let mut r = HeartbeatResponse::default();
     let group = req.group_id.0.to_string();
-    if let Err(e) = shared
-        .groups
-        .classic_heartbeat(shared, &group, &req.member_id, req.generation_id)
-        .await
-    {
+    let beat = match check(shared, caller, Operation::Read, &group) {
+        Ok(()) => {
+            shared
+                .groups
+                .classic_heartbeat(shared, &group, &req.member_id, req.generation_id)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = beat {
         r.error_code = group_code_of(&e);
     }
     r
 }
 
 /// Answers LeaveGroup (v0–2: one member; v3+: a list).
-pub async fn leave(shared: &Shared, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub async fn leave(
+    shared: &Shared,
+    caller: &Caller,
+    req: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
     let mut r = LeaveGroupResponse::default();
     let group = req.group_id.0.to_string();
+    if let Err(e) = check(shared, caller, Operation::Read, &group) {
+        r.error_code = group_code_of(&e);
+        return r;
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()
@@ -247,13 +294,22 @@ pub async fn leave(shared: &Shared, req: LeaveGroupRequest, version: i16) -> Lea
 }
 
 /// Answers ListGroups: the groups this broker coordinates (Kafka's admin
-/// clients ask every broker).
-pub fn list(shared: &Shared, req: &ListGroupsRequest) -> ListGroupsResponse {
+/// clients ask every broker) that the caller may describe (all of them
+/// with `Describe` on the cluster).
+pub fn list(shared: &Shared, caller: &Caller, req: &ListGroupsRequest) -> ListGroupsResponse {
     let mut r = ListGroupsResponse::default();
+    let all = shared
+        .auth
+        .allows(caller, Operation::Describe, &Resource::cluster());
     r.groups = shared
         .groups
         .list_local()
         .into_iter()
+        .filter(|g| {
+            all || shared
+                .auth
+                .allows(caller, Operation::Describe, &Resource::group(&g.group))
+        })
         .map(|g| (g.group, kafka_state(g.state)))
         .filter(|(_, state)| {
             req.states_filter.is_empty()
@@ -284,11 +340,19 @@ fn kafka_state(s: GroupStateName) -> &'static str {
 
 /// Answers DescribeGroups. A group that does not exist is `Dead`, as in
 /// Kafka.
-pub async fn describe(shared: &Shared, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub async fn describe(
+    shared: &Shared,
+    caller: &Caller,
+    req: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let mut r = DescribeGroupsResponse::default();
     for id in req.groups {
         let mut d = DescribedGroup::default();
-        match shared.groups.describe(shared, &id.0).await {
+        let described = match check(shared, caller, Operation::Describe, &id.0) {
+            Ok(()) => shared.groups.describe(shared, &id.0).await,
+            Err(e) => Err(e),
+        };
+        match described {
             Ok(g) if !g.classic.is_empty() => {
                 let c = &g.classic;
                 d.group_state = StrBytes::from_static_str(c.state().as_str());
@@ -337,11 +401,19 @@ pub async fn describe(shared: &Shared, req: DescribeGroupsRequest) -> DescribeGr
 }
 
 /// Answers DeleteGroups: groups without members, with their offsets.
-pub async fn delete(shared: &Shared, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete(
+    shared: &Shared,
+    caller: &Caller,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut r = DeleteGroupsResponse::default();
     for id in req.groups_names {
         let mut d = DeletableGroupResult::default();
-        if let Err(e) = shared.groups.delete_group(shared, &id.0).await {
+        let deleted = match check(shared, caller, Operation::Delete, &id.0) {
+            Ok(()) => shared.groups.delete_group(shared, &id.0).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
             d.error_code = group_code_of(&e);
         }
         d.group_id = id;

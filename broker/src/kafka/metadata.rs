@@ -10,6 +10,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::code_of;
+use crate::auth::Caller;
+use crate::auth::acl::{Operation, Resource};
 use crate::data;
 use crate::error::BrokerError;
 use crate::service::Shared;
@@ -19,7 +21,16 @@ use crate::topics::{Topic, TopicOverrides};
 pub const CLUSTER_ID: &str = "strata";
 
 /// Answers a Metadata request.
-pub async fn handle(shared: &Shared, req: MetadataRequest, version: i16) -> MetadataResponse {
+///
+/// Topics the caller may not describe are left out of "every topic" and
+/// answered `TOPIC_AUTHORIZATION_FAILED` when named; a missing topic is
+/// created only for a caller allowed to create it.
+pub async fn handle(
+    shared: &Shared,
+    caller: &Caller,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let mut r = MetadataResponse::default();
     r.brokers = brokers(shared);
     r.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
@@ -38,7 +49,17 @@ pub async fn handle(shared: &Shared, req: MetadataRequest, version: i16) -> Meta
         shared.config.kafka.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     r.topics = match names {
         None => match data::metadata::all_topics(shared).await {
-            Ok(topics) => topics.iter().map(|t| topic(shared, t)).collect(),
+            Ok(topics) => topics
+                .iter()
+                .filter(|t| {
+                    shared.auth.allows(
+                        caller,
+                        Operation::Describe,
+                        &Resource::topic(t.name.as_str()),
+                    )
+                })
+                .map(|t| topic(shared, t))
+                .collect(),
             Err(e) => {
                 // No per-topic slot to put it in: an empty list (clients
                 // retry metadata).
@@ -49,14 +70,19 @@ pub async fn handle(shared: &Shared, req: MetadataRequest, version: i16) -> Meta
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
             for name in names {
+                if let Err(e) =
+                    shared
+                        .auth
+                        .check(caller, Operation::Describe, &Resource::topic(&name))
+                {
+                    crate::metrics::BrokerMetrics::add(&shared.metrics.auth_denied, 1);
+                    out.push(topic_failed(name, &e));
+                    continue;
+                }
+                let auto_create = auto_create && may_create_topic(shared, caller, &name);
                 out.push(match lookup(shared, &name, auto_create).await {
                     Ok(t) => topic(shared, &t),
-                    Err(e) => {
-                        let mut t = MetadataResponseTopic::default();
-                        t.name = Some(TopicName(StrBytes::from_string(name)));
-                        t.error_code = topic_error(&e);
-                        t
-                    }
+                    Err(e) => topic_failed(name, &e),
                 });
             }
             out
@@ -85,6 +111,25 @@ pub async fn lookup(shared: &Shared, name: &str, auto_create: bool) -> crate::er
         }
         r => r,
     }
+}
+
+/// A topic slot carrying an error.
+fn topic_failed(name: String, e: &BrokerError) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(name)));
+    t.error_code = topic_error(e);
+    t
+}
+
+/// True when `caller` may create topic `name` (Create on the cluster or
+/// on the topic, as in Kafka).
+pub fn may_create_topic(shared: &Shared, caller: &Caller, name: &str) -> bool {
+    shared
+        .auth
+        .allows(caller, Operation::Create, &Resource::cluster())
+        || shared
+            .auth
+            .allows(caller, Operation::Create, &Resource::topic(name))
 }
 
 /// A topic error code: invalid names get Kafka's `INVALID_TOPIC_EXCEPTION`.

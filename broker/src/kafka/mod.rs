@@ -13,6 +13,10 @@
 //!   (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) and ListGroups,
 //!   DescribeGroups, DeleteGroups.
 //! - [`offsets`] answers OffsetCommit and OffsetFetch.
+//! - [`sasl`] answers SaslHandshake and SaslAuthenticate and keeps each
+//!   connection's caller; every other API asks [`crate::auth`] before
+//!   touching a topic, group or the cluster.
+//! - [`acls`] answers CreateAcls, DescribeAcls and DeleteAcls.
 //! - [`error`] turns broker errors into Kafka error codes.
 //!
 //! Each connection is one task that reads a frame, answers it, and reads
@@ -23,6 +27,7 @@
 //! the connection with a log line naming the peer; nothing else is
 //! affected.
 
+pub mod acls;
 pub mod codec;
 pub mod error;
 pub mod fetch;
@@ -30,6 +35,7 @@ pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod sasl;
 pub mod topics;
 pub mod versions;
 
@@ -45,6 +51,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::auth::Caller;
 use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
 use codec::{DecodeError, Request};
@@ -75,7 +82,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             let _permit = permit;
             let m = &shared.metrics;
             m.kafka_connections.fetch_add(1, Ordering::Relaxed);
-            connection(shared.clone(), stream, peer).await;
+            connection(shared.clone(), stream, peer, None).await;
             shared
                 .metrics
                 .kafka_connections
@@ -100,11 +107,20 @@ type Answer = BoxFuture<'static, Option<(ApiKey, i16, i32, ResponseKind)>>;
 /// before the next request starts, then waits for durability while the
 /// requests behind it go on (up to [`MAX_PIPELINED`]). Responses are
 /// written in request order by a task of their own.
-async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+///
+/// `tls_principal` is the name in the client's verified certificate
+/// (mTLS): it authenticates the connection.
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls_principal: Option<String>,
+) {
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Answer>(MAX_PIPELINED);
     let writer = tokio::spawn(write_answers(shared.clone(), rx, wr, peer));
-    read_requests(&shared, rd, tx, peer).await;
+    let session = sasl::Session::new(Some(peer.ip()), tls_principal);
+    read_requests(&shared, rd, tx, peer, session).await;
     // The answers owed are written before the connection closes.
     let _ = writer.await;
 }
@@ -116,6 +132,7 @@ async fn read_requests(
     rd: OwnedReadHalf,
     tx: mpsc::Sender<Answer>,
     peer: SocketAddr,
+    mut session: sasl::Session,
 ) {
     let mut rd = BufReader::new(rd);
     let limits = &shared.config.kafka;
@@ -137,8 +154,16 @@ async fn read_requests(
                 return;
             }
         };
+        let mut close = false;
         let answer: Answer = match codec::decode(frame) {
-            Ok(request) => start(shared, request, peer).await,
+            Ok(request) => match start(shared, request, peer, &mut session).await {
+                Flow::Answer(a) => a,
+                Flow::AnswerThenClose(a) => {
+                    close = true;
+                    a
+                }
+                Flow::Close => return,
+            },
             // KIP-511: answer in v0 with the versions we serve.
             Err(DecodeError::Unsupported {
                 api_key: ApiKey::ApiVersions,
@@ -158,11 +183,26 @@ async fn read_requests(
                 return;
             }
         };
-        if tx.send(answer).await.is_err() {
-            // The writer stopped (the peer is gone).
+        if tx.send(answer).await.is_err() || close {
+            // The writer stopped (the peer is gone), or the request ends
+            // the connection once answered.
             return;
         }
     }
+}
+
+/// What a request leads to.
+enum Flow {
+    /// Its answer; then the next request.
+    Answer(Answer),
+    /// Its answer; then the connection closes (a failed authentication).
+    AnswerThenClose(Answer),
+    /// No answer: the connection closes (a request before authentication).
+    Close,
+}
+
+fn ready(key: ApiKey, version: i16, id: i32, response: ResponseKind) -> Answer {
+    Box::pin(std::future::ready(Some((key, version, id, response))))
 }
 
 /// Writes the answers in the order their requests came.
@@ -194,28 +234,79 @@ async fn write_answers(
     }
 }
 
-/// Starts one request: a Produce is staged (see [`produce::stage`]) and
-/// answered once durable; any other request is served before the next one
-/// is read.
-async fn start(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Answer {
+/// Starts one request: SASL requests move the session along; before
+/// authentication (with `auth.enabled`) nothing else is served; a Produce
+/// is staged (see [`produce::stage`]) and answered once durable; any other
+/// request is served before the next one is read.
+async fn start(
+    shared: &Arc<Shared>,
+    request: Request,
+    peer: SocketAddr,
+    session: &mut sasl::Session,
+) -> Flow {
     let (key, version, id) = (request.api_key, request.version, request.correlation_id);
+    match request.body {
+        RequestKind::SaslHandshake(r) => {
+            shared.metrics.kafka_request(versions::name(key));
+            let response = sasl::handshake(session, &r);
+            return Flow::Answer(ready(
+                key,
+                version,
+                id,
+                ResponseKind::SaslHandshake(response),
+            ));
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            shared.metrics.kafka_request(versions::name(key));
+            let outcome = sasl::authenticate(shared, session, r, peer).await;
+            let answer = ready(
+                key,
+                version,
+                id,
+                ResponseKind::SaslAuthenticate(outcome.response),
+            );
+            return if outcome.close {
+                Flow::AnswerThenClose(answer)
+            } else {
+                Flow::Answer(answer)
+            };
+        }
+        RequestKind::ApiVersions(_) => {}
+        _ if session.in_exchange() || (shared.auth.enabled() && !session.authenticated()) => {
+            BrokerMetrics::add(&shared.metrics.auth_failures, 1);
+            tracing::info!(%peer, api = versions::name(key),
+                "kafka connection: request before SASL authentication finished (auth.enabled is on: \
+                 configure the client with security.protocol=SASL_PLAINTEXT or SASL_SSL and a \
+                 sasl.mechanism); closing it");
+            return Flow::Close;
+        }
+        _ => {}
+    }
+    let caller = &session.caller;
     if let RequestKind::Produce(r) = request.body {
         shared.metrics.kafka_request(versions::name(key));
         BrokerMetrics::add(&shared.metrics.produce_requests, 1);
-        let producing = produce::stage(shared, r).await;
-        return Box::pin(async move {
+        let producing = produce::stage(shared, caller, r).await;
+        return Flow::Answer(Box::pin(async move {
             producing
                 .await
                 .map(|r| (key, version, id, ResponseKind::Produce(r)))
-        });
+        }));
     }
-    let response = handle(shared, request, peer).await;
-    Box::pin(std::future::ready(response.map(|r| (key, version, id, r))))
+    let response = handle(shared, caller, request, peer).await;
+    Flow::Answer(Box::pin(std::future::ready(
+        response.map(|r| (key, version, id, r)),
+    )))
 }
 
 /// Answers one request; `None` when no response is due (Produce with
 /// `acks=0`).
-async fn handle(shared: &Shared, request: Request, peer: SocketAddr) -> Option<ResponseKind> {
+async fn handle(
+    shared: &Shared,
+    caller: &Caller,
+    request: Request,
+    peer: SocketAddr,
+) -> Option<ResponseKind> {
     shared
         .metrics
         .kafka_request(versions::name(request.api_key));
@@ -224,55 +315,70 @@ async fn handle(shared: &Shared, request: Request, peer: SocketAddr) -> Option<R
     Some(match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::response(None)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(shared, r, version).await)
+            ResponseKind::Metadata(metadata::handle(shared, caller, r, version).await)
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(produce::init_producer_id(shared, r).await)
+            ResponseKind::InitProducerId(produce::init_producer_id(shared, caller, r).await)
         }
         RequestKind::Fetch(r) => {
             BrokerMetrics::add(&shared.metrics.fetch_requests, 1);
-            ResponseKind::Fetch(fetch::handle(shared, r).await)
+            ResponseKind::Fetch(fetch::handle(shared, caller, r).await)
         }
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(fetch::list_offsets(shared, r).await)
+            ResponseKind::ListOffsets(fetch::list_offsets(shared, caller, r).await)
         }
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(shared, r).await),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(topics::create(shared, caller, r).await)
+        }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(topics::delete(shared, r, version).await)
+            ResponseKind::DeleteTopics(topics::delete(shared, caller, r, version).await)
         }
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(topics::describe_configs(shared, r).await)
+            ResponseKind::DescribeConfigs(topics::describe_configs(shared, caller, r).await)
         }
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
-            topics::incremental_alter_configs(shared, r).await,
+            topics::incremental_alter_configs(shared, caller, r).await,
         ),
         RequestKind::AlterConfigs(r) => {
-            ResponseKind::AlterConfigs(topics::alter_configs(shared, r).await)
+            ResponseKind::AlterConfigs(topics::alter_configs(shared, caller, r).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(topics::create_partitions(shared, r).await)
+            ResponseKind::CreatePartitions(topics::create_partitions(shared, caller, r).await)
         }
-        RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(shared, r, version).await)
-        }
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
+            groups::find_coordinator(shared, caller, r, version).await,
+        ),
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(groups::join(shared, r, version, client_id, peer).await)
+            ResponseKind::JoinGroup(groups::join(shared, caller, r, version, client_id, peer).await)
         }
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(shared, r).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(shared, r).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(shared, caller, r).await),
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(groups::heartbeat(shared, caller, r).await)
+        }
         RequestKind::LeaveGroup(r) => {
-            ResponseKind::LeaveGroup(groups::leave(shared, r, version).await)
+            ResponseKind::LeaveGroup(groups::leave(shared, caller, r, version).await)
         }
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(shared, &r)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(shared, caller, &r)),
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe(shared, r).await)
+            ResponseKind::DescribeGroups(groups::describe(shared, caller, r).await)
         }
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(shared, r).await),
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete(shared, caller, r).await)
+        }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(offsets::commit(shared, r).await)
+            ResponseKind::OffsetCommit(offsets::commit(shared, caller, r).await)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(offsets::fetch(shared, r, version).await)
+            ResponseKind::OffsetFetch(offsets::fetch(shared, caller, r, version).await)
+        }
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(acls::create(shared, caller, r).await)
+        }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(acls::describe(shared, caller, r).await)
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(acls::delete(shared, caller, r).await)
         }
         other => {
             // codec::decode only lets served APIs through.

@@ -15,20 +15,42 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::error::group_code_of;
+use kafka_protocol::ResponseError;
+
+use super::error::{code_of, group_code_of};
+use crate::auth::Caller;
+use crate::auth::acl::{Operation, Resource};
 use crate::error::BrokerError;
 use crate::groups::OffsetCommit;
 use crate::groups::state::{Committed, Tp};
+use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
 
 /// Answers OffsetCommit: all partitions commit together (one durable
 /// write), so they share one result. Generation -1 with no member id
-/// commits for a group without members (`assign()` consumers).
-pub async fn commit(shared: &Shared, req: OffsetCommitRequest) -> OffsetCommitResponse {
+/// commits for a group without members (`assign()` consumers). Needs
+/// `Read` on the group and on each topic; partitions of a topic the
+/// caller may not read get `TOPIC_AUTHORIZATION_FAILED` and are not
+/// committed.
+pub async fn commit(
+    shared: &Shared,
+    caller: &Caller,
+    req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let group = req.group_id.0.to_string();
     let mut offsets = Vec::new();
-    let mut bad = None;
+    let mut bad = super::groups::check(shared, caller, Operation::Read, &group).err();
+    let mut denied_topics: Vec<(String, i16)> = Vec::new();
     for t in &req.topics {
+        if let Err(e) =
+            shared
+                .auth
+                .check(caller, Operation::Read, &Resource::topic(t.name.0.as_str()))
+        {
+            BrokerMetrics::add(&shared.metrics.auth_denied, 1);
+            denied_topics.push((t.name.0.to_string(), code_of(&e)));
+            continue;
+        }
         for p in &t.partitions {
             match u32::try_from(p.partition_index) {
                 Ok(partition) => offsets.push(OffsetCommit {
@@ -52,6 +74,7 @@ pub async fn commit(shared: &Shared, req: OffsetCommitRequest) -> OffsetCommitRe
     }
     let result = match bad {
         Some(e) => Err(e),
+        None if offsets.is_empty() => Ok(()),
         None => {
             shared
                 .groups
@@ -78,6 +101,10 @@ pub async fn commit(shared: &Shared, req: OffsetCommitRequest) -> OffsetCommitRe
         .into_iter()
         .map(|t| {
             let mut out = OffsetCommitResponseTopic::default();
+            let code = denied_topics
+                .iter()
+                .find(|(n, _)| n.as_str() == t.name.0.as_str())
+                .map_or(code, |(_, c)| *c);
             out.partitions = t
                 .partitions
                 .iter()
@@ -100,12 +127,25 @@ pub async fn commit(shared: &Shared, req: OffsetCommitRequest) -> OffsetCommitRe
 /// offset (`None`: nothing committed), or the group-level error.
 type Found = Result<Vec<TopicOffsets>, BrokerError>;
 
-/// A topic's partitions with their committed offsets.
-type TopicOffsets = (String, Vec<(i32, Option<Committed>)>);
+/// A topic's partitions with their committed offsets, or the topic's
+/// error code (not authorized).
+type TopicOffsets = (String, Vec<(i32, Option<Committed>)>, i16);
 
 /// Committed offsets of `group` for `topics` (`None`: every committed
-/// one).
-async fn find(shared: &Shared, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Found {
+/// one the caller may describe). Needs `Read` on the group; named topics
+/// the caller may not describe get `TOPIC_AUTHORIZATION_FAILED`.
+async fn find(
+    shared: &Shared,
+    caller: &Caller,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Found {
+    super::groups::check(shared, caller, Operation::Read, group)?;
+    let may_describe = |t: &str| {
+        shared
+            .auth
+            .allows(caller, Operation::Describe, &Resource::topic(t))
+    };
     let filter: BTreeSet<Tp> = topics
         .iter()
         .flatten()
@@ -120,6 +160,11 @@ async fn find(shared: &Shared, group: &str, topics: Option<Vec<(String, Vec<i32>
         Some(topics) => topics
             .into_iter()
             .map(|(t, ps)| {
+                if !may_describe(&t) {
+                    BrokerMetrics::add(&shared.metrics.auth_denied, 1);
+                    let code = ResponseError::TopicAuthorizationFailed.code();
+                    return (t, ps.into_iter().map(|p| (p, None)).collect(), code);
+                }
                 let partitions = ps
                     .into_iter()
                     .map(|p| {
@@ -132,15 +177,16 @@ async fn find(shared: &Shared, group: &str, topics: Option<Vec<(String, Vec<i32>
                         (p, c)
                     })
                     .collect();
-                (t, partitions)
+                (t, partitions, 0)
             })
             .collect(),
         None => {
             let mut by_topic: Vec<TopicOffsets> = Vec::new();
             for ((t, p), c) in found {
                 match by_topic.last_mut() {
-                    Some((last, ps)) if *last == t => ps.push((p as i32, Some(c))),
-                    _ => by_topic.push((t, vec![(p as i32, Some(c))])),
+                    Some((last, ps, _)) if *last == t => ps.push((p as i32, Some(c))),
+                    _ if !may_describe(&t) => {}
+                    _ => by_topic.push((t, vec![(p as i32, Some(c))], 0)),
                 }
             }
             by_topic
@@ -149,7 +195,12 @@ async fn find(shared: &Shared, group: &str, topics: Option<Vec<(String, Vec<i32>
 }
 
 /// Answers OffsetFetch (v1–7: one group; v8: several).
-pub async fn fetch(shared: &Shared, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub async fn fetch(
+    shared: &Shared,
+    caller: &Caller,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     let mut r = OffsetFetchResponse::default();
     if version >= 8 {
         for g in req.groups {
@@ -159,11 +210,11 @@ pub async fn fetch(shared: &Shared, req: OffsetFetchRequest, version: i16) -> Of
                     .collect()
             });
             let mut out = OffsetFetchResponseGroup::default();
-            match find(shared, &g.group_id.0, topics).await {
+            match find(shared, caller, &g.group_id.0, topics).await {
                 Ok(found) => {
                     out.topics = found
                         .into_iter()
-                        .map(|(t, ps)| {
+                        .map(|(t, ps, code)| {
                             let mut topic = OffsetFetchResponseTopics::default();
                             topic.name = TopicName(StrBytes::from_string(t));
                             topic.partitions = ps
@@ -171,6 +222,7 @@ pub async fn fetch(shared: &Shared, req: OffsetFetchRequest, version: i16) -> Of
                                 .map(|(p, c)| {
                                     let mut a = OffsetFetchResponsePartitions::default();
                                     a.partition_index = p;
+                                    a.error_code = code;
                                     a.committed_leader_epoch = -1;
                                     a.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
                                     a.metadata = Some(StrBytes::from_string(
@@ -196,11 +248,11 @@ pub async fn fetch(shared: &Shared, req: OffsetFetchRequest, version: i16) -> Of
             .collect::<Vec<_>>()
     });
     let asked = topics.clone();
-    match find(shared, &req.group_id.0, topics).await {
+    match find(shared, caller, &req.group_id.0, topics).await {
         Ok(found) => {
             r.topics = found
                 .into_iter()
-                .map(|(t, ps)| {
+                .map(|(t, ps, code)| {
                     let mut topic = OffsetFetchResponseTopic::default();
                     topic.name = TopicName(StrBytes::from_string(t));
                     topic.partitions = ps
@@ -208,6 +260,7 @@ pub async fn fetch(shared: &Shared, req: OffsetFetchRequest, version: i16) -> Of
                         .map(|(p, c)| {
                             let mut a = OffsetFetchResponsePartition::default();
                             a.partition_index = p;
+                            a.error_code = code;
                             a.committed_leader_epoch = -1;
                             a.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
                             a.metadata = Some(StrBytes::from_string(

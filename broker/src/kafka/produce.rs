@@ -16,8 +16,11 @@ use kafka_protocol::protocol::StrBytes;
 use strata_storage::log::Acks;
 
 use super::error::code_of;
+use crate::auth::Caller;
+use crate::auth::acl::{Operation, Resource, ResourceType};
 use crate::data;
 use crate::error::BrokerError;
+use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
 
 /// A Produce request whose batches have their offsets; awaiting it waits
@@ -30,7 +33,10 @@ pub type Producing = BoxFuture<'static, Option<ProduceResponse>>;
 /// them; the returned future waits until they are durable and answers.
 /// This is what lets a client keep several produce requests in flight on
 /// one connection (librdkafka's `max.in.flight`) without reordering.
-pub async fn stage(shared: &Arc<Shared>, req: ProduceRequest) -> Producing {
+///
+/// A topic the caller may not write to gets `TOPIC_AUTHORIZATION_FAILED`
+/// on every partition, and nothing of it is appended.
+pub async fn stage(shared: &Arc<Shared>, caller: &Caller, req: ProduceRequest) -> Producing {
     let acks = match req.acks {
         0 | 1 => Some(Acks::Leader),
         -1 => Some(Acks::All),
@@ -52,10 +58,20 @@ pub async fn stage(shared: &Arc<Shared>, req: ProduceRequest) -> Producing {
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
+        let denied = shared
+            .auth
+            .check(caller, Operation::Write, &Resource::topic(&name))
+            .err()
+            .map(|e| {
+                BrokerMetrics::add(&shared.metrics.auth_denied, 1);
+                (code_of(&e), e.to_string())
+            });
         let partitions = topic.partition_data.into_iter().map(|p| {
             let name = name.clone();
+            let denied = denied.clone();
             async move {
                 let staged = match (rejected, acks) {
+                    _ if denied.is_some() => Err(denied.unwrap_or_default()),
                     (Some((code, why)), _) => Err((code.code(), why.to_owned())),
                     (None, Some(acks)) => stage_partition(shared, &name, p.index, p.records, acks)
                         .await
@@ -186,9 +202,11 @@ pub fn split_batches(mut records: Bytes) -> crate::error::Result<Vec<Bytes>> {
 }
 
 /// Answers InitProducerId: a fresh idempotent producer id and epoch 0
-/// (transactions are not supported).
+/// (transactions are not supported). Needs `IdempotentWrite` on the
+/// cluster or `Write` on some topic (as Kafka since KIP-679).
 pub async fn init_producer_id(
     shared: &Shared,
+    caller: &Caller,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let mut r = InitProducerIdResponse::default();
@@ -196,6 +214,17 @@ pub async fn init_producer_id(
     r.producer_epoch = -1;
     if req.transactional_id.is_some() {
         r.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        return r;
+    }
+    if !shared
+        .auth
+        .allows(caller, Operation::IdempotentWrite, &Resource::cluster())
+        && !shared
+            .auth
+            .allows_some(caller, Operation::Write, ResourceType::Topic)
+    {
+        BrokerMetrics::add(&shared.metrics.auth_denied, 1);
+        r.error_code = ResponseError::ClusterAuthorizationFailed.code();
         return r;
     }
     match async {

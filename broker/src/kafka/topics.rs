@@ -21,10 +21,40 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::error::code_of;
+use crate::auth::Caller;
+use crate::auth::acl::{Operation, Resource};
 use crate::data;
 use crate::error::BrokerError;
+use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
 use crate::topics::{self, Topic, TopicOverrides};
+
+/// Checks `operation` on `resource`; a refusal as a Kafka error code and
+/// message (counted).
+fn allowed(
+    shared: &Shared,
+    caller: &Caller,
+    operation: Operation,
+    resource: &Resource<'_>,
+) -> Result<(), (i16, String)> {
+    if shared.auth.allows(caller, operation, resource) {
+        Ok(())
+    } else {
+        Err(refused(shared, caller, operation, resource))
+    }
+}
+
+/// The refusal of `operation` on `resource`, counted.
+fn refused(
+    shared: &Shared,
+    caller: &Caller,
+    operation: Operation,
+    resource: &Resource<'_>,
+) -> (i16, String) {
+    BrokerMetrics::add(&shared.metrics.auth_denied, 1);
+    let e = crate::auth::denied(caller, operation, resource);
+    (code_of(&e), e.to_string())
+}
 
 /// Topic settings by their Kafka names.
 pub const CONFIGS: &[&str] = &[
@@ -37,12 +67,26 @@ pub const CONFIGS: &[&str] = &[
 ];
 
 /// Answers CreateTopics.
-pub async fn create(shared: &Shared, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create(
+    shared: &Shared,
+    caller: &Caller,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut r = CreateTopicsResponse::default();
     for t in req.topics {
         let mut out = CreatableTopicResult::default();
         out.name = t.name.clone();
-        match create_one(shared, t, req.validate_only).await {
+        let created = if super::metadata::may_create_topic(shared, caller, t.name.0.as_str()) {
+            create_one(shared, t, req.validate_only).await
+        } else {
+            Err(refused(
+                shared,
+                caller,
+                Operation::Create,
+                &Resource::topic(t.name.0.as_str()),
+            ))
+        };
+        match created {
             Ok(partitions) => {
                 out.num_partitions = partitions as i32;
                 out.replication_factor = 1;
@@ -160,6 +204,7 @@ pub fn reset(o: &mut TopicOverrides, key: &str) -> Result<(), String> {
 /// Answers CreatePartitions: grows each topic to the count asked for.
 pub async fn create_partitions(
     shared: &Shared,
+    caller: &Caller,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut r = CreatePartitionsResponse::default();
@@ -167,6 +212,7 @@ pub async fn create_partitions(
         let mut out = CreatePartitionsTopicResult::default();
         let result = async {
             let name = t.name.0.as_str();
+            allowed(shared, caller, Operation::Alter, &Resource::topic(name))?;
             topics::parse_name(name)
                 .map_err(|e| (ResponseError::InvalidTopicException.code(), e.to_string()))?;
             if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
@@ -211,6 +257,7 @@ const OP_DELETE: i8 = 1;
 /// the named topic settings, leaving the others as they are.
 pub async fn incremental_alter_configs(
     shared: &Shared,
+    caller: &Caller,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut r = IncrementalAlterConfigsResponse::default();
@@ -233,6 +280,7 @@ pub async fn incremental_alter_configs(
         };
         let (code, message) = alter(
             shared,
+            caller,
             res.resource_type,
             &res.resource_name,
             change,
@@ -251,7 +299,11 @@ pub async fn incremental_alter_configs(
 
 /// Answers AlterConfigs (the older, whole-set form): the topic's settings
 /// become exactly the ones named; the others go back to the defaults.
-pub async fn alter_configs(shared: &Shared, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter_configs(
+    shared: &Shared,
+    caller: &Caller,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut r = AlterConfigsResponse::default();
     for res in req.resources {
         let change = |o: &mut TopicOverrides| -> Result<(), String> {
@@ -263,6 +315,7 @@ pub async fn alter_configs(shared: &Shared, req: AlterConfigsRequest) -> AlterCo
         };
         let (code, message) = alter(
             shared,
+            caller,
             res.resource_type,
             &res.resource_name,
             change,
@@ -283,6 +336,7 @@ pub async fn alter_configs(shared: &Shared, req: AlterConfigsRequest) -> AlterCo
 /// changed in the bucket; a broker's come from its config file.
 async fn alter(
     shared: &Shared,
+    caller: &Caller,
     resource_type: i8,
     resource_name: &str,
     change: impl Fn(&mut TopicOverrides) -> Result<(), String>,
@@ -290,6 +344,14 @@ async fn alter(
 ) -> (i16, Option<String>) {
     match resource_type {
         RESOURCE_TOPIC => {
+            if let Err((code, message)) = allowed(
+                shared,
+                caller,
+                Operation::AlterConfigs,
+                &Resource::topic(resource_name),
+            ) {
+                return (code, Some(message));
+            }
             if let Err(e) = topics::parse_name(resource_name) {
                 return (
                     ResponseError::InvalidTopicException.code(),
@@ -325,6 +387,7 @@ async fn alter(
 /// Answers DeleteTopics (v0–5: names; v6: names or ids).
 pub async fn delete(
     shared: &Shared,
+    caller: &Caller,
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
@@ -353,7 +416,18 @@ pub async fn delete(
         };
         match name {
             Some(name) => {
-                if let Err(e) = data::topics::delete(shared, &name).await {
+                let deleted =
+                    match shared
+                        .auth
+                        .check(caller, Operation::Delete, &Resource::topic(&name))
+                    {
+                        Ok(()) => data::topics::delete(shared, &name).await,
+                        Err(e) => {
+                            BrokerMetrics::add(&shared.metrics.auth_denied, 1);
+                            Err(e)
+                        }
+                    };
+                if let Err(e) = deleted {
                     out.error_code = match e {
                         BrokerError::InvalidRequest(_) => {
                             ResponseError::InvalidTopicException.code()
@@ -383,11 +457,27 @@ const RESOURCE_BROKER: i8 = 4;
 /// broker has none to show.
 pub async fn describe_configs(
     shared: &Shared,
+    caller: &Caller,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let mut r = DescribeConfigsResponse::default();
     for res in req.resources {
         let mut out = DescribeConfigsResult::default();
+        let topic = Resource::topic(&res.resource_name);
+        let resource = if res.resource_type == RESOURCE_TOPIC {
+            topic
+        } else {
+            Resource::cluster()
+        };
+        if let Err((code, message)) = allowed(shared, caller, Operation::DescribeConfigs, &resource)
+        {
+            out.error_code = code;
+            out.error_message = Some(StrBytes::from_string(message));
+            out.resource_type = res.resource_type;
+            out.resource_name = res.resource_name;
+            r.results.push(out);
+            continue;
+        }
         match res.resource_type {
             RESOURCE_TOPIC => match shared.topic(&res.resource_name).await {
                 Ok(t) => {
