@@ -191,6 +191,102 @@ impl Default for FetchConfig {
     }
 }
 
+/// Whether a TLS listener asks clients for a certificate (`tls.client_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Every client must present a certificate signed by `tls.client_ca`
+    /// (mTLS); the default when `client_ca` is set.
+    Required,
+    /// A client may present one (it is verified, and names the client's
+    /// principal); clients without one are served too.
+    Requested,
+}
+
+/// TLS on every listener (gRPC, Kafka, admin HTTP) and in the calls
+/// brokers make to each other (DESIGN §12). Off unless `cert` and `key`
+/// are set. The files are PEM; they are read at start (a broker with
+/// unreadable or invalid files does not start) and again when they change,
+/// so renewed certificates are served to new connections without a
+/// restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The broker's certificate chain, its own certificate first
+    /// (`--tls-cert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert` (`--tls-key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// CA certificates that sign client certificates (`--tls-client-ca`).
+    /// Set: clients present certificates (see `client_auth`), and a
+    /// verified certificate's subject CN (else its first DNS name) is the
+    /// connection's principal. Brokers then present `cert` to each other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// `required` (default when `client_ca` is set) or `requested`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
+    /// CA certificates this broker trusts when it calls other brokers.
+    /// Default: `client_ca` if set (one CA for the whole cluster), else
+    /// the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// True when the listeners serve TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+
+    /// Checks that the settings go together, naming the keys. The files
+    /// are read (and checked) when the broker starts.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => bail!(
+                "invalid setting tls.cert: it is set but tls.key is not; give the certificate's \
+                 private key too (--tls-key, STRATA_TLS__KEY), or unset tls.cert to serve without TLS"
+            ),
+            (None, Some(_)) => bail!(
+                "invalid setting tls.key: it is set but tls.cert is not; give the certificate too \
+                 (--tls-cert, STRATA_TLS__CERT), or unset tls.key to serve without TLS"
+            ),
+            _ => {}
+        }
+        if !self.enabled() {
+            for (set, key) in [
+                (self.client_ca.is_some(), "tls.client_ca"),
+                (self.client_auth.is_some(), "tls.client_auth"),
+                (self.peer_ca.is_some(), "tls.peer_ca"),
+            ] {
+                if set {
+                    bail!(
+                        "invalid setting {key}: TLS is off; set tls.cert and tls.key \
+                         (--tls-cert, --tls-key) to turn it on"
+                    );
+                }
+            }
+        }
+        if self.client_auth.is_some() && self.client_ca.is_none() {
+            bail!(
+                "invalid setting tls.client_auth: client certificates are verified against \
+                 tls.client_ca, which is not set; set it (--tls-client-ca)"
+            );
+        }
+        Ok(())
+    }
+
+    /// The effective `client_auth`: `None` when clients are not asked for
+    /// a certificate.
+    pub fn client_auth(&self) -> Option<ClientAuth> {
+        self.client_ca
+            .as_ref()
+            .map(|_| self.client_auth.unwrap_or(ClientAuth::Required))
+    }
+}
+
 /// How brokers sharing a bucket find each other and share partitions
 /// (DESIGN §8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -499,6 +595,8 @@ pub struct BrokerConfig {
     pub group: GroupConfig,
     /// Authentication and ACLs.
     pub auth: AuthConfig,
+    /// TLS on the listeners and between brokers.
+    pub tls: TlsConfig,
 }
 
 impl Default for BrokerConfig {
@@ -526,6 +624,7 @@ impl Default for BrokerConfig {
             gc: GcConfig::default(),
             group: GroupConfig::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -549,6 +648,12 @@ pub struct Overrides {
     pub auth: bool,
     /// `--super-user` (repeatable): added to `auth.super_users`.
     pub super_users: Vec<String>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// `--tls-client-ca`.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Top-level keys that hold strings: environment values for them are never
@@ -565,6 +670,16 @@ const STRING_KEYS: &[&str] = &[
     "log_format",
     "maintenance_interval",
     "storage_restart_backoff",
+];
+
+/// Keys of sections that hold strings (file paths): environment values for
+/// them are never parsed as TOML numbers or booleans.
+const SECTION_STRING_KEYS: &[&str] = &[
+    "tls.cert",
+    "tls.key",
+    "tls.client_ca",
+    "tls.client_auth",
+    "tls.peer_ca",
 ];
 
 /// Top-level keys (fields and sections) of [`BrokerConfig`].
@@ -591,6 +706,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "gc",
     "group",
     "auth",
+    "tls",
 ];
 
 impl BrokerConfig {
@@ -666,7 +782,8 @@ impl BrokerConfig {
                     .with_context(|| format!("environment variable {var}"))?;
             }
             let default_is_string = lookup(&tree, &path).is_some_and(toml::Value::is_str)
-                || (path.len() == 1 && STRING_KEYS.contains(&path[0].as_str()));
+                || (path.len() == 1 && STRING_KEYS.contains(&path[0].as_str()))
+                || SECTION_STRING_KEYS.contains(&dotted.as_str());
             let value = if default_is_string {
                 toml::Value::String(raw.clone())
             } else {
@@ -714,6 +831,15 @@ impl BrokerConfig {
             if !self.auth.super_users.contains(u) {
                 self.auth.super_users.push(u.clone());
             }
+        }
+        if let Some(v) = &flags.tls_cert {
+            self.tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &flags.tls_key {
+            self.tls.key = Some(v.clone());
+        }
+        if let Some(v) = &flags.tls_client_ca {
+            self.tls.client_ca = Some(v.clone());
         }
     }
 
@@ -844,6 +970,7 @@ impl BrokerConfig {
         if self.data_dir.as_os_str().is_empty() {
             bail!("invalid setting data_dir: must not be empty");
         }
+        self.tls.validate()?;
         Ok(())
     }
 }
@@ -1167,6 +1294,90 @@ mod tests {
             .expect_err("invalid");
             assert!(format!("{err:#}").contains(needle), "{err:#}");
         }
+    }
+
+    #[test]
+    fn tls_settings_come_from_everywhere_and_go_together() {
+        let c = BrokerConfig::load(
+            None,
+            env(&[
+                ("STRATA_TLS__CERT", "/etc/strata/broker.pem"),
+                ("STRATA_TLS__KEY", "123"),
+                ("STRATA_TLS__CLIENT_AUTH", "requested"),
+            ]),
+            &Overrides {
+                tls_client_ca: Some("/etc/strata/ca.pem".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("load");
+        assert!(c.tls.enabled());
+        assert_eq!(
+            c.tls.cert.as_deref(),
+            Some(Path::new("/etc/strata/broker.pem"))
+        );
+        assert_eq!(
+            c.tls.key.as_deref(),
+            Some(Path::new("123")),
+            "paths stay strings"
+        );
+        assert_eq!(c.tls.client_auth(), Some(ClientAuth::Requested));
+        let c = BrokerConfig::from_toml(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\n",
+        )
+        .expect("toml");
+        assert_eq!(
+            c.tls.client_auth(),
+            Some(ClientAuth::Required),
+            "the default"
+        );
+        assert_eq!(BrokerConfig::default().tls.client_auth(), None);
+
+        for (vars, flags, needles) in [
+            (
+                vec![("STRATA_TLS__CERT", "c.pem")],
+                Overrides::default(),
+                vec!["tls.cert", "tls.key", "--tls-key"],
+            ),
+            (
+                vec![],
+                Overrides {
+                    tls_key: Some("k.pem".into()),
+                    ..Overrides::default()
+                },
+                vec!["tls.key", "tls.cert", "--tls-cert"],
+            ),
+            (
+                vec![("STRATA_TLS__CLIENT_CA", "ca.pem")],
+                Overrides::default(),
+                vec!["tls.client_ca", "TLS is off"],
+            ),
+            (
+                vec![
+                    ("STRATA_TLS__CERT", "c.pem"),
+                    ("STRATA_TLS__KEY", "k.pem"),
+                    ("STRATA_TLS__CLIENT_AUTH", "required"),
+                ],
+                Overrides::default(),
+                vec!["tls.client_auth", "tls.client_ca"],
+            ),
+        ] {
+            let err = BrokerConfig::load(None, env(&vars), &flags).expect_err("invalid");
+            let msg = format!("{err:#}");
+            for n in needles {
+                assert!(msg.contains(n), "{n}: {msg}");
+            }
+        }
+        let err = BrokerConfig::load(
+            None,
+            env(&[("STRATA_TLS__CLIENT_AUTH", "sometimes")]),
+            &Overrides::default(),
+        )
+        .expect_err("bad value");
+        assert!(
+            format!("{err:#}").contains("STRATA_TLS__CLIENT_AUTH"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`store_url`]: the store URL to an object store.
 //! - [`s3_admin`]: signed bucket-level S3 requests (`strata bucket`).
 //! - [`connections`]: the bound on open gRPC connections.
+//! - [`tls`]: TLS on the listeners (reloading certificates, mTLS
+//!   principals) and in calls to other brokers.
 //! - [`topics`]: the topic registry (config chains in the bucket).
 //! - [`partitions`]: the storage engine in service and its open
 //!   partitions (and, later, ownership checks).
@@ -53,4 +55,5 @@ pub mod s3_admin;
 pub mod server;
 pub mod service;
 pub mod store_url;
+pub mod tls;
 pub mod topics;

@@ -6,7 +6,8 @@
 //! once, non-zero).
 //!
 //! [`start`] is the in-process API (tests, and the coming cluster work):
-//! it binds both listeners first (so "address in use" fails fast, naming
+//! it reads the TLS files when `[tls]` is set (see [`crate::tls`]; a file
+//! that cannot be used stops the start), binds the listeners first (so "address in use" fails fast, naming
 //! the flag to change), resolves `broker_id = "auto"` by claiming the
 //! lowest free id in the bucket (released again if the start fails; see
 //! [`cluster::broker_id`]), opens the store and the storage engine, starts the
@@ -30,7 +31,7 @@
 //!
 //! The one thing not to break: the ready line is printed exactly once, to
 //! stdout, after both listeners are bound and the engine is open
-//! (end-to-end tests parse it).
+//! (end-to-end tests parse it; its URLs say `https://` with TLS).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -57,6 +58,7 @@ use crate::service::cluster::ClusterService;
 use crate::service::groups::GroupsService;
 use crate::service::strata::StrataService;
 use crate::service::{Advertised, Identity, Shared, now_ms};
+use crate::tls::ListenerTls;
 use crate::{cluster, http, maintenance, store_url};
 
 /// Flags of `strata serve`. Every setting can also come from the TOML file
@@ -101,6 +103,18 @@ pub struct ServeArgs {
     /// [env: STRATA_AUTH__SUPER_USERS=alice,bob].
     #[arg(long = "super-user", value_name = "NAME")]
     pub super_users: Vec<String>,
+    /// Serve TLS on every listener with this PEM certificate chain (needs
+    /// --tls-key; reloaded when the file changes) [env: STRATA_TLS__CERT].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert [env: STRATA_TLS__KEY].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Ask clients for certificates signed by these PEM CA certificates
+    /// (mTLS; required unless tls.client_auth = "requested")
+    /// [env: STRATA_TLS__CLIENT_CA].
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -114,6 +128,9 @@ impl ServeArgs {
             broker_id: self.broker_id,
             auth: self.auth,
             super_users: self.super_users.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
         }
     }
 }
@@ -209,6 +226,8 @@ pub struct RunningBroker {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
     kafka_addr: SocketAddr,
+    /// `https` when the listeners serve TLS, else `http`.
+    scheme: &'static str,
     store_url: String,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: JoinHandle<std::io::Result<()>>,
@@ -265,6 +284,13 @@ async fn start_on(
     store: Arc<dyn ObjectStore>,
     store_url: String,
 ) -> anyhow::Result<RunningBroker> {
+    // The TLS files first: a broker whose files cannot be used does not start.
+    let tls = ListenerTls::load(&config.tls)
+        .await
+        .context("cannot start with the TLS settings (tls.*)")?;
+    let peer_options = crate::tls::peer::connect_options(&config.tls)
+        .context("cannot start with the TLS settings for calls to other brokers (tls.*)")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let grpc_listener = bind(config.grpc_addr, "gRPC", "--grpc-addr", "STRATA_GRPC_ADDR").await?;
     let http_listener = bind(config.http_addr, "HTTP", "--http-addr", "STRATA_HTTP_ADDR").await?;
     let kafka_listener = bind(
@@ -299,7 +325,7 @@ async fn start_on(
                 tracing::warn!(%grpc_addr, "listening on all interfaces: advertising loopback; set advertised_addr so that other hosts can reach this broker");
                 a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            format!("http://{a}")
+            format!("{scheme}://{a}")
         }
     };
 
@@ -314,6 +340,8 @@ async fn start_on(
             grpc: grpc_listener,
             http: http_listener,
             kafka: kafka_listener,
+            tls,
+            peer_options,
         },
         Advertised {
             grpc: advertised_addr,
@@ -332,11 +360,13 @@ async fn start_on(
     started
 }
 
-/// The three bound listeners.
+/// The three bound listeners, their TLS, and how to call other brokers.
 struct Listeners {
     grpc: TcpListener,
     http: TcpListener,
     kafka: TcpListener,
+    tls: Option<ListenerTls>,
+    peer_options: strata_client::ConnectOptions,
 }
 
 /// Logs a loud warning when a listener is reachable beyond loopback while
@@ -417,7 +447,10 @@ async fn serve(
         grpc: grpc_listener,
         http: http_listener,
         kafka: kafka_listener,
+        tls,
+        peer_options,
     } = listeners;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let grpc_addr = grpc_listener
         .local_addr()
         .context("gRPC listener address")?;
@@ -441,7 +474,7 @@ async fn serve(
         if a.ip().is_unspecified() {
             a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        format!("http://{a}")
+        format!("{scheme}://{a}")
     };
     let max_request = config.max_request_bytes();
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -457,6 +490,7 @@ async fn serve(
         engine,
         health.clone(),
     );
+    shared.cluster.set_peer_options(peer_options);
 
     shared
         .auth
@@ -470,8 +504,14 @@ async fn serve(
     let http_task = {
         let stop = http_stop.clone();
         let app = http::router(shared.clone());
+        let incoming = crate::tls::incoming::incoming(
+            TcpIncoming::from(http_listener),
+            tls.as_ref().map(|t| t.http.clone()),
+            http_addr,
+            "HTTP",
+        );
         tokio::spawn(async move {
-            axum::serve(http_listener, app)
+            axum::serve(incoming, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         })
@@ -485,11 +525,16 @@ async fn serve(
     let cluster_service = ClusterServer::new(ClusterService::new(shared.clone()));
     let groups_service = GroupsServer::new(GroupsService::new(shared.clone()));
     let limits = shared.config.grpc.clone();
-    let incoming = crate::connections::limit(
-        TcpIncoming::from(grpc_listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(limits.keepalive_interval)),
-        limits.max_connections,
+    let incoming = crate::tls::incoming::incoming(
+        crate::connections::limit(
+            TcpIncoming::from(grpc_listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(limits.keepalive_interval)),
+            limits.max_connections,
+        ),
+        tls.as_ref().map(|t| t.grpc.clone()),
+        grpc_addr,
+        "gRPC",
     );
     let grpc_task = {
         let stop = shared.shutdown.clone();
@@ -511,7 +556,11 @@ async fn serve(
         )
     };
 
-    let kafka_task = tokio::spawn(crate::kafka::serve(kafka_listener, shared.clone()));
+    let kafka_task = tokio::spawn(crate::kafka::serve(
+        kafka_listener,
+        shared.clone(),
+        tls.map(|t| t.kafka),
+    ));
 
     let maintenance_stop = CancellationToken::new();
     let maintenance_task = tokio::spawn(maintenance::run(shared.clone(), maintenance_stop.clone()));
@@ -547,6 +596,7 @@ async fn serve(
         grpc_addr,
         http_addr,
         kafka_addr,
+        scheme,
         store_url,
         grpc_task,
         http_task,
@@ -577,9 +627,16 @@ impl RunningBroker {
         self.kafka_addr
     }
 
-    /// The gRPC URL clients connect to (`http://{bound address}`).
+    /// The gRPC URL clients connect to (`http://{bound address}`, or
+    /// `https://` with TLS).
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        format!("{}://{}", self.scheme, self.grpc_addr)
+    }
+
+    /// The admin HTTP URL (`http://{bound address}`, or `https://` with
+    /// TLS).
+    pub fn http_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.http_addr)
     }
 
     /// The store URL.
@@ -593,13 +650,14 @@ impl RunningBroker {
     }
 
     /// The line `strata serve` prints on stdout once ready:
-    /// `strata: serving broker=<id> grpc=http://<addr> http=http://<addr> store=<url> kafka=<addr>`.
+    /// `strata: serving broker=<id> grpc=http://<addr> http=http://<addr> store=<url> kafka=<addr>`
+    /// (`https://` with TLS; the Kafka listener then speaks TLS too).
     pub fn ready_line(&self) -> String {
         format!(
-            "strata: serving broker={} grpc=http://{} http=http://{} store={} kafka={}",
+            "strata: serving broker={} grpc={} http={} store={} kafka={}",
             self.shared.broker_id.0,
-            self.grpc_addr,
-            self.http_addr,
+            self.grpc_url(),
+            self.http_url(),
             self.store_url,
             self.kafka_addr
         )

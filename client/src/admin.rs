@@ -23,6 +23,7 @@ use strata_proto::v1::{
 use tonic::transport::Channel;
 
 use crate::cluster::{Cluster, MAX_MESSAGE_BYTES};
+use crate::connect::ConnectOptions;
 use crate::error::{Error, Result};
 use crate::group::{Coordinator, to_wire};
 
@@ -159,7 +160,12 @@ impl Admin {
     /// `http://127.0.0.1:50051`), or several separated by commas; any one
     /// that answers will do.
     pub async fn connect(url: &str) -> Result<Admin> {
-        let cluster = Cluster::connect(url, Duration::from_secs(30)).await?;
+        Admin::connect_with(url, &ConnectOptions::default()).await
+    }
+
+    /// [`Admin::connect`] with `options` (TLS for `https://` brokers).
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Admin> {
+        let cluster = Cluster::connect(url, Duration::from_secs(30), options).await?;
         Ok(Admin { cluster })
     }
 

@@ -29,15 +29,14 @@ use parking_lot::Mutex;
 use strata_proto::ErrorInfo;
 use strata_proto::v1::strata_client::StrataClient;
 use strata_proto::v1::{ErrorReason, MetadataRequest, MetadataResponse};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use crate::connect::{ConnectOptions, check_url, innermost, tls_problem};
 use crate::error::{Error, Result};
 
 /// Largest gRPC message the client accepts (fetch responses carry up to
 /// `max_bytes` plus one batch).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
-/// How long establishing a connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Metadata refreshes closer together than this are coalesced.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -97,6 +96,8 @@ pub(crate) struct Cluster {
     /// Serialises metadata refreshes so a burst of errors costs one call.
     refreshing: tokio::sync::Mutex<()>,
     request_timeout: Duration,
+    /// TLS (and later credentials) for every connection.
+    options: ConnectOptions,
     /// Unit tests: every connection is refused, without touching the
     /// network.
     #[cfg(test)]
@@ -119,7 +120,7 @@ fn parse_bootstrap(urls: &str) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for part in urls.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let url = normalize_url(part);
-        endpoint(&url)?;
+        check_url(&url)?;
         if !out.contains(&url) {
             out.push(url);
         }
@@ -132,34 +133,19 @@ fn parse_bootstrap(urls: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn endpoint(url: &str) -> Result<Endpoint> {
-    let invalid = || Error::InvalidUrl {
-        url: url.to_owned(),
-    };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(invalid());
-    }
-    Ok(Endpoint::from_shared(url.to_owned())
-        .map_err(|_| invalid())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true))
-}
-
 /// Connects eagerly to `url`; the error names the innermost cause
-/// ("connection refused").
-async fn connect_one(url: &str) -> Result<Channel> {
-    endpoint(url)?.connect().await.map_err(|e| {
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            message = s.to_string();
-            source = s.source();
+/// ("connection refused"), or says what to change when TLS failed.
+async fn connect_one(url: &str, options: &ConnectOptions) -> Result<Channel> {
+    options.endpoint(url)?.connect().await.map_err(|e| {
+        if let Some(problem) = tls_problem(&e) {
+            return Error::Tls {
+                url: url.to_owned(),
+                message: problem,
+            };
         }
         Error::Connect {
             url: url.to_owned(),
-            message: message.to_lowercase(),
+            message: innermost(&e),
         }
     })
 }
@@ -170,7 +156,7 @@ async fn connect_one(url: &str) -> Result<Channel> {
 /// are safe to send twice.
 fn try_another_broker(error: &Error, idempotent: bool) -> bool {
     match error {
-        Error::Connect { .. } | Error::InvalidUrl { .. } => true,
+        Error::Connect { .. } | Error::InvalidUrl { .. } | Error::Tls { .. } => true,
         Error::Broker(info) => info.reason == ErrorReason::BrokerUnavailable,
         Error::Transport { .. } | Error::Timeout { .. } => idempotent,
         _ => false,
@@ -212,14 +198,18 @@ pub(crate) fn strata_client(channel: Channel) -> StrataClient<Channel> {
 
 impl Cluster {
     /// Connects to the bootstrap brokers `urls` (comma-separated; `host:port`
-    /// means `http://host:port`). Connects eagerly, so wrong URLs or stopped
-    /// brokers are reported here, not on the first request; succeeds when
-    /// any one of them answers.
-    pub(crate) async fn connect(urls: &str, request_timeout: Duration) -> Result<Arc<Cluster>> {
+    /// means `http://host:port`) with `options`. Connects eagerly, so wrong
+    /// URLs, stopped brokers or TLS mismatches are reported here, not on the
+    /// first request; succeeds when any one of them answers.
+    pub(crate) async fn connect(
+        urls: &str,
+        request_timeout: Duration,
+        options: &ConnectOptions,
+    ) -> Result<Arc<Cluster>> {
         let bootstrap = parse_bootstrap(urls)?;
         let mut attempts: FuturesUnordered<_> = bootstrap
             .iter()
-            .map(|url| async move { (url, connect_one(url).await) })
+            .map(|url| async move { (url, connect_one(url, options).await) })
             .collect();
         let mut failures = Vec::new();
         let mut connected = None;
@@ -253,6 +243,7 @@ impl Cluster {
             meta: Mutex::new(MetaCache::default()),
             refreshing: tokio::sync::Mutex::new(()),
             request_timeout,
+            options: options.clone(),
             #[cfg(test)]
             offline: false,
         }))
@@ -275,6 +266,7 @@ impl Cluster {
             meta: Mutex::new(meta),
             refreshing: tokio::sync::Mutex::new(()),
             request_timeout: Duration::from_secs(1),
+            options: ConnectOptions::default(),
             offline: true,
         })
     }
@@ -301,7 +293,7 @@ impl Cluster {
         if let Some(c) = self.channels.lock().get(address) {
             return Ok(c.clone());
         }
-        let channel = endpoint(address)?.connect_lazy();
+        let channel = self.options.endpoint(address)?.connect_lazy();
         Ok(self
             .channels
             .lock()
@@ -663,9 +655,9 @@ mod tests {
         assert_eq!(normalize_url("127.0.0.1:1/"), "http://127.0.0.1:1");
         assert_eq!(normalize_url("https://b:1"), "https://b:1");
         assert!(matches!(
-            endpoint("127.0.0.1:50051"),
+            check_url("127.0.0.1:50051"),
             Err(Error::InvalidUrl { .. })
         ));
-        assert!(endpoint("http://127.0.0.1:50051").is_ok());
+        assert!(check_url("http://127.0.0.1:50051").is_ok());
     }
 }

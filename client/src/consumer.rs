@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use futures::FutureExt;
 
 use crate::cluster::{Cluster, backoff};
+use crate::connect::ConnectOptions;
 use crate::error::{Error, Result};
 use crate::group::{Coordinator, GroupCalls, MemberSettings, Membership, Partitions};
 
@@ -105,6 +106,8 @@ pub struct ConsumerConfig {
     pub instance_id: Option<String>,
     /// Shown by `strata group describe`. Default `strata-rust`.
     pub client_id: String,
+    /// How to connect: TLS for `https://` brokers. Default: system roots.
+    pub connection: ConnectOptions,
 }
 
 impl Default for ConsumerConfig {
@@ -122,6 +125,7 @@ impl Default for ConsumerConfig {
             rebalance_timeout: Duration::from_secs(60),
             instance_id: None,
             client_id: "strata-rust".into(),
+            connection: ConnectOptions::default(),
         }
     }
 }
@@ -249,7 +253,7 @@ impl Consumer {
                 "buffer_bytes and max_bytes must be above 0".into(),
             ));
         }
-        let cluster = Cluster::connect(url, config.request_timeout).await?;
+        let cluster = Cluster::connect(url, config.request_timeout, &config.connection).await?;
         Ok(Consumer::with_cluster(cluster, config))
     }
 

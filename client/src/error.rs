@@ -29,6 +29,15 @@ pub enum Error {
         /// What the transport said.
         message: String,
     },
+    /// TLS with the broker failed; the message says what to change (the
+    /// CA to trust, the client certificate to present, the URL).
+    #[error("TLS with broker {url} failed: {message}")]
+    Tls {
+        /// The broker's URL.
+        url: String,
+        /// What was wrong and what to do.
+        message: String,
+    },
     /// The connection failed in the middle of a request.
     #[error(
         "lost the connection to broker {url}: {message}; the request is retried if it is safe to"
@@ -108,6 +117,7 @@ impl Error {
             Error::Broker(info) => info.is_retryable(),
             Error::Connect { .. } | Error::Transport { .. } | Error::Timeout { .. } => true,
             Error::InvalidUrl { .. }
+            | Error::Tls { .. }
             | Error::InvalidResponse(_)
             | Error::Config(_)
             | Error::Batch(_)
@@ -150,6 +160,25 @@ impl Error {
                 .metadata()
                 .get(strata_proto::REASON_METADATA_KEY)
                 .is_some();
+        if !from_strata && let Some(message) = crate::connect::tls_problem(status) {
+            return Error::Tls {
+                url: url.to_owned(),
+                message,
+            };
+        }
+        if !from_strata
+            && url.starts_with("http://")
+            && h2_error(status)
+                .is_some_and(|e| e.is_library() && e.reason() == Some(h2::Reason::FRAME_SIZE_ERROR))
+        {
+            // A TLS record read as an HTTP/2 frame: its length is absurd.
+            return Error::Tls {
+                url: url.to_owned(),
+                message: "the broker does not answer in plain HTTP/2, it probably serves TLS: \
+                          use an https:// URL (and --tls-ca FILE for a private CA)"
+                    .to_owned(),
+            };
+        }
         let h2 = !from_strata && h2_error(status).is_some_and(connection_lost);
         if h2 || (!from_strata && status.code() == tonic::Code::Unavailable) {
             let message = transport_message(status);

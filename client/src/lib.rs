@@ -14,6 +14,9 @@
 //! Every `connect` takes one broker URL or several separated by commas: the
 //! client needs any one of them to answer, learns the other brokers from
 //! it, and keeps working when the broker it started from goes away.
+//! `https://` URLs use TLS: [`ConnectOptions`] (in [`ProducerConfig`],
+//! [`ConsumerConfig`], [`Admin::connect_with`]) says which CA to trust and
+//! which client certificate to present.
 //!
 //! Every failure is an [`Error`] that says what to do, and
 //! [`Error::is_retryable`] says whether trying again can help.
@@ -48,6 +51,7 @@
 
 mod admin;
 mod cluster;
+mod connect;
 mod consumer;
 mod error;
 mod group;
@@ -55,6 +59,7 @@ mod partitioner;
 mod producer;
 
 pub use admin::{Admin, Retention, TimestampType, TopicSettings};
+pub use connect::{ConnectOptions, TlsOptions};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, Offset, OffsetReset, RebalanceListener,
 };

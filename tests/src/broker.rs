@@ -3,7 +3,8 @@
 //! [`BrokerProcess::start`] runs the `strata` binary of this workspace (built
 //! on first use if missing) with its own data directory and store, waits for
 //! the one stdout line a ready broker prints
-//! (`strata: serving broker=0 grpc=http://… http=http://… store=…`), and
+//! (`strata: serving broker=0 grpc=http://… http=http://… store=…`;
+//! `https://` when it serves TLS), and
 //! sends the broker's logs to `broker.log` in its data directory. Processes
 //! are killed when the value is dropped, so a failing test leaves nothing
 //! behind.
@@ -52,6 +53,8 @@ pub struct BrokerProcess {
     grpc_addr: String,
     http_addr: String,
     kafka_addr: String,
+    /// `http`, or `https` when the broker serves TLS (`--tls-cert`).
+    scheme: String,
     /// The id the ready line named.
     broker_id: u32,
     starts: u32,
@@ -100,6 +103,7 @@ impl BrokerProcess {
             grpc_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
             kafka_addr: "127.0.0.1:0".into(),
+            scheme: "http".into(),
             broker_id: options.broker_id,
             starts: 0,
         };
@@ -176,9 +180,16 @@ impl BrokerProcess {
             match ready {
                 Ok(Some(rest)) => {
                     for field in rest.split_whitespace() {
-                        if let Some(v) = field.strip_prefix("grpc=http://") {
+                        if let Some((scheme, v)) = field
+                            .strip_prefix("grpc=")
+                            .and_then(|url| url.split_once("://"))
+                        {
+                            scheme.clone_into(&mut self.scheme);
                             self.grpc_addr = v.to_owned();
-                        } else if let Some(v) = field.strip_prefix("http=http://") {
+                        } else if let Some((_, v)) = field
+                            .strip_prefix("http=")
+                            .and_then(|url| url.split_once("://"))
+                        {
                             self.http_addr = v.to_owned();
                         } else if let Some(v) = field.strip_prefix("kafka=") {
                             self.kafka_addr = v.to_owned();
@@ -211,9 +222,9 @@ impl BrokerProcess {
         }
     }
 
-    /// `http://127.0.0.1:PORT` of the gRPC API.
+    /// `http://127.0.0.1:PORT` of the gRPC API (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        format!("{}://{}", self.scheme, self.grpc_addr)
     }
 
     /// `127.0.0.1:PORT` of the Kafka listener (a Kafka client's
@@ -222,9 +233,10 @@ impl BrokerProcess {
         &self.kafka_addr
     }
 
-    /// `http://127.0.0.1:PORT` of the admin HTTP server.
+    /// `http://127.0.0.1:PORT` of the admin HTTP server (`https://` with
+    /// TLS).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        format!("{}://{}", self.scheme, self.http_addr)
     }
 
     /// The data directory.

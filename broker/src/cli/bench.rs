@@ -17,8 +17,8 @@ use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_client::{
-    Acks, Admin, Compression, Consumer, ConsumerConfig, ErrorReason, Offset, Producer,
-    ProducerConfig, ProducerRecord, TopicSettings,
+    Acks, Compression, Consumer, ConsumerConfig, ErrorReason, Offset, Producer, ProducerConfig,
+    ProducerRecord, TopicSettings,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -156,7 +156,7 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 
 async fn produce(a: ProduceBench) -> anyhow::Result<()> {
     anyhow::ensure!(a.concurrency > 0, "--concurrency must be at least 1");
-    let admin = Admin::connect(&a.broker.url).await?;
+    let admin = a.broker.admin().await?;
     match admin.describe_topic(&a.topic).await {
         Ok(_) => {}
         Err(e) if e.reason() == Some(ErrorReason::UnknownTopic) => {
@@ -180,7 +180,14 @@ async fn produce(a: ProduceBench) -> anyhow::Result<()> {
         buffer_bytes: (64 * 1024 * 1024).max(a.batch_bytes * 4),
         ..Default::default()
     };
-    let producer = Producer::connect(&a.broker.url, config).await?;
+    let producer = Producer::connect(
+        &a.broker.url,
+        ProducerConfig {
+            connection: a.broker.connect_options()?,
+            ..config
+        },
+    )
+    .await?;
     // Half pseudo-random (incompressible), half zeros, so compression has
     // work to do.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -340,7 +347,14 @@ async fn consume(a: ConsumeBench) -> anyhow::Result<()> {
         buffer_bytes: 64 * 1024 * 1024,
         ..Default::default()
     };
-    let mut consumer = Consumer::connect(&a.broker.url, config).await?;
+    let mut consumer = Consumer::connect(
+        &a.broker.url,
+        ConsumerConfig {
+            connection: a.broker.connect_options()?,
+            ..config
+        },
+    )
+    .await?;
     let before = scrape(&a.metrics.url).await;
     // Fetching starts at assignment, so the clock does too.
     let started = Instant::now();

@@ -10,10 +10,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use strata_client::Admin;
+use strata_client::ConnectOptions;
 use strata_client::proto::v1::strata_client::StrataClient;
 use strata_client::proto::v1::{BrokerStatus, ClusterStatus, ListOffsetsRequest, OffsetSpec};
-use tonic::transport::Endpoint;
 
 use super::{BrokerArgs, human_bytes, print_stdout, table};
 
@@ -137,7 +136,7 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
 }
 
 async fn status(a: StatusArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect(&a.broker.url).await?;
+    let admin = a.broker.admin().await?;
     let status = admin
         .cluster_status()
         .await
@@ -153,7 +152,7 @@ async fn status(a: StatusArgs) -> anyhow::Result<()> {
 }
 
 async fn drain(a: DrainArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect(&a.broker.url).await?;
+    let admin = a.broker.admin().await?;
     let id = a.broker_id;
     let status = admin
         .cluster_status()
@@ -224,7 +223,7 @@ async fn drain(a: DrainArgs) -> anyhow::Result<()> {
 }
 
 async fn move_partition(a: MoveArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect(&a.broker.url).await?;
+    let admin = a.broker.admin().await?;
     let tp = &a.partition;
     let to = a.to;
     let status = admin
@@ -268,7 +267,8 @@ async fn move_partition(a: MoveArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    wait_until_served(tp, to, &target_address, started + a.timeout)
+    let options = a.broker.connect_options()?;
+    wait_until_served(tp, to, &target_address, &options, started + a.timeout)
         .await
         .with_context(|| {
             format!("the move of {tp} to broker {to} is published, but not done yet")
@@ -286,12 +286,14 @@ async fn wait_until_served(
     tp: &TopicPartition,
     to: u32,
     address: &str,
+    options: &ConnectOptions,
     deadline: Instant,
 ) -> anyhow::Result<()> {
     if address.is_empty() {
         bail!("broker {to} advertises no address; check its `advertised_address` setting");
     }
-    let channel = Endpoint::from_shared(address.to_owned())
+    let channel = options
+        .endpoint(address)
         .with_context(|| format!("broker {to} advertises an invalid address: {address}"))?
         .connect_timeout(PROBE_TIMEOUT)
         .connect_lazy();

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context;
 use strata_client::proto::v1::GroupDescription;
-use strata_client::{Admin, Consumer, ConsumerConfig, Offset};
+use strata_client::{Consumer, ConsumerConfig, Offset};
 
 use super::{BrokerArgs, print_stdout, table};
 
@@ -90,7 +90,7 @@ pub async fn run(cmd: GroupCommand) -> anyhow::Result<()> {
         GroupCommand::Describe(a) => describe(a).await,
         GroupCommand::ResetOffsets(a) => reset(a).await,
         GroupCommand::Delete(a) => {
-            let admin = Admin::connect(&a.broker.url).await?;
+            let admin = a.broker.admin().await?;
             admin
                 .delete_group(&a.group)
                 .await
@@ -102,7 +102,7 @@ pub async fn run(cmd: GroupCommand) -> anyhow::Result<()> {
 }
 
 async fn list(a: ListArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect(&a.broker.url).await?;
+    let admin = a.broker.admin().await?;
     let groups = admin.list_groups().await.context("cannot list groups")?;
     if !a.long {
         let names: String = groups.iter().map(|g| format!("{}\n", g.group_id)).collect();
@@ -233,7 +233,7 @@ fn render(d: &GroupDescription, rows: &[Row]) -> String {
 }
 
 async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect(&a.broker.url).await?;
+    let admin = a.broker.admin().await?;
     let d = admin
         .describe_group(&a.group)
         .await
@@ -253,7 +253,7 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
 }
 
 async fn reset(a: ResetArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect(&a.broker.url).await?;
+    let admin = a.broker.admin().await?;
     let d = admin
         .describe_group(&a.group)
         .await
@@ -273,7 +273,14 @@ async fn reset(a: ResetArgs) -> anyhow::Result<()> {
             d.members.len()
         );
     }
-    let consumer = Consumer::connect(&a.broker.url, ConsumerConfig::default()).await?;
+    let consumer = Consumer::connect(
+        &a.broker.url,
+        ConsumerConfig {
+            connection: a.broker.connect_options()?,
+            ..ConsumerConfig::default()
+        },
+    )
+    .await?;
     let partitions = consumer
         .partition_count(&a.topic)
         .await

@@ -1,8 +1,9 @@
 //! Client subcommands of `strata`, in the style of Kafka's console tools:
 //! `topic`, `group`, `cluster`, `produce`, `consume` and `bench`. Each is a thin shell
 //! over `strata-client`; they share [`BrokerArgs`] (`--broker`,
-//! `STRATA_BROKER`). `bucket`, `user` and `acl` talk to the bucket instead
-//! (`--store`, as `strata serve`).
+//! `STRATA_BROKER`, and the TLS flags `--tls-ca`, `--tls-cert`,
+//! `--tls-key` for `https://` brokers). `bucket`, `user` and `acl` talk
+//! to the bucket instead (`--store`, as `strata serve`).
 //!
 //! Conventions: data goes to stdout, everything else (counts, progress,
 //! errors) to stderr; a closed stdout (`| head`) is a clean exit; a failure
@@ -21,11 +22,16 @@ pub mod produce;
 pub mod topic;
 pub mod user;
 
-/// The broker every client command talks to.
+use std::path::PathBuf;
+
+use strata_client::{Admin, ConnectOptions, TlsOptions};
+
+/// The broker every client command talks to, and how.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
     /// gRPC URL of any broker of the cluster, or several separated by
-    /// commas (any one that answers will do).
+    /// commas (any one that answers will do); `https://` for brokers that
+    /// serve TLS.
     #[arg(
         id = "broker_url",
         long = "broker",
@@ -34,6 +40,54 @@ pub struct BrokerArgs {
         value_name = "URL"
     )]
     pub url: String,
+    /// PEM certificates of the CA that signs the brokers' certificates, for
+    /// `https://` brokers [default: the system's roots].
+    #[arg(
+        id = "broker_tls_ca",
+        long = "tls-ca",
+        env = "STRATA_TLS_CA",
+        value_name = "FILE"
+    )]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for brokers that require one (mTLS).
+    #[arg(
+        id = "broker_tls_cert",
+        long = "tls-cert",
+        env = "STRATA_TLS_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "broker_tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        id = "broker_tls_key",
+        long = "tls-key",
+        env = "STRATA_TLS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "broker_tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    /// How to connect, from the TLS flags (files read now; the error names
+    /// the file).
+    pub fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
+        let options = ConnectOptions::default();
+        if self.tls_ca.is_none() && self.tls_cert.is_none() && self.tls_key.is_none() {
+            return Ok(options);
+        }
+        Ok(options.with_tls(TlsOptions::from_files(
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )?))
+    }
+
+    /// An admin client of the cluster.
+    pub async fn admin(&self) -> anyhow::Result<Admin> {
+        Ok(Admin::connect_with(&self.url, &self.connect_options()?).await?)
+    }
 }
 
 /// Logs of client commands go to stderr, warnings and errors only unless

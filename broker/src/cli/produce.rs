@@ -98,7 +98,14 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         linger: args.linger,
         ..Default::default()
     };
-    let producer = Producer::connect(&args.broker.url, config).await?;
+    let producer = Producer::connect(
+        &args.broker.url,
+        ProducerConfig {
+            connection: args.broker.connect_options()?,
+            ..config
+        },
+    )
+    .await?;
     // Fail early, before reading input, when the topic does not exist.
     producer
         .partition_count(&args.topic)

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use strata_client::{Admin, Retention, TimestampType, TopicSettings};
+use strata_client::{Retention, TimestampType, TopicSettings};
 
 use super::{BrokerArgs, human_bytes, print_stdout, table};
 
@@ -98,7 +98,7 @@ pub async fn run(command: TopicCommand) -> anyhow::Result<()> {
         TopicCommand::List(a) => list(a).await,
         TopicCommand::Describe(a) => describe(a).await,
         TopicCommand::Delete(a) => {
-            let admin = Admin::connect(&a.broker.url).await?;
+            let admin = a.broker.admin().await?;
             admin
                 .delete_topic(&a.name)
                 .await
@@ -110,7 +110,7 @@ pub async fn run(command: TopicCommand) -> anyhow::Result<()> {
 }
 
 async fn create(a: CreateArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect(&a.broker.url).await?;
+    let admin = a.broker.admin().await?;
     let settings = TopicSettings {
         retention: a.retention,
         retention_bytes: a.retention_bytes,
@@ -128,7 +128,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
 }
 
 async fn list(a: ListArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect(&a.broker.url).await?;
+    let admin = a.broker.admin().await?;
     let mut out = String::new();
     for t in admin.list_topics().await? {
         if a.long {
@@ -158,7 +158,7 @@ fn bytes_setting(v: Option<i64>) -> String {
 }
 
 async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect(&a.broker.url).await?;
+    let admin = a.broker.admin().await?;
     let t = admin
         .describe_topic(&a.name)
         .await

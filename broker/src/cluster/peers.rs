@@ -1,9 +1,11 @@
-//! Talking to the other brokers: cached gRPC channels and the nudges
-//! ("look now", optionally naming changed topics) sent over them. A nudge
-//! is a hint: a broker that misses one sees the change at its next round.
+//! Talking to the other brokers: their endpoints (TLS as
+//! [`crate::tls::peer`] says), cached gRPC channels, and the nudges ("look
+//! now", optionally naming changed topics) sent over them. A nudge is a
+//! hint: a broker that misses one sees the change at its next round.
 
 use std::time::Duration;
 
+use strata_client::ConnectOptions;
 use strata_proto::v1::NudgeRequest;
 use strata_proto::v1::cluster_client::ClusterClient;
 use tonic::transport::{Channel, Endpoint};
@@ -11,16 +13,42 @@ use tonic::transport::{Channel, Endpoint};
 use super::view::ClusterView;
 
 impl ClusterView {
+    /// Sets how to connect to the other brokers (once, at start; later
+    /// calls are ignored).
+    pub fn set_peer_options(&self, options: ConnectOptions) {
+        let _ = self.peer_options.set(options);
+    }
+
+    /// The endpoint of the broker at `address` (its advertised gRPC URL),
+    /// with this broker's TLS settings for other brokers.
+    pub fn peer_endpoint(&self, address: &str) -> strata_client::Result<Endpoint> {
+        match self.peer_options.get() {
+            Some(options) => options.endpoint(address),
+            None => ConnectOptions::default().endpoint(address),
+        }
+    }
+
     /// A (cached) channel to a broker.
     pub(crate) async fn channel(&self, address: &str) -> Option<Channel> {
         if let Some(c) = self.channels.lock().get(address) {
             return Some(c.clone());
         }
-        let endpoint = Endpoint::from_shared(address.to_string())
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5));
-        let channel = endpoint.connect().await.ok()?;
+        let endpoint = match self.peer_endpoint(address) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(address, error = %e, "cannot call another broker");
+                return None;
+            }
+        }
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5));
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(address, error = %e, "cannot connect to another broker");
+                return None;
+            }
+        };
         self.channels
             .lock()
             .insert(address.to_string(), channel.clone());

@@ -79,6 +79,8 @@ pub struct ClusterView {
     /// The controller's memory between rounds.
     pub(super) balancer: Mutex<Balancer>,
     pub(super) channels: Mutex<HashMap<String, Channel>>,
+    /// How to connect to the other brokers (TLS); set once at start.
+    pub(super) peer_options: std::sync::OnceLock<strata_client::ConnectOptions>,
 }
 
 impl ClusterView {
@@ -100,6 +102,7 @@ impl ClusterView {
             meter: Mutex::new(None),
             balancer: Mutex::new(Balancer::default()),
             channels: Mutex::new(HashMap::new()),
+            peer_options: std::sync::OnceLock::new(),
         }
     }
 

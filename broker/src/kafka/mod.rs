@@ -19,6 +19,10 @@
 //! - [`acls`] answers CreateAcls, DescribeAcls and DeleteAcls.
 //! - [`error`] turns broker errors into Kafka error codes.
 //!
+//! With TLS (`[tls]`), each connection's task runs the handshake first
+//! (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`]), and a verified client
+//! certificate's principal is passed to [`connection`].
+//!
 //! Each connection is one task that reads a frame, answers it, and reads
 //! the next: requests pipelined on a connection are answered in order (as
 //! Kafka brokers do), and a connection holds at most one request and one
@@ -46,18 +50,19 @@ use std::sync::atomic::Ordering;
 use futures::future::BoxFuture;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::auth::Caller;
 use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
+use crate::tls::{Connection, TlsAcceptor};
 use codec::{DecodeError, Request};
 
-/// Accepts Kafka connections until the broker shuts down.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts Kafka connections until the broker shuts down; over TLS when
+/// `tls` is set.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<TlsAcceptor>>) {
     let permits = Arc::new(Semaphore::new(shared.config.kafka.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
@@ -78,11 +83,23 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let stream = match tls {
+                None => Connection::plain(stream, peer),
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok((stream, principal)) => Connection::tls(stream, peer, principal),
+                    Err(e) => {
+                        crate::tls::incoming::log_failed_handshake("Kafka", peer, &e);
+                        return;
+                    }
+                },
+            };
+            let tls_principal = stream.peer().tls_principal.clone();
             let m = &shared.metrics;
             m.kafka_connections.fetch_add(1, Ordering::Relaxed);
-            connection(shared.clone(), stream, peer, None).await;
+            connection(shared.clone(), stream, peer, tls_principal).await;
             shared
                 .metrics
                 .kafka_connections
@@ -102,21 +119,25 @@ type Answer = BoxFuture<'static, Option<(ApiKey, i16, i32, ResponseKind)>>;
 
 /// Serves one connection until the peer closes it, it misbehaves, it
 /// stays idle for `kafka.idle_timeout`, or the broker shuts down.
+/// `tls_principal` is the principal of the peer's verified client
+/// certificate (mTLS), if any.
 ///
 /// Requests are read and started in order; a Produce gets its offsets
 /// before the next request starts, then waits for durability while the
 /// requests behind it go on (up to [`MAX_PIPELINED`]). Responses are
 /// written in request order by a task of their own.
-///
-/// `tls_principal` is the name in the client's verified certificate
-/// (mTLS): it authenticates the connection.
-async fn connection(
+async fn connection<S>(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     tls_principal: Option<String>,
-) {
-    let (rd, wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    if let Some(principal) = &tls_principal {
+        tracing::debug!(%peer, principal, "kafka connection with a client certificate");
+    }
+    let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Answer>(MAX_PIPELINED);
     let writer = tokio::spawn(write_answers(shared.clone(), rx, wr, peer));
     let session = sasl::Session::new(Some(peer.ip()), tls_principal);
@@ -129,7 +150,7 @@ async fn connection(
 /// started request's answer goes to the writer, in order.
 async fn read_requests(
     shared: &Arc<Shared>,
-    rd: OwnedReadHalf,
+    rd: impl AsyncRead + Unpin,
     tx: mpsc::Sender<Answer>,
     peer: SocketAddr,
     mut session: sasl::Session,
@@ -209,7 +230,7 @@ fn ready(key: ApiKey, version: i16, id: i32, response: ResponseKind) -> Answer {
 async fn write_answers(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Answer>,
-    mut wr: OwnedWriteHalf,
+    mut wr: impl AsyncWrite + Unpin,
     peer: SocketAddr,
 ) {
     while let Some(answer) = rx.recv().await {

@@ -13,7 +13,6 @@ use strata_proto::v1::{
     NudgeRequest, NudgeResponse,
 };
 use strata_storage::keys::TopicPartition;
-use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
@@ -62,7 +61,9 @@ impl ClusterService {
                 live.join(", ")
             )));
         };
-        let channel = Endpoint::from_shared(address.clone())
+        let channel = shared
+            .cluster
+            .peer_endpoint(&address)
             .map_err(|e| BrokerError::InvalidRequest(format!("bad broker address {address}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))

@@ -93,9 +93,8 @@ impl Groups for GroupsService {
         &self,
         request: Request<GroupHeartbeatRequest>,
     ) -> Result<Response<GroupHeartbeatResponse>, Status> {
-        let host = request
-            .remote_addr()
-            .map(|a| a.ip().to_string())
+        let host = crate::tls::PeerIdentity::of(&request)
+            .map(|p| p.addr.ip().to_string())
             .unwrap_or_default();
         let req = request.into_inner();
         self.shared.check_running()?;

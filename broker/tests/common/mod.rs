@@ -132,3 +132,5 @@ pub(crate) fn batch_request(
         payload: Some(strata_proto::v1::produce_request::Payload::Batch(batch)),
     }
 }
+
+pub mod certs;

@@ -43,6 +43,7 @@ use strata_proto::v1::{ErrorReason, InitProducerRequest};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 use crate::cluster::{Cluster, strata_client};
+use crate::connect::ConnectOptions;
 use crate::error::{Error, Result};
 use crate::partitioner::{StickyPartitioner, partition_for_key};
 
@@ -160,6 +161,8 @@ pub struct ProducerConfig {
     /// broker remembers per producer); without idempotence a retry may
     /// reorder batches, as in Kafka. Default 5.
     pub max_in_flight: usize,
+    /// How to connect: TLS for `https://` brokers. Default: system roots.
+    pub connection: ConnectOptions,
 }
 
 impl Default for ProducerConfig {
@@ -174,6 +177,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(30),
             max_in_flight: MAX_IN_FLIGHT_IDEMPOTENT,
+            connection: ConnectOptions::default(),
         }
     }
 }
@@ -432,7 +436,7 @@ impl Producer {
     /// idempotent producer, obtains a producer id.
     pub async fn connect(url: &str, config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
-        let cluster = Cluster::connect(url, config.request_timeout).await?;
+        let cluster = Cluster::connect(url, config.request_timeout, &config.connection).await?;
         let ids = if config.idempotent {
             Some(init_producer(&cluster).await?)
         } else {
