@@ -497,6 +497,14 @@ async fn serve(
         .load()
         .await
         .context("cannot load the ACLs and the cluster secret (auth.enabled is on)")?;
+    if shared.auth.enabled() {
+        // Other brokers know this one by the cluster secret.
+        let secret = shared.auth.cluster_secret().await?;
+        let header = crate::auth::grpc::cluster_header(secret);
+        if let Some(authorize) = strata_client::Authorize::header(&header) {
+            shared.cluster.set_peer_authorize(authorize);
+        }
+    }
     warn_if_exposed(&shared, &[grpc_addr, kafka_addr, http_addr]);
 
     // HTTP first, so /readyz answers "starting" meanwhile.
@@ -547,6 +555,7 @@ async fn serve(
                 .layer(tower::util::MapResponseLayer::new(
                     crate::error::fix_oversized_request,
                 ))
+                .layer(crate::auth::grpc::Authenticate::new(shared.clone()))
                 .add_service(health_service)
                 .add_service(strata)
                 .add_service(admin)

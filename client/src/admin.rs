@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connect::AuthChannel as Channel;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::cluster_client::ClusterClient;
 use strata_proto::v1::groups_client::GroupsClient;
@@ -20,7 +21,6 @@ use strata_proto::v1::{
     DrainRequest, GroupDescription, GroupSummary, ListGroupsRequest, ListTopicsRequest,
     MetadataResponse, MoveRequest, MoveResponse, TopicConfig, TopicDescription, TopicSummary,
 };
-use tonic::transport::Channel;
 
 use crate::cluster::{Cluster, MAX_MESSAGE_BYTES};
 use crate::connect::ConnectOptions;

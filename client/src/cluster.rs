@@ -23,13 +23,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::connect::AuthChannel as Channel;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use strata_proto::ErrorInfo;
 use strata_proto::v1::strata_client::StrataClient;
 use strata_proto::v1::{ErrorReason, MetadataRequest, MetadataResponse};
-use tonic::transport::Channel;
 
 use crate::connect::{ConnectOptions, check_url, innermost, tls_problem};
 use crate::error::{Error, Result};
@@ -136,7 +136,8 @@ fn parse_bootstrap(urls: &str) -> Result<Vec<String>> {
 /// Connects eagerly to `url`; the error names the innermost cause
 /// ("connection refused"), or says what to change when TLS failed.
 async fn connect_one(url: &str, options: &ConnectOptions) -> Result<Channel> {
-    options.endpoint(url)?.connect().await.map_err(|e| {
+    let authorize = options.authorize()?;
+    let channel = options.endpoint(url)?.connect().await.map_err(|e| {
         if let Some(problem) = tls_problem(&e) {
             return Error::Tls {
                 url: url.to_owned(),
@@ -147,7 +148,10 @@ async fn connect_one(url: &str, options: &ConnectOptions) -> Result<Channel> {
             url: url.to_owned(),
             message: innermost(&e),
         }
-    })
+    })?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel, authorize,
+    ))
 }
 
 /// True when `error` means "this broker cannot answer now, another may":
@@ -293,7 +297,7 @@ impl Cluster {
         if let Some(c) = self.channels.lock().get(address) {
             return Ok(c.clone());
         }
-        let channel = self.options.endpoint(address)?.connect_lazy();
+        let channel = self.options.channel(address)?;
         Ok(self
             .channels
             .lock()

@@ -1,7 +1,8 @@
-//! How the client connects to brokers: [`ConnectOptions`] (TLS today,
-//! credentials next), the one place a gRPC [`Endpoint`] is built from a
-//! broker URL, and the translation of TLS failures into errors that say
-//! what to change.
+//! How the client connects to brokers: [`ConnectOptions`] (TLS and
+//! credentials), the one place a gRPC [`Endpoint`] is built from a broker
+//! URL, the [`Authorize`] interceptor that puts the credentials on every
+//! request, and the translation of TLS failures into errors that say what
+//! to change.
 //!
 //! `https://` URLs use TLS, verified against the CA given in
 //! [`TlsOptions::ca_pem`] or, when none is given, the system's roots;
@@ -16,7 +17,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use base64::Engine as _;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result};
 
@@ -41,7 +46,71 @@ pub struct ConnectOptions {
     /// TLS settings for `https://` brokers; `None`: the system's roots, no
     /// client certificate.
     pub tls: Option<TlsOptions>,
+    /// The user to authenticate as, for brokers with authentication on;
+    /// `None`: anonymous (or the client certificate's name, with mTLS).
+    pub credentials: Option<Credentials>,
 }
+
+/// A user name and password (sent on every request as HTTP basic
+/// authentication: use `https://` beyond loopback).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl Credentials {
+    /// `user` with `password`.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Puts an `authorization` header on every request (the credentials of
+/// [`ConnectOptions`]; brokers use it with their cluster secret).
+#[derive(Debug, Clone, Default)]
+pub struct Authorize {
+    header: Option<MetadataValue<Ascii>>,
+}
+
+impl Authorize {
+    /// Sends `value` as the `authorization` header (e.g. `Basic ...`);
+    /// `None` when it is not a valid header value.
+    pub fn header(value: &str) -> Option<Self> {
+        Some(Self {
+            header: Some(value.parse().ok()?),
+        })
+    }
+}
+
+impl Interceptor for Authorize {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(h) = &self.header {
+            request.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to one broker whose requests carry the credentials.
+pub type AuthChannel = InterceptedService<Channel, Authorize>;
 
 /// TLS settings: whom to trust, and which certificate to present.
 #[derive(Clone, Default)]
@@ -133,6 +202,42 @@ impl ConnectOptions {
     pub fn with_tls(mut self, tls: TlsOptions) -> Self {
         self.tls = Some(tls);
         self
+    }
+
+    /// These options with `credentials`.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// The interceptor that adds these options' credentials to requests.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the user name holds a `:` or the pair is not
+    /// printable ASCII once encoded (never for base64).
+    pub fn authorize(&self) -> Result<Authorize> {
+        let Some(c) = &self.credentials else {
+            return Ok(Authorize::default());
+        };
+        if c.user.contains(':') || c.user.is_empty() {
+            return Err(Error::Config(format!(
+                "invalid user name {:?}: it must not be empty or contain ':'",
+                c.user
+            )));
+        }
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.user, c.password));
+        Authorize::header(&format!("Basic {token}"))
+            .ok_or_else(|| Error::Config("the credentials cannot be sent as a header".into()))
+    }
+
+    /// A channel to `url` whose requests carry the credentials; connects on
+    /// first use.
+    pub fn channel(&self, url: &str) -> Result<AuthChannel> {
+        Ok(InterceptedService::new(
+            self.endpoint(url)?.connect_lazy(),
+            self.authorize()?,
+        ))
     }
 
     /// The gRPC endpoint of the broker at `url` (`http://` or `https://`),

@@ -28,6 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connect::AuthChannel as Channel;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use strata_proto::v1::groups_client::GroupsClient;
@@ -39,7 +40,6 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::cluster::{Cluster, MAX_MESSAGE_BYTES, backoff, normalize_url};
 use crate::error::{Error, Result};

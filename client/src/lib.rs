@@ -59,7 +59,7 @@ mod partitioner;
 mod producer;
 
 pub use admin::{Admin, Retention, TimestampType, TopicSettings};
-pub use connect::{ConnectOptions, TlsOptions};
+pub use connect::{AuthChannel, Authorize, ConnectOptions, Credentials, TlsOptions};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, Offset, OffsetReset, RebalanceListener,
 };

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use strata_tests::broker::{BrokerOptions, BrokerProcess, http_get, run_cli};
+use strata_tests::broker::{BrokerOptions, BrokerProcess, http_get, run_cli, run_cli_with_env};
 use strata_tests::python::kafka_clients;
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -325,4 +325,230 @@ async fn kafka_clients_authenticate_with_sasl_and_acls_decide() {
     };
     assert!(value("strata_auth_failures_total") >= 3, "{metrics}");
     assert!(value("strata_auth_denied_total") >= 2, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_need_credentials_and_acls_decide() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, store) = secured_broker(dir.path()).await;
+    let url = broker.url();
+    let alice_pw = dir.path().join("alice.pw");
+    let alice_pw = alice_pw.to_str().expect("utf-8 path");
+    let as_alice = ["--user", "alice", "--password-file", alice_pw];
+    let admin_env = [
+        ("STRATA_USER".to_owned(), "admin".to_owned()),
+        ("STRATA_PASSWORD".to_owned(), "admin-secret".to_owned()),
+    ];
+    let run = |args: Vec<String>, env: Vec<(String, String)>, stdin: &'static str| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli_with_env(&args, &env, stdin, CLI_TIMEOUT).await
+    };
+    let args = |a: &[&str], extra: &[&str]| -> Vec<String> {
+        a.iter()
+            .chain(["--broker", url.as_str()].iter())
+            .chain(extra.iter())
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+
+    // No credentials, wrong ones: refused, saying what to pass.
+    let (status, _, err) = run(args(&["topic", "list"], &[]), vec![], "").await;
+    assert!(!status.success());
+    assert!(
+        err.contains("requires authentication") && err.contains("--user"),
+        "{err}"
+    );
+    let wrong = dir.path().join("wrong.pw");
+    std::fs::write(&wrong, "nope\n").expect("password file");
+    let wrong = wrong.to_str().expect("utf-8 path");
+    let (status, _, err) = run(
+        args(
+            &["topic", "list"],
+            &["--user", "alice", "--password-file", wrong],
+        ),
+        vec![],
+        "",
+    )
+    .await;
+    assert!(!status.success());
+    assert!(err.contains("invalid user name or password"), "{err}");
+
+    // The super user (credentials from the environment) may do anything.
+    let (status, _, err) = run(
+        args(&["topic", "create", "orders", "--partitions", "2"], &[]),
+        admin_env.to_vec(),
+        "",
+    )
+    .await;
+    assert!(status.success(), "{err}");
+
+    // alice without ACLs: sees nothing, may change nothing.
+    let (status, out, err) = run(args(&["topic", "list"], &as_alice), vec![], "").await;
+    assert!(status.success(), "{err}");
+    assert!(!out.contains("orders"), "{out}");
+    for (cmd, refusal) in [
+        (
+            vec!["topic", "delete", "orders"],
+            "may not Delete topic orders",
+        ),
+        // The drain command reads the cluster's status first.
+        (
+            vec!["cluster", "drain", "0"],
+            "may not Describe the cluster",
+        ),
+        // An idempotent producer needs a producer id first.
+        (
+            vec!["produce", "orders"],
+            "may not IdempotentWrite the cluster",
+        ),
+    ] {
+        let (status, _, err) = run(args(&cmd, &as_alice), vec![], "x\n").await;
+        assert!(!status.success(), "{cmd:?} must be refused");
+        assert!(
+            err.contains(refusal) && err.contains("strata acl add"),
+            "{cmd:?}: {err}"
+        );
+    }
+
+    // With ACLs (followed within a heartbeat interval): produce and consume.
+    for op in ["write", "read"] {
+        cli_ok(
+            &[
+                "acl",
+                "add",
+                "--allow",
+                "User:alice",
+                "--operation",
+                op,
+                "--topic",
+                "orders",
+                "--store",
+                &store,
+            ],
+            "",
+        )
+        .await;
+    }
+    cli_ok(
+        &[
+            "acl",
+            "add",
+            "--allow",
+            "User:alice",
+            "--operation",
+            "describe",
+            "--cluster",
+            "--store",
+            &store,
+        ],
+        "",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, err) = run(
+            args(&["produce", "orders", "--partition", "0"], &as_alice),
+            vec![],
+            "a\nb\nc\n",
+        )
+        .await;
+        if status.success() {
+            break;
+        }
+        assert!(err.contains("may not"), "{err}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ACL never applied: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (status, out, err) = run(
+        args(
+            &[
+                "consume",
+                "orders",
+                "--partition",
+                "0",
+                "--from-beginning",
+                "-n",
+                "3",
+                "--timeout",
+                "20s",
+            ],
+            &as_alice,
+        ),
+        vec![],
+        "",
+    )
+    .await;
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "a\nb\nc\n");
+    // Seeing the cluster is not draining it.
+    let (status, _, err) = run(args(&["cluster", "drain", "0"], &as_alice), vec![], "").await;
+    assert!(!status.success());
+    assert!(err.contains("may not ClusterAction the cluster"), "{err}");
+
+    // Nothing the refusals touched changed: the topic is there, the broker serves.
+    let (status, out, err) = run(args(&["topic", "list"], &[]), admin_env.to_vec(), "").await;
+    assert!(status.success() && out.contains("orders"), "{out}{err}");
+    let (_, metrics) = http_get(&broker.http_url(), "/metrics")
+        .await
+        .expect("metrics");
+    assert!(metrics.contains("strata_draining 0"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_call_each_other_as_the_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (b0, store) = secured_broker(dir.path()).await;
+    let mut b1 = BrokerProcess::start(
+        &dir.path().join("broker1"),
+        BrokerOptions {
+            broker_id: 1,
+            store: Some(store.clone()),
+            args: vec!["--auth".into(), "--super-user".into(), "admin".into()],
+            ..BrokerOptions::default()
+        },
+    )
+    .await;
+    let admin = [
+        ("STRATA_USER".to_owned(), "admin".to_owned()),
+        ("STRATA_PASSWORD".to_owned(), "admin-secret".to_owned()),
+    ];
+    let url = b0.url();
+    let strata = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        all.extend(["--broker".to_owned(), url.clone()]);
+        let env = admin.to_vec();
+        async move {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_cli_with_env(&args, &env, "", CLI_TIMEOUT).await
+        }
+    };
+    let (status, _, err) = strata(&["topic", "create", "t", "--partitions", "8"]).await;
+    assert!(status.success(), "{err}");
+    // Both brokers own some partitions: describing the topic asks broker 1
+    // over gRPC, as the cluster.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, out, err) = strata(&["topic", "describe", "t"]).await;
+        assert!(status.success(), "{err}");
+        let owners: std::collections::BTreeSet<&str> = out
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
+        if owners.contains("0") && owners.contains("1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!b1.log().contains("gRPC call refused"), "{}", b1.log());
+    // A drain asked of broker 0 for broker 1 is forwarded as the cluster.
+    let (status, out, err) = strata(&["cluster", "drain", "1", "--wait", "--timeout", "60s"]).await;
+    assert!(status.success(), "{out}{err}");
+    let exit = b1.wait_exit(Duration::from_secs(60), "drained").await;
+    assert!(exit.success(), "{}", b1.log());
+    assert!(!b0.log().contains("gRPC call refused"), "{}", b0.log());
 }

@@ -122,6 +122,18 @@ impl Operation {
         }
     }
 
+    /// The name `strata acl` takes: `read`, `describe-configs`, ...
+    pub fn cli_name(self) -> String {
+        let mut out = String::new();
+        for (i, c) in self.name().chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
     /// The operation named `s`: Kafka's name, case and `-`/`_` ignored
     /// (`read`, `describe-configs`, `IDEMPOTENT_WRITE`).
     pub fn parse(s: &str) -> Option<Operation> {
@@ -513,5 +525,9 @@ mod tests {
             Some(Operation::IdempotentWrite)
         );
         assert_eq!(Operation::parse("fly"), None);
+        for o in Operation::ALL {
+            assert_eq!(Operation::parse(&o.cli_name()), Some(o), "{}", o.cli_name());
+        }
+        assert_eq!(Operation::IdempotentWrite.cli_name(), "idempotent-write");
     }
 }

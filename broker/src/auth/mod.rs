@@ -18,6 +18,7 @@
 
 pub mod acl;
 pub mod acl_store;
+pub mod grpc;
 pub mod scram;
 pub mod users;
 
@@ -261,6 +262,13 @@ impl Auth {
             )
     }
 
+    /// Whether `caller` may create topic `name`: `Create` on the cluster
+    /// or on the topic (as in Kafka).
+    pub fn may_create_topic(&self, caller: &Caller, name: &str) -> bool {
+        self.allows(caller, Operation::Create, &Resource::cluster())
+            || self.allows(caller, Operation::Create, &Resource::topic(name))
+    }
+
     /// [`Self::allows`], as an error that says who may not do what and how
     /// to grant it.
     pub fn check(
@@ -309,27 +317,20 @@ pub fn denied_again(e: &BrokerError) -> BrokerError {
 
 /// The error for a refused `operation` on `resource`.
 pub fn denied(caller: &Caller, operation: Operation, resource: &Resource<'_>) -> BrokerError {
+    let flag = match resource.kind {
+        acl::ResourceType::Topic => format!("--topic {}", resource.name),
+        acl::ResourceType::Group => format!("--group {}", resource.name),
+        acl::ResourceType::Cluster => "--cluster".to_owned(),
+    };
     BrokerError::Denied {
         kind: resource.kind,
         message: format!(
             "{} may not {operation} {resource}; an administrator can allow it with \
-             `strata acl add --allow {} --operation {} --{} {}`",
+             `strata acl add --allow {} --operation {} {flag}`",
             caller.principal,
             caller.principal,
-            operation.name().to_ascii_lowercase(),
-            match resource.kind {
-                acl::ResourceType::Topic => "topic",
-                acl::ResourceType::Group => "group",
-                acl::ResourceType::Cluster => "cluster",
-            },
-            if resource.kind == acl::ResourceType::Cluster {
-                ""
-            } else {
-                resource.name
-            },
-        )
-        .trim_end()
-        .to_owned(),
+            operation.cli_name(),
+        ),
     }
 }
 

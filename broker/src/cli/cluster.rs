@@ -297,6 +297,8 @@ async fn wait_until_served(
         .with_context(|| format!("broker {to} advertises an invalid address: {address}"))?
         .connect_timeout(PROBE_TIMEOUT)
         .connect_lazy();
+    let channel =
+        tonic::service::interceptor::InterceptedService::new(channel, options.authorize()?);
     let mut client = StrataClient::new(channel);
     loop {
         let mut req = tonic::Request::new(ListOffsetsRequest {

@@ -24,7 +24,7 @@ pub mod user;
 
 use std::path::PathBuf;
 
-use strata_client::{Admin, ConnectOptions, TlsOptions};
+use strata_client::{Admin, ConnectOptions, Credentials, TlsOptions};
 
 /// The broker every client command talks to, and how.
 #[derive(Debug, Clone, clap::Args)]
@@ -67,13 +67,41 @@ pub struct BrokerArgs {
         requires = "broker_tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// The user to authenticate as, for brokers with authentication on
+    /// (its password from --password-file or STRATA_PASSWORD).
+    #[arg(
+        id = "broker_user",
+        long = "user",
+        env = "STRATA_USER",
+        value_name = "NAME"
+    )]
+    pub user: Option<String>,
+    /// A file holding --user's password (`-`: standard input).
+    #[arg(
+        id = "broker_password_file",
+        long = "password-file",
+        env = "STRATA_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "broker_user"
+    )]
+    pub password_file: Option<PathBuf>,
 }
 
 impl BrokerArgs {
-    /// How to connect, from the TLS flags (files read now; the error names
-    /// the file).
+    /// How to connect, from the TLS and credential flags (files read now;
+    /// the error names the file).
     pub fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
-        let options = ConnectOptions::default();
+        let mut options = ConnectOptions::default();
+        if let Some(user) = &self.user {
+            let password = match (&self.password_file, std::env::var("STRATA_PASSWORD")) {
+                (Some(file), _) => user::read_password(file)?,
+                (None, Ok(p)) if !p.is_empty() => p,
+                _ => anyhow::bail!(
+                    "--user {user} needs a password: give --password-file FILE or set STRATA_PASSWORD"
+                ),
+            };
+            options = options.with_credentials(Credentials::new(user.clone(), password));
+        }
         if self.tls_ca.is_none() && self.tls_cert.is_none() && self.tls_key.is_none() {
             return Ok(options);
         }

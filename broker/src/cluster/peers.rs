@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use strata_client::ConnectOptions;
+use strata_client::{AuthChannel, Authorize, ConnectOptions};
 use strata_proto::v1::NudgeRequest;
 use strata_proto::v1::cluster_client::ClusterClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::view::ClusterView;
@@ -28,10 +29,25 @@ impl ClusterView {
         }
     }
 
-    /// A (cached) channel to a broker.
-    pub(crate) async fn channel(&self, address: &str) -> Option<Channel> {
+    /// Sets the credentials this broker presents to the others (once, at
+    /// start, with authentication on: the cluster secret).
+    pub fn set_peer_authorize(&self, authorize: Authorize) {
+        let _ = self.peer_authorize.set(authorize);
+    }
+
+    /// `channel` with this broker's credentials on every request.
+    pub(crate) fn authorized(&self, channel: Channel) -> AuthChannel {
+        InterceptedService::new(
+            channel,
+            self.peer_authorize.get().cloned().unwrap_or_default(),
+        )
+    }
+
+    /// A (cached) channel to a broker; its requests carry this broker's
+    /// credentials.
+    pub(crate) async fn channel(&self, address: &str) -> Option<AuthChannel> {
         if let Some(c) = self.channels.lock().get(address) {
-            return Some(c.clone());
+            return Some(self.authorized(c.clone()));
         }
         let endpoint = match self.peer_endpoint(address) {
             Ok(e) => e,
@@ -52,7 +68,7 @@ impl ClusterView {
         self.channels
             .lock()
             .insert(address.to_string(), channel.clone());
-        Some(channel)
+        Some(self.authorized(channel))
     }
 
     /// Tells the broker at `address` to look at the cluster state now (best

@@ -81,6 +81,8 @@ pub struct ClusterView {
     pub(super) channels: Mutex<HashMap<String, Channel>>,
     /// How to connect to the other brokers (TLS); set once at start.
     pub(super) peer_options: std::sync::OnceLock<strata_client::ConnectOptions>,
+    /// What this broker presents to the others (the cluster secret).
+    pub(super) peer_authorize: std::sync::OnceLock<strata_client::Authorize>,
 }
 
 impl ClusterView {
@@ -103,6 +105,7 @@ impl ClusterView {
             balancer: Mutex::new(Balancer::default()),
             channels: Mutex::new(HashMap::new()),
             peer_options: std::sync::OnceLock::new(),
+            peer_authorize: std::sync::OnceLock::new(),
         }
     }
 

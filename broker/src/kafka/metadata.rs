@@ -124,12 +124,7 @@ fn topic_failed(name: String, e: &BrokerError) -> MetadataResponseTopic {
 /// True when `caller` may create topic `name` (Create on the cluster or
 /// on the topic, as in Kafka).
 pub fn may_create_topic(shared: &Shared, caller: &Caller, name: &str) -> bool {
-    shared
-        .auth
-        .allows(caller, Operation::Create, &Resource::cluster())
-        || shared
-            .auth
-            .allows(caller, Operation::Create, &Resource::topic(name))
+    shared.auth.may_create_topic(caller, name)
 }
 
 /// A topic error code: invalid names get Kafka's `INVALID_TOPIC_EXCEPTION`.

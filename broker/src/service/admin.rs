@@ -25,6 +25,8 @@ use strata_storage::manifest;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use crate::auth::acl::{Operation, Resource};
+use crate::auth::grpc::caller;
 use crate::error::{BrokerError, Result};
 use crate::topics::{self, Topic, TopicOverrides};
 
@@ -184,8 +186,12 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateTopicRequest>,
     ) -> Result<Response<TopicDescription>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         let shared = &self.shared;
+        if !shared.auth.may_create_topic(&caller, &req.name) {
+            shared.authorize(&caller, Operation::Create, &Resource::topic(&req.name))?;
+        }
         let (topic, _created) = crate::data::topics::create(
             shared,
             &req.name,
@@ -201,20 +207,30 @@ impl Admin for AdminService {
         &self,
         request: Request<DeleteTopicRequest>,
     ) -> Result<Response<DeleteTopicResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         let shared = &self.shared;
+        shared.authorize(&caller, Operation::Delete, &Resource::topic(&req.name))?;
         crate::data::topics::delete(shared, &req.name).await?;
         Ok(Response::new(DeleteTopicResponse {}))
     }
 
     async fn list_topics(
         &self,
-        _request: Request<ListTopicsRequest>,
+        request: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
+        let caller = caller(&request);
         let topics = self.shared.topics.list().await?;
         Ok(Response::new(ListTopicsResponse {
             topics: topics
                 .into_iter()
+                .filter(|t| {
+                    self.shared.auth.allows(
+                        &caller,
+                        Operation::Describe,
+                        &Resource::topic(t.name.as_str()),
+                    )
+                })
                 .map(|t| TopicSummary {
                     name: t.name.to_string(),
                     partitions: t.record.partitions,
@@ -227,7 +243,10 @@ impl Admin for AdminService {
         &self,
         request: Request<DescribeTopicRequest>,
     ) -> Result<Response<TopicDescription>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
+        self.shared
+            .authorize(&caller, Operation::Describe, &Resource::topic(&req.name))?;
         let topic = self.shared.topic(&req.name).await?;
         let remote = if req.local_only {
             Remote::Skip

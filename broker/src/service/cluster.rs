@@ -3,6 +3,8 @@
 //! ([`crate::cluster::ClusterView`]); a drain of another broker is
 //! forwarded to it.
 
+use crate::auth::acl::{Operation, Resource};
+use crate::auth::grpc::caller;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +77,10 @@ impl ClusterService {
                     req.broker_id
                 ))
             })?;
-        match ClusterClient::new(channel).drain(req).await {
+        match ClusterClient::new(shared.cluster.authorized(channel))
+            .drain(req)
+            .await
+        {
             Ok(r) => Ok(r.into_inner()),
             Err(s) => Err(BrokerError::InvalidRequest(format!(
                 "broker at {address} refused the drain: {}",
@@ -100,8 +105,10 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn status(
         &self,
-        _request: Request<ClusterStatusRequest>,
+        request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
+        self.shared
+            .authorize(&caller(&request), Operation::Describe, &Resource::cluster())?;
         Ok(Response::new(self.shared.cluster.status()))
     }
 
@@ -109,6 +116,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<DrainRequest>,
     ) -> Result<Response<DrainResponse>, Status> {
+        self.shared.authorize(
+            &caller(&request),
+            Operation::ClusterAction,
+            &Resource::cluster(),
+        )?;
         Ok(Response::new(self.drain_inner(request.into_inner()).await?))
     }
 
@@ -116,6 +128,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MoveRequest>,
     ) -> Result<Response<MoveResponse>, Status> {
+        self.shared.authorize(
+            &caller(&request),
+            Operation::ClusterAction,
+            &Resource::cluster(),
+        )?;
         Ok(Response::new(self.move_inner(request.into_inner()).await?))
     }
 
@@ -124,6 +141,11 @@ impl Cluster for ClusterService {
         request: Request<NudgeRequest>,
     ) -> Result<Response<NudgeResponse>, Status> {
         let shared = &self.shared;
+        shared.authorize(
+            &caller(&request),
+            Operation::ClusterAction,
+            &Resource::cluster(),
+        )?;
         let req = request.into_inner();
         for topic in &req.topics {
             let name = topics::parse_name(topic)?;

@@ -5,6 +5,9 @@
 //! it lists its own groups and asks every other live broker for theirs
 //! (`local_only`), like `DescribeTopic` asks partition owners.
 
+use crate::auth::Caller;
+use crate::auth::acl::{Operation, Resource};
+use crate::auth::grpc::caller;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -59,6 +62,19 @@ fn wire_partitions(set: &Partitions) -> Vec<TopicPartitions> {
         .collect()
 }
 
+impl GroupsService {
+    /// `operation` on `group` for `caller` (counted when refused).
+    fn check(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        group: &str,
+    ) -> crate::error::Result<()> {
+        self.shared
+            .authorize(caller, operation, &Resource::group(group))
+    }
+}
+
 fn committed(tp: &Tp, c: &crate::groups::state::Committed) -> CommittedOffset {
     CommittedOffset {
         topic: tp.0.clone(),
@@ -75,8 +91,10 @@ impl Groups for GroupsService {
         &self,
         request: Request<FindCoordinatorRequest>,
     ) -> Result<Response<FindCoordinatorResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         self.shared.check_running()?;
+        self.check(&caller, Operation::Describe, &req.group_id)?;
         let (broker_id, address, partition) = self
             .shared
             .groups
@@ -96,8 +114,10 @@ impl Groups for GroupsService {
         let host = crate::tls::PeerIdentity::of(&request)
             .map(|p| p.addr.ip().to_string())
             .unwrap_or_default();
+        let caller = caller(&request);
         let req = request.into_inner();
         self.shared.check_running()?;
+        self.check(&caller, Operation::Read, &req.group_id)?;
         let hb = Heartbeat {
             member_id: req.member_id,
             epoch: req.member_epoch,
@@ -126,8 +146,14 @@ impl Groups for GroupsService {
         &self,
         request: Request<CommitOffsetsRequest>,
     ) -> Result<Response<CommitOffsetsResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         self.shared.check_running()?;
+        self.check(&caller, Operation::Read, &req.group_id)?;
+        for o in &req.offsets {
+            self.shared
+                .authorize(&caller, Operation::Read, &Resource::topic(&o.topic))?;
+        }
         let offsets = req
             .offsets
             .into_iter()
@@ -155,7 +181,9 @@ impl Groups for GroupsService {
         &self,
         request: Request<FetchOffsetsRequest>,
     ) -> Result<Response<FetchOffsetsResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
+        self.check(&caller, Operation::Read, &req.group_id)?;
         let offsets = self
             .shared
             .groups
@@ -170,8 +198,10 @@ impl Groups for GroupsService {
         &self,
         request: Request<DeleteOffsetsRequest>,
     ) -> Result<Response<DeleteOffsetsResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         self.shared.check_running()?;
+        self.check(&caller, Operation::Delete, &req.group_id)?;
         let n = self
             .shared
             .groups
@@ -186,6 +216,7 @@ impl Groups for GroupsService {
         &self,
         request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         let shared = &self.shared;
         let me = shared.broker_id.0;
@@ -225,6 +256,14 @@ impl Groups for GroupsService {
             groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
             groups.dedup_by(|a, b| a.group_id == b.group_id);
         }
+        let all = shared
+            .auth
+            .allows(&caller, Operation::Describe, &Resource::cluster());
+        groups.retain(|g| {
+            all || shared
+                .auth
+                .allows(&caller, Operation::Describe, &Resource::group(&g.group_id))
+        });
         Ok(Response::new(ListGroupsResponse { groups }))
     }
 
@@ -232,8 +271,10 @@ impl Groups for GroupsService {
         &self,
         request: Request<DescribeGroupRequest>,
     ) -> Result<Response<GroupDescription>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         validate_group_id(&req.group_id).map_err(BrokerError::from)?;
+        self.check(&caller, Operation::Describe, &req.group_id)?;
         let g = self
             .shared
             .groups
@@ -285,8 +326,10 @@ impl Groups for GroupsService {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         self.shared.check_running()?;
+        self.check(&caller, Operation::Delete, &req.group_id)?;
         self.shared
             .groups
             .delete_group(&self.shared, &req.group_id)

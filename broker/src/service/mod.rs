@@ -237,6 +237,19 @@ impl Shared {
         }
     }
 
+    /// Refuses (and counts) what `caller` may not do: see
+    /// [`crate::auth::Auth::check`].
+    pub fn authorize(
+        &self,
+        caller: &crate::auth::Caller,
+        operation: crate::auth::acl::Operation,
+        resource: &crate::auth::acl::Resource<'_>,
+    ) -> Result<()> {
+        self.auth
+            .check(caller, operation, resource)
+            .inspect_err(|_| BrokerMetrics::add(&self.metrics.auth_denied, 1))
+    }
+
     /// The storage engine in service, or `BROKER_UNAVAILABLE` while it is
     /// being replaced.
     pub fn engine(&self) -> Result<Engine> {

@@ -15,6 +15,9 @@
 //! replicas, DESIGN §7), and ends with `NOT_OWNER` naming the owner when it
 //! reaches the unsealed tail.
 
+use crate::auth::Caller;
+use crate::auth::acl::{Operation, Resource, ResourceType};
+use crate::auth::grpc::caller;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,9 +62,10 @@ impl StrataService {
         Self { shared }
     }
 
-    async fn produce_inner(&self, req: ProduceRequest) -> Result<ProduceResponse> {
+    async fn produce_inner(&self, caller: &Caller, req: ProduceRequest) -> Result<ProduceResponse> {
         let shared = &self.shared;
         shared.check_running()?;
+        shared.authorize(caller, Operation::Write, &Resource::topic(&req.topic))?;
         let acks = match WireAcks::try_from(req.acks) {
             Ok(WireAcks::All) => Acks::All,
             Ok(WireAcks::Leader) => Acks::Leader,
@@ -96,13 +100,28 @@ impl StrataService {
         })
     }
 
-    async fn metadata_inner(&self, req: MetadataRequest) -> Result<MetadataResponse> {
+    async fn metadata_inner(
+        &self,
+        caller: &Caller,
+        req: MetadataRequest,
+    ) -> Result<MetadataResponse> {
         let shared = &self.shared;
         let topics: Vec<Topic> = if req.topics.is_empty() {
-            data::metadata::all_topics(shared).await?
+            data::metadata::all_topics(shared)
+                .await?
+                .into_iter()
+                .filter(|t| {
+                    shared.auth.allows(
+                        caller,
+                        Operation::Describe,
+                        &Resource::topic(t.name.as_str()),
+                    )
+                })
+                .collect()
         } else {
             let mut v = Vec::with_capacity(req.topics.len());
             for name in &req.topics {
+                shared.authorize(caller, Operation::Describe, &Resource::topic(name))?;
                 v.push(shared.topic(name).await?);
             }
             v
@@ -141,7 +160,13 @@ impl StrataService {
         })
     }
 
-    async fn list_offsets_inner(&self, req: ListOffsetsRequest) -> Result<ListOffsetsResponse> {
+    async fn list_offsets_inner(
+        &self,
+        caller: &Caller,
+        req: ListOffsetsRequest,
+    ) -> Result<ListOffsetsResponse> {
+        self.shared
+            .authorize(caller, Operation::Describe, &Resource::topic(&req.topic))?;
         let spec = OffsetSpec::try_from(req.spec).map_err(|_| {
             BrokerError::InvalidRequest(format!(
                 "unknown offset spec; use EARLIEST (0), LATEST (1) or TIMESTAMP (2): {}",
@@ -299,7 +324,8 @@ impl Strata for StrataService {
     ) -> Result<Response<ProduceResponse>, Status> {
         let m = &self.shared.metrics;
         BrokerMetrics::add(&m.produce_requests, 1);
-        match self.produce_inner(request.into_inner()).await {
+        let caller = caller(&request);
+        match self.produce_inner(&caller, request.into_inner()).await {
             Ok(r) => Ok(Response::new(r)),
             Err(e) => {
                 m.produce_error(e.reason().as_str_name());
@@ -315,9 +341,11 @@ impl Strata for StrataService {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
+        let caller = caller(&request);
         let req = request.into_inner();
         let shared = &self.shared;
         shared.check_running()?;
+        shared.authorize(&caller, Operation::Read, &Resource::topic(&req.topic))?;
         BrokerMetrics::add(&shared.metrics.fetch_requests, 1);
         let f = &shared.config.fetch;
         let max_bytes = match req.max_bytes {
@@ -363,8 +391,9 @@ impl Strata for StrataService {
         &self,
         request: Request<MetadataRequest>,
     ) -> Result<Response<MetadataResponse>, Status> {
+        let caller = caller(&request);
         Ok(Response::new(
-            self.metadata_inner(request.into_inner()).await?,
+            self.metadata_inner(&caller, request.into_inner()).await?,
         ))
     }
 
@@ -372,16 +401,26 @@ impl Strata for StrataService {
         &self,
         request: Request<ListOffsetsRequest>,
     ) -> Result<Response<ListOffsetsResponse>, Status> {
+        let caller = caller(&request);
         Ok(Response::new(
-            self.list_offsets_inner(request.into_inner()).await?,
+            self.list_offsets_inner(&caller, request.into_inner())
+                .await?,
         ))
     }
 
     async fn init_producer(
         &self,
-        _request: Request<InitProducerRequest>,
+        request: Request<InitProducerRequest>,
     ) -> Result<Response<InitProducerResponse>, Status> {
         self.shared.check_running()?;
+        let caller = caller(&request);
+        let auth = &self.shared.auth;
+        if !auth.allows(&caller, Operation::IdempotentWrite, &Resource::cluster())
+            && !auth.allows_some(&caller, Operation::Write, ResourceType::Topic)
+        {
+            self.shared
+                .authorize(&caller, Operation::IdempotentWrite, &Resource::cluster())?;
+        }
         let (producer_id, producer_epoch) = self.shared.producer_ids.allocate().await?;
         Ok(Response::new(InitProducerResponse {
             producer_id,
