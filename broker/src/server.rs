@@ -43,6 +43,7 @@ use object_store::ObjectStore;
 use strata_proto::v1::admin_server::AdminServer;
 use strata_proto::v1::cluster_server::ClusterServer;
 use strata_proto::v1::groups_server::GroupsServer;
+use strata_proto::v1::security_server::SecurityServer;
 use strata_proto::v1::strata_server::StrataServer;
 use strata_storage::engine::Engine;
 use strata_storage::keys::BrokerId;
@@ -56,6 +57,7 @@ use crate::config::{BrokerConfig, BrokerIdSetting, LogFormat, Overrides};
 use crate::service::admin::AdminService;
 use crate::service::cluster::ClusterService;
 use crate::service::groups::GroupsService;
+use crate::service::security::SecurityService;
 use crate::service::strata::StrataService;
 use crate::service::{Advertised, Identity, Shared, now_ms};
 use crate::tls::ListenerTls;
@@ -532,6 +534,7 @@ async fn serve(
         AdminServer::new(AdminService::new(shared.clone())).max_decoding_message_size(max_request);
     let cluster_service = ClusterServer::new(ClusterService::new(shared.clone()));
     let groups_service = GroupsServer::new(GroupsService::new(shared.clone()));
+    let security_service = SecurityServer::new(SecurityService::new(shared.clone()));
     let limits = shared.config.grpc.clone();
     let incoming = crate::tls::incoming::incoming(
         crate::connections::limit(
@@ -561,6 +564,7 @@ async fn serve(
                 .add_service(admin)
                 .add_service(cluster_service)
                 .add_service(groups_service)
+                .add_service(security_service)
                 .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
         )
     };

@@ -170,8 +170,14 @@ async fn with_a_client_ca_clients_need_a_certificate() {
     }
     .await
     .expect_err("no client certificate");
-    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
-    assert!(err.to_string().contains("--tls-cert"), "{err}");
+    // With TLS 1.3 the server checks the client's certificate after the
+    // client has finished its side of the handshake: usually the client
+    // still reads the "certificate required" alert and says what to pass,
+    // but when the connection is gone before the request is written it can
+    // only say that the request was cancelled. Either way it is refused.
+    let cancelled = matches!(&err, Error::Broker(info) if info.message.contains("canceled"));
+    assert!(matches!(err, Error::Tls { .. }) || cancelled, "{err:?}");
+    assert!(err.to_string().contains("--tls-cert") || cancelled, "{err}");
 
     roundtrip(&url, &trusting(&certs, true), "mutual", 2).await;
 

@@ -1,20 +1,23 @@
 //! `strata acl add|list|remove`: Kafka-style ACLs, stored in the bucket
 //! (`security/acls/`) and followed by every broker within a heartbeat
-//! interval. Like `strata user`, these write to the bucket directly
-//! (`--store`); Kafka tools can also manage ACLs through the Kafka
-//! listener (CreateAcls, DescribeAcls, DeleteAcls).
+//! interval. Like `strata user`, these write to the bucket directly with
+//! `--store`, else ask a broker (`--broker`, as an administrator); Kafka
+//! tools can also manage ACLs through the Kafka listener (CreateAcls,
+//! DescribeAcls, DeleteAcls).
 
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::user::{Target, refused};
 use super::{print_stdout, table};
 use crate::auth::acl::{
     AclBinding, AclFilter, CLUSTER_RESOURCE, Operation, PatternType, Permission, ResourceType,
 };
 use crate::auth::acl_store::AclStore;
 use crate::service::now_ms;
-use crate::store_url;
+use crate::service::security::{filter_to_wire, to_wire};
+use strata_proto::v1::AddAclsRequest;
 
 /// Manage ACLs.
 #[derive(Debug, clap::Subcommand)]
@@ -34,13 +37,7 @@ pub enum AclCommand {
     Remove(FilterArgs),
 }
 
-/// The bucket the ACLs live in.
-#[derive(Debug, clap::Args)]
-pub struct StoreArgs {
-    /// The cluster's store, as `strata serve --store` takes it.
-    #[arg(long, env = "STRATA_STORE", value_name = "URL")]
-    pub store: String,
-}
+pub use super::user::StoreArgs;
 
 /// Which resource.
 #[derive(Debug, Clone, clap::Args)]
@@ -135,10 +132,14 @@ impl FilterArgs {
     }
 }
 
-fn acls(store: &StoreArgs) -> anyhow::Result<AclStore> {
-    let s = store_url::open(&store.store)
-        .with_context(|| format!("cannot open the store {}", store.store))?;
-    Ok(AclStore::new(Arc::clone(&s), "strata acl".into()))
+fn acls(store: Arc<dyn object_store::ObjectStore>) -> AclStore {
+    AclStore::new(store, "strata acl".into())
+}
+
+fn from_wire(acls: &[strata_proto::v1::Acl]) -> anyhow::Result<Vec<AclBinding>> {
+    acls.iter()
+        .map(|a| crate::service::security::from_wire(a).map_err(anyhow::Error::from))
+        .collect()
 }
 
 fn rows(bindings: &[AclBinding]) -> String {
@@ -197,9 +198,23 @@ pub async fn run(command: AclCommand) -> anyhow::Result<()> {
                     }
                 }
             }
-            let added = acls(&a.store)?
-                .change(now_ms(), |set| set.add(bindings.iter().cloned()))
-                .await?;
+            let added = match a.store.target()? {
+                Target::Bucket(store) => {
+                    acls(store)
+                        .change(now_ms(), |set| set.add(bindings.iter().cloned()))
+                        .await?
+                }
+                Target::Broker(mut client) => {
+                    client
+                        .add_acls(AddAclsRequest {
+                            acls: bindings.iter().map(to_wire).collect(),
+                        })
+                        .await
+                        .map_err(refused)?
+                        .into_inner()
+                        .added as usize
+                }
+            };
             eprintln!(
                 "added {added} ACL(s) ({} already present); brokers apply them within a heartbeat interval",
                 bindings.len() - added
@@ -208,13 +223,24 @@ pub async fn run(command: AclCommand) -> anyhow::Result<()> {
         }
         AclCommand::List(f) => {
             let filter = f.filter();
-            let set = acls(&f.store)?.refresh().await?;
-            let selected: Vec<AclBinding> = set
-                .bindings
-                .iter()
-                .filter(|b| filter.matches(b))
-                .cloned()
-                .collect();
+            let selected: Vec<AclBinding> = match f.store.target()? {
+                Target::Bucket(store) => acls(store)
+                    .refresh()
+                    .await?
+                    .bindings
+                    .iter()
+                    .filter(|b| filter.matches(b))
+                    .cloned()
+                    .collect(),
+                Target::Broker(mut client) => from_wire(
+                    &client
+                        .list_acls(filter_to_wire(&filter))
+                        .await
+                        .map_err(refused)?
+                        .into_inner()
+                        .acls,
+                )?,
+            };
             print_stdout(&rows(&selected))?;
             eprintln!("{} ACL(s)", selected.len());
             Ok(())
@@ -225,9 +251,21 @@ pub async fn run(command: AclCommand) -> anyhow::Result<()> {
                 filter != AclFilter::default(),
                 "give at least one filter (--principal, --topic, --group, --cluster, --operation)"
             );
-            let gone = acls(&f.store)?
-                .change(now_ms(), |set| set.remove(&filter))
-                .await?;
+            let gone = match f.store.target()? {
+                Target::Bucket(store) => {
+                    acls(store)
+                        .change(now_ms(), |set| set.remove(&filter))
+                        .await?
+                }
+                Target::Broker(mut client) => from_wire(
+                    &client
+                        .remove_acls(filter_to_wire(&filter))
+                        .await
+                        .map_err(refused)?
+                        .into_inner()
+                        .acls,
+                )?,
+            };
             print_stdout(&rows(&gone))?;
             eprintln!("removed {} ACL(s)", gone.len());
             Ok(())

@@ -181,7 +181,7 @@ async fn produce(a: ProduceBench) -> anyhow::Result<()> {
         ..Default::default()
     };
     let producer = Producer::connect(
-        &a.broker.url,
+        a.broker.url(),
         ProducerConfig {
             connection: a.broker.connect_options()?,
             ..config
@@ -348,7 +348,7 @@ async fn consume(a: ConsumeBench) -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut consumer = Consumer::connect(
-        &a.broker.url,
+        a.broker.url(),
         ConsumerConfig {
             connection: a.broker.connect_options()?,
             ..config

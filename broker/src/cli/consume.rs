@@ -229,7 +229,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         apply_consumer_properties(&mut config, &args.consumer_properties)?;
     }
     config.connection = args.broker.connect_options()?;
-    let mut consumer = Consumer::connect(&args.broker.url, config).await?;
+    let mut consumer = Consumer::connect(args.broker.url(), config).await?;
     if let Some(group) = &args.group {
         consumer
             .subscribe(&[args.topic.as_str()], group)

@@ -274,7 +274,7 @@ async fn reset(a: ResetArgs) -> anyhow::Result<()> {
         );
     }
     let consumer = Consumer::connect(
-        &a.broker.url,
+        a.broker.url(),
         ConsumerConfig {
             connection: a.broker.connect_options()?,
             ..ConsumerConfig::default()

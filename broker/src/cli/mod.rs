@@ -26,9 +26,19 @@ use std::path::PathBuf;
 
 use strata_client::{Admin, ConnectOptions, Credentials, TlsOptions};
 
-/// The broker every client command talks to, and how.
+/// The broker every client command talks to, and how: where
+/// ([`EndpointArgs`]) and as whom ([`CredentialArgs`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+}
+
+/// Where the broker is, and the TLS settings to reach it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EndpointArgs {
     /// gRPC URL of any broker of the cluster, or several separated by
     /// commas (any one that answers will do); `https://` for brokers that
     /// serve TLS.
@@ -67,8 +77,13 @@ pub struct BrokerArgs {
         requires = "broker_tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
-    /// The user to authenticate as, for brokers with authentication on
-    /// (its password from --password-file or STRATA_PASSWORD).
+}
+
+/// Who the client authenticates as, for brokers with authentication on.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CredentialArgs {
+    /// The user to authenticate as (its password from --password-file or
+    /// STRATA_PASSWORD).
     #[arg(
         id = "broker_user",
         long = "user",
@@ -87,20 +102,39 @@ pub struct BrokerArgs {
     pub password_file: Option<PathBuf>,
 }
 
-impl BrokerArgs {
-    /// How to connect, from the TLS and credential flags (files read now;
-    /// the error names the file).
-    pub fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
+impl CredentialArgs {
+    /// The user of `STRATA_USER` (password from `STRATA_PASSWORD`), for
+    /// commands whose `--password-file` means something else.
+    pub fn from_env() -> Self {
+        Self {
+            user: std::env::var("STRATA_USER").ok().filter(|u| !u.is_empty()),
+            password_file: None,
+        }
+    }
+
+    /// The credentials, if a user is given; reads the password now.
+    pub fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
+        let Some(user) = &self.user else {
+            return Ok(None);
+        };
+        let password = match (&self.password_file, std::env::var("STRATA_PASSWORD")) {
+            (Some(file), _) => user::read_password(file)?,
+            (None, Ok(p)) if !p.is_empty() => p,
+            _ => anyhow::bail!(
+                "user {user} needs a password: give --password-file FILE or set STRATA_PASSWORD"
+            ),
+        };
+        Ok(Some(Credentials::new(user.clone(), password)))
+    }
+}
+
+impl EndpointArgs {
+    /// How to connect as `credentials`, from the TLS flags (files read
+    /// now; the error names the file).
+    pub fn connect_options(&self, credentials: &CredentialArgs) -> anyhow::Result<ConnectOptions> {
         let mut options = ConnectOptions::default();
-        if let Some(user) = &self.user {
-            let password = match (&self.password_file, std::env::var("STRATA_PASSWORD")) {
-                (Some(file), _) => user::read_password(file)?,
-                (None, Ok(p)) if !p.is_empty() => p,
-                _ => anyhow::bail!(
-                    "--user {user} needs a password: give --password-file FILE or set STRATA_PASSWORD"
-                ),
-            };
-            options = options.with_credentials(Credentials::new(user.clone(), password));
+        if let Some(c) = credentials.credentials()? {
+            options = options.with_credentials(c);
         }
         if self.tls_ca.is_none() && self.tls_cert.is_none() && self.tls_key.is_none() {
             return Ok(options);
@@ -112,9 +146,32 @@ impl BrokerArgs {
         )?))
     }
 
+    /// The first URL, with a scheme.
+    pub fn first_url(&self) -> String {
+        let url = self.url.split(',').next().unwrap_or_default().trim();
+        if url.contains("://") {
+            url.to_owned()
+        } else {
+            format!("http://{url}")
+        }
+    }
+}
+
+impl BrokerArgs {
+    /// The broker URL(s) given.
+    pub fn url(&self) -> &str {
+        &self.endpoint.url
+    }
+
+    /// How to connect, from the TLS and credential flags (files read now;
+    /// the error names the file).
+    pub fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
+        self.endpoint.connect_options(&self.credentials)
+    }
+
     /// An admin client of the cluster.
     pub async fn admin(&self) -> anyhow::Result<Admin> {
-        Ok(Admin::connect_with(&self.url, &self.connect_options()?).await?)
+        Ok(Admin::connect_with(self.url(), &self.connect_options()?).await?)
     }
 }
 

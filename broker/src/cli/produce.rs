@@ -99,7 +99,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let producer = Producer::connect(
-        &args.broker.url,
+        args.broker.url(),
         ProducerConfig {
             connection: args.broker.connect_options()?,
             ..config

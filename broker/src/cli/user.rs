@@ -2,10 +2,12 @@
 //! (SASL on the Kafka listener, credentials on gRPC), with salted SCRAM
 //! credentials in the bucket (`security/users/{name}.json`).
 //!
-//! These commands write to the bucket directly (`--store`, as `strata
-//! serve`): that is how the first administrator is created, before any
-//! broker requires authentication. Brokers read a user at login, so a new
-//! user or password works at once.
+//! With `--store` these commands write to the bucket directly (as `strata
+//! serve` opens it): that is how the first administrator is created,
+//! before any broker requires authentication. Without it they ask a broker
+//! (`--broker`, as an administrator: `Alter` on the cluster, or a super
+//! user). Brokers read a user at login, so a new user or password works at
+//! once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +19,9 @@ use super::print_stdout;
 use crate::auth::users::{UserRecord, UserStore};
 use crate::service::now_ms;
 use crate::store_url;
+use strata_client::AuthChannel;
+use strata_proto::v1::security_client::SecurityClient;
+use strata_proto::v1::{DeleteUserRequest, ListUsersRequest, PutUserRequest};
 
 /// Manage users.
 #[derive(Debug, clap::Subcommand)]
@@ -31,13 +36,87 @@ pub enum UserCommand {
     Delete(DeleteArgs),
 }
 
-/// The bucket the users live in.
+/// Where the users live: the bucket itself, or a broker.
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
-    /// The cluster's store, as `strata serve --store` takes it
-    /// (s3://bucket/prefix, file:///path); the AWS_* variables apply.
+    /// Write the cluster's store directly, as `strata serve --store` takes
+    /// it (s3://bucket/prefix, file:///path; the AWS_* variables apply).
+    /// Without it, the command asks the broker given by --broker.
     #[arg(long, env = "STRATA_STORE", value_name = "URL")]
-    pub store: String,
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub broker: super::BrokerArgs,
+}
+
+/// [`StoreArgs`] for `strata user add`, whose `--password-file` is the new
+/// user's: against a broker, the administrator's credentials come from
+/// STRATA_USER and STRATA_PASSWORD (or a client certificate).
+#[derive(Debug, clap::Args)]
+pub struct AddStoreArgs {
+    /// As for the other `strata user` commands.
+    #[arg(long, env = "STRATA_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub endpoint: super::EndpointArgs,
+}
+
+/// The bucket, or a broker's Security service.
+pub(crate) enum Target {
+    /// `--store`.
+    Bucket(Arc<dyn object_store::ObjectStore>),
+    /// `--broker`.
+    Broker(SecurityClient<AuthChannel>),
+}
+
+/// Opens the bucket `store`, or connects to the broker at `endpoint` as
+/// `credentials`.
+fn target(
+    store: Option<&str>,
+    endpoint: &super::EndpointArgs,
+    credentials: &super::CredentialArgs,
+) -> anyhow::Result<Target> {
+    match store {
+        Some(store) => Ok(Target::Bucket(
+            store_url::open(store).with_context(|| format!("cannot open the store {store}"))?,
+        )),
+        None => {
+            let options = endpoint.connect_options(credentials)?;
+            let channel = options.channel(&endpoint.first_url())?;
+            Ok(Target::Broker(SecurityClient::new(channel)))
+        }
+    }
+}
+
+impl StoreArgs {
+    /// Opens the bucket, or connects to the broker.
+    pub(crate) fn target(&self) -> anyhow::Result<Target> {
+        target(
+            self.store.as_deref(),
+            &self.broker.endpoint,
+            &self.broker.credentials,
+        )
+    }
+}
+
+impl AddStoreArgs {
+    /// Opens the bucket, or connects to the broker.
+    fn target(&self) -> anyhow::Result<Target> {
+        target(
+            self.store.as_deref(),
+            &self.endpoint,
+            &super::CredentialArgs::from_env(),
+        )
+    }
+}
+
+/// A broker's refusal, as the client library words it.
+pub(crate) fn refused(status: tonic::Status) -> anyhow::Error {
+    let info = strata_proto::ErrorInfo::from_status(&status);
+    anyhow::anyhow!(
+        "broker refused the request: {} ({})",
+        info.message,
+        info.reason.as_str_name()
+    )
 }
 
 /// Arguments of `strata user add`.
@@ -53,7 +132,7 @@ pub struct AddArgs {
     #[arg(long)]
     pub update: bool,
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub store: AddStoreArgs,
 }
 
 /// Arguments of `strata user delete`.
@@ -85,23 +164,34 @@ pub fn read_password(path: &Path) -> anyhow::Result<String> {
     Ok(password.to_owned())
 }
 
-fn users(store: &StoreArgs) -> anyhow::Result<UserStore> {
-    let s = store_url::open(&store.store)
-        .with_context(|| format!("cannot open the store {}", store.store))?;
-    Ok(UserStore::new(Arc::clone(&s), Duration::ZERO))
-}
-
 /// Runs the command.
 pub async fn run(command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add(a) => {
             let password = read_password(&a.password_file)?;
-            let name = a.name.clone();
-            let record =
-                tokio::task::spawn_blocking(move || UserRecord::new(&name, &password, now_ms()))
+            match a.store.target()? {
+                Target::Bucket(store) => {
+                    let name = a.name.clone();
+                    let record = tokio::task::spawn_blocking(move || {
+                        UserRecord::new(&name, &password, now_ms())
+                    })
                     .await
                     .context("salting the password failed")??;
-            users(&a.store)?.put(&record, a.update).await?;
+                    UserStore::new(store, Duration::ZERO)
+                        .put(&record, a.update)
+                        .await?;
+                }
+                Target::Broker(mut client) => {
+                    client
+                        .put_user(PutUserRequest {
+                            name: a.name.clone(),
+                            password,
+                            update: a.update,
+                        })
+                        .await
+                        .map_err(refused)?;
+                }
+            }
             eprintln!(
                 "{} user {} (principal User:{}; SCRAM-SHA-256 and SCRAM-SHA-512, 4096 iterations)",
                 if a.update { "updated" } else { "created" },
@@ -111,7 +201,17 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UserCommand::List(s) => {
-            let names = users(&s)?.list().await?;
+            let names = match s.target()? {
+                Target::Bucket(store) => UserStore::new(store, Duration::ZERO).list().await?,
+                Target::Broker(mut client) => {
+                    client
+                        .list_users(ListUsersRequest {})
+                        .await
+                        .map_err(refused)?
+                        .into_inner()
+                        .names
+                }
+            };
             let mut out = String::new();
             for n in &names {
                 out.push_str(n);
@@ -122,7 +222,23 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UserCommand::Delete(d) => {
-            if users(&d.store)?.delete(&d.name).await? {
+            let deleted = match d.store.target()? {
+                Target::Bucket(store) => {
+                    UserStore::new(store, Duration::ZERO)
+                        .delete(&d.name)
+                        .await?
+                }
+                Target::Broker(mut client) => {
+                    client
+                        .delete_user(DeleteUserRequest {
+                            name: d.name.clone(),
+                        })
+                        .await
+                        .map_err(refused)?;
+                    true
+                }
+            };
+            if deleted {
                 eprintln!("deleted user {}", d.name);
                 Ok(())
             } else {

@@ -4,6 +4,7 @@
 //!   metadata, list offsets, producer ids).
 //! - [`admin`]: topic administration (`strata.v1.Admin`).
 //! - [`cluster`]: brokers and the partition table (`strata.v1.Cluster`).
+//! - [`security`]: users and ACLs (`strata.v1.Security`).
 //! - [`groups`]: consumer groups (`strata.v1.Groups`), over the
 //!   [`crate::groups`] coordinator.
 //!
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod groups;
+pub mod security;
 pub mod strata;
 
 use std::sync::atomic::{AtomicBool, Ordering};
