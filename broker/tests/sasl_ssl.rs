@@ -230,5 +230,44 @@ async fn the_native_client_over_https_with_credentials() {
             .iter()
             .any(|t| t.name == "orders")
     );
+
+    // The CLI, with the CA and credentials.
+    let pw = dir.path().join("admin.pw");
+    std::fs::write(&pw, "admin-secret\n").expect("password file");
+    let ca = certs.ca_cert.to_string_lossy().into_owned();
+    let pw = pw.to_string_lossy().into_owned();
+    let base = ["topic", "list", "--broker", &url, "--tls-ca", &ca];
+    let (ok, out, err) =
+        cli(&[&base[..], &["--user", "admin", "--password-file", &pw]].concat()).await;
+    assert!(ok && out.contains("orders"), "{out}{err}");
+    let (ok, _, err) =
+        cli(&[&base[..], &["--user", "alice", "--password-file", &pw]].concat()).await;
+    assert!(
+        !ok && err.contains("invalid user name or password"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&base).await;
+    assert!(!ok && err.contains("requires authentication"), "{err}");
     broker.shutdown().await.expect("shutdown");
+}
+
+/// Runs the `strata` binary with `args` (no `STRATA_*` from the
+/// environment); whether it succeeded, its stdout and stderr.
+async fn cli(args: &[&str]) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_strata"));
+    command.args(args).kill_on_drop(true);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("STRATA_") {
+            command.env_remove(key);
+        }
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the CLI finishes")
+        .expect("run the CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -554,6 +554,31 @@ mod tests {
         assert!(parse_plain(b"\0\0pw").is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, the server answers with an error or a
+        /// step; it never panics, and garbage never authenticates.
+        #[test]
+        fn arbitrary_client_messages_never_panic_or_pass(
+            first in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            last in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let _ = parse_plain(&first);
+            if let Ok(f) = client_first(&first) {
+                let c = Credential::with_salt(Mechanism::Sha256, "pw", vec![7; 16], MIN_ITERATIONS);
+                let (exchange, _) = ServerExchange::start(Mechanism::Sha256, f, Some(c));
+                proptest::prop_assert!(exchange.finish(&last).is_err());
+            }
+        }
+
+        /// Well-formed messages with any user name and nonce parse back.
+        #[test]
+        fn well_formed_first_messages_parse(user in "[a-zA-Z0-9_=,.@-]{1,40}", nonce in "[!-+--~]{1,40}") {
+            let escaped = user.replace('=', "=3D").replace(',', "=2C");
+            let f = client_first(format!("n,,n={escaped},r={nonce}").as_bytes());
+            proptest::prop_assert_eq!(f.map(|f| f.user), Ok(user));
+        }
+    }
+
     #[test]
     fn credentials_round_trip_as_json() {
         let c = Credential::new(Mechanism::Sha512, "pw", DEFAULT_ITERATIONS);
