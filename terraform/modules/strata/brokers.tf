@@ -37,6 +37,13 @@ locals {
     log_group_name           = local.log_group_name
     metrics_log_group_name   = local.metrics_log_group_name
     metrics_namespace        = var.metrics_namespace
+    auth_enabled             = var.auth_enabled
+    super_users              = var.super_users
+    tls_enabled              = local.tls_enabled
+    tls_secret_arn           = local.tls_enabled ? var.tls_secret_arn : ""
+    tls_secret_region        = local.tls_secret_region
+    tls_client_auth          = var.tls_client_auth == null ? "" : var.tls_client_auth
+    grpc_scheme              = local.grpc_scheme
   })
 }
 

@@ -2,7 +2,7 @@
 # with If-None-Match, delete, abort multipart uploads) on the cluster's
 # prefix and nothing else, plus what the instance itself needs: write its
 # logs, complete its own termination lifecycle action, and (optionally)
-# read the binary and use the KMS key.
+# read the binary, use the KMS key and read the TLS secret.
 
 resource "aws_iam_role" "broker" {
   name                 = "${var.name}-broker"
@@ -71,6 +71,15 @@ locals {
     Resource = [var.kms_key_arn]
   }]
 
+  # The TLS certificate and key, read by each instance at boot: this one
+  # secret, nothing when TLS is off.
+  tls_statements = var.tls_secret_arn == null ? [] : [{
+    Sid      = "ReadTlsSecret"
+    Effect   = "Allow"
+    Action   = ["secretsmanager:GetSecretValue"]
+    Resource = [var.tls_secret_arn]
+  }]
+
   instance_statements = [
     {
       # The CloudWatch agent ships the broker's log and the Prometheus
@@ -92,6 +101,6 @@ locals {
 
   broker_policy = {
     Version   = "2012-10-17"
-    Statement = concat(local.bucket_statements, local.binary_statements, local.kms_statements, local.instance_statements)
+    Statement = concat(local.bucket_statements, local.binary_statements, local.kms_statements, local.tls_statements, local.instance_statements)
   }
 }

@@ -66,6 +66,17 @@ locals {
   # s3://bucket/key of the binary, when it comes from S3.
   binary_s3_arn = startswith(var.binary_url, "s3://") ? "arn:${local.partition}:s3:::${trimprefix(var.binary_url, "s3://")}" : null
 
+  # TLS from the Secrets Manager secret: every listener, the advertised
+  # gRPC URL, the health check and the metrics scrape switch to https.
+  tls_enabled = var.tls_secret_arn != null
+  grpc_scheme = local.tls_enabled ? "https" : "http"
+  # The secret is read in its own region (the ARN's fourth field).
+  tls_secret_region = local.tls_enabled ? split(":", var.tls_secret_arn)[3] : local.region
+
+  # `strata user add` for the first super user: it writes the bucket
+  # directly (the operator runs it once, with credentials for the bucket).
+  first_admin = length(var.super_users) > 0 ? var.super_users[0] : "admin"
+
   ami_id = var.ami_id != null ? var.ami_id : data.aws_ssm_parameter.ami[0].insecure_value
 
   tags = merge({ "strata:cluster" = var.name }, var.tags)

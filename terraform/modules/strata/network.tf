@@ -147,9 +147,12 @@ resource "aws_lb_target_group" "broker" {
   # has turned /readyz to 503 when it began to drain).
   deregistration_delay = 30
 
+  # With TLS the admin endpoint is https only; the load balancer does not
+  # verify the certificate, and presents none (hence no
+  # tls_client_auth = "required").
   health_check {
     enabled             = true
-    protocol            = "HTTP"
+    protocol            = local.tls_enabled ? "HTTPS" : "HTTP"
     port                = tostring(local.http_port)
     path                = "/readyz"
     matcher             = "200"

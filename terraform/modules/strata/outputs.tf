@@ -4,8 +4,23 @@ output "kafka_bootstrap" {
 }
 
 output "grpc_bootstrap" {
-  description = "gRPC bootstrap URL for the strata CLI and the Rust client (--broker, STRATA_BROKER)."
-  value       = "http://${aws_lb.this.dns_name}:${local.grpc_port}"
+  description = "gRPC bootstrap URL for the strata CLI and the Rust client (--broker, STRATA_BROKER): https:// when tls_secret_arn is set (clients then pass --tls-ca, or STRATA_TLS_CA, with the secret's CA)."
+  value       = "${local.grpc_scheme}://${aws_lb.this.dns_name}:${local.grpc_port}"
+}
+
+output "auth_enabled" {
+  description = "Whether clients must authenticate (SASL on Kafka, --user/--password-file or a client certificate on gRPC) and ACLs decide."
+  value       = var.auth_enabled
+}
+
+output "tls_enabled" {
+  description = "Whether the listeners serve TLS (gRPC https://, Kafka SSL or SASL_SSL, https /readyz and /metrics), from tls_secret_arn."
+  value       = local.tls_enabled
+}
+
+output "create_admin_command" {
+  description = "Creates the first super user, writing the bucket directly: run it once, after apply, where the `strata` binary and AWS credentials allowed to write the bucket prefix are (object_store reads AWS_ACCESS_KEY_ID and friends, not profiles: `eval \"$(aws configure export-credentials --format env)\"` first), with the password in the file named. Null when auth_enabled is false or super_users is empty."
+  value       = var.auth_enabled && length(var.super_users) > 0 ? "AWS_REGION=${local.region} strata user add ${local.first_admin} --password-file ${local.first_admin}.pw --store ${local.store_url}" : null
 }
 
 output "bucket" {

@@ -54,7 +54,7 @@ variable "client_cidr_blocks" {
 
   validation {
     condition     = alltrue([for c in var.client_cidr_blocks : can(cidrhost(c, 0)) && c != "0.0.0.0/0"])
-    error_message = "client_cidr_blocks must be IPv4 CIDR blocks (like 10.0.0.0/16), and not 0.0.0.0/0: the listeners have no TLS or authentication yet."
+    error_message = "client_cidr_blocks must be IPv4 CIDR blocks (like 10.0.0.0/16), and not 0.0.0.0/0: list the networks your clients are in (the brokers are private, behind an internal load balancer)."
   }
 }
 
@@ -292,13 +292,23 @@ variable "shutdown_timeout_seconds" {
 }
 
 variable "extra_config" {
-  description = "More TOML appended to each broker's /etc/strata/strata.toml (keys as in broker/src/config.rs, e.g. \"[wal]\\nmin_interval = \\\"10ms\\\"\"). The module writes broker_id, data_dir, store, the listen and advertised addresses, shutdown_timeout and log_format itself: do not repeat them."
+  description = "More TOML added to each broker's /etc/strata/strata.toml after the module's top-level keys and before its [auth] and [tls] sections (keys as in broker/src/config.rs, e.g. \"[wal]\\nmin_interval = \\\"10ms\\\"\"). The module writes broker_id, data_dir, store, the listen and advertised addresses, shutdown_timeout, log_format and the whole [auth] and [tls] sections itself: do not repeat them (use auth_enabled, super_users, tls_secret_arn and tls_client_auth)."
   type        = string
   default     = ""
+  nullable    = false
 
   validation {
     condition     = !can(regex("(?m)^\\s*(broker_id|store|data_dir|grpc_addr|http_addr|kafka_addr|advertised_addr|kafka_advertised_addr|shutdown_timeout|log_format)\\s*=", var.extra_config))
     error_message = "extra_config must not set the keys the module writes (broker_id, store, data_dir, the listen and advertised addresses, shutdown_timeout, log_format)."
+  }
+
+  # [auth], [auth.x], auth = {...} and auth.enabled = ...; the same for tls.
+  # A second [auth] table would not parse, and TLS set here would not
+  # switch the advertised address, the health check or the metrics scrape
+  # to https.
+  validation {
+    condition     = !can(regex("(?m)^\\s*(\\[\\s*\"?(auth|tls)\"?\\s*[\\].]|\"?(auth|tls)\"?\\s*[=.])", var.extra_config))
+    error_message = "extra_config must not contain an [auth] or [tls] section or auth.*/tls.* keys: the module writes them; set auth_enabled, super_users, tls_secret_arn and tls_client_auth instead."
   }
 }
 
@@ -310,5 +320,63 @@ variable "log_retention_days" {
   validation {
     condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
     error_message = "log_retention_days must be one of 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653."
+  }
+}
+
+# ---------------------------------------------------------------- security
+
+variable "auth_enabled" {
+  description = "Require every client to authenticate and allow only what ACLs allow (the broker's auth.enabled): SASL PLAIN or SCRAM-SHA-256/512 on Kafka, --user/--password-file (or a client certificate, see tls_client_auth) on gRPC. Users and ACLs live in the bucket under <bucket_prefix>/security/; create the first administrator with the create_admin_command output before clients connect. Without tls_secret_arn the passwords cross the network in clear text (SASL_PLAINTEXT, HTTP basic on gRPC): set tls_secret_arn too. false leaves the listeners open to anyone in client_cidr_blocks."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "super_users" {
+  description = "Users allowed everything whatever the ACLs say (the broker's auth.super_users), e.g. the administrator that creates the other users and their ACLs. Names as `strata user add` takes them (1 to 128 letters, digits and . _ - @), without the User: prefix. The users themselves are created with `strata user add` (see the create_admin_command output); a name here grants nothing until that user exists. Empty: every right comes from ACLs (written with `strata acl add --store`)."
+  type        = list(string)
+  default     = ["admin"]
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for u in var.super_users : can(regex("^[A-Za-z0-9._@-]{1,128}$", u))])
+    error_message = "super_users must be user names of 1 to 128 letters, digits, '.', '_', '-' or '@' (as `strata user add` accepts them), without spaces or the User: prefix."
+  }
+
+  validation {
+    condition     = length(distinct(var.super_users)) == length(var.super_users)
+    error_message = "super_users must not repeat a name."
+  }
+}
+
+variable "tls_secret_arn" {
+  description = "Full ARN of an AWS Secrets Manager secret whose value is a JSON object {\"cert\": PEM, \"key\": PEM, \"ca\": PEM}: the brokers' certificate chain and private key, and optionally the CA that signed it. Set: TLS on every listener (gRPC https://, Kafka SSL/SASL_SSL, the admin endpoint), brokers advertise https://<private IP>, the load balancer's health check uses HTTPS, and the brokers' role may read exactly this secret (secretsmanager:GetSecretValue); each instance reads it at boot, so the key never enters Terraform's state. The certificate must name every address clients use: each broker's private IP (IP SANs for the brokers' subnets) and the load balancer's DNS name (e.g. DNS:*.elb.<region>.amazonaws.com). With \"ca\", brokers verify each other against it; without it, against the system's roots. Encrypt the secret with the AWS managed key or with kms_key_arn. Null: no TLS (not recommended beyond a trial)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.tls_secret_arn == null ? true : can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$", var.tls_secret_arn))
+    error_message = "tls_secret_arn must be the full ARN of a Secrets Manager secret, with the six-character suffix AWS adds to its name (arn:aws:secretsmanager:<region>:<account>:secret:<name>-AbC123; `aws secretsmanager describe-secret --secret-id <name> --query ARN`): the brokers' role is allowed exactly this ARN."
+  }
+}
+
+variable "tls_client_auth" {
+  description = "Ask clients for a certificate signed by the secret's \"ca\" (mTLS; the certificate's CN is the client's user). Null: no client certificates. \"requested\": a client may present one (it is verified and names the client); one that does not must authenticate with a password when auth_enabled, so no one gets in unauthenticated. \"required\" is refused: the load balancer's /readyz health check cannot present a certificate, so every broker would fail it and be replaced over and over. Needs tls_secret_arn, and a \"ca\" in the secret (an instance without one refuses to start the broker and says why in /var/log/strata-bootstrap.log)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.tls_client_auth == null ? true : contains(["required", "requested"], var.tls_client_auth)
+    error_message = "tls_client_auth must be null (no client certificates) or \"requested\"."
+  }
+
+  validation {
+    condition     = var.tls_client_auth != "required"
+    error_message = "tls_client_auth = \"required\" would fail the load balancer's /readyz health check (it cannot present a client certificate), so every broker would be replaced in a loop: use \"requested\", which still verifies every certificate presented, and keep auth_enabled so clients without one must sign in with a password."
+  }
+
+  validation {
+    condition     = var.tls_client_auth == null || var.tls_secret_arn != null
+    error_message = "tls_client_auth needs tls_secret_arn: client certificates are checked against the \"ca\" of the TLS secret."
   }
 }
