@@ -1,7 +1,9 @@
 # What must hold of every plan of the module: the brokers' IAM policy stays
 # on the bucket prefix, the bucket is private and TLS-only, instances
-# require IMDSv2, health checks ask /readyz, and a terminating instance
-# waits in a lifecycle hook while its broker drains.
+# require IMDSv2, health checks ask /readyz, a terminating instance waits
+# in a lifecycle hook while its broker drains, clients must authenticate by
+# default, and TLS (when a secret is given) reaches every listener while the
+# role may read that one secret.
 #
 #   terraform init -backend=false -plugin-dir=/opt/tf-plugins && terraform test
 
@@ -456,5 +458,162 @@ run "optional_produce_policy_s3_binary_kms_and_endpoint" {
   assert {
     condition     = aws_vpc_endpoint.s3[0].vpc_endpoint_type == "Gateway" && aws_vpc_endpoint.s3[0].service_name == "com.amazonaws.eu-west-1.s3"
     error_message = "an S3 gateway endpoint when asked for"
+  }
+}
+
+run "authentication_is_on_by_default_and_tls_off" {
+  command = apply
+
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.broker.user_data), "\n[auth]\nenabled = true\nsuper_users = [\"admin\"]\n")
+    error_message = "by default the user data must turn authentication on with admin as the super user"
+  }
+
+  # [auth] comes after extra_config, which may hold top-level keys.
+  assert {
+    condition     = length(split("[auth]", split("STRATA_EXTRA_CONFIG\n", base64decode(aws_launch_template.broker.user_data))[1])) == 2
+    error_message = "the [auth] section must follow extra_config"
+  }
+
+  assert {
+    condition = (
+      !strcontains(base64decode(aws_launch_template.broker.user_data), "[tls]") &&
+      !strcontains(base64decode(aws_launch_template.broker.user_data), "secretsmanager") &&
+      !strcontains(base64decode(aws_launch_template.broker.user_data), "scheme: https") &&
+      strcontains(base64decode(aws_launch_template.broker.user_data), "advertised_addr = \"http://$PRIVATE_IP:50051\"")
+    )
+    error_message = "without tls_secret_arn: no [tls] section, no secret read, http:// advertised"
+  }
+
+  assert {
+    condition = alltrue(flatten([
+      for s in jsondecode(aws_iam_role_policy.broker.policy).Statement : [for a in s.Action : !startswith(a, "secretsmanager:")]
+    ]))
+    error_message = "without tls_secret_arn the brokers' role must not reach Secrets Manager"
+  }
+
+  assert {
+    condition     = alltrue([for tg in aws_lb_target_group.broker : tg.health_check[0].protocol == "HTTP"])
+    error_message = "without TLS the health check is plain HTTP"
+  }
+
+  assert {
+    condition     = output.auth_enabled && !output.tls_enabled
+    error_message = "the outputs say authentication is on and TLS off"
+  }
+
+  assert {
+    condition     = output.create_admin_command == "AWS_REGION=eu-west-1 strata user add admin --password-file admin.pw --store s3://strata-123456789012-eu-west-1/strata"
+    error_message = "create_admin_command creates the first super user in the cluster's store"
+  }
+}
+
+run "tls_from_the_secret_reaches_every_listener" {
+  command = apply
+
+  variables {
+    tls_secret_arn  = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-AbC123"
+    tls_client_auth = "requested"
+    super_users     = ["root", "ops@example.com"]
+    extra_config    = "maintenance_interval = \"1s\"\n[wal]\nmin_interval = \"10ms\""
+  }
+
+  # GetSecretValue on exactly this secret, in one statement, and nowhere else.
+  assert {
+    condition = [
+      for s in jsondecode(aws_iam_role_policy.broker.policy).Statement : { actions = s.Action, resources = s.Resource }
+      if anytrue([for a in s.Action : startswith(a, "secretsmanager:")])
+      ] == [{
+        actions   = ["secretsmanager:GetSecretValue"]
+        resources = ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-AbC123"]
+    }]
+    error_message = "the brokers' role may get the value of the TLS secret and of no other"
+  }
+
+  assert {
+    condition = alltrue([
+      for tg in aws_lb_target_group.broker :
+      tg.health_check[0].protocol == "HTTPS" && tg.health_check[0].path == "/readyz" && tg.health_check[0].port == "9464"
+    ])
+    error_message = "with TLS the health check asks https /readyz (the admin endpoint serves TLS only)"
+  }
+
+  assert {
+    condition = alltrue([
+      for needle in [
+        "aws secretsmanager get-secret-value --region 'eu-west-1'",
+        "TLS_SECRET_ARN='arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-AbC123'",
+        "install -m 0600 -o strata -g strata /dev/null \"/etc/strata/tls/$field.pem\"",
+        "advertised_addr = \"https://$PRIVATE_IP:50051\"",
+        "\n[auth]\nenabled = true\nsuper_users = [\"root\",\"ops@example.com\"]\n",
+        "\n[tls]\ncert = \"/etc/strata/tls/cert.pem\"\nkey = \"/etc/strata/tls/key.pem\"\n",
+        "peer_ca = \"/etc/strata/tls/ca.pem\"",
+        "client_ca = \"/etc/strata/tls/ca.pem\"\nclient_auth = \"requested\"\n",
+        "scheme: https",
+        "maintenance_interval = \"1s\"\n[wal]\nmin_interval = \"10ms\"\nSTRATA_EXTRA_CONFIG",
+      ] : strcontains(base64decode(aws_launch_template.broker.user_data), needle)
+    ])
+    error_message = "the user data must fetch the secret, write the certificate files and the [auth] and [tls] sections, and advertise https://"
+  }
+
+  # The secret is read (and the files written) before the configuration
+  # that names them and before the broker starts.
+  assert {
+    condition = (
+      length(split("get-secret-value", split("cat > /etc/strata/strata.toml", base64decode(aws_launch_template.broker.user_data))[0])) == 2 &&
+      length(split("[tls]", split("STRATA_EXTRA_CONFIG\n", base64decode(aws_launch_template.broker.user_data))[1])) == 2
+    )
+    error_message = "the secret must be read before the configuration is written, and [tls] must follow extra_config"
+  }
+
+  assert {
+    condition     = output.grpc_bootstrap == "https://strata-nlb-0123456789abcdef.elb.eu-west-1.amazonaws.com:50051"
+    error_message = "with TLS grpc_bootstrap is an https:// URL"
+  }
+
+  assert {
+    condition     = output.auth_enabled && output.tls_enabled
+    error_message = "the outputs say authentication and TLS are on"
+  }
+
+  assert {
+    condition     = output.create_admin_command == "AWS_REGION=eu-west-1 strata user add root --password-file root.pw --store s3://strata-123456789012-eu-west-1/strata"
+    error_message = "create_admin_command names the first super user"
+  }
+}
+
+run "tls_secret_in_another_region_and_no_client_certificates" {
+  command = plan
+
+  variables {
+    tls_secret_arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:shared/strata-tls-Zz9Yy8"
+  }
+
+  assert {
+    condition = (
+      strcontains(base64decode(aws_launch_template.broker.user_data), "aws secretsmanager get-secret-value --region 'us-east-1'") &&
+      strcontains(base64decode(aws_launch_template.broker.user_data), "[tls]") &&
+      !strcontains(base64decode(aws_launch_template.broker.user_data), "client_ca") &&
+      !strcontains(base64decode(aws_launch_template.broker.user_data), "client_auth")
+    )
+    error_message = "the secret is read in its own region; without tls_client_auth no client certificates are asked for"
+  }
+}
+
+run "authentication_can_be_turned_off" {
+  command = apply
+
+  variables {
+    auth_enabled = false
+  }
+
+  assert {
+    condition     = strcontains(base64decode(aws_launch_template.broker.user_data), "\n[auth]\nenabled = false\n")
+    error_message = "auth_enabled = false writes enabled = false"
+  }
+
+  assert {
+    condition     = !output.auth_enabled && output.create_admin_command == null
+    error_message = "no admin to create when authentication is off"
   }
 }

@@ -191,3 +191,108 @@ run "bad_kms_key_is_refused" {
   }
   expect_failures = [var.kms_key_arn]
 }
+
+run "extra_config_cannot_set_auth" {
+  command = plan
+  variables {
+    extra_config = "[auth]\nenabled = false\n"
+  }
+  expect_failures = [var.extra_config]
+}
+
+run "extra_config_cannot_set_tls_with_dotted_keys" {
+  command = plan
+  variables {
+    extra_config = "tls.cert = \"/etc/ssl/strata.pem\"\n"
+  }
+  expect_failures = [var.extra_config]
+}
+
+run "extra_config_cannot_set_a_tls_table" {
+  command = plan
+  variables {
+    extra_config = "[wal]\nmin_interval = \"10ms\"\n[ tls ]\ncert = \"/etc/ssl/strata.pem\"\n"
+  }
+  expect_failures = [var.extra_config]
+}
+
+run "extra_config_with_other_sections_plans" {
+  command = plan
+  variables {
+    extra_config = "maintenance_interval = \"1s\"\n[kafka]\nauto_create_topics = false\n"
+  }
+}
+
+run "super_user_with_a_space_is_refused" {
+  command = plan
+  variables {
+    super_users = ["admin", "alice smith"]
+  }
+  expect_failures = [var.super_users]
+}
+
+run "super_user_with_the_principal_prefix_is_refused" {
+  command = plan
+  variables {
+    super_users = ["User:admin"]
+  }
+  expect_failures = [var.super_users]
+}
+
+run "repeated_super_user_is_refused" {
+  command = plan
+  variables {
+    super_users = ["admin", "admin"]
+  }
+  expect_failures = [var.super_users]
+}
+
+run "partial_secret_arn_is_refused" {
+  command = plan
+  variables {
+    tls_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls"
+  }
+  expect_failures = [var.tls_secret_arn]
+}
+
+run "secret_name_instead_of_arn_is_refused" {
+  command = plan
+  variables {
+    tls_secret_arn = "strata/tls"
+  }
+  expect_failures = [var.tls_secret_arn]
+}
+
+run "unknown_client_auth_is_refused" {
+  command = plan
+  variables {
+    tls_secret_arn  = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-AbC123"
+    tls_client_auth = "optional"
+  }
+  expect_failures = [var.tls_client_auth]
+}
+
+run "required_client_auth_is_refused_because_of_the_health_check" {
+  command = plan
+  variables {
+    tls_secret_arn  = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-AbC123"
+    tls_client_auth = "required"
+  }
+  expect_failures = [var.tls_client_auth]
+}
+
+run "client_auth_without_tls_is_refused" {
+  command = plan
+  variables {
+    tls_client_auth = "requested"
+  }
+  expect_failures = [var.tls_client_auth]
+}
+
+run "requested_client_auth_with_tls_plans" {
+  command = plan
+  variables {
+    tls_secret_arn  = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-AbC123"
+    tls_client_auth = "requested"
+  }
+}
