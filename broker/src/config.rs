@@ -111,6 +111,61 @@ impl Default for KafkaConfig {
     }
 }
 
+/// Benchmarks only: every store request waits a random time, to measure a
+/// broker at an object store's latency on a local disk
+/// (`crate::store_url::with_latency`). Off (`max = 0`) by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreLatencyConfig {
+    /// Shortest added wait.
+    #[serde(with = "humantime_serde")]
+    pub min: Duration,
+    /// Longest added wait (drawn uniformly from `min..=max`); 0: off.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Fraction of requests that also wait `spike` (S3's slow tail).
+    pub spike_rate: f64,
+    /// The extra wait of a spike.
+    #[serde(with = "humantime_serde")]
+    pub spike: Duration,
+}
+
+impl StoreLatencyConfig {
+    /// S3-like, as the storage benchmark emulates it: 20–60 ms, 1% of
+    /// requests 200 ms more.
+    pub fn s3_like() -> Self {
+        Self {
+            min: Duration::from_millis(20),
+            max: Duration::from_millis(60),
+            spike_rate: 0.01,
+            spike: Duration::from_millis(200),
+        }
+    }
+
+    /// True when requests are delayed.
+    pub fn is_on(&self) -> bool {
+        !self.max.is_zero()
+    }
+
+    /// Refuses settings that cannot be meant.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.min > self.max {
+            bail!(
+                "invalid setting store_latency: min ({}) is above max ({})",
+                humantime::format_duration(self.min),
+                humantime::format_duration(self.max)
+            );
+        }
+        if !(0.0..=1.0).contains(&self.spike_rate) {
+            bail!(
+                "invalid setting store_latency.spike_rate: must be between 0 and 1, got {}",
+                self.spike_rate
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Authentication and authorization (see `crate::auth`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -595,6 +650,8 @@ pub struct BrokerConfig {
     pub group: GroupConfig,
     /// Authentication and ACLs.
     pub auth: AuthConfig,
+    /// Benchmarks only: emulated store latency.
+    pub store_latency: StoreLatencyConfig,
     /// TLS on the listeners and between brokers.
     pub tls: TlsConfig,
 }
@@ -624,6 +681,7 @@ impl Default for BrokerConfig {
             gc: GcConfig::default(),
             group: GroupConfig::default(),
             auth: AuthConfig::default(),
+            store_latency: StoreLatencyConfig::default(),
             tls: TlsConfig::default(),
         }
     }
@@ -706,6 +764,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "gc",
     "group",
     "auth",
+    "store_latency",
     "tls",
 ];
 
@@ -886,6 +945,7 @@ impl BrokerConfig {
         self.hot_tier.validate()?;
         self.gc.validate()?;
         self.group.validate()?;
+        self.store_latency.validate()?;
         let f = &self.fetch;
         if f.max_bytes == 0 || f.max_bytes > f.max_bytes_limit {
             bail!(
@@ -1044,6 +1104,22 @@ mod tests {
         vars.iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect()
+    }
+
+    #[test]
+    fn store_latency_is_off_by_default_and_set_from_file_or_env() {
+        assert!(!BrokerConfig::default().store_latency.is_on());
+        let c = BrokerConfig::from_toml("[store_latency]\nmin = \"20ms\"\nmax = \"60ms\"\nspike_rate = 0.01\nspike = \"200ms\"\n")
+            .expect("parse");
+        assert_eq!(c.store_latency, StoreLatencyConfig::s3_like());
+        let c = BrokerConfig::default()
+            .merge_env([("STRATA_STORE_LATENCY__MAX".to_owned(), "5ms".to_owned())])
+            .expect("env");
+        assert_eq!(c.store_latency.max, Duration::from_millis(5));
+        let mut bad = BrokerConfig::default();
+        bad.store_latency.min = Duration::from_millis(9);
+        bad.store_latency.max = Duration::from_millis(5);
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -264,6 +264,7 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     let store_url = config.store_url();
     let store = store_url::open(&store_url)
         .with_context(|| format!("cannot open the store {store_url}"))?;
+    let store = store_url::with_latency(store, &config.store_latency);
     start_on(config, store, store_url).await
 }
 

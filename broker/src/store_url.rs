@@ -23,9 +23,40 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
+use strata_storage::store::{FaultConfig, FaultRule, FaultStore, OpSet};
+
+use crate::config::StoreLatencyConfig;
 
 /// The schemes [`open`] understands, for error messages.
 pub const SUPPORTED: &str = "file:///abs/path, file://relative/path, memory://, s3://bucket/prefix";
+
+/// `store` with every request delayed per `latency` (benchmarks only: see
+/// [`StoreLatencyConfig`]); `store` itself when it is off.
+pub fn with_latency(
+    store: Arc<dyn ObjectStore>,
+    latency: &StoreLatencyConfig,
+) -> Arc<dyn ObjectStore> {
+    if !latency.is_on() {
+        return store;
+    }
+    tracing::warn!(
+        min = %humantime::format_duration(latency.min),
+        max = %humantime::format_duration(latency.max),
+        spike_rate = latency.spike_rate,
+        spike = %humantime::format_duration(latency.spike),
+        "store_latency is set: every store request is delayed (a benchmark setting, not for production)"
+    );
+    Arc::new(FaultStore::new(
+        store,
+        FaultConfig {
+            seed: rand::random(),
+            rules: vec![
+                FaultRule::latency(OpSet::ALL, latency.min, latency.max)
+                    .with_spikes(latency.spike_rate, latency.spike),
+            ],
+        },
+    ))
+}
 
 /// Opens the store `url` names.
 pub fn open(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {

@@ -31,6 +31,11 @@ pub struct StoreBench {
     /// Keep the objects (under `bench/`) instead of deleting them after.
     #[arg(long)]
     pub keep: bool,
+    /// Delay every request as a broker with the S3-like `store_latency`
+    /// setting does (20–60 ms, 1% 200 ms more), for the yardstick of a
+    /// broker benchmarked that way.
+    #[arg(long)]
+    pub s3_latency: bool,
 }
 
 /// Runs the benchmark and prints its summary.
@@ -38,6 +43,11 @@ pub async fn run(args: StoreBench) -> anyhow::Result<()> {
     anyhow::ensure!(args.objects > 0, "--objects must be at least 1");
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let store = crate::store_url::open(&args.store)?;
+    let store = if args.s3_latency {
+        crate::store_url::with_latency(store, &crate::config::StoreLatencyConfig::s3_like())
+    } else {
+        store
+    };
     let payload = Bytes::from(vec![0x5a; args.object_size]);
     let run_id = uuid_like();
     let bar = ProgressBar::new(args.objects as u64);
