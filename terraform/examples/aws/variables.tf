@@ -53,3 +53,20 @@ variable "instance_type" {
   type        = string
   default     = "m7g.large"
 }
+
+variable "tls_secret_arn" {
+  description = "Full ARN of the Secrets Manager secret holding the brokers' TLS certificate: a JSON object {\"cert\": PEM chain, \"key\": PEM, \"ca\": PEM}, the certificate valid for the brokers' private IPs and the load balancer's name (../../modules/strata/README.md shows how to make one). Required on purpose: set it to null only for a throwaway trial, where passwords then cross the VPC in clear text."
+  type        = string
+}
+
+variable "tls_client_auth" {
+  description = "null, or \"requested\" to also accept client certificates signed by the secret's ca (mTLS; their CN is the user)."
+  type        = string
+  default     = null
+}
+
+variable "super_users" {
+  description = "Users allowed everything; create the first with the create_admin_command output."
+  type        = list(string)
+  default     = ["admin"]
+}
