@@ -337,3 +337,82 @@ async fn concurrent_fences_of_one_stream_list_it_once() {
         stats.snapshot().list_requests - lists
     );
 }
+
+/// A store whose PUTs take `latency` each, and the handle to read how many
+/// overlapped.
+fn slow_puts(latency: Duration) -> Arc<crate::store::FaultStore> {
+    use crate::store::{FaultConfig, FaultRule, FaultStore, Op};
+    Arc::new(FaultStore::new(
+        Arc::new(InMemory::new()),
+        FaultConfig {
+            seed: 1,
+            rules: vec![FaultRule::latency(Op::Put, latency, latency)],
+        },
+    ))
+}
+
+/// The cost policy under load: while a flush is in flight, another starts
+/// once `pipeline_bytes` wait, so PUTs overlap (throughput follows the
+/// store's bandwidth, not its latency); acknowledgements stay in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_flushes_overlap_and_acks_stay_in_order() {
+    let slow = slow_puts(Duration::from_millis(40));
+    let store: Arc<dyn ObjectStore> = slow.clone();
+    let cfg = WalConfig {
+        min_interval: Duration::from_millis(1),
+        max_in_flight: 4,
+        pipeline_bytes: 2048,
+        ..WalConfig::default()
+    };
+    let w = WalWriter::start(store, stream(21), WalSeq(0), cfg).unwrap();
+    let tp = tip("t", 0);
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn WalSink> = recorder.clone();
+    let n = 400;
+    for i in 0..n {
+        submit(&w, &tp, &batch(i, 4), sink.clone()).await;
+        if i % 40 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while recorder.durable.lock().len() < n as usize {
+        assert!(tokio::time::Instant::now() < deadline, "not all durable");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.close().await;
+    let durable = recorder.durable.lock().clone();
+    let offsets: Vec<i64> = durable.iter().map(|(_, o)| *o).collect();
+    assert_eq!(
+        offsets,
+        (0..n).map(|i| i + 3).collect::<Vec<_>>(),
+        "acks in order"
+    );
+    assert!(durable.windows(2).all(|w| w[0].0 <= w[1].0), "in WAL order");
+    assert!(
+        slow.peak_delayed_in_flight() > 1,
+        "flushes overlapped under load (peak {})",
+        slow.peak_delayed_in_flight()
+    );
+    assert!(recorder.failed.lock().is_empty());
+}
+
+/// At light load (each append waits for the previous), one PUT at a time:
+/// the group commit, which costs at most one PUT per PUT latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_light_load_one_flush_at_a_time() {
+    let slow = slow_puts(Duration::from_millis(20));
+    let store: Arc<dyn ObjectStore> = slow.clone();
+    let w = WalWriter::start(store, stream(22), WalSeq(0), WalConfig::default()).unwrap();
+    let tp = tip("t", 0);
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn WalSink> = recorder.clone();
+    for i in 0..5 {
+        submit(&w, &tp, &batch(i, 1), sink.clone()).await;
+        while recorder.durable.lock().len() <= i as usize {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    w.close().await;
+    assert_eq!(slow.peak_delayed_in_flight(), 1);
+}

@@ -33,6 +33,14 @@ pub struct WalConfig {
     pub min_interval: Duration,
     /// Flushes in flight at once. More hides PUT latency under load.
     pub max_in_flight: usize,
+    /// The cost policy under load: with no flush in flight, whatever waits
+    /// is flushed (group commit: at light load, about one PUT per PUT
+    /// latency, however small); while flushes are in flight, another starts
+    /// only once this much waits, so a loaded broker keeps up to
+    /// `max_in_flight` PUTs of at least this size going (throughput
+    /// follows the store's bandwidth, not its latency) and never pays more
+    /// than one PUT per `pipeline_bytes` for it.
+    pub pipeline_bytes: usize,
     /// Bytes accepted but not yet durable. Appends wait (backpressure) when
     /// this is reached.
     pub max_pending_bytes: usize,
@@ -55,6 +63,7 @@ impl Default for WalConfig {
             max_bytes: 8 << 20,
             min_interval: Duration::from_millis(5),
             max_in_flight: 4,
+            pipeline_bytes: 1 << 20,
             max_pending_bytes: 64 << 20,
             flush_timeout: Duration::from_secs(30),
             max_unsealed_bytes: 1 << 30,
@@ -75,6 +84,13 @@ impl WalConfig {
             return Err(Error::Config {
                 key: "wal.max_in_flight",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.pipeline_bytes == 0 {
+            return Err(Error::Config {
+                key: "wal.pipeline_bytes",
+                reason: "must be at least 1 (values above wal.max_bytes act as wal.max_bytes)"
+                    .into(),
             });
         }
         if self.max_unsealed_bytes < self.max_pending_bytes as u64 {
@@ -412,7 +428,9 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
         let interval_ok = now >= last_start + config.min_interval;
         if !buf.is_empty()
             && in_flight.len() < config.max_in_flight
-            && (in_flight.is_empty() || buf_bytes >= config.max_bytes || closing)
+            && (in_flight.is_empty()
+                || buf_bytes >= config.pipeline_bytes.min(config.max_bytes)
+                || closing)
             && interval_ok
         {
             let (batch, rest_bytes) = take_up_to(&mut buf, config.max_bytes);
