@@ -3,7 +3,7 @@
 # deploy/) with the tools this machine has; a missing tool is reported as
 # "skipped: ..." and is not a failure:
 #   terraform fmt -check -recursive terraform
-#   terraform init/validate/test of terraform/modules/strata and validate of
+#   terraform init/validate/test of terraform/modules/strata and of
 #     terraform/examples/aws, where the AWS provider is in a local mirror
 #     (STRATA_TF_PLUGIN_DIR, default /opt/tf-plugins): the tests use
 #     mock_provider "aws", so they need no AWS account
@@ -57,9 +57,10 @@ if command -v terraform >/dev/null 2>&1; then
         tf terraform/modules/strata validate -no-color
         tf terraform/modules/strata test -no-color
 
-        step "terraform/examples/aws: init, validate"
+        step "terraform/examples/aws: init, validate, test (mock AWS provider)"
         tf terraform/examples/aws init -backend=false -plugin-dir="$plugin_dir" -no-color >/dev/null
         tf terraform/examples/aws validate -no-color
+        tf terraform/examples/aws test -no-color
     else
         skipped "terraform validate and test: no provider mirror at $plugin_dir (set STRATA_TF_PLUGIN_DIR, or run terraform init && terraform test in terraform/modules/strata with registry access)"
     fi
