@@ -201,7 +201,22 @@ impl Error {
                 after: Duration::ZERO,
             };
         }
-        Error::Broker(ErrorInfo::from_status(status))
+        let mut info = ErrorInfo::from_status(status);
+        if !from_strata && info.message.contains("operation was canceled") {
+            // hyper cancels a request whose connection died before it was
+            // sent and keeps no cause: say what usually closes it early.
+            info.message = format!(
+                "the connection to {url} closed before the request was sent (operation was \
+                 canceled); {}",
+                if url.starts_with("https://") {
+                    "if the broker requires client certificates (mTLS), give one with \
+                     --tls-cert FILE --tls-key FILE"
+                } else {
+                    "if the broker serves TLS, use an https:// URL"
+                }
+            );
+        }
+        Error::Broker(info)
     }
 }
 
