@@ -160,45 +160,59 @@ impl Auth {
     }
 
     /// The secret brokers present to each other: created once (create-only)
-    /// by the first broker that needs it, read by the others.
+    /// by the first broker that needs it, read by the others (one GET at
+    /// start; a PUT only in a bucket that has none yet).
     pub async fn cluster_secret(&self) -> Result<&[u8]> {
         if let Some(s) = self.cluster_secret.get() {
             return Ok(s);
         }
         let key = keys::cluster_secret();
         let fail = |e| BrokerError::storage("reading the cluster secret", StorageError::Store(e));
-        let mut fresh = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut fresh)
-            .map_err(|_| BrokerError::Unavailable("without a random source"))?;
-        let doc = serde_json::to_vec(&SecretDoc {
-            secret: B64.encode(fresh),
-        })
-        .unwrap_or_default();
-        match self
-            .store
-            .put_opts(
-                &key,
-                PutPayload::from(doc),
-                PutOptions::from(PutMode::Create),
-            )
-            .await
-        {
-            Ok(_)
-            | Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => {}
-            Err(e) => return Err(fail(e)),
-        }
-        // Whoever won the create, everyone uses what is stored.
-        let bytes = self
-            .store
-            .get(&key)
-            .await
-            .map_err(fail)?
-            .bytes()
-            .await
-            .map_err(fail)?;
+        let read = async {
+            match self.store.get(&key).await {
+                Ok(r) => r.bytes().await.map(Some).map_err(fail),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(fail(e)),
+            }
+        };
+        let bytes = match read.await? {
+            Some(bytes) => bytes,
+            None => {
+                let mut fresh = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut fresh)
+                    .map_err(|_| BrokerError::Unavailable("without a random source"))?;
+                let doc = bytes::Bytes::from(
+                    serde_json::to_vec(&SecretDoc {
+                        secret: B64.encode(fresh),
+                    })
+                    .unwrap_or_default(),
+                );
+                let created = self
+                    .store
+                    .put_opts(
+                        &key,
+                        PutPayload::from(doc.clone()),
+                        PutOptions::from(PutMode::Create),
+                    )
+                    .await;
+                match created {
+                    Ok(_) => doc,
+                    // Another broker created it first: everyone uses theirs.
+                    Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) => self
+                        .store
+                        .get(&key)
+                        .await
+                        .map_err(fail)?
+                        .bytes()
+                        .await
+                        .map_err(fail)?,
+                    Err(e) => return Err(fail(e)),
+                }
+            }
+        };
         let secret = serde_json::from_slice::<SecretDoc>(&bytes)
             .ok()
             .and_then(|d| B64.decode(d.secret).ok())
@@ -267,6 +281,13 @@ impl Auth {
     pub fn may_create_topic(&self, caller: &Caller, name: &str) -> bool {
         self.allows(caller, Operation::Create, &Resource::cluster())
             || self.allows(caller, Operation::Create, &Resource::topic(name))
+    }
+
+    /// Whether `caller` may get a producer id (idempotence): `IdempotentWrite`
+    /// on the cluster, or `Write` on some topic (as Kafka since KIP-679).
+    pub fn may_init_producer(&self, caller: &Caller) -> bool {
+        self.allows(caller, Operation::IdempotentWrite, &Resource::cluster())
+            || self.allows_some(caller, Operation::Write, acl::ResourceType::Topic)
     }
 
     /// [`Self::allows`], as an error that says who may not do what and how

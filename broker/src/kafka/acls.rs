@@ -23,7 +23,6 @@ use super::error::code_of;
 use crate::auth::Caller;
 use crate::auth::acl::{AclBinding, Operation, PatternType, Permission, Resource, ResourceType};
 use crate::error::BrokerError;
-use crate::metrics::BrokerMetrics;
 use crate::service::{Shared, now_ms};
 
 /// A filter as Kafka sends it (`None`: any).
@@ -178,10 +177,7 @@ fn check_cluster(
     caller: &Caller,
     operation: Operation,
 ) -> Result<(), BrokerError> {
-    shared
-        .auth
-        .check(caller, operation, &Resource::cluster())
-        .inspect_err(|_| BrokerMetrics::add(&shared.metrics.auth_denied, 1))
+    shared.authorize(caller, operation, &Resource::cluster())
 }
 
 fn message(e: &BrokerError) -> Option<StrBytes> {

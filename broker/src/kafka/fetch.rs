@@ -55,16 +55,12 @@ pub async fn handle(shared: &Shared, caller: &Caller, req: FetchRequest) -> Fetc
     let mut topics = Vec::with_capacity(req.topics.len());
     for (i, t) in req.topics.into_iter().enumerate() {
         let denied = shared
-            .auth
-            .check(
+            .authorize(
                 caller,
                 Operation::Read,
                 &Resource::topic(t.topic.0.as_str()),
             )
             .err();
-        if denied.is_some() {
-            BrokerMetrics::add(&shared.metrics.auth_denied, 1);
-        }
         for p in &t.partitions {
             let error = denied.as_ref().map(crate::auth::denied_again);
             slots.push(Slot {

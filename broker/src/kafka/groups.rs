@@ -29,7 +29,6 @@ use crate::error::BrokerError;
 use crate::groups::GroupError;
 use crate::groups::classic;
 use crate::groups::state::GroupStateName;
-use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
 
 /// Answers FindCoordinator (v0–3: one key; v4: a batch of keys).
@@ -94,10 +93,7 @@ pub(crate) fn check(
     operation: Operation,
     group: &str,
 ) -> crate::error::Result<()> {
-    shared
-        .auth
-        .check(caller, operation, &Resource::group(group))
-        .inspect_err(|_| BrokerMetrics::add(&shared.metrics.auth_denied, 1))
+    shared.authorize(caller, operation, &Resource::group(group))
 }
 
 /// The coordinator of `group` and its Kafka host and port.

@@ -71,15 +71,12 @@ pub async fn handle(
             let mut out = Vec::with_capacity(names.len());
             for name in names {
                 if let Err(e) =
-                    shared
-                        .auth
-                        .check(caller, Operation::Describe, &Resource::topic(&name))
+                    shared.authorize(caller, Operation::Describe, &Resource::topic(&name))
                 {
-                    crate::metrics::BrokerMetrics::add(&shared.metrics.auth_denied, 1);
                     out.push(topic_failed(name, &e));
                     continue;
                 }
-                let auto_create = auto_create && may_create_topic(shared, caller, &name);
+                let auto_create = auto_create && shared.auth.may_create_topic(caller, &name);
                 out.push(match lookup(shared, &name, auto_create).await {
                     Ok(t) => topic(shared, &t),
                     Err(e) => topic_failed(name, &e),
@@ -119,12 +116,6 @@ fn topic_failed(name: String, e: &BrokerError) -> MetadataResponseTopic {
     t.name = Some(TopicName(StrBytes::from_string(name)));
     t.error_code = topic_error(e);
     t
-}
-
-/// True when `caller` may create topic `name` (Create on the cluster or
-/// on the topic, as in Kafka).
-pub fn may_create_topic(shared: &Shared, caller: &Caller, name: &str) -> bool {
-    shared.auth.may_create_topic(caller, name)
 }
 
 /// A topic error code: invalid names get Kafka's `INVALID_TOPIC_EXCEPTION`.

@@ -17,10 +17,9 @@ use strata_storage::log::Acks;
 
 use super::error::code_of;
 use crate::auth::Caller;
-use crate::auth::acl::{Operation, Resource, ResourceType};
+use crate::auth::acl::{Operation, Resource};
 use crate::data;
 use crate::error::BrokerError;
-use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
 
 /// A Produce request whose batches have their offsets; awaiting it waits
@@ -59,13 +58,9 @@ pub async fn stage(shared: &Arc<Shared>, caller: &Caller, req: ProduceRequest) -
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let denied = shared
-            .auth
-            .check(caller, Operation::Write, &Resource::topic(&name))
+            .authorize(caller, Operation::Write, &Resource::topic(&name))
             .err()
-            .map(|e| {
-                BrokerMetrics::add(&shared.metrics.auth_denied, 1);
-                (code_of(&e), e.to_string())
-            });
+            .map(|e| (code_of(&e), e.to_string()));
         let partitions = topic.partition_data.into_iter().map(|p| {
             let name = name.clone();
             let denied = denied.clone();
@@ -216,15 +211,8 @@ pub async fn init_producer_id(
         r.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         return r;
     }
-    if !shared
-        .auth
-        .allows(caller, Operation::IdempotentWrite, &Resource::cluster())
-        && !shared
-            .auth
-            .allows_some(caller, Operation::Write, ResourceType::Topic)
-    {
-        BrokerMetrics::add(&shared.metrics.auth_denied, 1);
-        r.error_code = ResponseError::ClusterAuthorizationFailed.code();
+    if let Err(e) = shared.authorize_producer_id(caller) {
+        r.error_code = code_of(&e);
         return r;
     }
     match async {

@@ -25,35 +25,20 @@ use crate::auth::Caller;
 use crate::auth::acl::{Operation, Resource};
 use crate::data;
 use crate::error::BrokerError;
-use crate::metrics::BrokerMetrics;
 use crate::service::Shared;
 use crate::topics::{self, Topic, TopicOverrides};
 
-/// Checks `operation` on `resource`; a refusal as a Kafka error code and
-/// message (counted).
+/// Checks `operation` on `resource` ([`Shared::authorize`]); a refusal
+/// as a Kafka error code and message.
 fn allowed(
     shared: &Shared,
     caller: &Caller,
     operation: Operation,
     resource: &Resource<'_>,
 ) -> Result<(), (i16, String)> {
-    if shared.auth.allows(caller, operation, resource) {
-        Ok(())
-    } else {
-        Err(refused(shared, caller, operation, resource))
-    }
-}
-
-/// The refusal of `operation` on `resource`, counted.
-fn refused(
-    shared: &Shared,
-    caller: &Caller,
-    operation: Operation,
-    resource: &Resource<'_>,
-) -> (i16, String) {
-    BrokerMetrics::add(&shared.metrics.auth_denied, 1);
-    let e = crate::auth::denied(caller, operation, resource);
-    (code_of(&e), e.to_string())
+    shared
+        .authorize(caller, operation, resource)
+        .map_err(|e| (code_of(&e), e.to_string()))
 }
 
 /// Topic settings by their Kafka names.
@@ -76,15 +61,9 @@ pub async fn create(
     for t in req.topics {
         let mut out = CreatableTopicResult::default();
         out.name = t.name.clone();
-        let created = if super::metadata::may_create_topic(shared, caller, t.name.0.as_str()) {
-            create_one(shared, t, req.validate_only).await
-        } else {
-            Err(refused(
-                shared,
-                caller,
-                Operation::Create,
-                &Resource::topic(t.name.0.as_str()),
-            ))
+        let created = match shared.authorize_topic_create(caller, t.name.0.as_str()) {
+            Ok(()) => create_one(shared, t, req.validate_only).await,
+            Err(e) => Err((code_of(&e), e.to_string())),
         };
         match created {
             Ok(partitions) => {
@@ -417,15 +396,9 @@ pub async fn delete(
         match name {
             Some(name) => {
                 let deleted =
-                    match shared
-                        .auth
-                        .check(caller, Operation::Delete, &Resource::topic(&name))
-                    {
+                    match shared.authorize(caller, Operation::Delete, &Resource::topic(&name)) {
                         Ok(()) => data::topics::delete(shared, &name).await,
-                        Err(e) => {
-                            BrokerMetrics::add(&shared.metrics.auth_denied, 1);
-                            Err(e)
-                        }
+                        Err(e) => Err(e),
                     };
                 if let Err(e) = deleted {
                     out.error_code = match e {

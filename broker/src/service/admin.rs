@@ -189,9 +189,7 @@ impl Admin for AdminService {
         let caller = caller(&request);
         let req = request.into_inner();
         let shared = &self.shared;
-        if !shared.auth.may_create_topic(&caller, &req.name) {
-            shared.authorize(&caller, Operation::Create, &Resource::topic(&req.name))?;
-        }
+        shared.authorize_topic_create(&caller, &req.name)?;
         let (topic, _created) = crate::data::topics::create(
             shared,
             &req.name,

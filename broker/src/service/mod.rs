@@ -252,6 +252,36 @@ impl Shared {
             .inspect_err(|_| BrokerMetrics::add(&self.metrics.auth_denied, 1))
     }
 
+    /// Refuses (and counts) creating topic `name` unless `caller` may:
+    /// see [`crate::auth::Auth::may_create_topic`].
+    pub fn authorize_topic_create(&self, caller: &crate::auth::Caller, name: &str) -> Result<()> {
+        use crate::auth::acl::{Operation, Resource};
+        if self.auth.may_create_topic(caller, name) {
+            return Ok(());
+        }
+        BrokerMetrics::add(&self.metrics.auth_denied, 1);
+        Err(crate::auth::denied(
+            caller,
+            Operation::Create,
+            &Resource::topic(name),
+        ))
+    }
+
+    /// Refuses (and counts) a producer id unless `caller` may get one: see
+    /// [`crate::auth::Auth::may_init_producer`].
+    pub fn authorize_producer_id(&self, caller: &crate::auth::Caller) -> Result<()> {
+        use crate::auth::acl::{Operation, Resource};
+        if self.auth.may_init_producer(caller) {
+            return Ok(());
+        }
+        BrokerMetrics::add(&self.metrics.auth_denied, 1);
+        Err(crate::auth::denied(
+            caller,
+            Operation::IdempotentWrite,
+            &Resource::cluster(),
+        ))
+    }
+
     /// The storage engine in service, or `BROKER_UNAVAILABLE` while it is
     /// being replaced.
     pub fn engine(&self) -> Result<Engine> {

@@ -16,7 +16,7 @@
 //! reaches the unsealed tail.
 
 use crate::auth::Caller;
-use crate::auth::acl::{Operation, Resource, ResourceType};
+use crate::auth::acl::{Operation, Resource};
 use crate::auth::grpc::caller;
 use std::sync::Arc;
 use std::time::Duration;
@@ -414,13 +414,7 @@ impl Strata for StrataService {
     ) -> Result<Response<InitProducerResponse>, Status> {
         self.shared.check_running()?;
         let caller = caller(&request);
-        let auth = &self.shared.auth;
-        if !auth.allows(&caller, Operation::IdempotentWrite, &Resource::cluster())
-            && !auth.allows_some(&caller, Operation::Write, ResourceType::Topic)
-        {
-            self.shared
-                .authorize(&caller, Operation::IdempotentWrite, &Resource::cluster())?;
-        }
+        self.shared.authorize_producer_id(&caller)?;
         let (producer_id, producer_epoch) = self.shared.producer_ids.allocate().await?;
         Ok(Response::new(InitProducerResponse {
             producer_id,
