@@ -291,6 +291,9 @@ struct State {
     durable_end: i64,
     tail: VecDeque<TailBatch>,
     tail_bytes: u64,
+    /// The part of `tail_bytes` not yet durable (in WAL flushes under way):
+    /// the rest is what seals are behind on.
+    undurable_bytes: u64,
     tail_since: Option<Instant>,
     /// No tail record is in a WAL object of our stream below this.
     tail_floor: WalSeq,
@@ -359,6 +362,10 @@ const REORDER_WAIT: Duration = Duration::from_millis(500);
 /// pipelining producer they may be in requests that this one overtook, as
 /// requests are served concurrently. The sequence check after it refuses
 /// the batch if the gap is still there.
+/// How long a background seal waits for the rest of a large tail to
+/// become durable before leaving it to the next append or maintenance.
+const RESEAL_WAIT: Duration = Duration::from_secs(60);
+
 async fn wait_for_predecessor(inner: &Inner, header: &crate::batch::BatchHeader) {
     let mut deadline = None;
     loop {
@@ -580,6 +587,7 @@ impl PartitionLog {
             durable_end: end,
             tail: VecDeque::new(),
             tail_bytes: 0,
+            undurable_bytes: 0,
             tail_since: None,
             tail_floor: floor,
             floor_since: Instant::now(),
@@ -679,16 +687,24 @@ impl PartitionLog {
             return Err(Error::InvalidBatch(BatchError::ControlBatchNotAllowed));
         }
         let batch = self.apply_timestamp_type(batch, now_ms)?;
-        {
+        let sealable = {
             let st = inner.state.lock();
             st.check_open()?;
             inner.wal.check_unsealed(batch.len())?;
-            if st.tail_bytes > inner.config.segment_bytes.saturating_mul(2) {
-                return Err(Error::Unavailable(format!(
-                    "{}: the unsealed tail holds {} bytes because segments cannot be uploaded; retry later",
-                    inner.tp, st.tail_bytes
-                )));
-            }
+            // Durable bytes a seal could have taken (bytes still on their
+            // way to the WAL do not count: a producer with several large
+            // batches in flight is not a sign of trouble).
+            st.tail_bytes - st.undurable_bytes
+        };
+        if sealable > inner.config.segment_bytes.saturating_mul(2) {
+            // Past two segments' worth, seals are failing or have not been
+            // started since the tail became durable: start one (refused
+            // appends must not leave the tail waiting for an append).
+            self.seal_in_background();
+            return Err(Error::Unavailable(format!(
+                "{}: the unsealed tail holds {sealable} durable bytes because segments cannot be uploaded; retry later",
+                inner.tp
+            )));
         }
         let permit = inner.wal.reserve(batch.len()).await?;
         wait_for_predecessor(inner, batch.header()).await;
@@ -710,6 +726,7 @@ impl PartitionLog {
                     st.producers.record_at(batch.header(), now_ms);
                     st.next_offset = batch.last_offset() + 1;
                     st.tail_bytes += batch.len() as u64;
+                    st.undurable_bytes += batch.len() as u64;
                     inner.wal.add_unsealed(batch.len() as i64);
                     if st.tail_since.is_none() {
                         st.tail_since = Some(Instant::now());
@@ -932,8 +949,25 @@ impl PartitionLog {
         }
         let log = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = log.seal().await {
-                tracing::warn!(tp = %log.inner.tp, error = %e, "background seal failed; will retry on the next append");
+            loop {
+                if let Err(e) = log.seal().await {
+                    tracing::warn!(tp = %log.inner.tp, error = %e, "background seal failed; will retry on the next append");
+                    break;
+                }
+                // A seal takes only what is durable: what was still on its
+                // way to the WAL may be a segment's worth by itself (large
+                // batches in flight), and no append may come to seal it.
+                let (tail_bytes, next) = {
+                    let st = log.inner.state.lock();
+                    (st.tail_bytes, st.next_offset)
+                };
+                if tail_bytes < log.inner.config.segment_bytes {
+                    break;
+                }
+                match tokio::time::timeout(RESEAL_WAIT, log.wait_durable(next)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => break,
+                }
             }
             log.inner.sealing.store(false, Ordering::SeqCst);
         });
@@ -1321,6 +1355,7 @@ impl PartitionLog {
             st.tail.clear();
             inner.wal.add_unsealed(-(st.tail_bytes as i64));
             st.tail_bytes = 0;
+            st.undurable_bytes = 0;
             st.manifest = m;
             st.version = version;
         }
@@ -1384,6 +1419,7 @@ impl WalSink for Inner {
                     break;
                 }
                 b.wal_seq = Some(seq);
+                st.undurable_bytes = st.undurable_bytes.saturating_sub(b.batch.len() as u64);
                 st.durable_producers
                     .record_at(b.batch.header(), b.appended_at_ms);
             }

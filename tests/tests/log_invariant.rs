@@ -497,3 +497,72 @@ async fn records_before_an_offset_are_deleted_by_whole_segments() {
         8
     );
 }
+
+/// A pipelining producer's large batches on a partition with small
+/// segments: appends are not refused while the bytes are only on their way
+/// to the WAL (they are not a sign of failing seals), and once everything is
+/// durable the tail is sealed down without waiting for another append (a
+/// seal takes only what is durable; the rest used to stay unsealed until
+/// `segment_ms`, and appends refused for it never started a seal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_in_flight_are_accepted_and_sealed_without_another_append() {
+    let slow = FaultStore::new(
+        mem(),
+        FaultConfig {
+            seed: 3,
+            rules: vec![FaultRule::latency(
+                OpSet::ALL,
+                Duration::from_millis(30),
+                Duration::from_millis(30),
+            )],
+        },
+    );
+    let node = Node::start_with(Arc::new(slow), 1, WalConfig::default()).await;
+    let config = LogConfig {
+        segment_bytes: 64 << 10,
+        max_batch_bytes: 48 << 10,
+        ..small_log_config()
+    };
+    let tp = strata_tests::harness::tip("large", 0);
+    let log = node.open(&tp, config).await.expect("open");
+    let value = "x".repeat(40 << 10);
+    let mut written = BTreeMap::new();
+    // Eight batches of 40 KiB staged at once: five segments' worth in
+    // flight, as a producer with several batches in flight sends them.
+    let mut staged = Vec::new();
+    for i in 0..8 {
+        let v = format!("{i}-{value}");
+        let appending = log
+            .append_staged(batch_of(std::slice::from_ref(&v), None), Acks::All)
+            .await
+            .expect("bytes on their way to the WAL do not refuse appends");
+        staged.push((appending, v));
+    }
+    for (appending, v) in staged {
+        let r = appending.durable().await.expect("durable");
+        written.insert(r.base_offset, v);
+    }
+    let sealed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let status = log.status();
+            if status.tail_bytes < 64 << 10 {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the tail was not sealed without another append: {:?}",
+            log.status()
+        )
+    });
+    assert!(sealed.segments >= 1, "{sealed:?}");
+    let read: BTreeMap<i64, String> = read_all(&log)
+        .await
+        .into_iter()
+        .map(|(o, v)| (o, String::from_utf8(v.to_vec()).expect("utf-8")))
+        .collect();
+    assert_eq!(read, written, "every acknowledged record, once, in order");
+}
