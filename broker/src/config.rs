@@ -902,10 +902,21 @@ impl BrokerConfig {
         }
     }
 
-    /// Fills in the defaults derived from `data_dir`.
+    /// Fills in the defaults derived from `data_dir` and the store.
     pub fn resolve(&mut self) {
         if self.store.as_deref().is_none_or(str::is_empty) {
             self.store = Some(format!("file://{}", self.data_dir.join("bucket").display()));
+        }
+        if self.wal.min_interval.is_none() {
+            // The cost policy: requests to a local disk or memory are free.
+            let free = ["file:", "memory:"]
+                .iter()
+                .any(|scheme| self.store_url().starts_with(scheme));
+            self.wal.min_interval = Some(if free {
+                strata_storage::wal::DEFAULT_MIN_INTERVAL
+            } else {
+                strata_storage::wal::MIN_INTERVAL_PAID_STORE
+            });
         }
         match &self.hot_tier.disk_dir {
             None => self.hot_tier.disk_dir = Some(self.data_dir.join("cache")),
@@ -1106,6 +1117,41 @@ mod tests {
             .collect()
     }
 
+    /// The cost policy's default follows the store: small flushes wait
+    /// `MIN_INTERVAL_PAID_STORE` on a store that bills per request, and
+    /// only the free default on a local disk or in memory; an explicit
+    /// setting wins everywhere.
+    #[test]
+    fn min_interval_default_follows_the_store() {
+        let load = |vars: &[(&str, &str)]| {
+            BrokerConfig::load(None, env(vars), &Overrides::default()).expect("load")
+        };
+        let file = load(&[]);
+        assert_eq!(
+            file.wal.min_interval,
+            Some(strata_storage::wal::DEFAULT_MIN_INTERVAL)
+        );
+        let s3 = load(&[("STRATA_STORE", "s3://bucket/prefix")]);
+        assert_eq!(
+            s3.wal.min_interval,
+            Some(strata_storage::wal::MIN_INTERVAL_PAID_STORE)
+        );
+        assert!(
+            strata_storage::wal::MIN_INTERVAL_PAID_STORE
+                > strata_storage::wal::DEFAULT_MIN_INTERVAL
+        );
+        let memory = load(&[("STRATA_STORE", "memory://")]);
+        assert_eq!(
+            memory.wal.min_interval,
+            Some(strata_storage::wal::DEFAULT_MIN_INTERVAL)
+        );
+        let explicit = load(&[
+            ("STRATA_STORE", "s3://bucket/prefix"),
+            ("STRATA_WAL__MIN_INTERVAL", "5ms"),
+        ]);
+        assert_eq!(explicit.wal.min_interval, Some(Duration::from_millis(5)));
+    }
+
     #[test]
     fn store_latency_is_off_by_default_and_set_from_file_or_env() {
         assert!(!BrokerConfig::default().store_latency.is_on());
@@ -1174,7 +1220,7 @@ mod tests {
             "file beats default"
         );
         assert_eq!(c.log.segment_bytes, 1 << 20);
-        assert_eq!(c.wal.min_interval, Duration::from_millis(2));
+        assert_eq!(c.wal.min_interval, Some(Duration::from_millis(2)));
         assert_eq!(
             c.store_url(),
             "file:///from-env/bucket",

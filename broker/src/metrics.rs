@@ -30,6 +30,8 @@
 //! | `strata_draining` | gauge | | 1 while the broker drains before exiting |
 //! | `strata_controller` | gauge | | 1 on the broker holding the controller term |
 //! | `strata_cluster_brokers_alive` | gauge | | live brokers in this broker's view |
+//! | `strata_wal_objects_total` | counter | | WAL objects this broker's current WAL writer wrote |
+//! | `strata_wal_bytes_total` | counter | | record bytes in them (`bytes / objects` against `wal.max_bytes`: how full objects are) |
 //! | `strata_unsealed_bytes` | gauge | | bytes of unsealed tails held in memory (budget: `wal.max_unsealed_bytes`) |
 //! | `strata_bucket_objects` | gauge | `kind` = wal, wal_tombstone, segment, manifest, topic_config, cluster, other | the controller's last bucket sweep (absent elsewhere and before the first) |
 //! | `strata_bucket_bytes` | gauge | `kind` (as above) | the controller's last bucket sweep |
@@ -95,6 +97,10 @@ pub struct Gauges {
     pub brokers_alive: usize,
     /// Bytes of unsealed tails held in memory.
     pub unsealed_bytes: u64,
+    /// WAL objects written, and the record bytes in them.
+    pub wal_objects: u64,
+    /// See `wal_objects`.
+    pub wal_bytes: u64,
     /// What the bucket held at this broker's last sweep (controller only).
     pub bucket: Option<Inventory>,
     /// What this broker's sweeps deleted.
@@ -283,6 +289,18 @@ impl BrokerMetrics {
             "Partitions this broker serves.",
         );
         let _ = writeln!(out, "strata_partitions_owned {}", g.partitions_owned);
+        counter(
+            &mut out,
+            "strata_wal_objects_total",
+            "WAL objects written by this broker's current WAL writer.",
+            g.wal_objects,
+        );
+        counter(
+            &mut out,
+            "strata_wal_bytes_total",
+            "Record bytes in those WAL objects (divided by the objects: how full they are against wal.max_bytes).",
+            g.wal_bytes,
+        );
         counter(
             &mut out,
             "strata_hot_tier_hits_total",

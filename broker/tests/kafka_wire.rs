@@ -219,7 +219,7 @@ async fn pipelined_idempotent_produces_land_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = loopback_config(dir.path());
     // Slow flushes: several produce requests wait for one at a time.
-    config.wal.min_interval = Duration::from_millis(50);
+    config.wal.min_interval = Some(Duration::from_millis(50));
     let broker = start(config).await.expect("start");
     let (mut data, mut admin) = common::clients(&broker).await;
     common::create_topic(&mut admin, "pipe", 1).await;

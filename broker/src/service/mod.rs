@@ -429,6 +429,8 @@ impl Shared {
                 .partitions
                 .engine()
                 .map_or(0, |e| e.wal().unsealed_bytes()),
+            wal_objects: self.partitions.engine().map_or(0, |e| e.wal().puts()),
+            wal_bytes: self.partitions.engine().map_or(0, |e| e.wal().put_bytes()),
             bucket: self.bucket_gc.inventory(),
             gc_deleted: self.bucket_gc.deleted(),
             groups: self.groups.gauges(self),

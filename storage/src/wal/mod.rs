@@ -18,7 +18,10 @@ pub mod tails;
 pub mod writer;
 
 pub use reader::{WalObject, fence, list_from, own_objects, read_partition};
-pub use writer::{WalConfig, WalEntry, WalPermit, WalSink, WalWriter};
+pub use writer::{
+    DEFAULT_MIN_INTERVAL, MIN_INTERVAL_PAID_STORE, WalConfig, WalEntry, WalPermit, WalSink,
+    WalWriter,
+};
 
 #[cfg(test)]
 mod tests;

@@ -74,7 +74,7 @@ async fn submit(w: &WalWriter, tp: &TopicIdPartition, b: &Batch, sink: Arc<dyn W
 async fn group_commit_shares_objects_and_reads_back_per_partition() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let cfg = WalConfig {
-        min_interval: Duration::from_millis(20),
+        min_interval: Some(Duration::from_millis(20)),
         ..WalConfig::default()
     };
     let w = WalWriter::start(store.clone(), stream(1), WalSeq(0), cfg).unwrap();
@@ -201,7 +201,7 @@ async fn chunks_in_the_fetched_tail_cost_no_second_get() {
     let store: Arc<dyn ObjectStore> = Arc::new(metered);
     let tps: Vec<TopicIdPartition> = (0..6).map(|p| tip("t", p)).collect();
     let cfg = WalConfig {
-        min_interval: Duration::from_millis(50),
+        min_interval: Some(Duration::from_millis(50)),
         ..WalConfig::default()
     };
     // Object 0: small. Object 1: six partitions of about 20 KiB each.
@@ -269,7 +269,7 @@ async fn a_stream_fenced_once_is_not_listed_again_for_later_floors() {
         incarnation: Incarnation::generate(),
     };
     let cfg = WalConfig {
-        min_interval: Duration::from_millis(1),
+        min_interval: Some(Duration::from_millis(1)),
         max_in_flight: 1,
         ..WalConfig::default()
     };
@@ -359,7 +359,7 @@ async fn under_load_flushes_overlap_and_acks_stay_in_order() {
     let slow = slow_puts(Duration::from_millis(40));
     let store: Arc<dyn ObjectStore> = slow.clone();
     let cfg = WalConfig {
-        min_interval: Duration::from_millis(1),
+        min_interval: Some(Duration::from_millis(1)),
         max_in_flight: 4,
         pipeline_bytes: 2048,
         ..WalConfig::default()
@@ -415,4 +415,71 @@ async fn at_light_load_one_flush_at_a_time() {
     }
     w.close().await;
     assert_eq!(slow.peak_delayed_in_flight(), 1);
+}
+
+/// The interval is the cost policy for small flushes only: a trickle of
+/// small appends makes at most one PUT per `min_interval`, while appends
+/// that fill `pipeline_bytes` are flushed at once, overlapping, without
+/// waiting out the interval (a loaded broker's throughput is not capped
+/// at one PUT per interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interval_holds_back_small_flushes_but_not_full_ones() {
+    let interval = Duration::from_secs(3);
+    let slow = slow_puts(Duration::from_millis(100));
+    let store: Arc<dyn ObjectStore> = slow.clone();
+    let cfg = WalConfig {
+        min_interval: Some(interval),
+        max_in_flight: 4,
+        pipeline_bytes: 256,
+        ..WalConfig::default()
+    };
+    let w = WalWriter::start(store, stream(23), WalSeq(0), cfg).unwrap();
+    let tp = tip("t", 0);
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn WalSink> = recorder.clone();
+
+    // Full flushes: eight batches of over 256 bytes, 20 ms apart, all
+    // durable long before the interval would allow a second PUT.
+    let started = tokio::time::Instant::now();
+    let big = 40;
+    for i in 0..8 {
+        let b = batch(i * big as i64, big);
+        assert!(b.len() >= 256, "a batch fills pipeline_bytes: {}", b.len());
+        submit(&w, &tp, &b, sink.clone()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while recorder.durable.lock().len() < 8 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not all durable"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        started.elapsed() < interval,
+        "full flushes waited out the interval: {:?}",
+        started.elapsed()
+    );
+    assert!(w.puts() >= 3, "{} PUTs for 8 full batches", w.puts());
+    assert!(slow.peak_delayed_in_flight() > 1, "full flushes overlap");
+
+    // A trickle of small batches (less than pipeline_bytes together):
+    // they wait out the interval since the last start and share one PUT.
+    let puts = w.puts();
+    let small = tokio::time::Instant::now();
+    for i in 0..3 {
+        submit(&w, &tp, &batch(1000 + i, 1), sink.clone()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while recorder.durable.lock().len() < 11 {
+        assert!(small.elapsed() < Duration::from_secs(30), "not all durable");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        w.puts() - puts,
+        1,
+        "one PUT for a trickle of small batches within one interval"
+    );
+    w.close().await;
+    assert!(recorder.failed.lock().is_empty());
 }
