@@ -45,6 +45,8 @@ const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(50);
 struct TopicMeta {
     /// Owner broker id per partition (index = partition number).
     owners: Vec<Option<u32>>,
+    /// The largest batch the topic accepts, where the broker says.
+    max_batch_bytes: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -261,7 +263,14 @@ impl Cluster {
         let mut meta = MetaCache::default();
         for (t, n) in topics {
             let owners = vec![None; *n as usize];
-            meta.topics.insert((*t).to_owned(), TopicMeta { owners });
+            let max_batch_bytes = None;
+            meta.topics.insert(
+                (*t).to_owned(),
+                TopicMeta {
+                    owners,
+                    max_batch_bytes,
+                },
+            );
         }
         Arc::new(Cluster {
             bootstrap: vec![home.clone()],
@@ -456,7 +465,14 @@ impl Cluster {
                     *slot = p.owner_broker_id;
                 }
             }
-            meta.topics.insert(t.name.clone(), TopicMeta { owners });
+            let max_batch_bytes = t.max_batch_bytes;
+            meta.topics.insert(
+                t.name.clone(),
+                TopicMeta {
+                    owners,
+                    max_batch_bytes,
+                },
+            );
         }
         meta.overrides
             .retain(|(topic, _), _| !asked.is_empty() && !asked.contains(topic));
@@ -507,6 +523,15 @@ impl Cluster {
             .topics
             .get(topic)
             .map(|t| u32::try_from(t.owners.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The largest batch `topic` accepts, if the brokers said.
+    pub(crate) fn cached_max_batch_bytes(&self, topic: &str) -> Option<u32> {
+        self.meta
+            .lock()
+            .topics
+            .get(topic)
+            .and_then(|t| t.max_batch_bytes)
     }
 
     /// Where to send requests for `topic`/`partition`: the owner if known

@@ -3,10 +3,14 @@
 //! - With a key: Kafka's default partitioner, `toPositive(murmur2(key)) %
 //!   partitions`, so a key lands on the same partition number as with a Java
 //!   producer ([`partition_for_key`]).
-//! - Without a key: the sticky partitioner (Kafka 2.4+, KIP-480): every
-//!   keyless record of a topic goes to one partition until that partition's
-//!   batch is sent, then another partition is picked at random. Fewer, fuller
-//!   batches than round robin.
+//! - Without a key: the uniform sticky partitioner (Kafka 3.3+, KIP-794):
+//!   keyless records of a topic go to one partition until a batch's worth
+//!   (`batch_bytes`) has gone there, then to another, picked at random but
+//!   away from partitions whose queue is backed up (a partition that cannot
+//!   send as fast as the others gets fewer records, where KIP-480's switch
+//!   on every sent batch piled a full producer buffer onto whichever
+//!   partition was stuck behind its in-flight limit). Fewer, fuller batches
+//!   than round robin, and every partition kept busy.
 //!
 //! The one thing a newcomer must not break: [`murmur2`] must stay bit-for-bit
 //! Kafka's `Utils.murmur2`; the tests hold Kafka's own vectors.
@@ -63,47 +67,77 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 /// Per-topic sticky choice for keyless records.
 #[derive(Debug, Default)]
 pub(crate) struct StickyPartitioner {
-    current: HashMap<String, u32>,
+    current: HashMap<String, Sticky>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sticky {
+    partition: u32,
+    /// Bytes sent to `partition` since it was picked.
+    produced: usize,
 }
 
 impl StickyPartitioner {
-    /// The partition for a keyless record of `topic`: the current sticky one,
-    /// or a new random one.
-    pub(crate) fn partition(&mut self, topic: &str, partitions: u32, rng: &mut impl Rng) -> u32 {
+    /// The partition for a keyless record of `size` bytes of `topic`: the
+    /// current sticky one until `batch_bytes` have gone to it, then a new
+    /// one from [`pick`]. `backlog(p)` is how many bytes wait in
+    /// partition `p`'s queue, not yet sent.
+    pub(crate) fn partition(
+        &mut self,
+        topic: &str,
+        partitions: u32,
+        size: usize,
+        batch_bytes: usize,
+        backlog: impl Fn(u32) -> usize,
+        rng: &mut impl Rng,
+    ) -> u32 {
         if partitions == 0 {
             return 0;
         }
-        if let Some(&p) = self.current.get(topic)
-            && p < partitions
+        if let Some(s) = self.current.get_mut(topic)
+            && s.partition < partitions
+            && (s.produced == 0 || s.produced + size <= batch_bytes)
         {
-            return p;
+            s.produced += size;
+            return s.partition;
         }
-        let p = rng.random_range(0..partitions);
-        self.current.insert(topic.to_owned(), p);
-        p
+        let partition = pick(partitions, batch_bytes, backlog, rng);
+        self.current.insert(
+            topic.to_owned(),
+            Sticky {
+                partition,
+                produced: size,
+            },
+        );
+        partition
     }
+}
 
-    /// Called when the batch of `topic`/`partition` is closed for sending:
-    /// if keyless records stick to it, move them to another partition.
-    pub(crate) fn batch_closed(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        partitions: u32,
-        rng: &mut impl Rng,
-    ) {
-        if let Some(current) = self.current.get_mut(topic)
-            && *current == partition
-        {
-            *current = if partitions > 1 {
-                // Any partition but this one.
-                let other = rng.random_range(0..partitions - 1);
-                if other >= partition { other + 1 } else { other }
-            } else {
-                0
-            };
+/// KIP-794's adaptive choice: each partition weighs `1 + most - queued`,
+/// where `queued` counts the full batches waiting in its queue and `most`
+/// is the largest such count, so with even queues the pick is uniform and
+/// a partition that is falling behind is picked less (one batches behind
+/// the busiest never picked at all once the gap is large).
+fn pick(
+    partitions: u32,
+    batch_bytes: usize,
+    backlog: impl Fn(u32) -> usize,
+    rng: &mut impl Rng,
+) -> u32 {
+    let queued: Vec<u64> = (0..partitions)
+        .map(|p| (backlog(p) / batch_bytes.max(1)) as u64)
+        .collect();
+    let most = queued.iter().copied().max().unwrap_or(0);
+    let total: u64 = queued.iter().map(|q| 1 + most - q).sum();
+    let mut x = rng.random_range(0..total);
+    for (p, q) in queued.iter().enumerate() {
+        let w = 1 + most - q;
+        if x < w {
+            return p as u32;
         }
+        x -= w;
     }
+    partitions - 1
 }
 
 #[cfg(test)]
@@ -146,36 +180,62 @@ mod tests {
     }
 
     #[test]
-    fn sticky_until_batch_closed() {
+    fn sticky_for_a_batch_worth_then_moves() {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         let mut s = StickyPartitioner::default();
-        let first = s.partition("t", 8, &mut rng);
-        for _ in 0..100 {
-            assert_eq!(s.partition("t", 8, &mut rng), first);
+        let none = |_| 0;
+        let first = s.partition("t", 8, 100, 1000, none, &mut rng);
+        for _ in 0..9 {
+            assert_eq!(s.partition("t", 8, 100, 1000, none, &mut rng), first);
         }
-        // Another partition's batch closing changes nothing.
-        s.batch_closed("t", (first + 1) % 8, 8, &mut rng);
-        assert_eq!(s.partition("t", 8, &mut rng), first);
-        // Its own batch closing moves it elsewhere.
-        s.batch_closed("t", first, 8, &mut rng);
-        let second = s.partition("t", 8, &mut rng);
-        assert_ne!(second, first);
-        assert!(second < 8);
+        // The 11th record would pass batch_bytes: a new pick (which may
+        // be the same partition again, by chance).
+        let mut switched = false;
+        for _ in 0..20 {
+            for _ in 0..10 {
+                let p = s.partition("t", 8, 100, 1000, none, &mut rng);
+                switched |= p != first;
+            }
+        }
+        assert!(switched, "keyless records move on after a batch's worth");
+        // A record bigger than a batch still goes somewhere.
+        assert!(s.partition("t", 8, 5000, 1000, none, &mut rng) < 8);
         // Topics are independent; one partition stays on 0.
-        assert_eq!(s.partition("one", 1, &mut rng), 0);
-        s.batch_closed("one", 0, 1, &mut rng);
-        assert_eq!(s.partition("one", 1, &mut rng), 0);
-        // Fewer partitions than the sticky choice: re-pick.
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..200 {
-            let p = s.partition("t", 8, &mut rng);
-            seen.insert(p);
-            s.batch_closed("t", p, 8, &mut rng);
+        for _ in 0..20 {
+            assert_eq!(s.partition("one", 1, 600, 1000, none, &mut rng), 0);
         }
-        assert_eq!(
-            seen.len(),
-            8,
-            "all partitions get keyless records over time"
+        // All partitions get keyless records over time.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..400 {
+            seen.insert(s.partition("t", 8, 500, 1000, none, &mut rng));
+        }
+        assert_eq!(seen.len(), 8);
+    }
+
+    #[test]
+    fn backed_up_partitions_are_avoided() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+        // Partition 3 has 4 batches queued, the others none: its weight is
+        // 1 against 5 for each other one.
+        let backlog = |p: u32| if p == 3 { 4000 } else { 0 };
+        let mut counts = [0u32; 8];
+        for _ in 0..8000 {
+            counts[pick(8, 1000, backlog, &mut rng) as usize] += 1;
+        }
+        let others = counts.iter().enumerate().filter(|(p, _)| *p != 3);
+        for (p, &n) in others {
+            assert!(n > 800, "partition {p} picked {n} times of 8000");
+        }
+        assert!(
+            counts[3] < 400,
+            "the backed-up partition was picked {} times",
+            counts[3]
         );
+        // Even queues: uniform.
+        let mut counts = [0u32; 4];
+        for _ in 0..4000 {
+            counts[pick(4, 1000, |_| 2500, &mut rng) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&n| n > 800), "{counts:?}");
     }
 }

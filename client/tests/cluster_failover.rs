@@ -109,6 +109,7 @@ impl Strata for Mock {
                     owner_broker_id: Some(s.owner),
                     leader_epoch: 1,
                 }],
+                max_batch_bytes: None,
             }],
             broker_id: self.id,
         }))

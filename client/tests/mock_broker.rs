@@ -146,6 +146,7 @@ impl Strata for Mock {
                     owner_broker_id: Some(0),
                     leader_epoch: 1,
                 }],
+                max_batch_bytes: None,
             }],
             broker_id: 0,
         }))

@@ -385,3 +385,42 @@ async fn bad_input_gets_clear_errors_and_the_broker_keeps_serving() {
     assert!(body.contains("strata_store_requests_total"), "{body}");
     assert!(body.contains("strata_produce_errors_total"), "{body}");
 }
+
+/// A producer with default settings (batches of up to 1,000,000 bytes) on a
+/// topic that accepts only 4 KiB batches: the producer learns the limit
+/// from metadata and keeps its batches under it, so every record lands
+/// (instead of whole batches refused as too large). Keyless records, so
+/// the sticky partitioner sizes its stints by the same limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_producer_keeps_batches_under_the_topics_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), BrokerOptions::default()).await;
+    let url = broker.url();
+    let admin = Admin::connect(&url).await.expect("admin");
+    let settings = TopicSettings {
+        max_batch_bytes: Some(4096),
+        ..TopicSettings::default()
+    };
+    admin
+        .create_topic("small-batches", 2, settings)
+        .await
+        .expect("create topic");
+    let producer = Producer::connect(&url, ProducerConfig::default())
+        .await
+        .expect("producer");
+    let value = Bytes::from(vec![7u8; 300]);
+    let mut acks = Vec::new();
+    for _ in 0..400 {
+        let record = strata_client::ProducerRecord::new("small-batches", value.clone());
+        acks.push(producer.send(record).await.expect("send"));
+    }
+    producer.flush().await.expect("flush");
+    let mut per_partition = [0usize; 2];
+    for ack in acks {
+        let meta = ack
+            .await
+            .expect("every record lands in a batch the topic accepts");
+        per_partition[meta.partition as usize] += 1;
+    }
+    assert_eq!(per_partition.iter().sum::<usize>(), 400);
+}

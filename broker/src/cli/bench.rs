@@ -88,8 +88,8 @@ pub struct ProduceBench {
     /// Producer linger.
     #[arg(long, default_value = "5ms", value_parser = super::parse_duration)]
     pub linger: Duration,
-    /// Producer batch size in bytes.
-    #[arg(long, default_value_t = 256 * 1024)]
+    /// Producer batch size in bytes (the producer's default).
+    #[arg(long, default_value_t = 1_000_000)]
     pub batch_bytes: usize,
     /// Offered load in records per second (0: as fast as acks come back).
     /// Without a rate, ack latency includes time spent waiting in the
@@ -441,6 +441,9 @@ pub(super) struct StoreCost {
     get_bytes: f64,
     /// PUTs per GiB of record data produced (None when nothing was).
     puts_per_gib: Option<f64>,
+    /// WAL objects written, and the record bytes in them.
+    wal_objects: f64,
+    wal_bytes: f64,
 }
 
 impl StoreCost {
@@ -473,6 +476,8 @@ impl StoreCost {
             requests,
             put_bytes: delta("strata_store_bytes_total", "put"),
             get_bytes: delta("strata_store_bytes_total", "get"),
+            wal_objects: delta("strata_wal_objects_total", ""),
+            wal_bytes: delta("strata_wal_bytes_total", ""),
         })
     }
 
@@ -482,6 +487,8 @@ impl StoreCost {
             "put_bytes": self.put_bytes,
             "get_bytes": self.get_bytes,
             "puts_per_gib": self.puts_per_gib,
+            "wal_objects": self.wal_objects,
+            "wal_bytes": self.wal_bytes,
         })
     }
 }
@@ -526,6 +533,13 @@ fn print_store(
     );
     if let Some(p) = s.puts_per_gib {
         println!("PUTs per GiB produced: {p:.1}");
+    }
+    if s.wal_objects > 0.0 {
+        println!(
+            "WAL objects: {:.0}, {} each on average (wal.max_bytes caps them; 8 MiB by default)",
+            s.wal_objects,
+            human_bytes((s.wal_bytes / s.wal_objects) as u64),
+        );
     }
 }
 

@@ -139,6 +139,7 @@ impl StrataService {
                     })
                     .collect(),
                 name: t.name.to_string(),
+                max_batch_bytes: u32::try_from(t.log_config.max_batch_bytes).ok(),
             })
             .collect();
         let mut brokers: Vec<BrokerInfo> = shared

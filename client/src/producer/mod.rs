@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use strata_batch::RECORD_BATCH_OVERHEAD;
 use strata_proto::ErrorInfo;
 use strata_proto::v1::{ErrorReason, InitProducerRequest};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
@@ -137,7 +138,11 @@ pub struct ProducerConfig {
     /// latency. Default 5 ms.
     pub linger: Duration,
     /// Target batch size; a batch is sent as soon as this many bytes are
-    /// queued. Default 64 KiB.
+    /// queued, and keyless records move to another partition after this
+    /// many. Default 1,000,000 bytes (librdkafka's `batch.size`): at an
+    /// object store's latency a partition moves at most
+    /// `max_in_flight × batch_bytes` per round trip, and the broker's
+    /// `log.max_batch_bytes` (1 MiB) still has room for the batch header.
     pub batch_bytes: usize,
     /// Compression of batches. Default none.
     pub compression: Compression,
@@ -169,7 +174,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             linger: Duration::from_millis(5),
-            batch_bytes: 64 * 1024,
+            batch_bytes: 1_000_000,
             compression: Compression::None,
             acks: Acks::All,
             idempotent: true,
@@ -350,6 +355,22 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The batch size to aim for on `topic`: `batch_bytes`, kept under the
+    /// largest batch the topic accepts (as metadata said), with room for
+    /// the batch header and the framing [`accumulator::record_size`] only
+    /// estimates.
+    pub(crate) fn batch_bytes(&self, topic: &str) -> usize {
+        let want = self.config.batch_bytes;
+        match self.cluster.cached_max_batch_bytes(topic) {
+            Some(max) => {
+                let max = max as usize;
+                want.min(max.saturating_sub(max / 16 + RECORD_BATCH_OVERHEAD))
+                    .max(1)
+            }
+            None => want,
+        }
+    }
+
     pub(crate) fn flushing(&self) -> bool {
         self.flushers.load(Ordering::Acquire) > 0
     }
@@ -396,8 +417,17 @@ async fn init_producer(cluster: &Cluster) -> Result<(i64, i16)> {
 struct Inner {
     shared: Arc<Shared>,
     memory: Arc<Semaphore>,
-    senders: Mutex<HashMap<(String, u32), mpsc::UnboundedSender<Pending>>>,
+    senders: Mutex<HashMap<(String, u32), SenderHandle>>,
     closed: AtomicBool,
+}
+
+/// A partition's sender task, as `send` sees it.
+#[derive(Debug, Clone)]
+struct SenderHandle {
+    tx: mpsc::UnboundedSender<Pending>,
+    /// Bytes queued for the partition and not yet sent (for the keyless
+    /// partitioner to steer around a partition that is falling behind).
+    backlog: Arc<AtomicUsize>,
 }
 
 /// Sends records to Strata. Cheap to clone; clones share batches, buffer and
@@ -500,10 +530,16 @@ impl Producer {
             (Some(p), _) => p,
             (None, Some(key)) => partition_for_key(key, partitions),
             (None, None) => {
-                shared
-                    .sticky
-                    .lock()
-                    .partition(&record.topic, partitions, &mut rand::rng())
+                let size = record_size(&record);
+                let backlog = |p: u32| self.backlog(&record.topic, p);
+                shared.sticky.lock().partition(
+                    &record.topic,
+                    partitions,
+                    size,
+                    shared.batch_bytes(&record.topic),
+                    backlog,
+                    &mut rand::rng(),
+                )
             }
         };
         let size = record_size(&record);
@@ -537,8 +573,10 @@ impl Producer {
         };
         shared.outstanding.fetch_add(1, Ordering::AcqRel);
         let queue = self.sender_for(&pending.record.topic, partition);
-        if let Err(mpsc::error::SendError(p)) = queue.send(pending) {
+        queue.backlog.fetch_add(size, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(p)) = queue.tx.send(pending) {
             // The sender task is gone (the runtime is shutting down).
+            queue.backlog.fetch_sub(size, Ordering::Relaxed);
             shared.completed(1);
             drop(p);
             return Err(Error::Closed("producer"));
@@ -584,23 +622,35 @@ impl Producer {
         Ok(())
     }
 
-    fn sender_for(&self, topic: &str, partition: u32) -> mpsc::UnboundedSender<Pending> {
+    fn sender_for(&self, topic: &str, partition: u32) -> SenderHandle {
         let mut senders = self.inner.senders.lock();
-        if let Some(tx) = senders.get(&(topic.to_owned(), partition))
-            && !tx.is_closed()
+        if let Some(handle) = senders.get(&(topic.to_owned(), partition))
+            && !handle.tx.is_closed()
         {
-            return tx.clone();
+            return handle.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
         let task = sender::PartitionSender::new(
             self.inner.shared.clone(),
             topic.to_owned(),
             partition,
             rx,
+            backlog.clone(),
         );
         tokio::spawn(task.run());
-        senders.insert((topic.to_owned(), partition), tx.clone());
-        tx
+        let handle = SenderHandle { tx, backlog };
+        senders.insert((topic.to_owned(), partition), handle.clone());
+        handle
+    }
+
+    /// Bytes queued for `topic`/`partition` and not yet sent.
+    fn backlog(&self, topic: &str, partition: u32) -> usize {
+        self.inner
+            .senders
+            .lock()
+            .get(&(topic.to_owned(), partition))
+            .map_or(0, |h| h.backlog.load(Ordering::Relaxed))
     }
 }
 

@@ -17,6 +17,7 @@
 //! for an idempotent producer, as Kafka).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -43,6 +44,8 @@ pub(crate) struct PartitionSender {
     /// fresh one is fetched after a failure.
     ids: Option<(i64, i16)>,
     next_seq: i32,
+    /// Bytes queued here and not yet sent, shared with the partitioner.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl PartitionSender {
@@ -51,6 +54,7 @@ impl PartitionSender {
         topic: String,
         partition: u32,
         rx: mpsc::UnboundedReceiver<Pending>,
+        backlog: Arc<AtomicUsize>,
     ) -> Self {
         let ids = shared.ids;
         PartitionSender {
@@ -61,6 +65,7 @@ impl PartitionSender {
             queue: PartitionQueue::default(),
             ids,
             next_seq: 0,
+            backlog,
         }
     }
 
@@ -68,12 +73,13 @@ impl PartitionSender {
         let mut flush_rx = self.shared.flush_signal.subscribe();
         let mut closed = false;
         let linger = self.shared.config.linger;
-        let batch_bytes = self.shared.config.batch_bytes;
         let max_in_flight = self.shared.config.max_in_flight;
         let mut in_flight: FuturesOrdered<BoxFuture<'static, Sent>> = FuturesOrdered::new();
         // The outcome of the batch sent last, for the one after it.
         let mut ahead: Option<watch::Receiver<Option<bool>>> = None;
         loop {
+            // The topic's limit may change with metadata.
+            let batch_bytes = self.shared.batch_bytes(&self.topic);
             // Take whatever is queued without waiting.
             while let Ok(r) = self.rx.try_recv() {
                 self.queue.push(r);
@@ -89,7 +95,8 @@ impl PartitionSender {
                     .ready(Instant::now(), linger, batch_bytes, flushing)
             {
                 let batch = self.queue.drain_batch(batch_bytes);
-                self.close_sticky_batch();
+                let drained = batch.iter().map(|p| p.size).sum();
+                self.backlog.fetch_sub(drained, Ordering::Relaxed);
                 let (done_tx, done_rx) = watch::channel(None);
                 let send = self.start(batch, ahead.replace(done_rx), done_tx).await;
                 in_flight.push_back(send);
@@ -114,20 +121,6 @@ impl PartitionSender {
                 }
             }
         }
-    }
-
-    fn close_sticky_batch(&self) {
-        let partitions = self
-            .shared
-            .cluster
-            .cached_partition_count(&self.topic)
-            .unwrap_or(1);
-        self.shared.sticky.lock().batch_closed(
-            &self.topic,
-            self.partition,
-            partitions,
-            &mut rand::rng(),
-        );
     }
 
     /// Gives `batch` its sequence numbers, encodes it and returns the
