@@ -20,9 +20,13 @@ use serde::{Deserialize, Serialize};
 use crate::batch::BatchHeader;
 use crate::error::{Error, Result};
 
-/// How many recent batches per producer are remembered for de-duplication
-/// (Kafka's `max.in.flight.requests.per.connection` limit for idempotence).
-pub const RETAINED_BATCHES: usize = 5;
+/// How many recent batches per producer are remembered for de-duplication:
+/// the most batches an idempotent producer may have in flight per
+/// partition. Kafka remembers 5 (and Kafka clients send at most 5); Strata
+/// remembers 16 so that its own producer can keep a partition busy across
+/// an object store's round trip (`strata_client::MAX_IN_FLIGHT_IDEMPOTENT`
+/// must not exceed this).
+pub const RETAINED_BATCHES: usize = 16;
 
 /// Offsets and sequences of one appended batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -91,6 +91,10 @@ pub struct ProduceBench {
     /// Producer batch size in bytes (the producer's default).
     #[arg(long, default_value_t = 1_000_000)]
     pub batch_bytes: usize,
+    /// Batches in flight per partition (the producer's default; Kafka
+    /// clients send at most 5).
+    #[arg(long, default_value_t = strata_client::MAX_IN_FLIGHT_IDEMPOTENT)]
+    pub max_in_flight: usize,
     /// Offered load in records per second (0: as fast as acks come back).
     /// Without a rate, ack latency includes time spent waiting in the
     /// producer's buffer; set a rate below the saturation throughput to
@@ -177,6 +181,7 @@ async fn produce(a: ProduceBench) -> anyhow::Result<()> {
         compression: a.compression,
         linger: a.linger,
         batch_bytes: a.batch_bytes,
+        max_in_flight: a.max_in_flight,
         buffer_bytes: (64 * 1024 * 1024).max(a.batch_bytes * 4),
         ..Default::default()
     };

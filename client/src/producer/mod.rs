@@ -161,10 +161,12 @@ pub struct ProducerConfig {
     pub request_timeout: Duration,
     /// Batches in flight per partition (Kafka's
     /// `max.in.flight.requests.per.connection`): more hides the round trip
-    /// to the store under load. Order is kept by the idempotent sequence
-    /// numbers, so an idempotent producer allows at most 5 (the batches the
-    /// broker remembers per producer); without idempotence a retry may
-    /// reorder batches, as in Kafka. Default 5.
+    /// to the store under load (a partition moves at most `max_in_flight ×
+    /// batch_bytes` per round trip). Order is kept by the idempotent
+    /// sequence numbers, so an idempotent producer allows at most
+    /// [`MAX_IN_FLIGHT_IDEMPOTENT`] (the batches a Strata broker remembers
+    /// per producer; Kafka's 5); without idempotence a retry may reorder
+    /// batches, as in Kafka. Default 16.
     pub max_in_flight: usize,
     /// How to connect: TLS for `https://` brokers. Default: system roots.
     pub connection: ConnectOptions,
@@ -187,9 +189,10 @@ impl Default for ProducerConfig {
     }
 }
 
-/// Most batches in flight per partition for an idempotent producer: the
-/// broker remembers the last five batches of each producer for dedup.
-pub const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
+/// Most batches in flight per partition for an idempotent producer: a
+/// Strata broker remembers the last 16 batches of each producer for dedup
+/// (Kafka brokers 5).
+pub const MAX_IN_FLIGHT_IDEMPOTENT: usize = 16;
 
 impl ProducerConfig {
     fn validate(&self) -> Result<()> {
@@ -691,7 +694,7 @@ mod tests {
                 .contains("buffer_bytes")
         );
         let too_many = ProducerConfig {
-            max_in_flight: 6,
+            max_in_flight: 17,
             ..Default::default()
         };
         assert!(
@@ -699,7 +702,7 @@ mod tests {
                 .validate()
                 .unwrap_err()
                 .to_string()
-                .contains("at most 5")
+                .contains("at most 16")
         );
         ProducerConfig {
             max_in_flight: 6,

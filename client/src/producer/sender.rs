@@ -13,8 +13,8 @@
 //! with `OUT_OF_ORDER_SEQUENCE`; it then waits for the batch ahead and is
 //! sent again once that one is written, or fails with it. A retry of a
 //! batch already written is answered from the broker's dedup window, which
-//! holds the last five batches per producer (hence at most five in flight
-//! for an idempotent producer, as Kafka).
+//! holds the last 16 batches per producer (hence at most 16 in flight for
+//! an idempotent producer; Kafka's window and limit are 5).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
