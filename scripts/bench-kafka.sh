@@ -148,7 +148,7 @@ bench_store() {
     step "$name: raw store speed (strata bench store)"
     local raw
     raw=$("$STRATA" bench store --store "$raw_url" --objects 32 |
-        awk '/throughput/ { print $2 }')
+        awk '/PUT throughput/ { print $3 }')
 
     # Kafka path.
     "$STRATA" topic create kafka-bench --partitions "$PARTITIONS" --broker "$GRPC" >&2

@@ -10,7 +10,10 @@ same run, so every figure is also a ratio that survives a noisy machine:
 1. saturation, 8 partitions and 1 partition (1 KiB records, acks=all);
 2. half of the 8-partition saturation rate: ack p50/p99 against PUT p50/p99;
 3. the cost policy: `wal.min_interval` at 5, 20, 50, 100 and 250 ms under a
-   light load (5,000 records/s): ack latency against PUTs per broker-month.
+   light load (5,000 records/s): ack latency against PUTs per broker-month;
+4. a cold read: one partition of 1 GiB, written, then read from the start
+   by `strata bench consume` after a restart with an empty hot tier,
+   beside the raw GET speed of the store.
 
 Usage (release build first: `cargo build --release -p strata-broker`):
 
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,10 +83,10 @@ class Broker:
         self.stop()
         sys.exit(f"strata serve did not become ready; see {self.log.name}")
 
-    def bench(self, strata, *args):
+    def bench(self, strata, *args, kind="produce"):
         out = subprocess.run(
             [
-                strata, "bench", "produce", "--json",
+                strata, "bench", kind, "--json",
                 "--broker", f"http://127.0.0.1:{self.grpc}",
                 "--metrics-url", f"http://127.0.0.1:{self.http}/metrics",
                 *args,
@@ -110,9 +114,12 @@ def raw_store(strata, workdir, objects):
         ],
         check=True, capture_output=True, text=True, timeout=900,
     ).stdout
-    mib = float(re.search(r"throughput\s+([\d.]+) MiB/s", out).group(1))
-    lat = re.search(r"p50 ([\d.]+) ms, p99 ([\d.]+) ms", out)
-    return {"mib_per_sec": mib, "p50": float(lat.group(1)), "p99": float(lat.group(2))}
+    def phase(op):
+        mib = float(re.search(op + r" throughput\s+([\d.]+) MiB/s", out).group(1))
+        lat = re.search(op + r" latency p50 ([\d.]+) ms, p99 ([\d.]+) ms", out)
+        return {"mib_per_sec": mib, "p50": float(lat.group(1)), "p99": float(lat.group(2))}
+
+    return dict(phase("PUT"), get=phase("GET"))
 
 
 def wal_puts_per_gib(r):
@@ -192,6 +199,34 @@ def main():
         lat = r["latency_ms"]
         print(f"| {ms} ms | {lat['p50']:.0f} ms | {lat['p99']:.0f} ms | {wal_ps:.1f} | {all_ps:.1f} "
               f"| {all_ps * MONTH_S / 1e6:.1f} M | {all_ps * MONTH_S * PUT_PRICE:,.0f} |")
+
+    cold_read(strata, work, raw, int(1_048_576 * scale))
+
+
+def cold_read(strata, work, raw, records):
+    """Writes one partition, restarts with an empty hot tier, reads it all."""
+    b = Broker(strata, work, {})
+    try:
+        b.bench(strata, "--topic", "cold", "--partitions", "1", "--records", str(records))
+    finally:
+        b.stop()
+    shutil.rmtree(os.path.join(work, "data", "cache"), ignore_errors=True)
+    b = Broker(strata, work, {})
+    try:
+        r = b.bench(strata, "--topic", "cold", "--records", str(records), kind="consume")
+    finally:
+        b.stop()
+    get = raw["get"]
+    gets = r.get("store", {}).get("requests", {}).get("get", 0)
+    gib = r["bytes"] / (1 << 30)
+    print()
+    print(f"Cold read of one partition ({r['bytes'] / (1 << 20):,.0f} MiB, written, then read from "
+          f"offset 0 after a restart with an empty hot tier):")
+    print()
+    print("| consume MiB/s | raw GET MiB/s (4 MiB objects, 4 in flight) | of raw | GETs | GETs/GiB |")
+    print("|---:|---:|---:|---:|---:|")
+    print(f"| {r['mib_per_sec']:.1f} | {get['mib_per_sec']:.1f} | {r['mib_per_sec'] / get['mib_per_sec']:.0%} "
+          f"| {gets:.0f} | {gets / gib if gib else 0:.0f} |")
 
 
 if __name__ == "__main__":

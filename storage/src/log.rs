@@ -874,14 +874,26 @@ impl PartitionLog {
             } else {
                 let segs = &st.manifest.segments;
                 let i = segs.partition_point(|s| s.last_offset < offset);
-                (Ok(segs.get(i).cloned()), result)
+                let seg = segs.get(i).cloned();
+                let next = seg
+                    .as_ref()
+                    .and_then(|s| st.manifest.next_segment(s).cloned());
+                (Ok((seg, next)), result)
             }
         };
         let (found, mut result) = seg;
-        let seg = match found {
-            Ok(seg) => seg,
-            Err(Some(a)) => crate::archive::segment_in(&self.inner.store, &a, offset).await?,
-            Err(None) => None,
+        let (seg, next) = match found {
+            Ok(found) => found,
+            Err(Some(a)) => {
+                let seg = crate::archive::segment_in(&self.inner.store, &a, offset).await?;
+                let next = {
+                    let st = self.inner.state.lock();
+                    seg.as_ref()
+                        .and_then(|s| st.manifest.next_segment(s).cloned())
+                };
+                (seg, next)
+            }
+            Err(None) => (None, None),
         };
         let Some(seg) = seg else {
             return Err(Error::Unavailable(format!(
@@ -889,7 +901,7 @@ impl PartitionLog {
                 self.inner.tp
             )));
         };
-        match segment::read(&self.inner.cache, &seg, offset, max_bytes).await {
+        match segment::read(&self.inner.cache, &seg, next.as_ref(), offset, max_bytes).await {
             Ok(batches) => {
                 result.batches = batches;
                 Ok(result)

@@ -137,6 +137,17 @@ impl Manifest {
             .first()
             .map_or_else(|| self.sealed_end(), |s| s.base_offset)
     }
+
+    /// The listed segment right after `seg` (which may be listed or the last
+    /// archived one), for read-ahead across segments.
+    pub fn next_segment(&self, seg: &SegmentMeta) -> Option<&SegmentMeta> {
+        let i = self
+            .segments
+            .partition_point(|s| s.base_offset <= seg.base_offset);
+        self.segments
+            .get(i)
+            .filter(|next| next.base_offset == seg.last_offset + 1)
+    }
 }
 
 /// The latest manifest of `tp`, read from the bucket (one LIST and one GET),
@@ -163,9 +174,11 @@ pub async fn read_sealed(
     max_bytes: usize,
 ) -> crate::error::Result<Option<Vec<bytes::Bytes>>> {
     match crate::archive::find(cache.store(), manifest, offset).await? {
-        Some(seg) => crate::segment::read(cache, &seg, offset, max_bytes)
-            .await
-            .map(Some),
+        Some(seg) => {
+            crate::segment::read(cache, &seg, manifest.next_segment(&seg), offset, max_bytes)
+                .await
+                .map(Some)
+        }
         None => Ok(None),
     }
 }

@@ -170,9 +170,15 @@ pub fn parse_index(key: &str, buf: &[u8]) -> Result<Vec<IndexEntry>> {
 
 /// Reads stored batches of `seg` from the one holding `offset` on, up to
 /// `max_bytes` (at least one whole batch, however large), through the cache.
+///
+/// `next` is the segment after `seg`, if known: when the read ends within
+/// the cache's read-ahead of `seg`'s end, the index and first blocks of
+/// `next` are prefetched, so that a consumer catching up crosses segments
+/// without waiting for a GET.
 pub async fn read(
     cache: &SegmentCache,
     seg: &SegmentMeta,
+    next: Option<&SegmentMeta>,
     offset: i64,
     max_bytes: usize,
 ) -> Result<Vec<Bytes>> {
@@ -183,7 +189,15 @@ pub async fn read(
         .partition_point(|e| i64::from(e.rel_offset) <= rel)
         .checked_sub(1)
         .map_or(0, |i| u64::from(index[i].pos));
-    scan(cache, &key, seg, start, offset, max_bytes).await
+    let (batches, end) = scan(cache, &key, seg, start, offset, max_bytes).await?;
+    if let Some(next) = next.filter(|n| n.base_offset == seg.last_offset + 1)
+        && seg.index_pos.saturating_sub(end) <= cache.read_ahead_bytes()
+    {
+        let next_key = Path::from(next.key.as_str());
+        cache.prefetch(&next_key, next.size, next.index_pos..next.size);
+        cache.prefetch(&next_key, next.size, 0..next.index_pos);
+    }
+    Ok(batches)
 }
 
 /// Finds the first offset whose batch has a timestamp `>= ts` in `seg`, if any.
@@ -244,7 +258,7 @@ async fn scan(
     mut pos: u64,
     offset: i64,
     max_bytes: usize,
-) -> Result<Vec<Bytes>> {
+) -> Result<(Vec<Bytes>, u64)> {
     let mut out = Vec::new();
     let mut total = 0usize;
     while pos < seg.index_pos {
@@ -271,5 +285,104 @@ async fn scan(
             break;
         }
     }
-    Ok(out)
+    Ok((out, pos))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use object_store::memory::InMemory;
+
+    use super::*;
+    use crate::batch::{BatchBuilder, BatchLimits};
+    use crate::hot_tier::HotTierConfig;
+
+    /// `count` batches of `records` 1 KiB records each, from `base` on.
+    fn batches(base: i64, count: usize, records: usize) -> Vec<Batch> {
+        (0..count)
+            .map(|i| {
+                let first = base + (i * records) as i64;
+                let mut b = BatchBuilder::new();
+                for r in 0..records {
+                    b.push(1000, None, Some(&[(first + r as i64) as u8; 1024]), &[]);
+                }
+                Batch::validate(b.build(), &BatchLimits::default())
+                    .unwrap()
+                    .stamp(first, 1)
+            })
+            .collect()
+    }
+
+    async fn segment(store: &Arc<dyn ObjectStore>, name: &str, batches: &[Batch]) -> SegmentMeta {
+        let data = build(batches, 4096).unwrap();
+        upload(store, &Path::from(name), data).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reader_near_a_segments_end_prefetches_the_next_one() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        // Two segments of 32 batches of 16 records of 1 KiB: about 34
+        // blocks of 16 KiB each; read-ahead of 8 blocks.
+        let first = segment(&store, "seg/a", &batches(0, 32, 16)).await;
+        let second = segment(&store, "seg/b", &batches(512, 32, 16)).await;
+        let cache = SegmentCache::new(
+            store.clone(),
+            HotTierConfig {
+                memory_bytes: 8 << 20,
+                block_bytes: 16 << 10,
+                read_ahead_blocks: 8,
+                ..HotTierConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+
+        // Far from the end: nothing of the next segment is fetched.
+        let got = read(&cache, &first, Some(&second), 0, 64 << 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            got.first().map(|b| b.len()),
+            Some(first.index_pos as usize / 32)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = cache.stats();
+
+        // The last batch: the index and first blocks of the next one come in.
+        let got = read(&cache, &first, Some(&second), 496, 64 << 10)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            // Its index (the last block) and its first 8 blocks.
+            while cache.stats().read_ahead_blocks < before.read_ahead_blocks + 9 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let misses = cache.stats().misses;
+        let got = read(&cache, &second, None, 512, 64 << 10).await.unwrap();
+        assert_eq!(got.len(), 3, "64 KiB of batches of about 17 KiB");
+        assert_eq!(got[0], batches(512, 1, 16)[0].bytes().clone());
+        assert_eq!(
+            cache.stats().misses,
+            misses,
+            "the next segment's first read is served from the cache"
+        );
+
+        // A `next` that does not follow the segment is not prefetched.
+        let third = segment(&store, "seg/c", &batches(5000, 4, 16)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ahead = cache.stats().read_ahead_blocks;
+        read(&cache, &first, Some(&third), 496, 64 << 10)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(cache.stats().read_ahead_blocks, ahead);
+        cache.close().await;
+    }
 }

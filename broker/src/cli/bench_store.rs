@@ -1,5 +1,6 @@
-//! `strata bench store`: the raw PUT speed of a store, with no broker in
-//! between — the yardstick for `strata bench produce` on the same store.
+//! `strata bench store`: the raw PUT and GET speed of a store, with no
+//! broker in between — the yardsticks for `strata bench produce` and
+//! `strata bench consume` on the same store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ pub struct StoreBench {
     /// Objects to write.
     #[arg(long, default_value_t = 64)]
     pub objects: usize,
-    /// PUTs in flight at once (the broker's default is 4).
+    /// PUTs (then GETs) in flight at once (the broker's default is 4).
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
     /// Keep the objects (under `bench/`) instead of deleting them after.
@@ -50,14 +51,8 @@ pub async fn run(args: StoreBench) -> anyhow::Result<()> {
     };
     let payload = Bytes::from(vec![0x5a; args.object_size]);
     let run_id = uuid_like();
-    let bar = ProgressBar::new(args.objects as u64);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} PUTs ({per_sec}, eta {eta})",
-    ) {
-        bar.set_style(style);
-    }
-    let mut latencies =
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("latency histogram")?;
+    let bar = progress(args.objects, "PUTs");
+    let mut latencies = histogram()?;
     let started = Instant::now();
     let mut puts = futures::stream::iter(0..args.objects)
         .map(|i| {
@@ -82,8 +77,6 @@ pub async fn run(args: StoreBench) -> anyhow::Result<()> {
     drop(puts);
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let mib = (args.objects * args.object_size) as f64 / f64::from(1 << 20);
-    let ms = |q: f64| Duration::from_micros(latencies.value_at_quantile(q)).as_secs_f64() * 1e3;
     println!(
         "store {}: {} PUTs of {} KiB, {} in flight",
         args.store,
@@ -91,21 +84,81 @@ pub async fn run(args: StoreBench) -> anyhow::Result<()> {
         args.object_size >> 10,
         args.concurrency
     );
-    println!(
-        "  throughput  {:.1} MiB/s, {:.1} PUTs/s",
-        mib / elapsed.as_secs_f64(),
-        args.objects as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "  PUT latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        ms(0.5),
-        ms(0.99),
-        latencies.max() as f64 / 1e3
-    );
+    summary("PUT", &args, elapsed, &latencies);
+
+    // Read every object back whole: the GET bandwidth a cold consumer can
+    // reach with as many requests in flight.
+    let mut latencies = histogram()?;
+    let bar = progress(args.objects, "GETs");
+    let started = Instant::now();
+    let mut gets = futures::stream::iter(0..args.objects)
+        .map(|i| {
+            let store = store.clone();
+            let key = Path::from(format!("bench/{run_id}/{i:08}"));
+            async move {
+                let t = Instant::now();
+                let bytes = store
+                    .get(&key)
+                    .await
+                    .with_context(|| format!("GET {key} failed"))?
+                    .bytes()
+                    .await
+                    .with_context(|| format!("reading GET {key} failed"))?;
+                anyhow::ensure!(
+                    bytes.len() == args.object_size,
+                    "GET {key} returned {} bytes, PUT wrote {}",
+                    bytes.len(),
+                    args.object_size
+                );
+                anyhow::Ok(t.elapsed())
+            }
+        })
+        .buffer_unordered(args.concurrency);
+    while let Some(took) = gets.next().await {
+        let took = took?;
+        let _ = latencies.record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        bar.inc(1);
+    }
+    drop(gets);
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    summary("GET", &args, elapsed, &latencies);
     if !args.keep {
         cleanup(&store, &run_id).await;
     }
     Ok(())
+}
+
+fn progress(objects: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(objects as u64);
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {what} ({{per_sec}}, eta {{eta}})"
+    )) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("latency histogram")
+}
+
+/// Prints one phase's throughput and latency.
+fn summary(op: &str, args: &StoreBench, elapsed: Duration, latencies: &Histogram<u64>) {
+    let mib = (args.objects * args.object_size) as f64 / f64::from(1 << 20);
+    let ms = |q: f64| Duration::from_micros(latencies.value_at_quantile(q)).as_secs_f64() * 1e3;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "  {op} throughput  {:.1} MiB/s, {:.1} {op}s/s",
+        mib / secs,
+        args.objects as f64 / secs
+    );
+    println!(
+        "  {op} latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(0.5),
+        ms(0.99),
+        latencies.max() as f64 / 1e3
+    );
 }
 
 async fn cleanup(store: &Arc<dyn ObjectStore>, run_id: &str) {
