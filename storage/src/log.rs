@@ -50,6 +50,12 @@ const REPLAY_READ_AHEAD: usize = 16;
 /// slowing them all down together past the new owners' release timeout
 /// (which would fence its WAL and restart its storage).
 pub const MAX_CONCURRENT_SEALS: usize = 16;
+/// Appends to a partition are refused (retryably) while its tail holds more
+/// than this many segments' worth of durable bytes that no seal is taking:
+/// its seals are failing. Four leave room for a partition written at
+/// hundreds of MiB/s while its seals take a few round trips each; the
+/// broker-wide bound on unsealed bytes is `wal.max_unsealed_bytes`.
+const TAIL_GUARD_SEGMENTS: u64 = 4;
 static SEALS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_SEALS);
 
 /// Compressed batches decompressed for validation at once in this
@@ -283,6 +289,15 @@ struct TailBatch {
     appended_at_ms: i64,
 }
 
+/// Clears `State::sealing_bytes` when a seal ends, however it ends.
+struct ClearSealingBytes<'a>(&'a Inner);
+
+impl Drop for ClearSealingBytes<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().sealing_bytes = 0;
+    }
+}
+
 struct State {
     leader_epoch: i32,
     version: Version,
@@ -294,6 +309,8 @@ struct State {
     /// The part of `tail_bytes` not yet durable (in WAL flushes under way):
     /// the rest is what seals are behind on.
     undurable_bytes: u64,
+    /// The part of `tail_bytes` a seal in progress is uploading.
+    sealing_bytes: u64,
     tail_since: Option<Instant>,
     /// No tail record is in a WAL object of our stream below this.
     tail_floor: WalSeq,
@@ -588,6 +605,7 @@ impl PartitionLog {
             tail: VecDeque::new(),
             tail_bytes: 0,
             undurable_bytes: 0,
+            sealing_bytes: 0,
             tail_since: None,
             tail_floor: floor,
             floor_since: Instant::now(),
@@ -691,14 +709,22 @@ impl PartitionLog {
             let st = inner.state.lock();
             st.check_open()?;
             inner.wal.check_unsealed(batch.len())?;
-            // Durable bytes a seal could have taken (bytes still on their
-            // way to the WAL do not count: a producer with several large
-            // batches in flight is not a sign of trouble).
-            st.tail_bytes - st.undurable_bytes
+            // Durable bytes no seal has taken (bytes still on their way
+            // to the WAL do not count: a producer with several large
+            // batches in flight is not a sign of trouble; nor do those a
+            // seal is uploading: a busy partition is written while sealed).
+            st.tail_bytes
+                .saturating_sub(st.undurable_bytes)
+                .saturating_sub(st.sealing_bytes)
         };
-        if sealable > inner.config.segment_bytes.saturating_mul(2) {
-            // Past two segments' worth, seals are failing or have not been
-            // started since the tail became durable: start one (refused
+        if sealable
+            > inner
+                .config
+                .segment_bytes
+                .saturating_mul(TAIL_GUARD_SEGMENTS)
+        {
+            // Past this many segments' worth, seals are failing or have not
+            // been started since the tail became durable: start one (refused
             // appends must not leave the tail waiting for an append).
             self.seal_in_background();
             return Err(Error::Unavailable(format!(
@@ -962,20 +988,34 @@ impl PartitionLog {
         let log = self.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = log.seal().await {
-                    tracing::warn!(tp = %log.inner.tp, error = %e, "background seal failed; will retry on the next append");
+                let sealed = match log.seal().await {
+                    Ok(sealed) => sealed.is_some(),
+                    Err(e) => {
+                        tracing::warn!(tp = %log.inner.tp, error = %e, "background seal failed; will retry on the next append");
+                        break;
+                    }
+                };
+                // Under load a segment's worth may have become durable
+                // while this seal uploaded: seal it at once (waiting for an
+                // append would stall behind the tail guard).
+                let (tail_bytes, durable_bytes, next) = {
+                    let st = log.inner.state.lock();
+                    (
+                        st.tail_bytes,
+                        st.tail_bytes - st.undurable_bytes,
+                        st.next_offset,
+                    )
+                };
+                let segment_bytes = log.inner.config.segment_bytes;
+                if tail_bytes < segment_bytes {
                     break;
+                }
+                if sealed && durable_bytes >= segment_bytes {
+                    continue;
                 }
                 // A seal takes only what is durable: what was still on its
                 // way to the WAL may be a segment's worth by itself (large
                 // batches in flight), and no append may come to seal it.
-                let (tail_bytes, next) = {
-                    let st = log.inner.state.lock();
-                    (st.tail_bytes, st.next_offset)
-                };
-                if tail_bytes < log.inner.config.segment_bytes {
-                    break;
-                }
                 match tokio::time::timeout(RESEAL_WAIT, log.wait_durable(next)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) | Err(_) => break,
@@ -992,19 +1032,25 @@ impl PartitionLog {
         let inner = &self.inner;
         let _guard = inner.seal_lock.lock().await;
         let batches: Vec<Batch> = {
-            let st = inner.state.lock();
+            let mut st = inner.state.lock();
             st.check_open()?;
-            st.tail
+            let batches: Vec<Batch> = st
+                .tail
                 .iter()
                 .take_while(|b| b.batch.base_offset() < st.durable_end)
                 .map(|b| b.batch.clone())
-                .collect()
+                .collect();
+            st.sealing_bytes = batches.iter().map(|b| b.len() as u64).sum();
+            batches
         };
+        // However the seal ends, its bytes are no longer being sealed.
+        let _sealing_bytes = ClearSealingBytes(inner);
         if batches.is_empty() {
             return Ok(None);
         }
         // The semaphore is static and never closed.
         let _sealing = SEALS.acquire().await.ok();
+        let started = Instant::now();
         let meta = segment::seal(
             &inner.store,
             &inner.tp,
@@ -1012,6 +1058,7 @@ impl PartitionLog {
             inner.config.index_interval_bytes,
         )
         .await?;
+        let uploaded = started.elapsed();
         let sealed_end = meta.last_offset + 1;
         let (version, manifest) = {
             let st = inner.state.lock();
@@ -1053,6 +1100,7 @@ impl PartitionLog {
                     inner.wal.add_unsealed(-(b.batch.len() as i64));
                 }
             }
+            st.sealing_bytes = 0;
             st.tail_since = if st.tail.is_empty() {
                 None
             } else {
@@ -1063,8 +1111,15 @@ impl PartitionLog {
             st.manifest = manifest;
             st.version = version;
         }
+        let written = started.elapsed();
         inner.wal.retain_from(&inner.tp, floor);
         self.gc_manifests(version).await;
+        tracing::debug!(
+            tp = %inner.tp, bytes = meta.size, base = meta.base_offset, last = meta.last_offset,
+            upload_ms = uploaded.as_millis() as u64, manifest_ms = (written - uploaded).as_millis() as u64,
+            gc_ms = (started.elapsed() - written).as_millis() as u64,
+            "sealed a segment"
+        );
         Ok(Some(meta))
     }
 

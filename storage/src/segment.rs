@@ -30,6 +30,9 @@ const INDEX_ENTRY_LEN: usize = 16;
 /// Segments larger than this upload with multipart.
 pub const MULTIPART_THRESHOLD: usize = 16 << 20;
 const PART_SIZE: usize = 8 << 20;
+/// Parts of one segment uploaded at once: a 64 MiB segment (a busy
+/// partition's seal) goes up in one round trip.
+const UPLOAD_PARTS_IN_FLIGHT: usize = 8;
 
 /// One sparse-index entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +133,7 @@ pub async fn upload(
         let upload = store.put_multipart(key).await?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         for p in data.parts {
-            w.wait_for_capacity(4).await?;
+            w.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
             w.put(p);
         }
         w.finish().await?;

@@ -566,3 +566,66 @@ async fn large_batches_in_flight_are_accepted_and_sealed_without_another_append(
         .collect();
     assert_eq!(read, written, "every acknowledged record, once, in order");
 }
+
+/// A busy partition keeps being written while its tail is sealed: the
+/// bytes a seal in progress is uploading do not count towards the guard
+/// against seals that cannot upload (it refused appends as soon as a slow
+/// seal and the bytes behind it passed its limit, which a single partition
+/// at tens of MiB/s did on every seal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_during_a_slow_seal_are_not_refused_for_the_bytes_it_uploads() {
+    // Segments and manifests take 400 ms; the WAL is fast.
+    let slow = FaultStore::new(
+        mem(),
+        FaultConfig {
+            seed: 4,
+            rules: vec![
+                FaultRule::latency(
+                    OpSet::ALL,
+                    Duration::from_millis(400),
+                    Duration::from_millis(400),
+                )
+                .with_key_prefix("topics/"),
+            ],
+        },
+    );
+    let node = Node::start_with(Arc::new(slow), 1, WalConfig::default()).await;
+    let config = LogConfig {
+        // Two batches stay below a segment: only the explicit seal below
+        // takes them.
+        segment_bytes: 96 << 10,
+        max_batch_bytes: 48 << 10,
+        ..small_log_config()
+    };
+    let tp = strata_tests::harness::tip("busy", 0);
+    let log = node.open(&tp, config).await.expect("open");
+    let value = "x".repeat(40 << 10);
+    let mut written = BTreeMap::new();
+    let mut append = async |i: usize| {
+        let v = format!("{i}-{value}");
+        let r = log
+            .append(batch_of(std::slice::from_ref(&v), None), Acks::All)
+            .await
+            .unwrap_or_else(|e| panic!("append {i} while a seal uploads: {e}"));
+        written.insert(r.base_offset, v);
+    };
+    append(0).await;
+    append(1).await;
+    // A seal of both (80 KiB) starts; nine more batches (360 KiB: more than
+    // four segments with the 80 KiB being sealed) arrive while it uploads.
+    let sealing = tokio::spawn({
+        let log = log.clone();
+        async move { log.seal().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 2..11 {
+        append(i).await;
+    }
+    sealing.await.expect("seal task").expect("seal");
+    let read: BTreeMap<i64, String> = read_all(&log)
+        .await
+        .into_iter()
+        .map(|(o, v)| (o, String::from_utf8(v.to_vec()).expect("utf-8")))
+        .collect();
+    assert_eq!(read, written, "every acknowledged record, once, in order");
+}
