@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 bootstrap, topic, group, name, out_path = sys.argv[1:6]
 out = open(out_path, "a", buffering=1)
@@ -39,6 +39,16 @@ def on_revoke(consumer, partitions):
     out.write(json.dumps({"m": name, "revoked": [p.partition for p in partitions]}) + "\n")
 
 
+def commit(consumer):
+    """A synchronous commit; "no offset stored" (nothing consumed since the
+    last commit, e.g. right after a rebalance) is not an error."""
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError._NO_OFFSET:
+            out.write(json.dumps({"m": name, "commit_error": str(e)}) + "\n")
+
+
 c = Consumer(
     {
         "bootstrap.servers": bootstrap,
@@ -62,14 +72,8 @@ while not stop:
     out.write(json.dumps({"m": name, "p": m.partition(), "o": m.offset(), "v": m.value().decode()}) + "\n")
     since_commit += 1
     if since_commit >= 50:
-        try:
-            c.commit(asynchronous=False)
-        except KafkaException as e:
-            out.write(json.dumps({"m": name, "commit_error": str(e)}) + "\n")
+        commit(c)
         since_commit = 0
-try:
-    c.commit(asynchronous=False)
-except KafkaException as e:
-    out.write(json.dumps({"m": name, "commit_error": str(e)}) + "\n")
+commit(c)
 c.close()
 out.write(json.dumps({"m": name, "closed": True}) + "\n")
