@@ -32,6 +32,7 @@
 //! | `strata_cluster_brokers_alive` | gauge | | live brokers in this broker's view |
 //! | `strata_wal_objects_total` | counter | | WAL objects this broker's current WAL writer wrote |
 //! | `strata_wal_bytes_total` | counter | | record bytes in them (`bytes / objects` against `wal.max_bytes`: how full objects are) |
+//! | `strata_wal_hedged_puts_total` | counter | | WAL PUTs sent again because the first was slow (`wal.hedge`) |
 //! | `strata_unsealed_bytes` | gauge | | bytes of unsealed tails held in memory (budget: `wal.max_unsealed_bytes`) |
 //! | `strata_bucket_objects` | gauge | `kind` = wal, wal_tombstone, segment, manifest, topic_config, cluster, other | the controller's last bucket sweep (absent elsewhere and before the first) |
 //! | `strata_bucket_bytes` | gauge | `kind` (as above) | the controller's last bucket sweep |
@@ -101,6 +102,8 @@ pub struct Gauges {
     pub wal_objects: u64,
     /// See `wal_objects`.
     pub wal_bytes: u64,
+    /// WAL PUTs sent again because the first was slow (`wal.hedge`).
+    pub wal_hedged_puts: u64,
     /// What the bucket held at this broker's last sweep (controller only).
     pub bucket: Option<Inventory>,
     /// What this broker's sweeps deleted.
@@ -300,6 +303,12 @@ impl BrokerMetrics {
             "strata_wal_bytes_total",
             "Record bytes in those WAL objects (divided by the objects: how full they are against wal.max_bytes).",
             g.wal_bytes,
+        );
+        counter(
+            &mut out,
+            "strata_wal_hedged_puts_total",
+            "WAL PUTs sent a second time because the first was slow (wal.hedge): the share of PUTs it adds.",
+            g.wal_hedged_puts,
         );
         counter(
             &mut out,

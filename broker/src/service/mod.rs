@@ -431,6 +431,10 @@ impl Shared {
                 .map_or(0, |e| e.wal().unsealed_bytes()),
             wal_objects: self.partitions.engine().map_or(0, |e| e.wal().puts()),
             wal_bytes: self.partitions.engine().map_or(0, |e| e.wal().put_bytes()),
+            wal_hedged_puts: self
+                .partitions
+                .engine()
+                .map_or(0, |e| e.wal().hedged_puts()),
             bucket: self.bucket_gc.inventory(),
             gc_deleted: self.bucket_gc.deleted(),
             groups: self.groups.gauges(self),

@@ -483,3 +483,163 @@ async fn the_interval_holds_back_small_flushes_but_not_full_ones() {
     w.close().await;
     assert!(recorder.failed.lock().is_empty());
 }
+
+/// A store whose first PUT of one key hangs (a request the store sits on);
+/// every other request goes straight through.
+#[derive(Debug)]
+struct FirstPutHangs {
+    inner: InMemory,
+    key: object_store::path::Path,
+    hung: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for FirstPutHangs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FirstPutHangs({})", self.key)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FirstPutHangs {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        if *location == self.key && !self.hung.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Hedged PUTs: a WAL PUT that hangs is sent again once it has taken twice
+/// the median of the PUTs before it, and the copy's answer acknowledges
+/// its entries (without hedging they would wait for the hung request, and
+/// every later ack with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_put_is_hedged_and_its_copy_acknowledges() {
+    let hung_seq = WalSeq(20);
+    let store = Arc::new(FirstPutHangs {
+        inner: InMemory::new(),
+        key: stream(24).object(hung_seq),
+        hung: std::sync::atomic::AtomicBool::new(false),
+    });
+    let cfg = WalConfig {
+        min_interval: Some(Duration::from_millis(1)),
+        ..WalConfig::default()
+    };
+    let w = WalWriter::start(store.clone(), stream(24), WalSeq(0), cfg).unwrap();
+    let tp = tip("t", 0);
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn WalSink> = recorder.clone();
+    // One object per batch: 20 quick PUTs make the yardstick, the 21st hangs.
+    let mut last = None;
+    for i in 0..=hung_seq.0 {
+        let b = batch(i as i64, 1);
+        submit(&w, &tp, &b, sink.clone()).await;
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while recorder.durable.lock().len() <= i as usize {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("object {i} was not acknowledged: hedging did not answer"));
+        last = Some(b);
+    }
+    assert_eq!(
+        recorder.durable.lock().last().copied(),
+        Some((hung_seq, hung_seq.0 as i64))
+    );
+    assert_eq!(w.hedged_puts(), 1, "only the hung PUT was sent twice");
+    let stored = store
+        .inner
+        .get(&stream(24).object(hung_seq))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let last = last.unwrap();
+    assert!(
+        stored.windows(last.len()).any(|w| w == &last.bytes()[..]),
+        "the hedged object holds the batch"
+    );
+    assert!(recorder.failed.lock().is_empty());
+
+    // Off: the hung PUT holds its ack back.
+    let store = Arc::new(FirstPutHangs {
+        inner: InMemory::new(),
+        key: stream(25).object(hung_seq),
+        hung: std::sync::atomic::AtomicBool::new(false),
+    });
+    let cfg = WalConfig {
+        min_interval: Some(Duration::from_millis(1)),
+        hedge: false,
+        ..WalConfig::default()
+    };
+    let w = WalWriter::start(store, stream(25), WalSeq(0), cfg).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn WalSink> = recorder.clone();
+    for i in 0..=hung_seq.0 {
+        submit(&w, &tp, &batch(i as i64, 1), sink.clone()).await;
+        if i < hung_seq.0 {
+            while recorder.durable.lock().len() <= i as usize {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(recorder.durable.lock().len(), hung_seq.0 as usize);
+    assert_eq!(w.hedged_puts(), 0);
+}

@@ -1,7 +1,7 @@
 //! The WAL writer: group commit of every partition's appends into one object
 //! per flush (see `README.md` beside this file for the life of a produce).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -60,6 +60,13 @@ pub struct WalConfig {
     /// seals catch up. Larger means fewer, bigger segments under many
     /// partitions; smaller bounds the broker's memory.
     pub max_unsealed_bytes: u64,
+    /// Hedged PUTs: a WAL PUT still unanswered after 1.5 times the median
+    /// of the last PUTs (and at least 50 ms) is sent again, and the first answer wins (the object
+    /// is create-only and carries a write id, so the copy is harmless).
+    /// Acks follow WAL objects in order, so one slow PUT delays every ack
+    /// behind it: hedging cuts that tail for the few percent of PUTs that
+    /// are slow.
+    pub hedge: bool,
 }
 
 impl Default for WalConfig {
@@ -72,6 +79,7 @@ impl Default for WalConfig {
             max_pending_bytes: 64 << 20,
             flush_timeout: Duration::from_secs(30),
             max_unsealed_bytes: 1 << 30,
+            hedge: true,
         }
     }
 }
@@ -221,6 +229,11 @@ struct Shared {
     max_unsealed: u64,
     retained: Mutex<RetainState>,
     store: Arc<dyn ObjectStore>,
+    /// Durations of the last successful WAL PUTs (hedging's yardstick);
+    /// `None` when hedging is off.
+    put_latency: Option<Mutex<VecDeque<Duration>>>,
+    /// PUTs sent again because the first was slow.
+    hedged: AtomicU64,
 }
 
 struct RetainState {
@@ -274,6 +287,8 @@ impl WalWriter {
                 deleted_below: first_seq,
             }),
             store,
+            put_latency: config.hedge.then(Mutex::default),
+            hedged: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(flush_loop(shared.clone(), config, rx));
@@ -297,6 +312,11 @@ impl WalWriter {
     /// WAL objects written so far.
     pub fn puts(&self) -> u64 {
         self.shared.puts.load(Ordering::Relaxed)
+    }
+
+    /// WAL PUTs sent a second time because the first was slow (hedged).
+    pub fn hedged_puts(&self) -> u64 {
+        self.shared.hedged.load(Ordering::Relaxed)
     }
 
     /// Record bytes in the WAL objects written so far (how full objects
@@ -575,6 +595,47 @@ async fn fail_all(
     }
 }
 
+/// One create-only PUT; with `hedge`, sent again if unanswered after
+/// `hedge.0`, and the first success (or the last failure) answers. Both
+/// carry the same bytes and write id: whichever lands first creates the
+/// object, and the other finds it (`AlreadyExists`, which the caller checks
+/// is ours).
+async fn put_hedged(
+    store: &dyn ObjectStore,
+    key: &object_store::path::Path,
+    payload: &PutPayload,
+    hedge: Option<(Duration, &AtomicU64)>,
+) -> object_store::Result<object_store::PutResult> {
+    let put = || store.put_opts(key, payload.clone(), PutOptions::from(PutMode::Create));
+    let first = put();
+    let Some((after, hedged)) = hedge else {
+        return first.await;
+    };
+    tokio::pin!(first);
+    tokio::select! {
+        res = &mut first => return res,
+        () = tokio::time::sleep(after) => {}
+    }
+    hedged.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%key, after_ms = after.as_millis() as u64, "WAL PUT is slow: sending it again (hedged)");
+    let second = put();
+    tokio::pin!(second);
+    // A success answers, and so does an object found already there (the
+    // caller checks whose it is); any other failure waits for the other.
+    let answers = |res: &object_store::Result<object_store::PutResult>| {
+        matches!(
+            res,
+            Ok(_)
+                | Err(object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. })
+        )
+    };
+    tokio::select! {
+        res = &mut first => if answers(&res) { res } else { second.await },
+        res = &mut second => if answers(&res) { res } else { first.await },
+    }
+}
+
 /// Uploads one WAL object with a create-only PUT, retrying transient errors
 /// until `timeout`. `AlreadyExists` is ours (an earlier attempt landed) when
 /// the stored header carries our write id; otherwise we were fenced.
@@ -624,7 +685,54 @@ async fn write_object(
     }
     parts.push(format::encode_trailer(&chunks));
     let payload: PutPayload = parts.into_iter().collect();
-    put_create(shared.store.as_ref(), &key, payload, write_id, timeout).await
+    let hedge = shared.hedge_after().map(|after| (after, &shared.hedged));
+    let started = Instant::now();
+    put_create_with(
+        shared.store.as_ref(),
+        &key,
+        payload,
+        write_id,
+        timeout,
+        hedge,
+    )
+    .await?;
+    shared.record_put(started.elapsed());
+    Ok(())
+}
+
+/// PUTs remembered for hedging's yardstick.
+const HEDGE_SAMPLES: usize = 64;
+/// PUTs seen before the first hedge: no yardstick, no hedge.
+const HEDGE_MIN_SAMPLES: usize = 16;
+/// Least wait before a hedge, so that a local store's scheduling jitter
+/// (PUTs of a millisecond) does not send PUTs twice.
+const HEDGE_FLOOR: Duration = Duration::from_millis(50);
+
+impl Shared {
+    /// How long a WAL PUT may go unanswered before it is sent again:
+    /// 1.5 times the median of the recent ones (at least [`HEDGE_FLOOR`]),
+    /// once there are enough.
+    fn hedge_after(&self) -> Option<Duration> {
+        let samples = self.put_latency.as_ref()?.lock();
+        if samples.len() < HEDGE_MIN_SAMPLES {
+            return None;
+        }
+        let mut sorted: Vec<Duration> = samples.iter().copied().collect();
+        drop(samples);
+        let mid = sorted.len() / 2;
+        let (_, median, _) = sorted.select_nth_unstable(mid);
+        Some((*median * 3 / 2).max(HEDGE_FLOOR))
+    }
+
+    fn record_put(&self, took: Duration) {
+        if let Some(samples) = &self.put_latency {
+            let mut samples = samples.lock();
+            if samples.len() == HEDGE_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(took);
+        }
+    }
 }
 
 /// Create-only PUT of a WAL object (data or tombstone) with bounded retries.
@@ -635,12 +743,23 @@ pub(crate) async fn put_create(
     write_id: u64,
     timeout: Duration,
 ) -> Result<()> {
+    put_create_with(store, key, payload, write_id, timeout, None).await
+}
+
+/// [`put_create`], each attempt hedged after `hedge.0` (counted in
+/// `hedge.1`) when given.
+async fn put_create_with(
+    store: &dyn ObjectStore,
+    key: &object_store::path::Path,
+    payload: PutPayload,
+    write_id: u64,
+    timeout: Duration,
+    hedge: Option<(Duration, &AtomicU64)>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut backoff = Duration::from_millis(20);
     loop {
-        let res = store
-            .put_opts(key, payload.clone(), PutOptions::from(PutMode::Create))
-            .await;
+        let res = put_hedged(store, key, &payload, hedge).await;
         match res {
             Ok(_) => return Ok(()),
             Err(
