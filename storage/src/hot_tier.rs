@@ -421,49 +421,41 @@ impl SegmentCache {
                 !in_flight.contains(&key) && !inner.cache.contains(&key)
             })
             .collect();
-        for (run_first, run_last) in runs(&missing) {
-            let mut chunk_first = run_first;
-            while chunk_first <= run_last {
-                let chunk_last = run_last.min(chunk_first + READ_AHEAD_RUN_BLOCKS - 1);
-                let blocks = chunk_last - chunk_first + 1;
-                // A short chunk waits until the window has moved on far
-                // enough for a full GET, unless it ends the object.
-                if blocks < run_blocks && chunk_last < last_in_object && !short_ok {
-                    break;
-                }
-                let Ok(permit) = inner
-                    .read_ahead_permits
-                    .clone()
-                    .try_acquire_many_owned(blocks as u32)
-                else {
-                    return;
-                };
-                for index in chunk_first..=chunk_last {
-                    in_flight.insert(BlockKey::new(object, index));
-                }
-                let task_inner = inner.clone();
-                let path = path.clone();
-                let object = object.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    tokio::select! {
-                        () = task_inner.closed.cancelled() => {}
-                        res = task_inner.load_blocks(&path, &object, object_size, chunk_first, chunk_last, Purpose::ReadAhead) => {
-                            if let Err(e) = res {
-                                tracing::debug!(
-                                    object = %path, first = chunk_first, last = chunk_last, error = %e,
-                                    "hot tier read-ahead failed"
-                                );
-                            }
+        for (first, last) in chunks(&missing, run_blocks) {
+            // A short chunk waits until the window has moved on far enough
+            // for a full GET, unless it ends the object.
+            let blocks = last - first + 1;
+            if blocks < run_blocks && last < last_in_object && !short_ok {
+                continue;
+            }
+            let Ok(permit) = inner
+                .read_ahead_permits
+                .clone()
+                .try_acquire_many_owned(blocks as u32)
+            else {
+                return;
+            };
+            for index in first..=last {
+                in_flight.insert(BlockKey::new(object, index));
+            }
+            let inner = inner.clone();
+            let path = path.clone();
+            let object = object.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                tokio::select! {
+                    () = inner.closed.cancelled() => {}
+                    res = inner.load_blocks(&path, &object, object_size, first, last, Purpose::ReadAhead) => {
+                        if let Err(e) = res {
+                            tracing::debug!(object = %path, first, last, error = %e, "hot tier read-ahead failed");
                         }
                     }
-                    let mut in_flight = task_inner.read_ahead_in_flight.lock();
-                    for index in chunk_first..=chunk_last {
-                        in_flight.remove(&BlockKey::new(&object, index));
-                    }
-                });
-                chunk_first = chunk_last + 1;
-            }
+                }
+                let mut in_flight = inner.read_ahead_in_flight.lock();
+                for index in first..=last {
+                    in_flight.remove(&BlockKey::new(&object, index));
+                }
+            });
         }
     }
 }
@@ -922,6 +914,19 @@ fn runs(indices: &[u64]) -> Vec<(u64, u64)> {
     runs
 }
 
+/// [`runs`] of `indices`, each cut into pieces of at most `max` blocks.
+fn chunks(indices: &[u64], max: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for (mut first, last) in runs(indices) {
+        while first <= last {
+            let end = last.min(first + max - 1);
+            out.push((first, end));
+            first = end + 1;
+        }
+    }
+    out
+}
+
 /// Runs a copy of `len` bytes inline when small, else on the blocking pool.
 async fn off_runtime<R: Send + 'static>(
     len: usize,
@@ -1202,6 +1207,10 @@ mod tests {
         assert_eq!(runs(&[]), vec![]);
         assert_eq!(runs(&[3]), vec![(3, 3)]);
         assert_eq!(runs(&[1, 2, 3, 5, 7, 8]), vec![(1, 3), (5, 5), (7, 8)]);
+        assert_eq!(
+            chunks(&[1, 2, 3, 4, 5, 7, 8], 2),
+            vec![(1, 2), (3, 4), (5, 5), (7, 8)]
+        );
     }
 
     #[tokio::test]

@@ -298,6 +298,13 @@ impl Drop for ClearSealingBytes<'_> {
     }
 }
 
+impl State {
+    /// Bytes of the unsealed tail that are durable: what a seal can take.
+    fn durable_tail_bytes(&self) -> u64 {
+        self.tail_bytes.saturating_sub(self.undurable_bytes)
+    }
+}
+
 struct State {
     leader_epoch: i32,
     version: Version,
@@ -713,9 +720,7 @@ impl PartitionLog {
             // to the WAL do not count: a producer with several large
             // batches in flight is not a sign of trouble; nor do those a
             // seal is uploading: a busy partition is written while sealed).
-            st.tail_bytes
-                .saturating_sub(st.undurable_bytes)
-                .saturating_sub(st.sealing_bytes)
+            st.durable_tail_bytes().saturating_sub(st.sealing_bytes)
         };
         if sealable
             > inner
@@ -1000,11 +1005,7 @@ impl PartitionLog {
                 // append would stall behind the tail guard).
                 let (tail_bytes, durable_bytes, next) = {
                     let st = log.inner.state.lock();
-                    (
-                        st.tail_bytes,
-                        st.tail_bytes - st.undurable_bytes,
-                        st.next_offset,
-                    )
+                    (st.tail_bytes, st.durable_tail_bytes(), st.next_offset)
                 };
                 let segment_bytes = log.inner.config.segment_bytes;
                 if tail_bytes < segment_bytes {

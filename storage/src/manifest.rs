@@ -138,15 +138,14 @@ impl Manifest {
             .map_or_else(|| self.sealed_end(), |s| s.base_offset)
     }
 
-    /// The listed segment right after `seg` (which may be listed or the last
-    /// archived one), for read-ahead across segments.
+    /// The first listed segment after `seg` (which may be listed or
+    /// archived), for read-ahead across segments; [`crate::segment::read`]
+    /// only prefetches it if it follows `seg` with no gap.
     pub fn next_segment(&self, seg: &SegmentMeta) -> Option<&SegmentMeta> {
         let i = self
             .segments
             .partition_point(|s| s.base_offset <= seg.base_offset);
-        self.segments
-            .get(i)
-            .filter(|next| next.base_offset == seg.last_offset + 1)
+        self.segments.get(i)
     }
 }
 

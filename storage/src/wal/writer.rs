@@ -61,8 +61,9 @@ pub struct WalConfig {
     /// partitions; smaller bounds the broker's memory.
     pub max_unsealed_bytes: u64,
     /// Hedged PUTs: a WAL PUT still unanswered after 1.5 times the median
-    /// of the last PUTs (and at least 50 ms) is sent again, and the first answer wins (the object
-    /// is create-only and carries a write id, so the copy is harmless).
+    /// of the last PUTs (and at least 50 ms) is sent again, and the first
+    /// answer wins (the object is create-only and carries a write id, so
+    /// the copy is harmless).
     /// Acks follow WAL objects in order, so one slow PUT delays every ack
     /// behind it: hedging cuts that tail for the few percent of PUTs that
     /// are slow.
@@ -595,6 +596,14 @@ async fn fail_all(
     }
 }
 
+/// A create-only PUT found its key taken (stores answer either way).
+fn already_exists(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+    )
+}
+
 /// One create-only PUT; with `hedge`, sent again if unanswered after
 /// `hedge.0`, and the first success (or the last failure) answers. Both
 /// carry the same bytes and write id: whichever lands first creates the
@@ -622,13 +631,9 @@ async fn put_hedged(
     tokio::pin!(second);
     // A success answers, and so does an object found already there (the
     // caller checks whose it is); any other failure waits for the other.
-    let answers = |res: &object_store::Result<object_store::PutResult>| {
-        matches!(
-            res,
-            Ok(_)
-                | Err(object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. })
-        )
+    let answers = |res: &object_store::Result<object_store::PutResult>| match res {
+        Ok(_) => true,
+        Err(e) => already_exists(e),
     };
     tokio::select! {
         res = &mut first => if answers(&res) { res } else { second.await },
@@ -762,10 +767,7 @@ async fn put_create_with(
         let res = put_hedged(store, key, &payload, hedge).await;
         match res {
             Ok(_) => return Ok(()),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => {
+            Err(e) if already_exists(&e) => {
                 let head = store.get_range(key, 0..HEADER_LEN as u64).await?;
                 let header = format::decode_header(key.as_ref(), &head)?;
                 return if header.write_id == write_id && !header.tombstone {
