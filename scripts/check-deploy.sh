@@ -48,7 +48,7 @@ tf() {
 
 step "terraform fmt -check -recursive terraform"
 if command -v terraform >/dev/null 2>&1; then
-    terraform version | head -1
+    terraform version | sed -n 1p
     terraform fmt -check -recursive -diff terraform
 
     if [[ -d $plugin_dir ]]; then

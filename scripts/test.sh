@@ -39,7 +39,7 @@ if ! command -v kcat >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
         { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q kcat >/dev/null 2>&1; } ||
         true
 fi
-if command -v kcat >/dev/null 2>&1; then kcat -V | head -1; else echo "kcat is not installed: its test skips"; fi
+if command -v kcat >/dev/null 2>&1; then kcat -V | sed -n 1p; else echo "kcat is not installed: its test skips"; fi
 
 ./scripts/check-deploy.sh
 
