@@ -364,6 +364,18 @@ impl TopicRegistry {
         self.topic(name, record).ok()
     }
 
+    /// The live topic with id `id` if the cache holds it (no IO; a scan of
+    /// the cached topics).
+    pub fn cached_by_id(&self, id: TopicId) -> Option<Topic> {
+        let (name, record) = self
+            .cache
+            .lock()
+            .iter()
+            .find(|(_, c)| c.record.id == id && !c.record.deleted)
+            .map(|(n, c)| (n.clone(), c.record.clone()))?;
+        self.topic(&name, record).ok()
+    }
+
     /// The live topic `name`; [`BrokerError::UnknownTopic`] if there is none.
     pub async fn get(&self, name: &TopicName) -> Result<Topic> {
         let hit = self.cache.lock().get(name).cloned();

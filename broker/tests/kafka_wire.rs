@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::loopback_config;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, GroupId, InitProducerIdRequest, InitProducerIdResponse,
     MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -270,5 +273,165 @@ async fn pipelined_idempotent_produces_land_in_order() {
     let got = common::values(&common::fetch_once(&mut data, "pipe", 0).await);
     let want: Vec<(i64, String)> = (0..N).map(|i| (i64::from(i), format!("v{i}"))).collect();
     assert_eq!(got, want, "each record once, in order");
+    broker.shutdown().await.expect("shutdown");
+}
+
+/// Sends `body` as `key` at `version` on `s` and returns the response
+/// body (header tag byte skipped for flexible versions).
+async fn call<T: Encodable>(
+    s: &mut TcpStream,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Bytes {
+    s.write_all(&frame(key, version, correlation_id, body))
+        .await
+        .expect("write");
+    let (got, mut body) = read_response(s).await;
+    assert_eq!(got, correlation_id);
+    if key.response_header_version(version) >= 1 {
+        body.advance(1);
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_finds_a_topic_by_its_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(loopback_config(dir.path())).await.expect("start");
+    let mut s = connect(&broker).await;
+    // By name (created on first use), which tells its id.
+    let by_name = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("orders")))),
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let mut body = call(&mut s, ApiKey::Metadata, 12, 1, &by_name).await;
+    let md = MetadataResponse::decode(&mut body, 12).expect("Metadata v12");
+    assert_eq!(md.topics[0].error_code, 0);
+    let id = md.topics[0].topic_id;
+    assert!(!id.is_nil());
+    // By id: the same topic, with its name; an id nobody has: UNKNOWN_TOPIC_ID.
+    let unknown = uuid::Uuid::new_v4();
+    let by_id = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(id),
+        MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(unknown),
+    ]));
+    let mut body = call(&mut s, ApiKey::Metadata, 12, 2, &by_id).await;
+    let md = MetadataResponse::decode(&mut body, 12).expect("Metadata v12");
+    assert_eq!(md.topics.len(), 2);
+    assert_eq!(md.topics[0].error_code, 0);
+    assert_eq!(
+        md.topics[0].name.as_ref().map(|n| n.0.as_str()),
+        Some("orders")
+    );
+    assert_eq!(md.topics[0].topic_id, id);
+    assert_eq!(md.topics[0].partitions.len(), 1);
+    assert_eq!(md.topics[1].topic_id, unknown);
+    assert_eq!(
+        md.topics[1].error_code,
+        ResponseError::UnknownTopicId.code()
+    );
+    broker.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_group_heartbeat_assigns_by_topic_id_and_keeps_what_is_not_resent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(loopback_config(dir.path())).await.expect("start");
+    let mut s = connect(&broker).await;
+    let md = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("jobs")))),
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let mut body = call(&mut s, ApiKey::Metadata, 12, 1, &md).await;
+    let topic_id = MetadataResponse::decode(&mut body, 12)
+        .expect("Metadata")
+        .topics[0]
+        .topic_id;
+    let heartbeat = |epoch: i32, topics: Option<&str>| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_member_id(StrBytes::from_static_str("member-1"))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(if topics.is_some() { 30_000 } else { -1 })
+            .with_subscribed_topic_names(
+                topics.map(|t| vec![TopicName(StrBytes::from_string(t.to_owned()))]),
+            )
+    };
+    // The coordinator's shard loads on first use: retry while it says so.
+    let mut id = 10;
+    let joined = loop {
+        id += 1;
+        let mut body = call(
+            &mut s,
+            ApiKey::ConsumerGroupHeartbeat,
+            1,
+            id,
+            &heartbeat(0, Some("jobs")).with_topic_partitions(Some(Vec::new())),
+        )
+        .await;
+        let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");
+        if r.error_code != ResponseError::CoordinatorLoadInProgress.code() {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(joined.error_code, 0, "{:?}", joined.error_message);
+    assert_eq!(joined.member_id.as_deref(), Some("member-1"));
+    assert_eq!(joined.member_epoch, 1);
+    let assignment = joined.assignment.expect("an assignment");
+    assert_eq!(assignment.topic_partitions.len(), 1);
+    assert_eq!(assignment.topic_partitions[0].topic_id, topic_id);
+    assert_eq!(assignment.topic_partitions[0].partitions, vec![0]);
+    // Nothing re-sent (subscription and owned partitions null): the same
+    // member, epoch and assignment.
+    let mut body = call(
+        &mut s,
+        ApiKey::ConsumerGroupHeartbeat,
+        1,
+        50,
+        &heartbeat(1, None),
+    )
+    .await;
+    let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    assert_eq!(r.member_epoch, 1);
+    assert_eq!(
+        r.assignment.expect("assignment").topic_partitions[0].partitions,
+        vec![0]
+    );
+    // A regex subscription and an assignor Strata does not run are refused
+    // with a message saying what to do.
+    let regex =
+        heartbeat(1, None).with_subscribed_topic_regex(Some(StrBytes::from_static_str("j.*")));
+    let mut body = call(&mut s, ApiKey::ConsumerGroupHeartbeat, 1, 51, &regex).await;
+    let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");
+    assert_eq!(r.error_code, ResponseError::InvalidRequest.code());
+    assert!(r.error_message.expect("message").contains("topic names"));
+    let range = heartbeat(1, None).with_server_assignor(Some(StrBytes::from_static_str("range")));
+    let mut body = call(&mut s, ApiKey::ConsumerGroupHeartbeat, 1, 52, &range).await;
+    let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");
+    assert_eq!(r.error_code, ResponseError::UnsupportedAssignor.code());
+    // Leaving.
+    let mut body = call(
+        &mut s,
+        ApiKey::ConsumerGroupHeartbeat,
+        1,
+        53,
+        &heartbeat(-1, None),
+    )
+    .await;
+    let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.member_epoch, -1);
     broker.shutdown().await.expect("shutdown");
 }

@@ -1,11 +1,13 @@
-"""One member of a consumer group (confluent-kafka / librdkafka, the
-classic protocol): subscribes to TOPIC in GROUP, appends one JSON line per
+"""One member of a consumer group (confluent-kafka / librdkafka; PROTOCOL
+is `classic` (the default: JoinGroup/SyncGroup, eager rebalances) or
+`consumer` (KIP-848's ConsumerGroupHeartbeat, incremental hand-overs)):
+subscribes to TOPIC in GROUP, appends one JSON line per
 record to OUT_FILE ({"m": NAME, "p": partition, "o": offset, "v": value})
 and per assignment change ({"m": NAME, "assigned": [...]} /
 {"m": NAME, "revoked": [...]}), commits synchronously after every 50
 records, and on SIGTERM commits, leaves the group and exits 0.
 
-Usage: confluent_member.py BOOTSTRAP TOPIC GROUP NAME OUT_FILE
+Usage: confluent_member.py BOOTSTRAP TOPIC GROUP NAME OUT_FILE [PROTOCOL]
 """
 import json
 import signal
@@ -14,6 +16,7 @@ import sys
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 bootstrap, topic, group, name, out_path = sys.argv[1:6]
+protocol = sys.argv[6] if len(sys.argv) > 6 else "classic"
 out = open(out_path, "a", buffering=1)
 stop = False
 
@@ -31,7 +34,7 @@ def on_assign(consumer, partitions):
 
 
 def on_revoke(consumer, partitions):
-    # Commit what was processed before the partitions move (eager protocol).
+    # Commit what was processed before the partitions move.
     try:
         consumer.commit(asynchronous=False)
     except KafkaException:
@@ -49,17 +52,18 @@ def commit(consumer):
             out.write(json.dumps({"m": name, "commit_error": str(e)}) + "\n")
 
 
-c = Consumer(
-    {
-        "bootstrap.servers": bootstrap,
-        "group.id": group,
-        "client.id": name,
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 500,
-    }
-)
+config = {
+    "bootstrap.servers": bootstrap,
+    "group.id": group,
+    "client.id": name,
+    "auto.offset.reset": "earliest",
+    "enable.auto.commit": False,
+    "group.protocol": protocol,
+}
+if protocol == "classic":
+    # The consumer protocol takes both from the coordinator.
+    config.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+c = Consumer(config)
 c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
 since_commit = 0
 while not stop:

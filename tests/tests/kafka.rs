@@ -280,7 +280,13 @@ async fn kafka_clients_ride_through_a_partition_move_and_a_broker_kill9_on_three
             acks_file.to_str().expect("utf-8"),
         ],
     );
-    let member = Member::start_on(&python, &bootstrap, "ride", "riders", "m1", &out);
+    let member = Member::start_on(
+        &python,
+        &bootstrap,
+        ("ride", "riders", Protocol::Classic),
+        "m1",
+        &out,
+    );
 
     // Move partition 0 to another broker mid-stream.
     assert!(wait_for_lines(&acks_file, 1000).await, "no progress");
@@ -333,6 +339,24 @@ async fn kafka_clients_ride_through_a_partition_move_and_a_broker_kill9_on_three
     member.stop().await;
 }
 
+/// Kafka's two consumer-group protocols (librdkafka's `group.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// JoinGroup/SyncGroup, client-side assignment.
+    Classic,
+    /// KIP-848's ConsumerGroupHeartbeat, server-side assignment.
+    Consumer,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Classic => "classic",
+            Protocol::Consumer => "consumer",
+        }
+    }
+}
+
 /// One `confluent_member.py` process.
 struct Member {
     name: String,
@@ -344,22 +368,26 @@ impl Member {
     fn start(
         python: &strata_tests::python::Python,
         bootstrap: &str,
+        protocol: Protocol,
         name: &str,
         out: &std::path::Path,
     ) -> Member {
-        Self::start_on(python, bootstrap, "jobs", "workers", name, out)
+        Self::start_on(python, bootstrap, ("jobs", "workers", protocol), name, out)
     }
 
+    /// A member of `(topic, group, protocol)`.
     fn start_on(
         python: &strata_tests::python::Python,
         bootstrap: &str,
-        topic: &str,
-        group: &str,
+        (topic, group, protocol): (&str, &str, Protocol),
         name: &str,
         out: &std::path::Path,
     ) -> Member {
         let out = out.to_str().expect("utf-8 path");
-        let child = python.spawn("confluent_member.py", &[bootstrap, topic, group, name, out]);
+        let child = python.spawn(
+            "confluent_member.py",
+            &[bootstrap, topic, group, name, out, protocol.name()],
+        );
         Member {
             name: name.to_owned(),
             child,
@@ -425,6 +453,22 @@ async fn committed(broker: &BrokerProcess, group: &str) -> BTreeMap<i64, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluent_consumer_group_members_join_and_leave_and_commits_survive_kill9() {
+    group_members_join_and_leave(Protocol::Classic).await;
+}
+
+/// The same over KIP-848's consumer protocol (`group.protocol=consumer`),
+/// and its membership survives a kill -9 of the coordinator: the members
+/// keep their partitions without a rebalance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_consumer_group_members_join_and_leave_and_membership_survives_kill9() {
+    group_members_join_and_leave(Protocol::Consumer).await;
+}
+
+/// Four members of group `workers` come and go while records are produced
+/// to `jobs`: every acked record is consumed, committed offsets survive a
+/// kill -9 of the coordinator, and a member started after it resumes at
+/// them.
+async fn group_members_join_and_leave(protocol: Protocol) {
     let Some(python) = kafka_clients().await else {
         return;
     };
@@ -462,15 +506,16 @@ async fn confluent_consumer_group_members_join_and_leave_and_commits_survive_kil
             acked
         })
     };
-    let a = Member::start(&python, &bootstrap, "a", &out);
-    let b = Member::start(&python, &bootstrap, "b", &out);
+    let a = Member::start(&python, &bootstrap, protocol, "a", &out);
+    let b = Member::start(&python, &bootstrap, protocol, "b", &out);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let c = Member::start(&python, &bootstrap, "c", &out);
+    let c = Member::start(&python, &bootstrap, protocol, "c", &out);
     tokio::time::sleep(Duration::from_secs(2)).await;
     b.stop().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let d = Member::start(&python, &bootstrap, "d", &out);
+    let d = Member::start(&python, &bootstrap, protocol, "d", &out);
     let acked = producing.await.expect("producer task");
+    let mut acked_after = Vec::new();
 
     // Every acked record is consumed (at least once) by the group.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -510,6 +555,48 @@ async fn confluent_consumer_group_members_join_and_leave_and_commits_survive_kil
         !clients.is_empty() && clients.is_subset(&members),
         "every partition is held by a live member:\n{stdout}"
     );
+    if protocol == Protocol::Consumer {
+        // The group's membership is durable: after a kill -9 of its
+        // coordinator the members carry on with what they hold.
+        wait_until_stable(&broker, "workers").await;
+        let changes = assignment_changes(&out);
+        broker.kill().await;
+        broker.restart().await;
+        let after = Producer::connect(&broker.url(), ProducerConfig::default())
+            .await
+            .expect("producer");
+        let mut more = Vec::new();
+        for i in 0..300 {
+            let md = after
+                .send_and_wait(
+                    ProducerRecord::new("jobs", format!("after-{i}")).key(format!("k{}", i % 31)),
+                )
+                .await
+                .expect("produce after the restart");
+            more.push((i64::from(md.partition), md.offset));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (seen, errors) = consumed(&out);
+            assert!(errors.is_empty(), "members reported errors: {errors:?}");
+            let missing = more.iter().filter(|k| !seen.contains_key(k)).count();
+            if missing == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{missing} records produced after the coordinator's restart never consumed:\n{}",
+                broker.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            assignment_changes(&out),
+            changes,
+            "members' partitions moved across the coordinator's kill -9"
+        );
+        acked_after = more;
+    }
     for m in [a, c, d] {
         m.stop().await;
     }
@@ -517,7 +604,7 @@ async fn confluent_consumer_group_members_join_and_leave_and_commits_survive_kil
     // After the members committed and left, the group's offsets are the
     // log ends; they survive a kill -9 of the coordinator's broker.
     let mut ends: BTreeMap<i64, i64> = BTreeMap::new();
-    for (p, o) in acked.keys() {
+    for (p, o) in acked.keys().chain(&acked_after) {
         let e = ends.entry(*p).or_insert(0);
         *e = (*e).max(o + 1);
     }
@@ -538,7 +625,7 @@ async fn confluent_consumer_group_members_join_and_leave_and_commits_survive_kil
     }
     // A member started now resumes at the committed offsets: it reads
     // only what is produced after them.
-    let e = Member::start(&python, broker.kafka_addr(), "e", &out);
+    let e = Member::start(&python, broker.kafka_addr(), protocol, "e", &out);
     let fresh = Producer::connect(&broker.url(), ProducerConfig::default())
         .await
         .expect("producer");
@@ -571,6 +658,36 @@ async fn confluent_consumer_group_members_join_and_leave_and_commits_survive_kil
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     e.stop().await;
+}
+
+/// The assignment changes members reported (`assigned` / `revoked` lines).
+fn assignment_changes(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"assigned\"") || l.contains("\"revoked\""))
+        .count()
+}
+
+/// Waits until `strata group describe` says `group` is STABLE.
+async fn wait_until_stable(broker: &BrokerProcess, group: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, stdout, _) = run_cli(
+            &["group", "describe", group, "--broker", &broker.url()],
+            "",
+            Duration::from_secs(60),
+        )
+        .await;
+        if status.success() && stdout.contains(" is STABLE") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "group {group} never became stable:\n{stdout}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Waits until `path` has `n` more lines than when called.

@@ -1,6 +1,6 @@
 //! Topics, their partitions and who owns each.
 
-use strata_storage::keys::TopicPartition;
+use strata_storage::keys::{TopicId, TopicPartition};
 
 use crate::error::Result;
 use crate::service::Shared;
@@ -20,6 +20,19 @@ pub struct PartitionInfo {
 /// Every live topic.
 pub async fn all_topics(shared: &Shared) -> Result<Vec<Topic>> {
     shared.topics.list().await
+}
+
+/// The live topic with id `id`, if any: from the registry's cache, else
+/// from a listing of every topic (one LIST and a read per topic not cached
+/// yet: ids this broker has not seen are rare).
+pub async fn topic_by_id(shared: &Shared, id: TopicId) -> Result<Option<Topic>> {
+    if let Some(t) = shared.topics.cached_by_id(id) {
+        return Ok(Some(t));
+    }
+    Ok(all_topics(shared)
+        .await?
+        .into_iter()
+        .find(|t| t.record.id == id))
 }
 
 /// The partitions of `topic`, with owners from this broker's view of the

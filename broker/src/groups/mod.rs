@@ -441,13 +441,15 @@ impl GroupCoordinator {
         group: &str,
         hb: Heartbeat,
     ) -> Result<HeartbeatReply> {
-        if hb.topics.is_empty() && hb.epoch >= 0 {
+        if hb.topics.as_ref().is_some_and(BTreeSet::is_empty) && hb.epoch >= 0 {
             return Err(BrokerError::InvalidRequest(
                 "a member must subscribe to at least one topic".into(),
             ));
         }
         let shard = self.shard_for(shared, group).await?;
-        self.learn_topics(shared, &hb.topics).await?;
+        if let Some(topics) = &hb.topics {
+            self.learn_topics(shared, topics).await?;
+        }
         let counts = |t: &str| partition_count(shared, t);
         let (reply, write) = {
             let mut st = shard.state.lock();

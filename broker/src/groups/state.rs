@@ -304,11 +304,23 @@ pub struct Member {
     pub session_deadline_ms: i64,
     /// Removed after this unless it revoked what it was asked to.
     pub revoke_deadline_ms: Option<i64>,
+    /// What it last said it holds (in memory only; see [`Heartbeat::owned`]).
+    pub reported_owned: Option<Partitions>,
 }
 
 impl Member {
     fn assigned(&self) -> Partitions {
         from_topic_map(&self.value.assigned)
+    }
+
+    /// What the member holds, as far as the coordinator knows: `sent` if
+    /// this heartbeat says, else what it said last, else (nothing heard
+    /// since this coordinator loaded the group) everything it may hold, so
+    /// no partition it may still read is granted to another member.
+    fn owned(&self, sent: Option<&Partitions>) -> Partitions {
+        sent.or(self.reported_owned.as_ref())
+            .cloned()
+            .unwrap_or_else(|| self.assigned())
     }
 }
 
@@ -321,10 +333,13 @@ pub struct Heartbeat {
     pub epoch: i32,
     /// Static membership.
     pub instance_id: Option<String>,
-    /// Subscribed topics.
-    pub topics: BTreeSet<String>,
-    /// What the member holds now.
-    pub owned: Partitions,
+    /// Subscribed topics; `None`: unchanged since the last heartbeat
+    /// (Kafka's ConsumerGroupHeartbeat sends them only when they change; a
+    /// joining member must send them).
+    pub topics: Option<BTreeSet<String>>,
+    /// What the member holds now; `None`: unchanged since the last
+    /// heartbeat (as in Kafka's ConsumerGroupHeartbeat).
+    pub owned: Option<Partitions>,
     /// 0: the default.
     pub session_timeout_ms: u32,
     /// 0: the default.
@@ -354,10 +369,12 @@ fn check_member_fields(hb: &Heartbeat, _limits: &Limits) -> Result<(), GroupErro
             "instance ids are at most {MAX_CLIENT_ID_LEN} bytes without control characters"
         )));
     }
-    if hb.topics.len() > MAX_SUBSCRIBED_TOPICS {
+    if let Some(topics) = &hb.topics
+        && topics.len() > MAX_SUBSCRIBED_TOPICS
+    {
         return Err(GroupError::Invalid(format!(
             "a member may subscribe to at most {MAX_SUBSCRIBED_TOPICS} topics, got {}",
-            hb.topics.len()
+            topics.len()
         )));
     }
     Ok(())
@@ -459,6 +476,7 @@ impl Group {
                         value: m.clone(),
                         session_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
                         revoke_deadline_ms: None,
+                        reported_owned: None,
                     },
                 )
             })
@@ -672,7 +690,8 @@ impl Group {
             e if e > 0 => {
                 let m = self.member(&hb.member_id)?;
                 let v = &m.value;
-                let lost_reply = e == v.previous_epoch && hb.owned.is_subset(&m.assigned());
+                let lost_reply =
+                    e == v.previous_epoch && m.owned(hb.owned.as_ref()).is_subset(&m.assigned());
                 if e != v.epoch && !lost_reply {
                     return Err(GroupError::FencedEpoch {
                         group: self.id.clone(),
@@ -701,8 +720,14 @@ impl Group {
         if !hb.host.is_empty() {
             m.value.host = hb.host.clone();
         }
-        if m.value.topics != hb.topics {
-            let old = std::mem::replace(&mut m.value.topics, hb.topics.clone());
+        let owned = m.owned(hb.owned.as_ref());
+        if hb.owned.is_some() {
+            m.reported_owned = hb.owned;
+        }
+        if let Some(topics) = hb.topics
+            && m.value.topics != topics
+        {
+            let old = std::mem::replace(&mut m.value.topics, topics);
             if self.estimated_bytes() > limits.max_group_bytes {
                 if let Some(m) = self.members.get_mut(&member_id) {
                     m.value.topics = old;
@@ -712,7 +737,7 @@ impl Group {
             self.epoch += 1;
         }
         self.refresh_target(partitions_of);
-        Ok(self.reconcile(&member_id, &hb.owned, now_ms, limits))
+        Ok(self.reconcile(&member_id, &owned, now_ms, limits))
     }
 
     fn member(&self, id: &str) -> Result<&Member, GroupError> {
@@ -781,6 +806,11 @@ impl Group {
             }
             return Ok(id);
         }
+        let Some(topics) = hb.topics.clone() else {
+            return Err(GroupError::Invalid(
+                "a joining member must send the topics it subscribes to".into(),
+            ));
+        };
         if self.members.len() >= limits.max_members {
             return Err(GroupError::Full {
                 group: self.id.clone(),
@@ -797,7 +827,7 @@ impl Group {
                     host: hb.host.clone(),
                     epoch: JOIN_EPOCH,
                     previous_epoch: LEAVE_EPOCH,
-                    topics: hb.topics.clone(),
+                    topics,
                     assigned: TopicMap::new(),
                     session_timeout_ms: session,
                     rebalance_timeout_ms: rebalance,
@@ -805,6 +835,7 @@ impl Group {
                 },
                 session_deadline_ms: now_ms + i64::from(session),
                 revoke_deadline_ms: None,
+                reported_owned: None,
             },
         );
         if self.estimated_bytes() > limits.max_group_bytes {
@@ -1095,7 +1126,7 @@ mod tests {
             self.send(Heartbeat {
                 member_id: member.to_owned(),
                 epoch,
-                owned: owned.clone(),
+                owned: Some(owned.clone()),
                 ..Heartbeat::default()
             })
         }
@@ -1103,8 +1134,8 @@ mod tests {
         /// Sends `hb` (subscribed to [`T`] unless it says otherwise); a
         /// joining member without an id is named `m{n}`.
         fn send(&mut self, mut hb: Heartbeat) -> Result<HeartbeatReply, GroupError> {
-            if hb.topics.is_empty() {
-                hb.topics = [T.to_owned()].into_iter().collect();
+            if hb.topics.is_none() {
+                hb.topics = Some([T.to_owned()].into_iter().collect());
             }
             self.next_id += 1;
             let id = format!("m{}", self.next_id);
@@ -1186,6 +1217,90 @@ mod tests {
         assert_eq!(b3.assignment.len(), 6);
         no_partition_twice(&[&a3.assignment, &b3.assignment]);
         assert_eq!(s.g.state(), GroupStateName::Stable);
+    }
+
+    /// A heartbeat without topics or owned set (Kafka's
+    /// ConsumerGroupHeartbeat sends them only when they change).
+    fn hb_unchanged(s: &mut Sim, member: &str, epoch: i32) -> HeartbeatReply {
+        s.g.heartbeat(
+            Heartbeat {
+                member_id: member.to_owned(),
+                epoch,
+                topics: None,
+                owned: None,
+                ..Heartbeat::default()
+            },
+            s.now,
+            &s.limits,
+            &counts,
+            || unreachable!("not a join"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_member_that_sends_no_owned_set_still_holds_what_it_reported_last() {
+        let mut s = Sim::new();
+        let a = s.join();
+        let a_held = a.assignment.clone();
+        s.hb(&a.member_id, a.epoch, &a_held).unwrap();
+        let b = s.join();
+        // a is asked to revoke half, then heartbeats without saying what
+        // it holds: it still holds everything it reported.
+        let a2 = hb_unchanged(&mut s, &a.member_id, a.epoch);
+        assert_eq!(a2.assignment.len(), 6);
+        let a3 = hb_unchanged(&mut s, &a.member_id, a2.epoch);
+        assert_eq!(a3.epoch, a.epoch, "no revocation was reported");
+        let b2 = s.hb(&b.member_id, b.epoch, &b.assignment).unwrap();
+        assert!(b2.assignment.is_empty(), "{:?}", b2.assignment);
+        // It reports the revocation once; later heartbeats without an owned
+        // set keep that report.
+        let a4 = s.hb(&a.member_id, a3.epoch, &a3.assignment).unwrap();
+        let a5 = hb_unchanged(&mut s, &a.member_id, a4.epoch);
+        assert_eq!(a5.assignment, a4.assignment);
+        let b3 = hb_unchanged(&mut s, &b.member_id, b2.epoch);
+        assert_eq!(b3.assignment.len(), 6);
+        no_partition_twice(&[&a5.assignment, &b3.assignment]);
+        assert_eq!(s.g.value().members.len(), 2, "subscriptions kept");
+        assert_eq!(s.g.state(), GroupStateName::Stable);
+    }
+
+    #[test]
+    fn after_a_failover_a_member_holds_everything_assigned_until_it_says_otherwise() {
+        let mut s = Sim::new();
+        let a = s.join();
+        s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
+        let b = s.join();
+        // The coordinator fails over: nothing reported is remembered.
+        s.g = Group::restore("g".into(), &s.g.value(), s.now);
+        let a2 = hb_unchanged(&mut s, &a.member_id, a.epoch);
+        assert_eq!(a2.assignment.len(), 6);
+        let b2 = hb_unchanged(&mut s, &b.member_id, b.epoch);
+        assert!(b2.assignment.is_empty(), "{:?}", b2.assignment);
+        let a3 = s.hb(&a.member_id, a2.epoch, &a2.assignment).unwrap();
+        let b3 = hb_unchanged(&mut s, &b.member_id, b2.epoch);
+        no_partition_twice(&[&a3.assignment, &b3.assignment]);
+        assert_eq!(b3.assignment.len(), 6);
+    }
+
+    #[test]
+    fn a_join_must_name_its_topics() {
+        let mut s = Sim::new();
+        let err =
+            s.g.heartbeat(
+                Heartbeat {
+                    member_id: "m".into(),
+                    epoch: JOIN_EPOCH,
+                    ..Heartbeat::default()
+                },
+                s.now,
+                &s.limits,
+                &counts,
+                || "m".into(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, GroupError::Invalid(_)), "{err}");
+        assert!(s.g.value().members.is_empty());
     }
 
     #[test]

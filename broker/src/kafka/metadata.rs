@@ -8,6 +8,8 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use strata_storage::keys::TopicId;
+use uuid::Uuid;
 
 use super::error::code_of;
 use crate::auth::Caller;
@@ -35,19 +37,25 @@ pub async fn handle(
     r.brokers = brokers(shared);
     r.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
     r.controller_id = BrokerId(shared.cluster.controller_id().unwrap_or(shared.broker_id.0) as i32);
-    // v0: an empty list means every topic; v1+: null does.
-    let names: Option<Vec<String>> = match req.topics {
+    // v0: an empty list means every topic; v1+: null does. v10+ may name
+    // a topic by id instead (KIP-848 consumers do, for their assignment).
+    let wanted: Option<Vec<Wanted>> = match req.topics {
         None => None,
         Some(t) if t.is_empty() && version == 0 => None,
         Some(t) => Some(
             t.into_iter()
-                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .map(|t| match t.name {
+                    Some(n) if !n.0.is_empty() || t.topic_id.is_nil() => {
+                        Wanted::Name(n.0.to_string())
+                    }
+                    _ => Wanted::Id(t.topic_id),
+                })
                 .collect(),
         ),
     };
     let auto_create =
         shared.config.kafka.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
-    r.topics = match names {
+    r.topics = match wanted {
         None => match data::metadata::all_topics(shared).await {
             Ok(topics) => topics
                 .iter()
@@ -67,9 +75,16 @@ pub async fn handle(
                 Vec::new()
             }
         },
-        Some(names) => {
-            let mut out = Vec::with_capacity(names.len());
-            for name in names {
+        Some(wanted) => {
+            let mut out = Vec::with_capacity(wanted.len());
+            for w in wanted {
+                let name = match w {
+                    Wanted::Name(name) => name,
+                    Wanted::Id(id) => {
+                        out.push(by_id(shared, caller, id).await);
+                        continue;
+                    }
+                };
                 if let Err(e) =
                     shared.authorize(caller, Operation::Describe, &Resource::topic(&name))
                 {
@@ -86,6 +101,41 @@ pub async fn handle(
         }
     };
     r
+}
+
+/// A topic a Metadata request asks for.
+enum Wanted {
+    Name(String),
+    Id(Uuid),
+}
+
+/// The topic with id `id`, or `UNKNOWN_TOPIC_ID` (also for a topic the
+/// caller may not describe: its name is not shown).
+async fn by_id(shared: &Shared, caller: &Caller, id: Uuid) -> MetadataResponseTopic {
+    let found = data::metadata::topic_by_id(shared, TopicId(id)).await;
+    match found {
+        Ok(Some(t))
+            if shared.auth.allows(
+                caller,
+                Operation::Describe,
+                &Resource::topic(t.name.as_str()),
+            ) =>
+        {
+            topic(shared, &t)
+        }
+        Ok(_) => {
+            let mut out = MetadataResponseTopic::default();
+            out.topic_id = id;
+            out.error_code = ResponseError::UnknownTopicId.code();
+            out
+        }
+        Err(e) => {
+            let mut out = MetadataResponseTopic::default();
+            out.topic_id = id;
+            out.error_code = code_of(&e);
+            out
+        }
+    }
 }
 
 /// The topic `name`, created with the Kafka defaults when it does not

@@ -12,6 +12,8 @@
 //! - [`groups`] answers FindCoordinator and the classic group protocol
 //!   (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) and ListGroups,
 //!   DescribeGroups, DeleteGroups.
+//! - [`consumer_groups`] answers ConsumerGroupHeartbeat (KIP-848's consumer
+//!   protocol, on the same coordinator).
 //! - [`offsets`] answers OffsetCommit and OffsetFetch.
 //! - [`sasl`] answers SaslHandshake and SaslAuthenticate and keeps each
 //!   connection's caller; every other API asks [`crate::auth`] before
@@ -33,6 +35,7 @@
 
 pub mod acls;
 pub mod codec;
+pub mod consumer_groups;
 pub mod error;
 pub mod fetch;
 pub mod groups;
@@ -379,6 +382,9 @@ async fn handle(
         RequestKind::LeaveGroup(r) => {
             ResponseKind::LeaveGroup(groups::leave(shared, caller, r, version).await)
         }
+        RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
+            consumer_groups::heartbeat(shared, caller, r, client_id, peer).await,
+        ),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(shared, caller, &r)),
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(groups::describe(shared, caller, r).await)
