@@ -11,6 +11,7 @@
 //! | `strata_produce_records_total` | counter | | records appended (not duplicates) |
 //! | `strata_produce_bytes_total` | counter | | batch bytes appended |
 //! | `strata_produce_errors_total` | counter | `reason` (an `ErrorReason` name) | produce service |
+//! | `strata_produce_ack_seconds` | histogram | | from a batch's arrival to its acknowledgement (acks=all: durable in the bucket), both front ends |
 //! | `strata_fetch_requests_total` | counter | | fetch streams opened |
 //! | `strata_fetch_bytes_total` | counter | | batch bytes sent to consumers |
 //! | `strata_kafka_connections` | gauge | | open Kafka-protocol connections |
@@ -44,6 +45,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use strata_storage::gc::Inventory;
@@ -60,6 +62,8 @@ pub struct BrokerMetrics {
     /// Batch bytes appended.
     pub produce_bytes: AtomicU64,
     produce_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// From a batch's arrival to its acknowledgement.
+    pub produce_ack: Histogram,
     /// Fetch streams opened.
     pub fetch_requests: AtomicU64,
     /// Batch bytes sent by fetches.
@@ -75,6 +79,50 @@ pub struct BrokerMetrics {
     pub auth_failures: AtomicU64,
     /// Requests (or parts of them) an ACL refused.
     pub auth_denied: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the latency histograms' buckets: from a
+/// memory store's sub-millisecond acks to an object store's slow tail.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram over [`LATENCY_BUCKETS`] (lock-free: one atomic
+/// add per bucket the observation falls in, plus the sum and count).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at or under each bound (not yet cumulative).
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus's cumulative exposition under `name`.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        header(out, name, "histogram", help);
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
 
 /// Everything else a scrape shows, read at scrape time.
@@ -217,6 +265,11 @@ impl BrokerMetrics {
                 "strata_produce_errors_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        self.produce_ack.render(
+            &mut out,
+            "strata_produce_ack_seconds",
+            "Time from a produce batch's arrival to its acknowledgement (acks=all: durable in the bucket).",
+        );
         counter(
             &mut out,
             "strata_fetch_requests_total",
@@ -553,6 +606,64 @@ mod tests {
             "strata_group_lag{group=\"billing \\\"eu\\\"\",topic=\"orders\",partition=\"1\"} 4",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_ack_histogram_is_cumulative() {
+        let m = BrokerMetrics::default();
+        for ms in [0, 3, 3, 40, 40, 40, 20_000] {
+            m.produce_ack.observe(Duration::from_millis(ms));
+        }
+        let text = m.render(&Gauges::default());
+        for needle in [
+            "# TYPE strata_produce_ack_seconds histogram",
+            "strata_produce_ack_seconds_bucket{le=\"0.001\"} 1\n",
+            "strata_produce_ack_seconds_bucket{le=\"0.0025\"} 1\n",
+            "strata_produce_ack_seconds_bucket{le=\"0.005\"} 3\n",
+            "strata_produce_ack_seconds_bucket{le=\"0.05\"} 6\n",
+            "strata_produce_ack_seconds_bucket{le=\"10\"} 6\n",
+            "strata_produce_ack_seconds_bucket{le=\"+Inf\"} 7\n",
+            "strata_produce_ack_seconds_sum 20.126\n",
+            "strata_produce_ack_seconds_count 7\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+
+    /// Every metric the Grafana dashboard plots is one the broker exports.
+    #[test]
+    fn the_dashboard_plots_exported_metrics() {
+        let dashboard = include_str!("../../deploy/grafana/dashboards/strata.json");
+        let text = BrokerMetrics::default().render(&Gauges {
+            bucket: Some(Inventory::default()),
+            ..Gauges::default()
+        });
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = dashboard;
+        while let Some(i) = rest.find("strata_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(&tail[..end]);
+            rest = &tail[end..];
+        }
+        assert!(names.len() > 10, "{names:?}");
+        for name in names {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            // Group metrics appear only with groups; they are checked in
+            // renders_the_required_names.
+            if base.starts_with("strata_group_") {
+                continue;
+            }
+            assert!(
+                text.contains(&format!("# TYPE {base} ")),
+                "the dashboard plots {name}, which the broker does not export"
+            );
         }
     }
 

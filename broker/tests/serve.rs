@@ -334,6 +334,13 @@ async fn serve_produce_fetch_errors_restart() {
     ] {
         assert!(metrics.contains(needle), "missing {needle} in {metrics}");
     }
+    // Every acknowledged produce is in the ack latency histogram.
+    let acks: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_produce_ack_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no strata_produce_ack_seconds_count in {metrics}"));
+    assert!(acks >= 3, "{acks} acks counted in {metrics}");
 
     // Graceful shutdown, then a restart on the same directory reads
     // everything back.

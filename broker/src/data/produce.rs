@@ -1,5 +1,7 @@
 //! Appending a record batch (Kafka's RecordBatch v2, as the client sent it).
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use strata_storage::batch::BatchHeader;
 use strata_storage::keys::TopicPartition;
@@ -45,6 +47,8 @@ pub async fn append(
 pub struct Staged {
     tp: TopicPartition,
     appending: Appending,
+    /// When the request reached [`stage`] (for the ack latency metric).
+    arrived: Instant,
 }
 
 impl Staged {
@@ -61,6 +65,7 @@ impl Staged {
             shared.partitions.note_error(&self.tp, &err);
             err
         })?;
+        shared.metrics.produce_ack.observe(self.arrived.elapsed());
         Ok(Appended {
             base_offset: result.base_offset,
             last_offset: result.last_offset,
@@ -82,6 +87,7 @@ pub async fn stage(
     batch: Bytes,
     acks: Acks,
 ) -> Result<Staged> {
+    let arrived = Instant::now();
     shared.check_running()?;
     if let Ok(h) = BatchHeader::parse(&batch) {
         shared
@@ -111,5 +117,9 @@ pub async fn stage(
         BrokerMetrics::add(&m.produce_records, records);
         BrokerMetrics::add(&m.produce_bytes, size);
     }
-    Ok(Staged { tp, appending })
+    Ok(Staged {
+        tp,
+        appending,
+        arrived,
+    })
 }
