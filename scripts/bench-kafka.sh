@@ -11,7 +11,9 @@
 # store's raw PUT speed (`strata bench store`).
 #
 # Environment: RECORDS (200000), SIZE (1024), PARTITIONS (8), BATCH_BYTES
-# (262144, the producer batch size of both paths), STORES ("file s3"),
+# (262144, the producer batch size of both paths), ROUNDS (3: produce
+# rounds per path, alternating which goes first; the table shows medians,
+# since one run on a shared machine swings by half), STORES ("file s3"),
 # STRATA (a binary to use instead of building target/release/strata).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,7 @@ RECORDS=${RECORDS:-200000}
 SIZE=${SIZE:-1024}
 PARTITIONS=${PARTITIONS:-8}
 BATCH_BYTES=${BATCH_BYTES:-262144}
+ROUNDS=${ROUNDS:-3}
 STORES=${STORES:-file s3}
 # STRATA: a strata binary to use instead of building target/release/strata.
 STRATA=${STRATA:-}
@@ -57,6 +60,22 @@ puts_of() {
     curl -sf "$1/metrics" | awk '
         /^strata_store_requests_total\{op="(put|multipart)"\}/ { n += $2 }
         END { printf "%d\n", n }'
+}
+
+# The broker's ack latency histogram so far: "SUM_SECONDS COUNT".
+acks_of() {
+    curl -sf "$1/metrics" | awk '
+        /^strata_produce_ack_seconds_sum / { s = $2 }
+        /^strata_produce_ack_seconds_count / { c = $2 }
+        END { printf "%s %s\n", s + 0, c + 0 }'
+}
+
+# Mean broker-side ack (ms) between two acks_of readings.
+ack_mean_ms() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        n = y[2] - x[2]
+        printf "%.2f\n", (n > 0 ? (y[1] - x[1]) / n * 1000 : 0) }'
 }
 
 if [[ -z $STRATA ]]; then
@@ -135,12 +154,16 @@ timed() {
     /usr/bin/time -f '%U %S' -o "$file" "$@"
 }
 
-RESULTS=$WORK/results.jsonl
-: >"$RESULTS"
+ROUNDS_FILE=$WORK/rounds.jsonl
+CONSUMES=$WORK/consumes.jsonl
+: >"$ROUNDS_FILE"
+: >"$CONSUMES"
 
 # Benchmarks both paths on a broker with store URL (the embedded default
 # when empty), labelled NAME; RAW_URL is a place in the same store, apart
-# from the broker's, for `strata bench store`.
+# from the broker's, for `strata bench store`. Produce runs ROUNDS times
+# per path, alternating which path goes first, each round on fresh topics;
+# consume reads the first round's topics.
 bench_store() {
     local name=$1 url=$2 raw_url=$3 dir=$WORK/$1
     start_broker "$dir" "$url"
@@ -150,58 +173,79 @@ bench_store() {
     raw=$("$STRATA" bench store --store "$raw_url" --objects 32 |
         awk '/PUT throughput/ { print $3 }')
 
-    # Kafka path.
-    "$STRATA" topic create kafka-bench --partitions "$PARTITIONS" --broker "$GRPC" >&2
+    local r
+    for r in $(seq "$ROUNDS"); do
+        if ((r % 2)); then
+            produce_kafka "$name" "$raw" "$dir" "$r"
+            produce_native "$name" "$raw" "$dir" "$r"
+        else
+            produce_native "$name" "$raw" "$dir" "$r"
+            produce_kafka "$name" "$raw" "$dir" "$r"
+        fi
+    done
+
+    local c0 c1
+    c0=$(cpu_of "$BROKER_PID")
+    step "$name: kafka consume"
+    timed "$dir/kc.cpu" "$PY" scripts/bench_kafka.py "$KAFKA" kafka-bench-1 "$PARTITIONS" \
+        --records "$RECORDS" --size "$SIZE" --phase consume >"$dir/kc.json"
+    c1=$(cpu_of "$BROKER_PID")
+    jq -c --arg store "$name" --argjson bcpu "$(jq -n "$c1 - $c0")" \
+        --argjson ccpu "$(awk '{ print $1 + $2 }' "$dir/kc.cpu")" \
+        '{store: $store, path: "kafka", consume_mib: .mib_per_sec, broker_cpu: $bcpu,
+          client_cpu: $ccpu}' "$dir/kc.json" >>"$CONSUMES"
+    c0=$(cpu_of "$BROKER_PID")
+    step "$name: native consume (strata bench consume)"
+    timed "$dir/nc.cpu" "$STRATA" bench consume --topic native-bench-1 --records "$RECORDS" \
+        --json --broker "$GRPC" --metrics-url "$HTTP/metrics" >"$dir/nc.json"
+    c1=$(cpu_of "$BROKER_PID")
+    jq -c --arg store "$name" --argjson bcpu "$(jq -n "$c1 - $c0")" \
+        --argjson ccpu "$(awk '{ print $1 + $2 }' "$dir/nc.cpu")" \
+        '{store: $store, path: "native", consume_mib: .mib_per_sec, broker_cpu: $bcpu,
+          client_cpu: $ccpu}' "$dir/nc.json" >>"$CONSUMES"
+    stop_broker
+}
+
+# One produce round through confluent-kafka: NAME RAW DIR ROUND.
+produce_kafka() {
+    local name=$1 raw=$2 dir=$3 r=$4 p0 c0 a0 p1 c1 a1
+    "$STRATA" topic create "kafka-bench-$r" --partitions "$PARTITIONS" --broker "$GRPC" >&2
     settle
-    local p0 c0 p1 c1 p2 c2
-    p0=$(puts_of "$HTTP") c0=$(cpu_of "$BROKER_PID")
-    step "$name: kafka produce ($RECORDS x $SIZE B, batch.size $BATCH_BYTES)"
-    timed "$dir/kp.cpu" "$PY" scripts/bench_kafka.py "$KAFKA" kafka-bench "$PARTITIONS" \
+    p0=$(puts_of "$HTTP") c0=$(cpu_of "$BROKER_PID") a0=$(acks_of "$HTTP")
+    step "$name: kafka produce, round $r ($RECORDS x $SIZE B, batch.size $BATCH_BYTES)"
+    timed "$dir/kp.cpu" "$PY" scripts/bench_kafka.py "$KAFKA" "kafka-bench-$r" "$PARTITIONS" \
         --records "$RECORDS" --size "$SIZE" --batch-size "$BATCH_BYTES" --phase produce \
         >"$dir/kp.json"
-    p1=$(puts_of "$HTTP") c1=$(cpu_of "$BROKER_PID")
-    step "$name: kafka consume"
-    timed "$dir/kc.cpu" "$PY" scripts/bench_kafka.py "$KAFKA" kafka-bench "$PARTITIONS" \
-        --records "$RECORDS" --size "$SIZE" --phase consume >"$dir/kc.json"
-    c2=$(cpu_of "$BROKER_PID")
-    jq -c --arg store "$name" --arg raw "$raw" \
-        --argjson puts $((p1 - p0)) --argjson bcpu "$(jq -n "$c1 - $c0")" \
-        --argjson ccpu "$(awk '{ print $1 + $2 }' "$dir/kp.cpu")" \
-        --argjson bcpu_c "$(jq -n "$c2 - $c1")" \
-        --argjson ccpu_c "$(awk '{ print $1 + $2 }' "$dir/kc.cpu")" \
-        --slurpfile c "$dir/kc.json" \
-        '{store: $store, path: "kafka", raw_mib: $raw,
-          produce_mib: .mib_per_sec, records_per_sec, p50: .latency_ms.p50,
-          p99: .latency_ms.p99, consume_mib: $c[0].mib_per_sec, puts: $puts,
-          broker_cpu: $bcpu, client_cpu: $ccpu, broker_cpu_consume: $bcpu_c,
-          client_cpu_consume: $ccpu_c}' "$dir/kp.json" >>"$RESULTS"
+    p1=$(puts_of "$HTTP") c1=$(cpu_of "$BROKER_PID") a1=$(acks_of "$HTTP")
+    record_round kafka "$name" "$raw" "$((p1 - p0))" "$(jq -n "$c1 - $c0")" \
+        "$dir/kp.cpu" "$dir/kp.json" "$(ack_mean_ms "$a0" "$a1")"
+}
 
-    # Native path, same broker and store.
-    "$STRATA" topic create native-bench --partitions "$PARTITIONS" --broker "$GRPC" >&2
+# One produce round through `strata bench produce`: NAME RAW DIR ROUND.
+produce_native() {
+    local name=$1 raw=$2 dir=$3 r=$4 p0 c0 a0 p1 c1 a1
+    "$STRATA" topic create "native-bench-$r" --partitions "$PARTITIONS" --broker "$GRPC" >&2
     settle
-    p0=$(puts_of "$HTTP") c0=$(cpu_of "$BROKER_PID")
-    step "$name: native produce (strata bench produce)"
-    timed "$dir/np.cpu" "$STRATA" bench produce --topic native-bench --records "$RECORDS" \
-        --record-size "$SIZE" --partitions "$PARTITIONS" --acks all --linger 5ms \
-        --batch-bytes "$BATCH_BYTES" --json --broker "$GRPC" --metrics-url "$HTTP/metrics" \
-        >"$dir/np.json"
-    p1=$(puts_of "$HTTP") c1=$(cpu_of "$BROKER_PID")
-    step "$name: native consume (strata bench consume)"
-    timed "$dir/nc.cpu" "$STRATA" bench consume --topic native-bench --records "$RECORDS" \
-        --json --broker "$GRPC" --metrics-url "$HTTP/metrics" >"$dir/nc.json"
-    c2=$(cpu_of "$BROKER_PID")
-    jq -c --arg store "$name" --arg raw "$raw" \
-        --argjson puts $((p1 - p0)) --argjson bcpu "$(jq -n "$c1 - $c0")" \
-        --argjson ccpu "$(awk '{ print $1 + $2 }' "$dir/np.cpu")" \
-        --argjson bcpu_c "$(jq -n "$c2 - $c1")" \
-        --argjson ccpu_c "$(awk '{ print $1 + $2 }' "$dir/nc.cpu")" \
-        --slurpfile c "$dir/nc.json" \
-        '{store: $store, path: "native", raw_mib: $raw,
-          produce_mib: .mib_per_sec, records_per_sec, p50: .latency_ms.p50,
-          p99: .latency_ms.p99, consume_mib: $c[0].mib_per_sec, puts: $puts,
-          broker_cpu: $bcpu, client_cpu: $ccpu, broker_cpu_consume: $bcpu_c,
-          client_cpu_consume: $ccpu_c}' "$dir/np.json" >>"$RESULTS"
-    stop_broker
+    p0=$(puts_of "$HTTP") c0=$(cpu_of "$BROKER_PID") a0=$(acks_of "$HTTP")
+    step "$name: native produce, round $r (strata bench produce)"
+    timed "$dir/np.cpu" "$STRATA" bench produce --topic "native-bench-$r" \
+        --records "$RECORDS" --record-size "$SIZE" --partitions "$PARTITIONS" --acks all \
+        --linger 5ms --batch-bytes "$BATCH_BYTES" --json --broker "$GRPC" \
+        --metrics-url "$HTTP/metrics" >"$dir/np.json"
+    p1=$(puts_of "$HTTP") c1=$(cpu_of "$BROKER_PID") a1=$(acks_of "$HTTP")
+    record_round native "$name" "$raw" "$((p1 - p0))" "$(jq -n "$c1 - $c0")" \
+        "$dir/np.cpu" "$dir/np.json" "$(ack_mean_ms "$a0" "$a1")"
+}
+
+# Appends one produce round to $ROUNDS_FILE: PATH STORE RAW PUTS BROKER_CPU
+# CLIENT_CPU_FILE RESULT_JSON BROKER_ACK_MS.
+record_round() {
+    jq -c --arg path "$1" --arg store "$2" --arg raw "$3" --argjson puts "$4" \
+        --argjson bcpu "$5" --argjson ccpu "$(awk '{ print $1 + $2 }' "$6")" \
+        --argjson back "$8" \
+        '{store: $store, path: $path, raw_mib: $raw, produce_mib: .mib_per_sec,
+          p50: .latency_ms.p50, p99: .latency_ms.p99, puts: $puts, broker_cpu: $bcpu,
+          client_cpu: $ccpu, broker_ack_ms: $back}' "$7" >>"$ROUNDS_FILE"
 }
 
 for s in $STORES; do
@@ -230,28 +274,42 @@ for s in $STORES; do
     esac
 done
 
-# One table: a row per store and path; the ratio is Kafka over native
-# produce throughput on the same store.
+# One table: a row per store and path with the median over the rounds;
+# the ratio is the median Kafka over the median native produce throughput
+# on the same store, followed by each round's ratio (the spread).
 echo
 echo "$RECORDS records x $SIZE B (+16 B keys on the Kafka path), $PARTITIONS partitions," \
-    "acks=all, linger 5 ms, batch $BATCH_BYTES B; MiB/s of record values"
+    "acks=all, linger 5 ms, batch $BATCH_BYTES B; MiB/s of record values;" \
+    "medians over $ROUNDS produce rounds per path"
 echo
-echo "| store | path | produce MiB/s | ack p50 ms | ack p99 ms | consume MiB/s | store PUTs | broker CPU s | client CPU s | Kafka/native | raw store MiB/s |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-jq -rs '
-    (map(select(.path == "native")) | map({key: .store, value: .produce_mib}) | from_entries) as $native
-    | .[]
-    | [ .store, .path,
-        (.produce_mib | . * 10 | round / 10),
-        (.p50 | . * 10 | round / 10),
-        (.p99 | . * 10 | round / 10),
-        (.consume_mib | . * 10 | round / 10),
-        .puts,
-        "\(.broker_cpu | . * 10 | round / 10) + \(.broker_cpu_consume | . * 10 | round / 10)",
-        "\(.client_cpu | . * 10 | round / 10) + \(.client_cpu_consume | . * 10 | round / 10)",
-        (if .path == "kafka" and ($native[.store] // 0) > 0
-         then (.produce_mib / $native[.store] * 100 | round / 100) else "" end),
-        .raw_mib ]
-    | "| " + (map(tostring) | join(" | ")) + " |"' "$RESULTS"
+echo "| store | path | produce MiB/s | ack p50 ms | ack p99 ms | broker ack ms | consume MiB/s | store PUTs | broker CPU s | client CPU s | Kafka/native (rounds) | raw store MiB/s |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+jq -rn --slurpfile rounds "$ROUNDS_FILE" --slurpfile consumes "$CONSUMES" '
+    def median: sort | if length == 0 then 0 else .[(length - 1) / 2 | floor] end;
+    def r1: . * 10 | round / 10;
+    ($rounds | group_by(.store + "/" + .path)) as $groups
+    | ($rounds | map(select(.path == "native")) | group_by(.store)
+       | map({key: .[0].store, value: (map(.produce_mib) | median)}) | from_entries) as $native
+    | $groups[]
+    | . as $g
+    | ($g[0].store) as $store | ($g[0].path) as $path
+    | ($consumes | map(select(.store == $store and .path == $path)) | .[0] // {}) as $c
+    | ($g | map(.produce_mib) | median) as $mib
+    | [ $store, $path, ($mib | r1),
+        ($g | map(.p50) | median | r1), ($g | map(.p99) | median | r1),
+        ($g | map(.broker_ack_ms) | median | r1),
+        (($c.consume_mib // 0) | r1), ($g | map(.puts) | median),
+        "\($g | map(.broker_cpu) | median | r1) + \(($c.broker_cpu // 0) | r1)",
+        "\($g | map(.client_cpu) | median | r1) + \(($c.client_cpu // 0) | r1)",
+        (if $path == "kafka" and ($native[$store] // 0) > 0
+         then "\($mib / $native[$store] * 100 | round / 100) (" + ([range(0; $g | length) as $i
+               | ($rounds | map(select(.store == $store and .path == "native")) | .[$i].produce_mib) as $n
+               | if ($n // 0) > 0 then ($g[$i].produce_mib / $n * 100 | round / 100 | tostring) else "-" end]
+               | join(", ")) + ")"
+         else "" end),
+        ($g[0].raw_mib) ]
+    | "| " + (map(tostring) | join(" | ")) + " |"'
 echo
-echo "CPU columns: produce + consume phases."
+echo "CPU columns: produce + consume phases. Ack p50/p99: as the client saw them" \
+    "(buffer wait included); broker ack: the mean from a batch's arrival at the" \
+    "broker to its ack (strata_produce_ack_seconds)."

@@ -4,9 +4,17 @@
 //! Frames longer than `kafka.max_frame_bytes` are refused before any of
 //! their body is read, and a frame's buffer grows as its bytes arrive, so a
 //! connection holds at most one frame of at most that size.
+//!
+//! A response is a [`Frame`] of pieces written one after the other: the
+//! record sets of a Fetch response are pieces of their own, shared with
+//! the batches as read from the log or the hot tier, not copied into the
+//! encoded message ([`encode`] has `kafka-protocol` encode a stand-in with
+//! a short marker where each record set goes, then splices the records in).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, FetchResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -103,13 +111,44 @@ pub fn decode(mut frame: Bytes) -> Result<Request, DecodeError> {
     })
 }
 
+/// An encoded response frame (length prefix included), in pieces to
+/// write in order.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pieces: Vec<Bytes>,
+}
+
+impl Frame {
+    /// The pieces, in order.
+    pub fn pieces(&self) -> &[Bytes] {
+        &self.pieces
+    }
+
+    /// The frame in one buffer (a copy when it has several pieces).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.pieces.as_slice() {
+            [one] => one.clone(),
+            pieces => pieces.concat().into(),
+        }
+    }
+}
+
+/// Record sets at least this long are pieces of their own; shorter ones
+/// are copied into the message.
+const BY_REFERENCE: usize = 16 * 1024;
+
 /// Encodes a response frame, length prefix included.
 pub fn encode(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
-) -> anyhow::Result<Bytes> {
+) -> anyhow::Result<Frame> {
+    if let ResponseKind::Fetch(r) = body
+        && let Some(frame) = encode_fetch(correlation_id, r, version)?
+    {
+        return Ok(frame);
+    }
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0);
     // ApiVersions answers always use header v0, so that a client that
@@ -125,7 +164,105 @@ pub fn encode(
     body.encode(&mut buf, version)?;
     let len = i32::try_from(buf.len() - 4)?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf.freeze())
+    Ok(Frame {
+        pieces: vec![buf.freeze()],
+    })
+}
+
+/// A Fetch response whose large record sets are pieces of their own;
+/// `None` when it has none (or the stand-in's markers are not where they
+/// must be, which `encode` then answers by copying).
+fn encode_fetch(
+    correlation_id: i32,
+    r: &FetchResponse,
+    version: i16,
+) -> anyhow::Result<Option<Frame>> {
+    let large = r
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter(|p| p.records.as_ref().is_some_and(|b| b.len() >= BY_REFERENCE))
+        .count();
+    if large == 0 {
+        return Ok(None);
+    }
+    // The stand-in: each large record set replaced by a marker unique to
+    // this response (a random 16-byte nonce and its index).
+    let nonce = uuid::Uuid::new_v4().into_bytes();
+    let marker = |i: usize| -> Bytes {
+        let mut m = BytesMut::with_capacity(20);
+        m.extend_from_slice(&nonce);
+        m.put_u32(i as u32);
+        m.freeze()
+    };
+    let mut stand_in = r.clone();
+    let mut records = Vec::with_capacity(large);
+    for p in stand_in
+        .responses
+        .iter_mut()
+        .flat_map(|t| &mut t.partitions)
+    {
+        if p.records.as_ref().is_some_and(|b| b.len() >= BY_REFERENCE) {
+            let m = marker(records.len());
+            records.extend(p.records.replace(m));
+        }
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, ApiKey::Fetch.response_header_version(version))?;
+    stand_in.encode(&mut buf, version)?;
+    let buf = buf.freeze();
+    // Splice: each marker and its length become the record set's length
+    // and the record set.
+    let length_of = |n: usize| -> anyhow::Result<BytesMut> {
+        let mut b = BytesMut::with_capacity(5);
+        if version >= 12 {
+            // Compact bytes: unsigned varint of length + 1.
+            let mut v = u32::try_from(n + 1)?;
+            while v >= 0x80 {
+                b.put_u8((v as u8 & 0x7f) | 0x80);
+                v >>= 7;
+            }
+            b.put_u8(v as u8);
+        } else {
+            b.put_i32(i32::try_from(n)?);
+        }
+        Ok(b)
+    };
+    let marker_length = length_of(20)?;
+    let mut pieces = Vec::with_capacity(2 * large + 1);
+    let mut from = 0;
+    for (i, set) in records.into_iter().enumerate() {
+        let m = marker(i);
+        let Some(at) = buf[from..]
+            .windows(m.len())
+            .position(|w| w == m.as_ref())
+            .map(|at| from + at)
+        else {
+            return Ok(None);
+        };
+        let Some(before) = at.checked_sub(marker_length.len()) else {
+            return Ok(None);
+        };
+        if before < from || buf[before..at] != marker_length[..] {
+            return Ok(None);
+        }
+        let mut piece = BytesMut::with_capacity(before - from + 5);
+        piece.extend_from_slice(&buf[from..before]);
+        piece.extend_from_slice(&length_of(set.len())?);
+        pieces.push(piece.freeze());
+        pieces.push(set);
+        from = at + m.len();
+    }
+    pieces.push(buf.slice(from..));
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    let len = i32::try_from(total - 4)?;
+    let mut first = BytesMut::from(pieces[0].as_ref());
+    first[..4].copy_from_slice(&len.to_be_bytes());
+    pieces[0] = first.freeze();
+    Ok(Some(Frame { pieces }))
 }
 
 /// Why a frame could not be read.
@@ -182,9 +319,110 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 
 #[cfg(test)]
 mod tests {
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::protocol::StrBytes;
     use proptest::prelude::*;
 
     use super::*;
+
+    /// A Fetch response whose partitions hold `sizes` bytes of records
+    /// (`None`: no records field).
+    fn fetch_response(sizes: &[Option<usize>]) -> FetchResponse {
+        let partitions = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| {
+                let mut p = PartitionData::default();
+                p.partition_index = i as i32;
+                p.high_watermark = 1000 + i as i64;
+                p.records =
+                    size.map(|n| Bytes::from((0..n).map(|b| (b % 251) as u8).collect::<Vec<_>>()));
+                p
+            })
+            .collect();
+        let mut t = FetchableTopicResponse::default();
+        t.topic = TopicName(StrBytes::from_static_str("orders"));
+        t.partitions = partitions;
+        let mut r = FetchResponse::default();
+        r.responses = vec![t];
+        r
+    }
+
+    /// The plain encoding (one buffer, records copied).
+    fn plain(correlation_id: i32, r: &FetchResponse, version: i16) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut buf, ApiKey::Fetch.response_header_version(version))
+            .expect("header");
+        r.encode(&mut buf, version).expect("body");
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        buf.freeze()
+    }
+
+    #[test]
+    fn fetch_records_are_spliced_in_not_copied() {
+        let sizes = [
+            Some(20_000),
+            Some(100),
+            None,
+            Some(300_000),
+            Some(0),
+            Some(BY_REFERENCE),
+        ];
+        let r = fetch_response(&sizes);
+        for version in [4, 11, 12] {
+            let frame =
+                encode(ApiKey::Fetch, version, 7, &ResponseKind::Fetch(r.clone())).expect("encode");
+            assert_eq!(
+                frame.to_bytes(),
+                plain(7, &r, version),
+                "v{version}: the same bytes as the plain encoding"
+            );
+            // The three large record sets are pieces shared with the response.
+            let shared = frame
+                .pieces()
+                .iter()
+                .filter(|piece| {
+                    r.responses[0]
+                        .partitions
+                        .iter()
+                        .filter_map(|p| p.records.as_ref())
+                        .any(|b| b.as_ptr() == piece.as_ptr() && b.len() == piece.len())
+                })
+                .count();
+            assert_eq!(shared, 3, "v{version}");
+            let mut body = frame.to_bytes().slice(4..);
+            let _header =
+                ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(version))
+                    .expect("header");
+            let back = FetchResponse::decode(&mut body, version).expect("decodes");
+            assert_eq!(
+                back.responses[0].partitions[3].records,
+                r.responses[0].partitions[3].records
+            );
+        }
+        // Without a large record set: one piece, as before.
+        let small = fetch_response(&[Some(10), None]);
+        let frame =
+            encode(ApiKey::Fetch, 12, 1, &ResponseKind::Fetch(small.clone())).expect("encode");
+        assert_eq!(frame.pieces().len(), 1);
+        assert_eq!(frame.to_bytes(), plain(1, &small, 12));
+    }
+
+    #[test]
+    fn a_record_set_that_looks_like_a_marker_is_still_encoded_right() {
+        // A small (copied) record set may hold any bytes; the markers are
+        // random per response, so it cannot be mistaken for one, and the
+        // result is checked against the plain encoding either way.
+        let mut r = fetch_response(&[Some(40_000), Some(64)]);
+        r.responses[0].partitions[1].records = Some(Bytes::from(vec![0xff; 64]));
+        let frame = encode(ApiKey::Fetch, 12, 3, &ResponseKind::Fetch(r.clone())).expect("encode");
+        assert_eq!(frame.to_bytes(), plain(3, &r, 12));
+    }
 
     proptest! {
         /// Random bytes never panic the frame reader or the decoder, and

@@ -244,17 +244,22 @@ async fn write_answers(
         let Some((api_key, version, correlation_id, response)) = answer else {
             continue;
         };
-        let bytes = match codec::encode(api_key, version, correlation_id, &response) {
-            Ok(b) => b,
+        let frame = match codec::encode(api_key, version, correlation_id, &response) {
+            Ok(f) => f,
             Err(e) => {
                 tracing::error!(%peer, ?api_key, version, error = %e, "kafka: cannot encode a response; closing the connection");
                 return;
             }
         };
-        if let Err(e) = wr.write_all(&bytes).await {
-            tracing::debug!(%peer, error = %e, "kafka connection: write failed");
-            return;
+        // The response's record sets are pieces of the frame: they stay
+        // alive (as `response`) until written.
+        for piece in frame.pieces() {
+            if let Err(e) = wr.write_all(piece).await {
+                tracing::debug!(%peer, error = %e, "kafka connection: write failed");
+                return;
+            }
         }
+        drop(response);
     }
 }
 
