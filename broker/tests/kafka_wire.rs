@@ -13,9 +13,10 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
-    ConsumerGroupHeartbeatResponse, GroupId, InitProducerIdRequest, InitProducerIdResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupDescribeRequest,
+    ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+    GroupId, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use strata_broker::server::{RunningBroker, start};
@@ -342,7 +343,7 @@ async fn metadata_finds_a_topic_by_its_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_group_heartbeat_assigns_by_topic_id_and_keeps_what_is_not_resent() {
+async fn consumer_group_heartbeat_assigns_by_topic_id_keeps_what_is_not_resent_and_describes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start(loopback_config(dir.path())).await.expect("start");
     let mut s = connect(&broker).await;
@@ -408,6 +409,34 @@ async fn consumer_group_heartbeat_assigns_by_topic_id_and_keeps_what_is_not_rese
     assert_eq!(
         r.assignment.expect("assignment").topic_partitions[0].partitions,
         vec![0]
+    );
+    // ConsumerGroupDescribe shows the member, its subscription and what it
+    // holds; an unknown group is GROUP_ID_NOT_FOUND.
+    let describe = ConsumerGroupDescribeRequest::default().with_group_ids(vec![
+        GroupId(StrBytes::from_static_str("g")),
+        GroupId(StrBytes::from_static_str("nobody")),
+    ]);
+    let mut body = call(&mut s, ApiKey::ConsumerGroupDescribe, 1, 40, &describe).await;
+    let d = ConsumerGroupDescribeResponse::decode(&mut body, 1).expect("describe");
+    let g = &d.groups[0];
+    assert_eq!(g.error_code, 0, "{:?}", g.error_message);
+    assert_eq!(g.group_state.as_str(), "Stable");
+    assert_eq!(g.assignor_name.as_str(), "uniform");
+    assert_eq!(g.members.len(), 1);
+    let m = &g.members[0];
+    assert_eq!(m.member_id.as_str(), "member-1");
+    assert_eq!(m.member_epoch, 1);
+    assert_eq!(m.subscribed_topic_names[0].0.as_str(), "jobs");
+    let held = &m.assignment.topic_partitions[0];
+    assert_eq!(
+        (held.topic_id, held.topic_name.0.as_str()),
+        (topic_id, "jobs")
+    );
+    assert_eq!(held.partitions, vec![0]);
+    assert_eq!(m.target_assignment.topic_partitions[0].partitions, vec![0]);
+    assert_eq!(
+        d.groups[1].error_code,
+        ResponseError::GroupIdNotFound.code()
     );
     // A regex subscription and an assignor Strata does not run are refused
     // with a message saying what to do.

@@ -559,6 +559,39 @@ async fn group_members_join_and_leave(protocol: Protocol) {
         // The group's membership is durable: after a kill -9 of its
         // coordinator the members carry on with what they hold.
         wait_until_stable(&broker, "workers").await;
+        // Kafka's admin client describes it (ConsumerGroupDescribe): every
+        // partition held by one live member.
+        let described: serde_json::Value = serde_json::from_str(
+            python
+                .run(
+                    "confluent_describe_group.py",
+                    &[&bootstrap, "workers"],
+                    SCRIPT_TIMEOUT,
+                )
+                .await
+                .trim(),
+        )
+        .expect("json");
+        assert_eq!(
+            described["type"], "ConsumerGroupType.CONSUMER",
+            "{described}"
+        );
+        assert_eq!(
+            described["state"], "ConsumerGroupState.STABLE",
+            "{described}"
+        );
+        let mut held = Vec::new();
+        for m in described["members"].as_array().expect("members") {
+            assert!(
+                ["a", "c", "d"].contains(&m["client_id"].as_str().unwrap_or_default()),
+                "{described}"
+            );
+            for tp in m["partitions"].as_array().expect("partitions") {
+                held.push(tp[1].as_i64().expect("partition"));
+            }
+        }
+        held.sort_unstable();
+        assert_eq!(held, (0..6).collect::<Vec<_>>(), "{described}");
         let changes = assignment_changes(&out);
         broker.kill().await;
         broker.restart().await;

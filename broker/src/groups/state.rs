@@ -309,7 +309,8 @@ pub struct Member {
 }
 
 impl Member {
-    fn assigned(&self) -> Partitions {
+    /// What it may hold now (see the module docs).
+    pub fn assigned(&self) -> Partitions {
         from_topic_map(&self.value.assigned)
     }
 
@@ -561,6 +562,11 @@ impl Group {
     /// The group epoch.
     pub fn epoch(&self) -> i32 {
         self.epoch
+    }
+
+    /// The epoch the target assignment was computed for.
+    pub fn assignment_epoch(&self) -> i32 {
+        self.assignment_epoch
     }
 
     /// Members, by id.

@@ -1,5 +1,6 @@
 //! Consumer groups over Kafka's consumer protocol (KIP-848, librdkafka's
-//! `group.protocol=consumer`): ConsumerGroupHeartbeat.
+//! `group.protocol=consumer`): ConsumerGroupHeartbeat and
+//! ConsumerGroupDescribe.
 //!
 //! It is the coordinator's own protocol ([`crate::groups::state`]: member
 //! epochs, server-side assignment, a partition granted only once its
@@ -12,9 +13,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment as DescribedAssignment, DescribedGroup, Member as DescribedMember,
+    TopicPartitions as DescribedTopic,
+};
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as OwnedTopic;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
-use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use strata_storage::keys::TopicId;
 use uuid::Uuid;
@@ -25,7 +33,7 @@ use crate::auth::Caller;
 use crate::auth::acl::Operation;
 use crate::data;
 use crate::error::{BrokerError, Result};
-use crate::groups::state::{Heartbeat, Partitions};
+use crate::groups::state::{GroupStateName, Heartbeat, Partitions};
 use crate::service::Shared;
 
 /// The server-side assignor Strata runs (balanced and sticky:
@@ -151,21 +159,107 @@ async fn owned_by_name(shared: &Shared, owned: Vec<OwnedTopic>) -> Result<Option
     Ok(Some(out))
 }
 
-/// `partitions` by topic id; a topic deleted meanwhile is left out.
-async fn assignment(shared: &Shared, partitions: &Partitions) -> Assignment {
+/// `partitions` grouped by topic, with each topic's id: `(name, id,
+/// partitions)`; a topic deleted meanwhile is left out.
+async fn by_topic(shared: &Shared, partitions: &Partitions) -> Vec<(String, Uuid, Vec<i32>)> {
     let topics: BTreeSet<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
-    let mut a = Assignment::default();
+    let mut out = Vec::with_capacity(topics.len());
     for name in topics {
         let Ok(topic) = shared.topic(name).await else {
             continue;
         };
-        let mut t = TopicPartitions::default();
-        t.topic_id = topic.record.id.0;
-        t.partitions = partitions
+        let ps = partitions
             .iter()
             .filter(|(n, _)| n == name)
             .map(|(_, p)| *p as i32)
             .collect();
+        out.push((name.to_owned(), topic.record.id.0, ps));
+    }
+    out
+}
+
+/// `partitions` as a heartbeat's assignment (by topic id).
+async fn assignment(shared: &Shared, partitions: &Partitions) -> Assignment {
+    let mut a = Assignment::default();
+    for (_, id, ps) in by_topic(shared, partitions).await {
+        let mut t = TopicPartitions::default();
+        t.topic_id = id;
+        t.partitions = ps;
+        a.topic_partitions.push(t);
+    }
+    a
+}
+
+/// Answers ConsumerGroupDescribe: each group's epochs, and each member's
+/// subscription, epoch, assignment and target assignment.
+pub async fn describe(
+    shared: &Shared,
+    caller: &Caller,
+    req: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let mut r = ConsumerGroupDescribeResponse::default();
+    for id in req.group_ids {
+        let mut d = DescribedGroup::default();
+        d.authorized_operations = i32::MIN;
+        let described = match check(shared, caller, Operation::Describe, &id.0) {
+            Ok(()) => shared.groups.describe(shared, &id.0).await,
+            Err(e) => Err(e),
+        };
+        match described {
+            Ok(g) if !g.classic.is_empty() => {
+                d.error_code = ResponseError::GroupIdNotFound.code();
+                d.error_message = Some(StrBytes::from_string(format!(
+                    "group {} uses Kafka's classic protocol; describe it with DescribeGroups",
+                    id.0
+                )));
+            }
+            Ok(g) => {
+                d.group_state = StrBytes::from_static_str(match g.state() {
+                    GroupStateName::Empty => "Empty",
+                    GroupStateName::Reconciling => "Reconciling",
+                    GroupStateName::Stable => "Stable",
+                });
+                d.group_epoch = g.epoch();
+                d.assignment_epoch = g.assignment_epoch();
+                d.assignor_name = StrBytes::from_static_str(ASSIGNOR);
+                for m in g.members() {
+                    let v = &m.value;
+                    let mut out = DescribedMember::default();
+                    out.member_id = StrBytes::from_string(v.id.clone());
+                    out.instance_id = v.instance_id.clone().map(StrBytes::from_string);
+                    out.member_epoch = v.epoch;
+                    out.client_id = StrBytes::from_string(v.client_id.clone());
+                    out.client_host = StrBytes::from_string(v.host.clone());
+                    out.subscribed_topic_names = v
+                        .topics
+                        .iter()
+                        .map(|t| TopicName(StrBytes::from_string(t.clone())))
+                        .collect();
+                    out.assignment = shown(shared, &m.assigned()).await;
+                    out.target_assignment = shown(shared, &g.target_of(&v.id)).await;
+                    out.member_type = 1;
+                    d.members.push(out);
+                }
+            }
+            Err(e) => {
+                d.error_code = group_code_of(&e);
+                d.error_message = Some(StrBytes::from_string(e.to_string()));
+            }
+        }
+        d.group_id = id;
+        r.groups.push(d);
+    }
+    r
+}
+
+/// `partitions` as ConsumerGroupDescribe shows them (by id and name).
+async fn shown(shared: &Shared, partitions: &Partitions) -> DescribedAssignment {
+    let mut a = DescribedAssignment::default();
+    for (name, id, ps) in by_topic(shared, partitions).await {
+        let mut t = DescribedTopic::default();
+        t.topic_id = id;
+        t.topic_name = TopicName(StrBytes::from_string(name));
+        t.partitions = ps;
         a.topic_partitions.push(t);
     }
     a

@@ -12,8 +12,9 @@
 //! - [`groups`] answers FindCoordinator and the classic group protocol
 //!   (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) and ListGroups,
 //!   DescribeGroups, DeleteGroups.
-//! - [`consumer_groups`] answers ConsumerGroupHeartbeat (KIP-848's consumer
-//!   protocol, on the same coordinator).
+//! - [`consumer_groups`] answers ConsumerGroupHeartbeat and
+//!   ConsumerGroupDescribe (KIP-848's consumer protocol, on the same
+//!   coordinator).
 //! - [`offsets`] answers OffsetCommit and OffsetFetch.
 //! - [`sasl`] answers SaslHandshake and SaslAuthenticate and keeps each
 //!   connection's caller; every other API asks [`crate::auth`] before
@@ -390,6 +391,9 @@ async fn handle(
         RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
             consumer_groups::heartbeat(shared, caller, r, client_id, peer).await,
         ),
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(consumer_groups::describe(shared, caller, r).await)
+        }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(shared, caller, &r)),
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(groups::describe(shared, caller, r).await)
