@@ -6,10 +6,11 @@
 //! connection holds at most one frame of at most that size.
 //!
 //! A response is a [`Frame`] of pieces written one after the other: the
-//! record sets of a Fetch response are pieces of their own, shared with
+//! record batches of a Fetch response are pieces of their own, shared with
 //! the batches as read from the log or the hot tier, not copied into the
-//! encoded message ([`encode`] has `kafka-protocol` encode a stand-in with
-//! a short marker where each record set goes, then splices the records in).
+//! encoded message (the response holds a short marker where each record
+//! set goes, `kafka-protocol` encodes it, and [`encode`] splices the
+//! batches in: [`RecordSets`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -133,22 +134,111 @@ impl Frame {
     }
 }
 
-/// Record sets at least this long are pieces of their own; shorter ones
-/// are copied into the message.
+/// Record sets at least this long go by reference (see [`RecordSets`]);
+/// shorter ones are copied into the message.
 const BY_REFERENCE: usize = 16 * 1024;
 
-/// Encodes a response frame, length prefix included.
+/// The record sets a Fetch response carries by reference: the response
+/// holds a short marker where each goes ([`RecordSets::stand_in`]) and
+/// [`encode`] splices the batches in as pieces of the frame, so no record
+/// byte is copied between the log (or the hot tier) and the socket.
+#[derive(Debug, Default)]
+pub struct RecordSets {
+    /// Random per response, so no record bytes can pass for a marker.
+    nonce: [u8; 16],
+    sets: Vec<Vec<Bytes>>,
+}
+
+impl RecordSets {
+    /// Record sets for one response.
+    pub fn new() -> Self {
+        Self {
+            nonce: uuid::Uuid::new_v4().into_bytes(),
+            sets: Vec::new(),
+        }
+    }
+
+    /// What goes in a response's `records` for `batches`: few bytes are
+    /// copied into one buffer; more are a marker for [`encode`].
+    pub fn stand_in(&mut self, batches: Vec<Bytes>) -> Bytes {
+        let total: usize = batches.iter().map(Bytes::len).sum();
+        if total < BY_REFERENCE {
+            return concat(batches);
+        }
+        self.sets.push(batches);
+        self.marker(self.sets.len() - 1)
+    }
+
+    fn marker(&self, i: usize) -> Bytes {
+        let mut m = BytesMut::with_capacity(20);
+        m.extend_from_slice(&self.nonce);
+        m.put_u32(i as u32);
+        m.freeze()
+    }
+
+    /// `r` with the record sets in place of their markers (copied).
+    fn restored(&self, r: &FetchResponse) -> FetchResponse {
+        let mut r = r.clone();
+        for p in r.responses.iter_mut().flat_map(|t| &mut t.partitions) {
+            if let Some(i) = p.records.as_ref().and_then(|b| self.index_of(b)) {
+                p.records = Some(concat(self.sets[i].clone()));
+            }
+        }
+        r
+    }
+
+    fn index_of(&self, records: &[u8]) -> Option<usize> {
+        let (nonce, i) = records.split_at_checked(16)?;
+        (nonce == self.nonce && i.len() == 4)
+            .then(|| u32::from_be_bytes([i[0], i[1], i[2], i[3]]) as usize)
+            .filter(|i| *i < self.sets.len())
+    }
+}
+
+/// `batches` as one byte string (no copy for a single batch).
+fn concat(mut batches: Vec<Bytes>) -> Bytes {
+    match batches.len() {
+        0 => Bytes::new(),
+        1 => batches.pop().unwrap_or_default(),
+        _ => batches.concat().into(),
+    }
+}
+
+/// Encodes a response frame, length prefix included; a Fetch response's
+/// `sets` are spliced in where their markers are.
 pub fn encode(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
+    sets: &RecordSets,
 ) -> anyhow::Result<Frame> {
-    if let ResponseKind::Fetch(r) = body
-        && let Some(frame) = encode_fetch(correlation_id, r, version)?
-    {
-        return Ok(frame);
+    let buf = encode_whole(api_key, version, correlation_id, body)?;
+    let ResponseKind::Fetch(r) = body else {
+        return Ok(Frame { pieces: vec![buf] });
+    };
+    if sets.sets.is_empty() {
+        return Ok(Frame { pieces: vec![buf] });
     }
+    match splice(buf, sets, version)? {
+        Some(frame) => Ok(frame),
+        // A marker is not where it must be (never seen): copy instead.
+        None => {
+            tracing::warn!("kafka: fetch response markers not found; sending a copy");
+            let restored = ResponseKind::Fetch(sets.restored(r));
+            let buf = encode_whole(api_key, version, correlation_id, &restored)?;
+            Ok(Frame { pieces: vec![buf] })
+        }
+    }
+}
+
+/// The frame in one buffer.
+fn encode_whole(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> anyhow::Result<Bytes> {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0);
     // ApiVersions answers always use header v0, so that a client that
@@ -164,58 +254,13 @@ pub fn encode(
     body.encode(&mut buf, version)?;
     let len = i32::try_from(buf.len() - 4)?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(Frame {
-        pieces: vec![buf.freeze()],
-    })
+    Ok(buf.freeze())
 }
 
-/// A Fetch response whose large record sets are pieces of their own;
-/// `None` when it has none (or the stand-in's markers are not where they
-/// must be, which `encode` then answers by copying).
-fn encode_fetch(
-    correlation_id: i32,
-    r: &FetchResponse,
-    version: i16,
-) -> anyhow::Result<Option<Frame>> {
-    let large = r
-        .responses
-        .iter()
-        .flat_map(|t| &t.partitions)
-        .filter(|p| p.records.as_ref().is_some_and(|b| b.len() >= BY_REFERENCE))
-        .count();
-    if large == 0 {
-        return Ok(None);
-    }
-    // The stand-in: each large record set replaced by a marker unique to
-    // this response (a random 16-byte nonce and its index).
-    let nonce = uuid::Uuid::new_v4().into_bytes();
-    let marker = |i: usize| -> Bytes {
-        let mut m = BytesMut::with_capacity(20);
-        m.extend_from_slice(&nonce);
-        m.put_u32(i as u32);
-        m.freeze()
-    };
-    let mut stand_in = r.clone();
-    let mut records = Vec::with_capacity(large);
-    for p in stand_in
-        .responses
-        .iter_mut()
-        .flat_map(|t| &mut t.partitions)
-    {
-        if p.records.as_ref().is_some_and(|b| b.len() >= BY_REFERENCE) {
-            let m = marker(records.len());
-            records.extend(p.records.replace(m));
-        }
-    }
-    let mut buf = BytesMut::with_capacity(1024);
-    buf.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, ApiKey::Fetch.response_header_version(version))?;
-    stand_in.encode(&mut buf, version)?;
-    let buf = buf.freeze();
-    // Splice: each marker and its length become the record set's length
-    // and the record set.
+/// `buf` (a Fetch response frame holding markers) with each marker and
+/// its length replaced by its record set's length and batches; `None`
+/// when a marker is missing.
+fn splice(buf: Bytes, sets: &RecordSets, version: i16) -> anyhow::Result<Option<Frame>> {
     let length_of = |n: usize| -> anyhow::Result<BytesMut> {
         let mut b = BytesMut::with_capacity(5);
         if version >= 12 {
@@ -232,10 +277,11 @@ fn encode_fetch(
         Ok(b)
     };
     let marker_length = length_of(20)?;
-    let mut pieces = Vec::with_capacity(2 * large + 1);
+    let batches: usize = sets.sets.iter().map(Vec::len).sum();
+    let mut pieces = Vec::with_capacity(batches + sets.sets.len() + 1);
     let mut from = 0;
-    for (i, set) in records.into_iter().enumerate() {
-        let m = marker(i);
+    for (i, set) in sets.sets.iter().enumerate() {
+        let m = sets.marker(i);
         let Some(at) = buf[from..]
             .windows(m.len())
             .position(|w| w == m.as_ref())
@@ -249,11 +295,12 @@ fn encode_fetch(
         if before < from || buf[before..at] != marker_length[..] {
             return Ok(None);
         }
+        let total: usize = set.iter().map(Bytes::len).sum();
         let mut piece = BytesMut::with_capacity(before - from + 5);
         piece.extend_from_slice(&buf[from..before]);
-        piece.extend_from_slice(&length_of(set.len())?);
+        piece.extend_from_slice(&length_of(total)?);
         pieces.push(piece.freeze());
-        pieces.push(set);
+        pieces.extend(set.iter().cloned());
         from = at + m.len();
     }
     pieces.push(buf.slice(from..));
@@ -326,102 +373,131 @@ mod tests {
 
     use super::*;
 
-    /// A Fetch response whose partitions hold `sizes` bytes of records
-    /// (`None`: no records field).
-    fn fetch_response(sizes: &[Option<usize>]) -> FetchResponse {
-        let partitions = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, size)| {
-                let mut p = PartitionData::default();
-                p.partition_index = i as i32;
-                p.high_watermark = 1000 + i as i64;
-                p.records =
-                    size.map(|n| Bytes::from((0..n).map(|b| (b % 251) as u8).collect::<Vec<_>>()));
-                p
-            })
-            .collect();
-        let mut t = FetchableTopicResponse::default();
-        t.topic = TopicName(StrBytes::from_static_str("orders"));
-        t.partitions = partitions;
-        let mut r = FetchResponse::default();
-        r.responses = vec![t];
-        r
+    /// A Fetch response whose partitions hold records of `sizes` (each
+    /// a list of batch sizes; `None`: no records field), as the fetch
+    /// handler builds it (markers for large record sets), and the same
+    /// response with the records in place.
+    fn fetch_response(sizes: &[Option<Vec<usize>>]) -> (FetchResponse, RecordSets, FetchResponse) {
+        let mut sets = RecordSets::new();
+        let mut with_markers = Vec::new();
+        let mut plain = Vec::new();
+        for (i, size) in sizes.iter().enumerate() {
+            let mut p = PartitionData::default();
+            p.partition_index = i as i32;
+            p.high_watermark = 1000 + i as i64;
+            let batches: Option<Vec<Bytes>> = size.as_ref().map(|batches| {
+                batches
+                    .iter()
+                    .map(|n| Bytes::from((0..*n).map(|b| (b % 251) as u8).collect::<Vec<_>>()))
+                    .collect()
+            });
+            let mut q = p.clone();
+            q.records = batches.clone().map(|b| b.concat().into());
+            p.records = batches.map(|b| sets.stand_in(b));
+            with_markers.push(p);
+            plain.push(q);
+        }
+        let response = |partitions| {
+            let mut t = FetchableTopicResponse::default();
+            t.topic = TopicName(StrBytes::from_static_str("orders"));
+            t.partitions = partitions;
+            let mut r = FetchResponse::default();
+            r.responses = vec![t];
+            r
+        };
+        (response(with_markers), sets, response(plain))
     }
 
     /// The plain encoding (one buffer, records copied).
     fn plain(correlation_id: i32, r: &FetchResponse, version: i16) -> Bytes {
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        ResponseHeader::default()
-            .with_correlation_id(correlation_id)
-            .encode(&mut buf, ApiKey::Fetch.response_header_version(version))
-            .expect("header");
-        r.encode(&mut buf, version).expect("body");
-        let len = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        buf.freeze()
+        encode_whole(
+            ApiKey::Fetch,
+            version,
+            correlation_id,
+            &ResponseKind::Fetch(r.clone()),
+        )
+        .expect("encode")
     }
 
     #[test]
-    fn fetch_records_are_spliced_in_not_copied() {
+    fn fetch_batches_are_spliced_in_not_copied() {
         let sizes = [
-            Some(20_000),
-            Some(100),
+            Some(vec![20_000]),
+            Some(vec![100]),
             None,
-            Some(300_000),
-            Some(0),
-            Some(BY_REFERENCE),
+            Some(vec![300_000, 70_000, 5]),
+            Some(vec![]),
+            Some(vec![BY_REFERENCE]),
         ];
-        let r = fetch_response(&sizes);
+        let (r, sets, expected) = fetch_response(&sizes);
         for version in [4, 11, 12] {
-            let frame =
-                encode(ApiKey::Fetch, version, 7, &ResponseKind::Fetch(r.clone())).expect("encode");
+            let frame = encode(
+                ApiKey::Fetch,
+                version,
+                7,
+                &ResponseKind::Fetch(r.clone()),
+                &sets,
+            )
+            .expect("encode");
             assert_eq!(
                 frame.to_bytes(),
-                plain(7, &r, version),
+                plain(7, &expected, version),
                 "v{version}: the same bytes as the plain encoding"
             );
-            // The three large record sets are pieces shared with the response.
+            // Every batch of the three large record sets is a piece of
+            // its own, shared with the batch.
             let shared = frame
                 .pieces()
                 .iter()
                 .filter(|piece| {
-                    r.responses[0]
-                        .partitions
+                    sets.sets
                         .iter()
-                        .filter_map(|p| p.records.as_ref())
+                        .flatten()
                         .any(|b| b.as_ptr() == piece.as_ptr() && b.len() == piece.len())
                 })
                 .count();
-            assert_eq!(shared, 3, "v{version}");
+            assert_eq!(shared, 5, "v{version}");
             let mut body = frame.to_bytes().slice(4..);
-            let _header =
-                ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(version))
-                    .expect("header");
+            ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(version))
+                .expect("header");
             let back = FetchResponse::decode(&mut body, version).expect("decodes");
             assert_eq!(
                 back.responses[0].partitions[3].records,
-                r.responses[0].partitions[3].records
+                expected.responses[0].partitions[3].records
             );
         }
         // Without a large record set: one piece, as before.
-        let small = fetch_response(&[Some(10), None]);
+        let (small, sets, expected) = fetch_response(&[Some(vec![10, 20]), None]);
         let frame =
-            encode(ApiKey::Fetch, 12, 1, &ResponseKind::Fetch(small.clone())).expect("encode");
+            encode(ApiKey::Fetch, 12, 1, &ResponseKind::Fetch(small), &sets).expect("encode");
         assert_eq!(frame.pieces().len(), 1);
-        assert_eq!(frame.to_bytes(), plain(1, &small, 12));
+        assert_eq!(frame.to_bytes(), plain(1, &expected, 12));
     }
 
     #[test]
-    fn a_record_set_that_looks_like_a_marker_is_still_encoded_right() {
-        // A small (copied) record set may hold any bytes; the markers are
-        // random per response, so it cannot be mistaken for one, and the
-        // result is checked against the plain encoding either way.
-        let mut r = fetch_response(&[Some(40_000), Some(64)]);
-        r.responses[0].partitions[1].records = Some(Bytes::from(vec![0xff; 64]));
-        let frame = encode(ApiKey::Fetch, 12, 3, &ResponseKind::Fetch(r.clone())).expect("encode");
-        assert_eq!(frame.to_bytes(), plain(3, &r, 12));
+    fn a_missing_marker_falls_back_to_a_copy() {
+        let (mut r, sets, expected) = fetch_response(&[Some(vec![40_000]), Some(vec![64])]);
+        // A record set that looks like a marker but is not where the
+        // encoder put one: the response is still encoded right.
+        r.responses[0].partitions[0].records = Some(sets.marker(0));
+        r.responses[0].partitions[1].records = expected.responses[0].partitions[1].records.clone();
+        let mut other = RecordSets::new();
+        other.sets = sets.sets.clone();
+        let frame = encode(
+            ApiKey::Fetch,
+            12,
+            3,
+            &ResponseKind::Fetch(r.clone()),
+            &other,
+        )
+        .expect("encode");
+        assert_eq!(
+            frame.to_bytes(),
+            plain(3, &r, 12),
+            "markers of another response are data"
+        );
+        let frame = encode(ApiKey::Fetch, 12, 3, &ResponseKind::Fetch(r), &sets).expect("encode");
+        assert_eq!(frame.to_bytes(), plain(3, &expected, 12));
     }
 
     proptest! {

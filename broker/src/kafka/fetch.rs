@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::select_all;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
@@ -20,6 +20,7 @@ use kafka_protocol::messages::{
 };
 use tokio::time::Instant;
 
+use super::codec::RecordSets;
 use super::error::code_of;
 use crate::auth::Caller;
 use crate::auth::acl::{Operation, Resource};
@@ -44,8 +45,14 @@ struct Slot {
 }
 
 /// Answers a Fetch request. Partitions of topics the caller may not read
-/// get `TOPIC_AUTHORIZATION_FAILED` (and no data).
-pub async fn handle(shared: &Shared, caller: &Caller, req: FetchRequest) -> FetchResponse {
+/// get `TOPIC_AUTHORIZATION_FAILED` (and no data). The record batches go
+/// by reference: the response holds markers for the encoder to splice
+/// them in (see [`RecordSets`]).
+pub async fn handle(
+    shared: &Shared,
+    caller: &Caller,
+    req: FetchRequest,
+) -> (FetchResponse, RecordSets) {
     let f = &shared.config.fetch;
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(f.max_wait_limit);
     let deadline = Instant::now() + max_wait;
@@ -130,9 +137,11 @@ pub async fn handle(shared: &Shared, caller: &Caller, req: FetchRequest) -> Fetc
         }
     }
     let mut r = FetchResponse::default();
+    let mut sets = RecordSets::new();
     let mut answers: Vec<Vec<PartitionData>> = topics.iter().map(|_| Vec::new()).collect();
     for slot in slots {
-        answers[slot.topic].push(partition_data(shared, &topics[slot.topic].topic.0, slot));
+        let topic = &topics[slot.topic].topic.0;
+        answers[slot.topic].push(partition_data(shared, topic, slot, &mut sets));
     }
     r.responses = topics
         .into_iter()
@@ -145,7 +154,7 @@ pub async fn handle(shared: &Shared, caller: &Caller, req: FetchRequest) -> Fetc
             out
         })
         .collect();
-    r
+    (r, sets)
 }
 
 /// Reads one partition (opening it on first use) without waiting.
@@ -189,7 +198,12 @@ async fn read(shared: &Shared, topic: &str, slot: &mut Slot, budget: usize) -> R
 }
 
 /// The answer for one partition.
-fn partition_data(shared: &Shared, topic: &str, slot: Slot) -> PartitionData {
+fn partition_data(
+    shared: &Shared,
+    topic: &str,
+    slot: Slot,
+    sets: &mut RecordSets,
+) -> PartitionData {
     let mut out = PartitionData::default();
     out.partition_index = slot.partition;
     out.preferred_read_replica = BrokerId(-1);
@@ -212,7 +226,7 @@ fn partition_data(shared: &Shared, topic: &str, slot: Slot) -> PartitionData {
             out.high_watermark = f.high_watermark;
             out.last_stable_offset = f.high_watermark;
             out.log_start_offset = f.log_start_offset;
-            out.records = Some(concat(f.batches));
+            out.records = Some(sets.stand_in(f.batches));
         }
         // Not read: the response was full before its turn.
         (_, None) => {
@@ -223,21 +237,6 @@ fn partition_data(shared: &Shared, topic: &str, slot: Slot) -> PartitionData {
         }
     }
     out
-}
-
-/// The batches as one byte string (no copy for a single batch).
-fn concat(mut batches: Vec<Bytes>) -> Bytes {
-    match batches.len() {
-        0 => Bytes::new(),
-        1 => batches.pop().unwrap_or_default(),
-        _ => {
-            let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-            for b in batches {
-                out.extend_from_slice(&b);
-            }
-            out.freeze()
-        }
-    }
 }
 
 /// Answers ListOffsets: `-2` earliest, `-1` latest, otherwise the first

@@ -117,9 +117,30 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<T
 /// a bound on what a client that never reads can make the broker hold).
 const MAX_PIPELINED: usize = 16;
 
-/// A response on its way: what to encode it as and the response, or
-/// `None` when none is due.
-type Answer = BoxFuture<'static, Option<(ApiKey, i16, i32, ResponseKind)>>;
+/// A response on its way, or `None` when none is due.
+type Answer = BoxFuture<'static, Option<Reply>>;
+
+/// A response and what to encode it as.
+struct Reply {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: ResponseKind,
+    /// The record batches a Fetch response carries by reference.
+    sets: codec::RecordSets,
+}
+
+impl Reply {
+    fn new(api_key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Self {
+        Self {
+            api_key,
+            version,
+            correlation_id,
+            body,
+            sets: codec::RecordSets::default(),
+        }
+    }
+}
 
 /// Serves one connection until the peer closes it, it misbehaves, it
 /// stays idle for `kafka.idle_timeout`, or the broker shuts down.
@@ -194,14 +215,14 @@ async fn read_requests(
                 api_key: ApiKey::ApiVersions,
                 correlation_id,
                 ..
-            }) => Box::pin(std::future::ready(Some((
+            }) => ready(
                 ApiKey::ApiVersions,
                 0,
                 correlation_id,
                 ResponseKind::ApiVersions(versions::response(Some(
                     ResponseError::UnsupportedVersion,
                 ))),
-            )))),
+            ),
             Err(e) => {
                 BrokerMetrics::add(&shared.metrics.kafka_rejected_frames, 1);
                 tracing::warn!(%peer, error = %e, "kafka connection: cannot serve the request; closing it");
@@ -227,7 +248,9 @@ enum Flow {
 }
 
 fn ready(key: ApiKey, version: i16, id: i32, response: ResponseKind) -> Answer {
-    Box::pin(std::future::ready(Some((key, version, id, response))))
+    Box::pin(std::future::ready(Some(Reply::new(
+        key, version, id, response,
+    ))))
 }
 
 /// Writes the answers in the order their requests came.
@@ -242,25 +265,29 @@ async fn write_answers(
             a = answer => a,
             () = shared.shutdown.cancelled() => return,
         };
-        let Some((api_key, version, correlation_id, response)) = answer else {
+        let Some(reply) = answer else {
             continue;
         };
-        let frame = match codec::encode(api_key, version, correlation_id, &response) {
+        let (api_key, version) = (reply.api_key, reply.version);
+        let frame = match codec::encode(
+            api_key,
+            version,
+            reply.correlation_id,
+            &reply.body,
+            &reply.sets,
+        ) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(%peer, ?api_key, version, error = %e, "kafka: cannot encode a response; closing the connection");
                 return;
             }
         };
-        // The response's record sets are pieces of the frame: they stay
-        // alive (as `response`) until written.
         for piece in frame.pieces() {
             if let Err(e) = wr.write_all(piece).await {
                 tracing::debug!(%peer, error = %e, "kafka connection: write failed");
                 return;
             }
         }
-        drop(response);
     }
 }
 
@@ -320,12 +347,20 @@ async fn start(
         return Flow::Answer(Box::pin(async move {
             producing
                 .await
-                .map(|r| (key, version, id, ResponseKind::Produce(r)))
+                .map(|r| Reply::new(key, version, id, ResponseKind::Produce(r)))
         }));
+    }
+    if let RequestKind::Fetch(r) = request.body {
+        shared.metrics.kafka_request(versions::name(key));
+        BrokerMetrics::add(&shared.metrics.fetch_requests, 1);
+        let (response, sets) = fetch::handle(shared, caller, r).await;
+        let mut reply = Reply::new(key, version, id, ResponseKind::Fetch(response));
+        reply.sets = sets;
+        return Flow::Answer(Box::pin(std::future::ready(Some(reply))));
     }
     let response = handle(shared, caller, request, peer).await;
     Flow::Answer(Box::pin(std::future::ready(
-        response.map(|r| (key, version, id, r)),
+        response.map(|r| Reply::new(key, version, id, r)),
     )))
 }
 
@@ -349,10 +384,6 @@ async fn handle(
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(produce::init_producer_id(shared, caller, r).await)
-        }
-        RequestKind::Fetch(r) => {
-            BrokerMetrics::add(&shared.metrics.fetch_requests, 1);
-            ResponseKind::Fetch(fetch::handle(shared, caller, r).await)
         }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(fetch::list_offsets(shared, caller, r).await)
