@@ -208,33 +208,33 @@ bench_store() {
 
 # One produce round through confluent-kafka: NAME RAW DIR ROUND.
 produce_kafka() {
-    local name=$1 raw=$2 dir=$3 r=$4 p0 c0 a0 p1 c1 a1
-    "$STRATA" topic create "kafka-bench-$r" --partitions "$PARTITIONS" --broker "$GRPC" >&2
-    settle
-    p0=$(puts_of "$HTTP") c0=$(cpu_of "$BROKER_PID") a0=$(acks_of "$HTTP")
-    step "$name: kafka produce, round $r ($RECORDS x $SIZE B, batch.size $BATCH_BYTES)"
-    timed "$dir/kp.cpu" "$PY" scripts/bench_kafka.py "$KAFKA" "kafka-bench-$r" "$PARTITIONS" \
-        --records "$RECORDS" --size "$SIZE" --batch-size "$BATCH_BYTES" --phase produce \
-        >"$dir/kp.json"
-    p1=$(puts_of "$HTTP") c1=$(cpu_of "$BROKER_PID") a1=$(acks_of "$HTTP")
-    record_round kafka "$name" "$raw" "$((p1 - p0))" "$(jq -n "$c1 - $c0")" \
-        "$dir/kp.cpu" "$dir/kp.json" "$(ack_mean_ms "$a0" "$a1")"
+    produce_round kafka "$@" "$PY" scripts/bench_kafka.py "$KAFKA" "kafka-bench-$4" \
+        "$PARTITIONS" --records "$RECORDS" --size "$SIZE" --batch-size "$BATCH_BYTES" \
+        --phase produce
 }
 
 # One produce round through `strata bench produce`: NAME RAW DIR ROUND.
 produce_native() {
-    local name=$1 raw=$2 dir=$3 r=$4 p0 c0 a0 p1 c1 a1
-    "$STRATA" topic create "native-bench-$r" --partitions "$PARTITIONS" --broker "$GRPC" >&2
-    settle
-    p0=$(puts_of "$HTTP") c0=$(cpu_of "$BROKER_PID") a0=$(acks_of "$HTTP")
-    step "$name: native produce, round $r (strata bench produce)"
-    timed "$dir/np.cpu" "$STRATA" bench produce --topic "native-bench-$r" \
+    produce_round native "$@" "$STRATA" bench produce --topic "native-bench-$4" \
         --records "$RECORDS" --record-size "$SIZE" --partitions "$PARTITIONS" --acks all \
         --linger 5ms --batch-bytes "$BATCH_BYTES" --json --broker "$GRPC" \
-        --metrics-url "$HTTP/metrics" >"$dir/np.json"
+        --metrics-url "$HTTP/metrics"
+}
+
+# Creates topic PATH-bench-ROUND, runs COMMAND... (which produces to it
+# and prints its JSON result) and records the round: PATH NAME RAW DIR
+# ROUND COMMAND...
+produce_round() {
+    local path=$1 name=$2 raw=$3 dir=$4 r=$5 p0 c0 a0 p1 c1 a1
+    shift 5
+    "$STRATA" topic create "$path-bench-$r" --partitions "$PARTITIONS" --broker "$GRPC" >&2
+    settle
+    p0=$(puts_of "$HTTP") c0=$(cpu_of "$BROKER_PID") a0=$(acks_of "$HTTP")
+    step "$name: $path produce, round $r ($RECORDS x $SIZE B, batches of $BATCH_BYTES B)"
+    timed "$dir/$path-produce.cpu" "$@" >"$dir/$path-produce.json"
     p1=$(puts_of "$HTTP") c1=$(cpu_of "$BROKER_PID") a1=$(acks_of "$HTTP")
-    record_round native "$name" "$raw" "$((p1 - p0))" "$(jq -n "$c1 - $c0")" \
-        "$dir/np.cpu" "$dir/np.json" "$(ack_mean_ms "$a0" "$a1")"
+    record_round "$path" "$name" "$raw" "$((p1 - p0))" "$(jq -n "$c1 - $c0")" \
+        "$dir/$path-produce.cpu" "$dir/$path-produce.json" "$(ack_mean_ms "$a0" "$a1")"
 }
 
 # Appends one produce round to $ROUNDS_FILE: PATH STORE RAW PUTS BROKER_CPU
