@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -233,7 +233,17 @@ pub struct TopicRegistry {
     /// Live topics whose settings changed (same id) since
     /// [`Self::take_reconfigured`] last ran.
     reconfigured: Mutex<Vec<TopicName>>,
+    /// Topic ids looked up and not found, and when: a lookup by an id
+    /// the cache does not hold costs a LIST, so a client repeating an
+    /// unknown id must not make each of its requests cost one.
+    unknown_ids: Mutex<HashMap<TopicId, Instant>>,
 }
+
+/// How long a topic id found missing is not looked up again.
+const UNKNOWN_ID_TTL: Duration = Duration::from_secs(10);
+
+/// Most topic ids remembered as missing at once.
+const MAX_UNKNOWN_IDS: usize = 10_000;
 
 /// Validates a topic name from a request.
 pub fn parse_name(name: &str) -> Result<TopicName> {
@@ -250,6 +260,7 @@ impl TopicRegistry {
             cache: Mutex::new(HashMap::new()),
             changed: Mutex::new(Vec::new()),
             reconfigured: Mutex::new(Vec::new()),
+            unknown_ids: Mutex::new(HashMap::new()),
         }
     }
 
@@ -374,6 +385,32 @@ impl TopicRegistry {
             .find(|(_, c)| c.record.id == id && !c.record.deleted)
             .map(|(n, c)| (n.clone(), c.record.clone()))?;
         self.topic(&name, record).ok()
+    }
+
+    /// The live topic with id `id`, if any: from the cache, else from a
+    /// listing of every topic (ids this broker has not seen are rare; one
+    /// found missing is not listed for again for [`UNKNOWN_ID_TTL`]).
+    pub async fn get_by_id(&self, id: TopicId) -> Result<Option<Topic>> {
+        if let Some(t) = self.cached_by_id(id) {
+            return Ok(Some(t));
+        }
+        if self
+            .unknown_ids
+            .lock()
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_ID_TTL)
+        {
+            return Ok(None);
+        }
+        let found = self.list().await?.into_iter().find(|t| t.record.id == id);
+        if found.is_none() {
+            let mut unknown = self.unknown_ids.lock();
+            unknown.retain(|_, at| at.elapsed() < UNKNOWN_ID_TTL);
+            if unknown.len() < MAX_UNKNOWN_IDS {
+                unknown.insert(id, Instant::now());
+            }
+        }
+        Ok(found)
     }
 
     /// The live topic `name`; [`BrokerError::UnknownTopic`] if there is none.
@@ -654,6 +691,42 @@ mod tests {
 
     fn name(s: &str) -> TopicName {
         TopicName::new(s).expect("valid name")
+    }
+
+    #[tokio::test]
+    async fn topics_are_found_by_id_and_an_unknown_id_costs_one_list() {
+        let store = Arc::new(strata_storage::store::MetricsStore::new(Arc::new(
+            InMemory::new(),
+        )));
+        let stats = store.stats();
+        let a = TopicRegistry::new(store.clone(), BrokerId(1), LogConfig::default());
+        let b = TopicRegistry::new(store, BrokerId(2), LogConfig::default());
+        let (orders, _) = a
+            .create(&name("orders"), 2, TopicOverrides::default(), false, 1)
+            .await
+            .expect("create");
+        // b has not seen it: found by listing.
+        let found = b.get_by_id(orders.record.id).await.expect("lookup");
+        assert_eq!(found.map(|t| t.name), Some(name("orders")));
+        let unknown = TopicId::random();
+        let lists = stats.snapshot().list_requests;
+        for _ in 0..5 {
+            assert_eq!(b.get_by_id(unknown).await.expect("lookup"), None);
+        }
+        assert_eq!(
+            stats.snapshot().list_requests,
+            lists + 1,
+            "one LIST for five lookups"
+        );
+        // Cached ones cost nothing.
+        let lists = stats.snapshot().list_requests;
+        assert!(
+            b.get_by_id(orders.record.id)
+                .await
+                .expect("lookup")
+                .is_some()
+        );
+        assert_eq!(stats.snapshot().list_requests, lists);
     }
 
     #[tokio::test]

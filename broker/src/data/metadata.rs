@@ -22,17 +22,10 @@ pub async fn all_topics(shared: &Shared) -> Result<Vec<Topic>> {
     shared.topics.list().await
 }
 
-/// The live topic with id `id`, if any: from the registry's cache, else
-/// from a listing of every topic (one LIST and a read per topic not cached
-/// yet: ids this broker has not seen are rare).
+/// The live topic with id `id`, if any (see
+/// [`crate::topics::TopicRegistry::get_by_id`]).
 pub async fn topic_by_id(shared: &Shared, id: TopicId) -> Result<Option<Topic>> {
-    if let Some(t) = shared.topics.cached_by_id(id) {
-        return Ok(Some(t));
-    }
-    Ok(all_topics(shared)
-        .await?
-        .into_iter()
-        .find(|t| t.record.id == id))
+    shared.topics.get_by_id(id).await
 }
 
 /// The partitions of `topic`, with owners from this broker's view of the
