@@ -297,23 +297,34 @@ async fn call<T: Encodable>(
     body
 }
 
+/// Creates `topic` by asking Metadata v12 for it (created on first use)
+/// and returns its id.
+async fn create_by_metadata(
+    s: &mut TcpStream,
+    topic: &'static str,
+    correlation_id: i32,
+) -> uuid::Uuid {
+    let by_name = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str(topic)))),
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let mut body = call(s, ApiKey::Metadata, 12, correlation_id, &by_name).await;
+    let md = MetadataResponse::decode(&mut body, 12).expect("Metadata v12");
+    assert_eq!(md.topics[0].error_code, 0);
+    let id = md.topics[0].topic_id;
+    assert!(!id.is_nil());
+    id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_finds_a_topic_by_its_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start(loopback_config(dir.path())).await.expect("start");
     let mut s = connect(&broker).await;
     // By name (created on first use), which tells its id.
-    let by_name = MetadataRequest::default()
-        .with_topics(Some(vec![
-            MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_static_str("orders")))),
-        ]))
-        .with_allow_auto_topic_creation(true);
-    let mut body = call(&mut s, ApiKey::Metadata, 12, 1, &by_name).await;
-    let md = MetadataResponse::decode(&mut body, 12).expect("Metadata v12");
-    assert_eq!(md.topics[0].error_code, 0);
-    let id = md.topics[0].topic_id;
-    assert!(!id.is_nil());
+    let id = create_by_metadata(&mut s, "orders", 1).await;
     // By id: the same topic, with its name; an id nobody has: UNKNOWN_TOPIC_ID.
     let unknown = uuid::Uuid::new_v4();
     let by_id = MetadataRequest::default().with_topics(Some(vec![
@@ -347,17 +358,7 @@ async fn consumer_group_heartbeat_assigns_by_topic_id_keeps_what_is_not_resent_a
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start(loopback_config(dir.path())).await.expect("start");
     let mut s = connect(&broker).await;
-    let md = MetadataRequest::default()
-        .with_topics(Some(vec![
-            MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_static_str("jobs")))),
-        ]))
-        .with_allow_auto_topic_creation(true);
-    let mut body = call(&mut s, ApiKey::Metadata, 12, 1, &md).await;
-    let topic_id = MetadataResponse::decode(&mut body, 12)
-        .expect("Metadata")
-        .topics[0]
-        .topic_id;
+    let topic_id = create_by_metadata(&mut s, "jobs", 1).await;
     let heartbeat = |epoch: i32, topics: Option<&str>| {
         ConsumerGroupHeartbeatRequest::default()
             .with_group_id(GroupId(StrBytes::from_static_str("g")))

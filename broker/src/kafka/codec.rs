@@ -126,6 +126,7 @@ impl Frame {
     }
 
     /// The frame in one buffer (a copy when it has several pieces).
+    #[cfg(test)]
     pub fn to_bytes(&self) -> Bytes {
         match self.pieces.as_slice() {
             [one] => one.clone(),
@@ -217,9 +218,6 @@ pub fn encode(
     let ResponseKind::Fetch(r) = body else {
         return Ok(Frame { pieces: vec![buf] });
     };
-    if sets.sets.is_empty() {
-        return Ok(Frame { pieces: vec![buf] });
-    }
     match splice(buf, sets, version)? {
         Some(frame) => Ok(frame),
         // A marker is not where it must be (never seen): copy instead.
@@ -261,6 +259,9 @@ fn encode_whole(
 /// its length replaced by its record set's length and batches; `None`
 /// when a marker is missing.
 fn splice(buf: Bytes, sets: &RecordSets, version: i16) -> anyhow::Result<Option<Frame>> {
+    if sets.sets.is_empty() {
+        return Ok(Some(Frame { pieces: vec![buf] }));
+    }
     let length_of = |n: usize| -> anyhow::Result<BytesMut> {
         let mut b = BytesMut::with_capacity(5);
         if version >= 12 {

@@ -9,7 +9,6 @@
 //! leaves null (the subscription, what it owns) means "unchanged since my
 //! last heartbeat".
 
-use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use kafka_protocol::ResponseError;
@@ -33,7 +32,7 @@ use crate::auth::Caller;
 use crate::auth::acl::Operation;
 use crate::data;
 use crate::error::{BrokerError, Result};
-use crate::groups::state::{GroupStateName, Heartbeat, Partitions};
+use crate::groups::state::{GroupStateName, Heartbeat, Partitions, to_topic_map};
 use crate::service::Shared;
 
 /// The server-side assignor Strata runs (balanced and sticky:
@@ -127,27 +126,18 @@ async fn beat(
 
 /// What the member says it owns, by topic name. A topic id no live topic
 /// has is a deleted topic, which nobody can read: left out. `None` when a
-/// lookup failed (the coordinator then keeps what it knew).
+/// lookup failed (the coordinator then keeps what it knew). Each topic is
+/// listed once; a lookup by id is a scan of the registry's cache.
 async fn owned_by_name(shared: &Shared, owned: Vec<OwnedTopic>) -> Result<Option<Partitions>> {
-    let mut names: HashMap<Uuid, Option<String>> = HashMap::new();
     let mut out = Partitions::new();
     for t in owned {
-        let name = match names.get(&t.topic_id) {
-            Some(name) => name.clone(),
-            None => match data::metadata::topic_by_id(shared, TopicId(t.topic_id)).await {
-                Ok(found) => {
-                    let name = found.map(|t| t.name.to_string());
-                    names.insert(t.topic_id, name.clone());
-                    name
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "kafka consumer group heartbeat: topic ids unresolved");
-                    return Ok(None);
-                }
-            },
-        };
-        let Some(name) = name else {
-            continue;
+        let name = match data::metadata::topic_by_id(shared, TopicId(t.topic_id)).await {
+            Ok(Some(topic)) => topic.name.to_string(),
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "kafka consumer group heartbeat: topic ids unresolved");
+                return Ok(None);
+            }
         };
         for p in t.partitions {
             let p = u32::try_from(p).map_err(|_| {
@@ -162,18 +152,13 @@ async fn owned_by_name(shared: &Shared, owned: Vec<OwnedTopic>) -> Result<Option
 /// `partitions` grouped by topic, with each topic's id: `(name, id,
 /// partitions)`; a topic deleted meanwhile is left out.
 async fn by_topic(shared: &Shared, partitions: &Partitions) -> Vec<(String, Uuid, Vec<i32>)> {
-    let topics: BTreeSet<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
-    let mut out = Vec::with_capacity(topics.len());
-    for name in topics {
-        let Ok(topic) = shared.topic(name).await else {
+    let mut out = Vec::new();
+    for (name, ps) in to_topic_map(partitions) {
+        let Ok(topic) = shared.topic(&name).await else {
             continue;
         };
-        let ps = partitions
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, p)| *p as i32)
-            .collect();
-        out.push((name.to_owned(), topic.record.id.0, ps));
+        let ps = ps.into_iter().map(|p| p as i32).collect();
+        out.push((name, topic.record.id.0, ps));
     }
     out
 }
