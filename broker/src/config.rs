@@ -97,7 +97,19 @@ pub struct KafkaConfig {
     /// Partitions of an automatically created topic (Kafka's
     /// `num.partitions`).
     pub default_partitions: u32,
+    /// Node ids each broker shows Kafka clients (broker `b`'s are `b * n`
+    /// to `b * n + n - 1`, all at its address, its partitions spread over
+    /// them). A Kafka client opens one connection per node id and keeps at
+    /// most 5 produce requests in flight on it; librdkafka puts one
+    /// partition's batch in each, so at an object store's latency an
+    /// idempotent librdkafka producer's throughput grows with this. Off
+    /// (1) by default: old librdkafka (2.0, Debian's kcat) mistakes node
+    /// ids at one address for one broker and stops fetching.
+    pub node_ids_per_broker: u32,
 }
+
+/// Most node ids one broker may show (`kafka.node_ids_per_broker`).
+pub const MAX_NODE_IDS_PER_BROKER: u32 = 64;
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -107,6 +119,7 @@ impl Default for KafkaConfig {
             idle_timeout: Duration::from_secs(600),
             auto_create_topics: true,
             default_partitions: 1,
+            node_ids_per_broker: 1,
         }
     }
 }
@@ -1031,6 +1044,25 @@ impl BrokerConfig {
                 k.max_frame_bytes
             );
         }
+        if k.node_ids_per_broker == 0 || k.node_ids_per_broker > MAX_NODE_IDS_PER_BROKER {
+            bail!(
+                "invalid setting kafka.node_ids_per_broker: must be between 1 and \
+                 {MAX_NODE_IDS_PER_BROKER}, got {}",
+                k.node_ids_per_broker
+            );
+        }
+        if let BrokerIdSetting::Fixed(id) = self.broker_id {
+            // Kafka node ids are i32: broker b shows b*n .. b*n+n-1.
+            let last = (u64::from(id) + 1) * u64::from(k.node_ids_per_broker) - 1;
+            if last > i32::MAX as u64 {
+                bail!(
+                    "invalid setting broker_id: {id} times kafka.node_ids_per_broker ({}) \
+                     is beyond Kafka's node ids (i32); use a smaller broker_id or \
+                     kafka.node_ids_per_broker = 1",
+                    k.node_ids_per_broker
+                );
+            }
+        }
         if k.default_partitions == 0 || k.default_partitions > crate::topics::MAX_PARTITIONS {
             bail!(
                 "invalid setting kafka.default_partitions: must be between 1 and {}, got {}",
@@ -1407,6 +1439,16 @@ mod tests {
                 "10",
                 "kafka.max_frame_bytes",
             ),
+            (
+                "STRATA_KAFKA__NODE_IDS_PER_BROKER",
+                "0",
+                "kafka.node_ids_per_broker",
+            ),
+            (
+                "STRATA_KAFKA__NODE_IDS_PER_BROKER",
+                "65",
+                "kafka.node_ids_per_broker",
+            ),
         ] {
             let err = BrokerConfig::load(
                 None,
@@ -1416,6 +1458,23 @@ mod tests {
             .expect_err("invalid");
             assert!(format!("{err:#}").contains(needle), "{err:#}");
         }
+        // Node ids are Kafka's i32: a fixed broker id must leave room.
+        let err = BrokerConfig::load(
+            None,
+            [
+                ("STRATA_BROKER_ID".to_string(), "1000000000".to_string()),
+                (
+                    "STRATA_KAFKA__NODE_IDS_PER_BROKER".to_string(),
+                    "4".to_string(),
+                ),
+            ],
+            &Overrides::default(),
+        )
+        .expect_err("node ids beyond i32");
+        assert!(
+            format!("{err:#}").contains("node_ids_per_broker"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -15,8 +15,9 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupDescribeRequest,
     ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
-    GroupId, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, InitProducerIdRequest,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use strata_broker::server::{RunningBroker, start};
@@ -463,5 +464,42 @@ async fn consumer_group_heartbeat_assigns_by_topic_id_keeps_what_is_not_resent_a
     let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");
     assert_eq!(r.error_code, 0);
     assert_eq!(r.member_epoch, -1);
+    broker.shutdown().await.expect("shutdown");
+}
+
+/// Each broker shows Kafka clients `kafka.node_ids_per_broker` node ids at
+/// its one address and spreads its partitions' leadership over them, so a
+/// client opens that many connections and keeps that many times more
+/// produce requests in flight; the coordinator is the first of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_shows_several_node_ids_and_spreads_its_partitions_over_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = loopback_config(dir.path());
+    config.kafka.default_partitions = 6;
+    config.kafka.node_ids_per_broker = 4;
+    let broker = start(config).await.expect("start");
+    let mut s = connect(&broker).await;
+    create_by_metadata(&mut s, "spread", 1).await;
+    let by_name = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("spread")))),
+    ]));
+    let mut body = call(&mut s, ApiKey::Metadata, 12, 2, &by_name).await;
+    let md = MetadataResponse::decode(&mut body, 12).expect("Metadata v12");
+    let nodes: Vec<i32> = md.brokers.iter().map(|b| b.node_id.0).collect();
+    assert_eq!(nodes, vec![0, 1, 2, 3]);
+    let leaders: Vec<i32> = md.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.leader_id.0)
+        .collect();
+    assert_eq!(leaders, vec![0, 1, 2, 3, 0, 1]);
+    assert_eq!(md.controller_id.0, 0);
+    let find = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
+    let mut body = call(&mut s, ApiKey::FindCoordinator, 2, 3, &find).await;
+    let c = FindCoordinatorResponse::decode(&mut body, 2).expect("FindCoordinator v2");
+    assert_eq!(c.error_code, 0);
+    assert_eq!(c.node_id.0, 0);
+    assert_eq!(c.port, i32::from(broker.kafka_addr().port()));
     broker.shutdown().await.expect("shutdown");
 }

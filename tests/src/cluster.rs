@@ -85,11 +85,17 @@ pub struct ClusterHarness {
 impl ClusterHarness {
     /// `n` brokers over a fresh `file://` bucket in the harness's directory.
     pub async fn on_files(n: u32) -> ClusterHarness {
+        Self::on_files_with(n, Vec::new()).await
+    }
+
+    /// `n` brokers over a fresh `file://` bucket, each with `env` (STRATA_*
+    /// settings).
+    pub async fn on_files_with(n: u32, env: Vec<(String, String)>) -> ClusterHarness {
         let dir = tempfile::tempdir().expect("tempdir");
         let bucket = dir.path().join("bucket");
         std::fs::create_dir_all(&bucket).expect("bucket directory");
         let store = format!("file://{}", bucket.display());
-        Self::start_in(dir, n, store, Vec::new()).await
+        Self::start_in(dir, n, store, env).await
     }
 
     /// `n` brokers over a fresh bucket of `s3`.

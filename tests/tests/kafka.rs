@@ -252,10 +252,26 @@ async fn check_exactly_once_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_clients_ride_through_a_partition_move_and_a_broker_kill9_on_three_brokers() {
+    ride_through_a_move_and_a_kill9(1).await;
+}
+
+/// The same with each broker shown as four Kafka node ids
+/// (`kafka.node_ids_per_broker`): leaders spread over a broker's node ids
+/// follow a move and a restart like plain ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_clients_ride_through_a_move_and_a_kill9_with_four_node_ids_per_broker() {
+    ride_through_a_move_and_a_kill9(4).await;
+}
+
+async fn ride_through_a_move_and_a_kill9(node_ids_per_broker: u32) {
     let Some(python) = kafka_clients().await else {
         return;
     };
-    let mut cluster = ClusterHarness::on_files(3).await;
+    let env = vec![(
+        "STRATA_KAFKA__NODE_IDS_PER_BROKER".to_owned(),
+        node_ids_per_broker.to_string(),
+    )];
+    let mut cluster = ClusterHarness::on_files_with(3, env).await;
     let admin = cluster.admin().await;
     admin
         .create_topic("ride", 4, TopicSettings::default())

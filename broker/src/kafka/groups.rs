@@ -73,7 +73,7 @@ async fn find(shared: &Shared, caller: &Caller, key: StrBytes, key_type: i8) -> 
     };
     match found {
         Ok((id, host, port)) => {
-            c.node_id = BrokerId(id as i32);
+            c.node_id = super::metadata::node_id(shared, id, 0);
             c.host = StrBytes::from_string(host);
             c.port = i32::from(port);
         }

@@ -36,7 +36,8 @@ pub async fn handle(
     let mut r = MetadataResponse::default();
     r.brokers = brokers(shared);
     r.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
-    r.controller_id = BrokerId(shared.cluster.controller_id().unwrap_or(shared.broker_id.0) as i32);
+    let controller = shared.cluster.controller_id().unwrap_or(shared.broker_id.0);
+    r.controller_id = node_id(shared, controller, 0);
     // v0: an empty list means every topic; v1+: null does. v10+ may name
     // a topic by id instead (KIP-848 consumers do, for their assignment).
     let wanted: Option<Vec<Wanted>> = match req.topics {
@@ -183,16 +184,32 @@ fn brokers(shared: &Shared) -> Vec<MetadataResponseBroker> {
         live.push((shared.broker_id.0, shared.kafka_advertised_addr.clone()));
     }
     live.sort_unstable();
+    let n = shared.config.kafka.node_ids_per_broker;
     live.into_iter()
         .filter_map(|(id, address)| {
             let (host, port) = split_host_port(&address)?;
-            let mut b = MetadataResponseBroker::default();
-            b.node_id = BrokerId(id as i32);
-            b.host = StrBytes::from_string(host.to_owned());
-            b.port = i32::from(port);
-            Some(b)
+            let host = StrBytes::from_string(host.to_owned());
+            Some((0..n).map(move |slot| {
+                let mut b = MetadataResponseBroker::default();
+                b.node_id = node_id(shared, id, slot);
+                b.host = host.clone();
+                b.port = i32::from(port);
+                b
+            }))
         })
+        .flatten()
         .collect()
+}
+
+/// The Kafka node id of broker `broker` that serves slot `slot` (a
+/// partition number, or 0): each broker shows `kafka.node_ids_per_broker`
+/// ids, `broker * n` to `broker * n + n - 1`, all at its address, so a
+/// Kafka client opens that many connections to it and keeps that many
+/// times more produce requests in flight.
+pub fn node_id(shared: &Shared, broker: u32, slot: u32) -> BrokerId {
+    let n = shared.config.kafka.node_ids_per_broker.max(1);
+    let id = u64::from(broker) * u64::from(n) + u64::from(slot % n);
+    BrokerId(i32::try_from(id).unwrap_or(i32::MAX))
 }
 
 /// `host:port` (also `[v6]:port`) split in two.
@@ -215,7 +232,7 @@ fn topic(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
             m.partition_index = p.partition as i32;
             match p.owner {
                 Some(owner) => {
-                    let leader = BrokerId(owner as i32);
+                    let leader = node_id(shared, owner, p.partition);
                     m.leader_id = leader;
                     m.leader_epoch = p.leader_epoch;
                     m.replica_nodes = vec![leader];
