@@ -397,6 +397,73 @@ async fn under_load_flushes_overlap_and_acks_stay_in_order() {
     assert!(recorder.failed.lock().is_empty());
 }
 
+/// The cost policy at saturation: once data is due but every flush slot
+/// is busy (the store is the limit), flushes wait for full `max_bytes`
+/// objects, so PUTs per byte fall to what full objects need; once the
+/// pipeline drains, a lone append is flushed at once again (its ack waits
+/// one PUT, not for an object to fill).
+#[tokio::test(start_paused = true)]
+async fn store_bound_flushes_fill_whole_objects_and_light_load_flushes_at_once() {
+    let latency = Duration::from_millis(100);
+    let slow = slow_puts(latency);
+    let store: Arc<dyn ObjectStore> = slow.clone();
+    let full = 64 << 10;
+    let cfg = WalConfig {
+        max_bytes: full,
+        pipeline_bytes: 4 << 10,
+        max_in_flight: 4,
+        min_interval: Some(Duration::from_millis(1)),
+        hedge: false,
+        ..WalConfig::default()
+    };
+    let w = WalWriter::start(store, stream(24), WalSeq(0), cfg).unwrap();
+    let tp = tip("t", 0);
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn WalSink> = recorder.clone();
+
+    // About 1 KiB a millisecond: 100 KiB per PUT latency, more than four
+    // slots of `pipeline_bytes` objects carry.
+    let per = 64;
+    let n = 1000;
+    for i in 0..n {
+        let b = batch(i * per, per as usize);
+        submit(&w, &tp, &b, sink.clone()).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while recorder.durable.lock().len() < n as usize {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let bytes = w.put_bytes();
+    let puts = w.puts();
+    let needed = bytes.div_ceil(full as u64);
+    // A few small flushes before the slots fill, and the last one.
+    assert!(
+        puts <= needed + needed / 10 + 5,
+        "{puts} PUTs for {bytes} bytes; full objects need {needed}"
+    );
+    assert!(puts >= needed, "{puts} PUTs, objects over max_bytes?");
+
+    // Light load: one append at a time is flushed at once (no waiting
+    // for an object to fill), its ack one PUT latency later.
+    for i in 0..3 {
+        let before = recorder.durable.lock().len();
+        let started = tokio::time::Instant::now();
+        submit(&w, &tp, &batch((n + i) * per, 1), sink.clone()).await;
+        while recorder.durable.lock().len() == before {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let took = started.elapsed();
+        assert!(
+            took < latency + Duration::from_millis(10),
+            "a lone append waited {took:?}"
+        );
+    }
+    w.close().await;
+    let durable = recorder.durable.lock().clone();
+    assert!(durable.windows(2).all(|w| w[0].1 < w[1].1), "acks in order");
+    assert!(recorder.failed.lock().is_empty());
+}
+
 /// At light load (each append waits for the previous), one PUT at a time:
 /// the group commit, which costs at most one PUT per PUT latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

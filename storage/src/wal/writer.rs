@@ -44,7 +44,10 @@ pub struct WalConfig {
     /// only once this much waits, so a loaded broker keeps up to
     /// `max_in_flight` PUTs of at least this size going (throughput
     /// follows the store's bandwidth, not its latency) and never pays more
-    /// than one PUT per `pipeline_bytes` for it.
+    /// than one PUT per `pipeline_bytes` for it. Once data is due and every
+    /// slot is busy (the store is the limit), flushes wait for full
+    /// `max_bytes` objects until the pipeline drains, so a saturated broker
+    /// pays only what full objects need.
     pub pipeline_bytes: usize,
     /// Bytes accepted but not yet durable. Appends wait (backpressure) when
     /// this is reached.
@@ -475,15 +478,15 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
     let min_interval = config.min_interval();
     let mut last_start = Instant::now() - min_interval;
     let mut closing = false;
+    let mut size = FlushSize::new(&config);
     loop {
         let now = Instant::now();
         let interval_ok = now >= last_start + min_interval;
-        // Whatever waits fills a PUT that is worth its price.
-        let full = buf_bytes >= config.pipeline_bytes.min(config.max_bytes);
-        if !buf.is_empty()
-            && in_flight.len() < config.max_in_flight
-            && (full || closing || (in_flight.is_empty() && interval_ok))
+        let slot_free = in_flight.len() < config.max_in_flight;
+        let due = size.due(buf_bytes, in_flight.len(), slot_free);
+        if !buf.is_empty() && slot_free && (due || closing || (in_flight.is_empty() && interval_ok))
         {
+            size.started(in_flight.len());
             let (batch, rest_bytes) = take_up_to(&mut buf, config.max_bytes);
             buf_bytes = rest_bytes;
             let seq = WalSeq(shared.next_seq.fetch_add(1, Ordering::SeqCst));
@@ -544,6 +547,66 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
                 }
             }
             _ = tokio::time::sleep_until(last_start + min_interval), if wait_interval => {}
+        }
+    }
+}
+
+/// How much must wait before a flush starts while others are in flight:
+/// the cost policy under load, which adapts to it.
+///
+/// Normally `pipeline_bytes`, so a loaded broker overlaps PUTs of at least
+/// that size and its acks wait about one PUT latency. Once data is due but
+/// every slot is busy, the store (not the arrival rate) is the limit:
+/// waiting costs no throughput there, so flushes then wait for full
+/// `max_bytes` objects, which cuts the PUTs (and the request bill) per GiB
+/// at saturation to what full objects need. That lasts until the pipeline
+/// drains (a flush starts with none in flight): the load fell below one
+/// full object per PUT latency, and latency matters again.
+#[derive(Debug)]
+struct FlushSize {
+    pipeline: usize,
+    full: usize,
+    saturated: bool,
+}
+
+impl FlushSize {
+    fn new(config: &WalConfig) -> Self {
+        let pipeline = config.pipeline_bytes.min(config.max_bytes);
+        // Full objects for every slot and one filling must fit the pending
+        // budget, or appends would block before an object fills.
+        let fits = config.max_pending_bytes / (config.max_in_flight + 1);
+        Self {
+            pipeline,
+            full: config.max_bytes.min(fits).max(pipeline),
+            saturated: false,
+        }
+    }
+
+    /// Whether `waiting` bytes are worth a PUT now, with `in_flight`
+    /// flushes under way; notes saturation when they are due and no slot
+    /// is free.
+    fn due(&mut self, waiting: usize, in_flight: usize, slot_free: bool) -> bool {
+        if waiting < self.pipeline {
+            return false;
+        }
+        if !slot_free && !self.saturated {
+            self.saturated = true;
+            tracing::debug!(
+                bytes = self.full,
+                "WAL flushes wait for full objects (store-bound)"
+            );
+        }
+        !self.saturated || waiting >= self.full || in_flight == 0
+    }
+
+    /// A flush starts with `in_flight` others under way.
+    fn started(&mut self, in_flight: usize) {
+        if in_flight == 0 && self.saturated {
+            self.saturated = false;
+            tracing::debug!(
+                bytes = self.pipeline,
+                "WAL flushes overlap again from pipeline_bytes"
+            );
         }
     }
 }
