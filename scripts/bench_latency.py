@@ -17,7 +17,7 @@ same run, so every figure is also a ratio that survives a noisy machine:
 
 Usage (release build first: `cargo build --release -p strata-broker`):
 
-    python3 scripts/bench_latency.py [--strata target/release/strata] [--quick]
+    python3 scripts/bench_latency.py [--strata target/release/strata] [--quick] [--load-only]
 
 Only the Python standard library; ports are picked free on 127.0.0.1.
 """
@@ -137,6 +137,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--strata", default="target/release/strata")
     ap.add_argument("--quick", action="store_true", help="fewer records (a smoke run)")
+    ap.add_argument("--load-only", action="store_true",
+                    help="only the saturation and half-load table (no cost policy, no cold read)")
     a = ap.parse_args()
     strata = os.path.abspath(a.strata)
     if not os.access(strata, os.X_OK):
@@ -144,7 +146,14 @@ def main():
     scale = 0.2 if a.quick else 1.0
     work = tempfile.mkdtemp(prefix="strata-bench-latency-")
     print(f"work dir {work}", file=sys.stderr)
+    try:
+        run(a, strata, work, scale)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def run(a, strata, work, scale):
+    """Every table, in `work`."""
     raw = raw_store(strata, work, int(256 * scale) or 16)
     print(f"raw PUT (4 MiB objects, 4 in flight): {raw['mib_per_sec']:.1f} MiB/s, "
           f"p50 {raw['p50']:.1f} ms, p99 {raw['p99']:.1f} ms", file=sys.stderr)
@@ -179,6 +188,8 @@ def main():
     print()
     print(f"At half load: ack p50 = {lat['p50'] / raw['p50']:.2f} x PUT p50, "
           f"ack p99 = {lat['p99'] / raw['p99']:.2f} x PUT p99")
+    if a.load_only:
+        return
 
     print()
     print("Cost policy at a light load (5,000 records/s of 1 KiB, 8 partitions):")

@@ -103,8 +103,9 @@ pub struct KafkaConfig {
     /// most 5 produce requests in flight on it; librdkafka puts one
     /// partition's batch in each, so at an object store's latency an
     /// idempotent librdkafka producer's throughput grows with this. Off
-    /// (1) by default: old librdkafka (2.0, Debian's kcat) mistakes node
-    /// ids at one address for one broker and stops fetching.
+    /// (1) by default: librdkafka 2.3 and older (Debian's kcat links 2.0)
+    /// mistakes node ids at one address for one broker and stops fetching;
+    /// 2.4 and later work.
     pub node_ids_per_broker: u32,
 }
 
