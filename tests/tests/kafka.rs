@@ -467,23 +467,25 @@ async fn committed(broker: &BrokerProcess, group: &str) -> BTreeMap<i64, i64> {
         .collect()
 }
 
+/// Kafka's classic protocol (JoinGroup/SyncGroup): its last stable
+/// generation is persisted, so membership survives the coordinator's kill
+/// -9 too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluent_consumer_group_members_join_and_leave_and_commits_survive_kill9() {
     group_members_join_and_leave(Protocol::Classic).await;
 }
 
-/// The same over KIP-848's consumer protocol (`group.protocol=consumer`),
-/// and its membership survives a kill -9 of the coordinator: the members
-/// keep their partitions without a rebalance.
+/// The same over KIP-848's consumer protocol (`group.protocol=consumer`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kip848_consumer_group_members_join_and_leave_and_membership_survives_kill9() {
     group_members_join_and_leave(Protocol::Consumer).await;
 }
 
 /// Four members of group `workers` come and go while records are produced
-/// to `jobs`: every acked record is consumed, committed offsets survive a
-/// kill -9 of the coordinator, and a member started after it resumes at
-/// them.
+/// to `jobs`: every acked record is consumed; after a kill -9 of the
+/// coordinator the members keep their partitions without a rebalance;
+/// committed offsets survive another kill -9, and a member started after
+/// it resumes at them.
 async fn group_members_join_and_leave(protocol: Protocol) {
     let Some(python) = kafka_clients().await else {
         return;
@@ -531,7 +533,6 @@ async fn group_members_join_and_leave(protocol: Protocol) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let d = Member::start(&python, &bootstrap, protocol, "d", &out);
     let acked = producing.await.expect("producer task");
-    let mut acked_after = Vec::new();
 
     // Every acked record is consumed (at least once) by the group.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -571,10 +572,10 @@ async fn group_members_join_and_leave(protocol: Protocol) {
         !clients.is_empty() && clients.is_subset(&members),
         "every partition is held by a live member:\n{stdout}"
     );
+    // The group's membership is durable, on either protocol: after a
+    // kill -9 of its coordinator the members carry on with what they hold.
+    wait_until_stable(&broker, "workers").await;
     if protocol == Protocol::Consumer {
-        // The group's membership is durable: after a kill -9 of its
-        // coordinator the members carry on with what they hold.
-        wait_until_stable(&broker, "workers").await;
         // Kafka's admin client describes it (ConsumerGroupDescribe): every
         // partition held by one live member.
         let described: serde_json::Value = serde_json::from_str(
@@ -608,44 +609,44 @@ async fn group_members_join_and_leave(protocol: Protocol) {
         }
         held.sort_unstable();
         assert_eq!(held, (0..6).collect::<Vec<_>>(), "{described}");
-        let changes = assignment_changes(&out);
-        broker.kill().await;
-        broker.restart().await;
-        let after = Producer::connect(&broker.url(), ProducerConfig::default())
-            .await
-            .expect("producer");
-        let mut more = Vec::new();
-        for i in 0..300 {
-            let md = after
-                .send_and_wait(
-                    ProducerRecord::new("jobs", format!("after-{i}")).key(format!("k{}", i % 31)),
-                )
-                .await
-                .expect("produce after the restart");
-            more.push((i64::from(md.partition), md.offset));
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let (seen, errors) = consumed(&out);
-            assert!(errors.is_empty(), "members reported errors: {errors:?}");
-            let missing = more.iter().filter(|k| !seen.contains_key(k)).count();
-            if missing == 0 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{missing} records produced after the coordinator's restart never consumed:\n{}",
-                broker.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert_eq!(
-            assignment_changes(&out),
-            changes,
-            "members' partitions moved across the coordinator's kill -9"
-        );
-        acked_after = more;
     }
+    let changes = assignment_changes(&out);
+    broker.kill().await;
+    broker.restart().await;
+    let after = Producer::connect(&broker.url(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut more = Vec::new();
+    for i in 0..300 {
+        let md = after
+            .send_and_wait(
+                ProducerRecord::new("jobs", format!("after-{i}")).key(format!("k{}", i % 31)),
+            )
+            .await
+            .expect("produce after the restart");
+        more.push((i64::from(md.partition), md.offset));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (seen, errors) = consumed(&out);
+        assert!(errors.is_empty(), "members reported errors: {errors:?}");
+        let missing = more.iter().filter(|k| !seen.contains_key(k)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} records produced after the coordinator's restart never consumed:\n{}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        assignment_changes(&out),
+        changes,
+        "members' partitions moved across the coordinator's kill -9"
+    );
+    let acked_after = more;
     for m in [a, c, d] {
         m.stop().await;
     }

@@ -15,9 +15,16 @@
 //! Requests that must wait (a join until the round completes, a sync
 //! until the leader's assignment arrives) park a oneshot sender in the
 //! member; the state is behind the shard's lock and is never held across
-//! an await. Membership lives in memory only: after a coordinator
-//! failover, classic members get `UNKNOWN_MEMBER_ID` and rejoin (their
-//! committed offsets are durable like every commit).
+//! an await.
+//!
+//! The last stable generation (members, assignor, leader, assignments) is
+//! persisted with the group ([`ClassicValue`]), so after a coordinator
+//! failover the members carry on heartbeating at their generation with no
+//! rebalance. A generation's SyncGroup answers wait until it is durable
+//! ([`ClassicGroup::release`]): a coordinator that crashed before could
+//! otherwise hand the same generation number to a different assignment.
+//! A rebalance under way when the coordinator fails is lost: its members
+//! are told to rejoin.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,7 +35,49 @@ use bytes::Buf;
 use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription};
 use kafka_protocol::protocol::{Decodable, Message};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
 use super::state::{GroupError, Limits, Partitions};
+
+/// A classic group's last stable generation, as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicValue {
+    /// The generation.
+    pub generation: i32,
+    /// `consumer` for consumers.
+    pub protocol_type: String,
+    /// The assignor.
+    pub protocol: String,
+    /// The leader's member id.
+    pub leader: String,
+    /// The members with their assignments.
+    pub members: Vec<ClassicMemberValue>,
+}
+
+/// One member of a [`ClassicValue`]; subscriptions and assignments are
+/// the client's bytes, in base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicMemberValue {
+    /// Its id.
+    pub id: String,
+    /// Its instance id (static members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// `client.id`.
+    pub client_id: String,
+    /// The client's address.
+    pub host: String,
+    /// Its session timeout.
+    pub session_timeout_ms: u32,
+    /// Its rebalance timeout.
+    pub rebalance_timeout_ms: u32,
+    /// Its assignors, each with its subscription.
+    pub protocols: Vec<(String, String)>,
+    /// Its assignment.
+    pub assignment: String,
+}
 
 /// Decodes the `consumer` protocol's embedded format: a version, then the
 /// message at that version (read at the newest we know when it is newer:
@@ -219,6 +268,12 @@ pub struct ClassicGroup {
     /// Ids handed out with `MEMBER_ID_REQUIRED`, until when.
     pending: HashMap<String, i64>,
     rebalance_deadline_ms: i64,
+    /// The last stable generation, as persisted (`None` once empty).
+    stable: Option<ClassicValue>,
+    /// `stable` changed since the group last took note.
+    dirty: bool,
+    /// The stable generation is not durable yet: SyncGroup answers wait.
+    unreleased: bool,
 }
 
 impl Clone for ClassicGroup {
@@ -255,6 +310,9 @@ impl Clone for ClassicGroup {
                 .collect(),
             pending: self.pending.clone(),
             rebalance_deadline_ms: self.rebalance_deadline_ms,
+            stable: self.stable.clone(),
+            dirty: self.dirty,
+            unreleased: self.unreleased,
         }
     }
 }
@@ -272,6 +330,126 @@ impl ClassicGroup {
             members: BTreeMap::new(),
             pending: HashMap::new(),
             rebalance_deadline_ms: 0,
+            stable: None,
+            dirty: false,
+            unreleased: false,
+        }
+    }
+
+    /// The group as persisted: its last stable generation, every member
+    /// with a fresh session from `now_ms`.
+    pub fn restore(group: String, value: Option<&ClassicValue>, now_ms: i64) -> Self {
+        let mut g = Self::new(group);
+        let Some(v) = value else {
+            return g;
+        };
+        let bytes = |b64: &str| Bytes::from(B64.decode(b64).unwrap_or_default());
+        g.state = ClassicState::Stable;
+        g.generation = v.generation;
+        g.protocol_type = v.protocol_type.clone();
+        g.protocol = Some(v.protocol.clone());
+        g.leader = Some(v.leader.clone());
+        g.members = v
+            .members
+            .iter()
+            .map(|m| {
+                let member = ClassicMember {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    host: m.host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, b)| (n.clone(), bytes(b)))
+                        .collect(),
+                    assignment: bytes(&m.assignment),
+                    session_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
+                    awaiting_join: None,
+                    awaiting_sync: None,
+                };
+                (m.id.clone(), member)
+            })
+            .collect();
+        g.stable = Some(v.clone());
+        g
+    }
+
+    /// What is persisted: the last stable generation.
+    pub fn value(&self) -> Option<ClassicValue> {
+        self.stable.clone()
+    }
+
+    /// True once if the persisted value changed since the last call.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// True while a stable generation's SyncGroup answers wait for it to
+    /// be durable.
+    pub fn unreleased(&self) -> bool {
+        self.unreleased
+    }
+
+    /// The stable generation is durable: answers the SyncGroups waiting.
+    pub fn release(&mut self) {
+        if !std::mem::take(&mut self.unreleased) || self.state != ClassicState::Stable {
+            return;
+        }
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            let result = self.sync_result(&id);
+            if let Some(tx) = self
+                .members
+                .get_mut(&id)
+                .and_then(|m| m.awaiting_sync.take())
+            {
+                let _ = tx.send(Ok(result));
+            }
+        }
+    }
+
+    /// The stable generation could not be made durable: its members
+    /// rejoin (a rebalance) instead of using it.
+    pub fn abandon(&mut self, now_ms: i64) {
+        if std::mem::take(&mut self.unreleased) && self.state == ClassicState::Stable {
+            self.prepare_rebalance(now_ms);
+        }
+    }
+
+    fn set_stable(&mut self, value: Option<ClassicValue>) {
+        if self.stable != value {
+            self.stable = value;
+            self.dirty = true;
+        }
+    }
+
+    fn snapshot(&self) -> ClassicValue {
+        ClassicValue {
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone().unwrap_or_default(),
+            leader: self.leader.clone().unwrap_or_default(),
+            members: self
+                .members
+                .values()
+                .map(|m| ClassicMemberValue {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    host: m.host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, b)| (n.clone(), B64.encode(b)))
+                        .collect(),
+                    assignment: B64.encode(&m.assignment),
+                })
+                .collect(),
         }
     }
 
@@ -481,6 +659,7 @@ impl ClassicGroup {
     /// Starts a rebalance: members learn of it from their heartbeats and
     /// rejoin; pending syncs are told to rejoin.
     fn prepare_rebalance(&mut self, now_ms: i64) {
+        self.unreleased = false;
         for m in self.members.values_mut() {
             if let Some(tx) = m.awaiting_sync.take() {
                 let _ = tx.send(Err(GroupError::RebalanceInProgress {
@@ -518,6 +697,7 @@ impl ClassicGroup {
             self.state = ClassicState::Empty;
             self.leader = None;
             self.protocol = None;
+            self.set_stable(None);
             return;
         }
         self.protocol = self.common_protocols(None).into_iter().next();
@@ -602,29 +782,24 @@ impl ClassicGroup {
                     group: self.group.clone(),
                 }))
             }
-            ClassicState::Stable => Outcome::Now(Ok(self.sync_result(member))),
-            ClassicState::CompletingRebalance => {
+            ClassicState::Stable if !self.unreleased => Outcome::Now(Ok(self.sync_result(member))),
+            ClassicState::Stable | ClassicState::CompletingRebalance => {
                 let (tx, rx) = oneshot::channel();
                 if let Some(m) = self.members.get_mut(member) {
                     m.awaiting_sync = Some(tx);
                 }
-                if self.leader.as_deref() == Some(member) {
+                if self.state == ClassicState::CompletingRebalance
+                    && self.leader.as_deref() == Some(member)
+                {
                     let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
                     for m in self.members.values_mut() {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
                     }
+                    // Answered once durable (see `release`).
                     self.state = ClassicState::Stable;
-                    let ids: Vec<String> = self.members.keys().cloned().collect();
-                    for id in ids {
-                        let result = self.sync_result(&id);
-                        if let Some(tx) = self
-                            .members
-                            .get_mut(&id)
-                            .and_then(|m| m.awaiting_sync.take())
-                        {
-                            let _ = tx.send(Ok(result));
-                        }
-                    }
+                    self.unreleased = true;
+                    let value = self.snapshot();
+                    self.set_stable(Some(value));
                 }
                 Outcome::Later(rx)
             }
@@ -723,6 +898,8 @@ impl ClassicGroup {
                 self.state = ClassicState::Empty;
                 self.generation += 1;
                 self.protocol = None;
+                self.unreleased = false;
+                self.set_stable(None);
             }
             _ => self.prepare_rebalance(now_ms),
         }
@@ -808,6 +985,19 @@ mod tests {
         )
     }
 
+    /// A SyncGroup whose generation is then made durable (`release`).
+    fn synced(
+        g: &mut ClassicGroup,
+        member: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now_ms: i64,
+    ) -> Result<SyncResult, GroupError> {
+        let outcome = g.sync(member, generation, assignments, now_ms);
+        g.release();
+        now(outcome)
+    }
+
     fn now<T: std::fmt::Debug>(o: Outcome<T>) -> Result<T, GroupError> {
         match o {
             Outcome::Now(r) => r,
@@ -825,7 +1015,14 @@ mod tests {
         );
         assert_eq!(a.protocol_name, "range");
         assert_eq!(g.state(), ClassicState::CompletingRebalance);
-        let s = now(g.sync("a", 1, vec![("a".into(), Bytes::from_static(b"all"))], 1)).unwrap();
+        let s = synced(
+            &mut g,
+            "a",
+            1,
+            vec![("a".into(), Bytes::from_static(b"all"))],
+            1,
+        )
+        .unwrap();
         assert_eq!(s.assignment, Bytes::from_static(b"all"));
         assert_eq!(g.state(), ClassicState::Stable);
 
@@ -862,7 +1059,8 @@ mod tests {
         let Outcome::Later(mut b_sync) = g.sync("b", 2, vec![], 5) else {
             panic!("b waits for the leader");
         };
-        let s = now(g.sync(
+        let s = synced(
+            &mut g,
             "a",
             2,
             vec![
@@ -870,7 +1068,7 @@ mod tests {
                 ("b".into(), Bytes::from_static(b"p1")),
             ],
             6,
-        ))
+        )
         .unwrap();
         assert_eq!(s.assignment, Bytes::from_static(b"p0"));
         assert_eq!(
@@ -886,6 +1084,79 @@ mod tests {
             g.check_commit("zz", 2),
             Err(GroupError::UnknownMember { .. })
         ));
+    }
+
+    #[test]
+    fn a_stable_generation_is_answered_once_durable_and_survives_a_failover() {
+        let mut g = ClassicGroup::new("g".into());
+        now(join_new(&mut g, "a", 0)).unwrap();
+        assert_eq!(g.value(), None, "nothing stable yet");
+        let Outcome::Later(mut a_sync) =
+            g.sync("a", 1, vec![("a".into(), Bytes::from_static(b"all"))], 1)
+        else {
+            panic!("the leader's sync waits for durability");
+        };
+        assert!(a_sync.try_recv().is_err(), "not answered before durable");
+        assert!(g.unreleased());
+        assert!(g.take_dirty(), "the new generation must be written");
+        assert!(!g.take_dirty());
+        let v = g.value().expect("the stable generation");
+        assert_eq!((v.generation, v.leader.as_str()), (1, "a"));
+        g.release();
+        assert_eq!(
+            a_sync.try_recv().unwrap().unwrap().assignment,
+            Bytes::from_static(b"all")
+        );
+
+        // A new coordinator loads it: the member carries on at its
+        // generation, with its assignment and subscription, no rebalance.
+        let json = serde_json::to_string(&v).unwrap();
+        let v: ClassicValue = serde_json::from_str(&json).unwrap();
+        let mut r = ClassicGroup::restore("g".into(), Some(&v), 100);
+        assert_eq!((r.state(), r.generation()), (ClassicState::Stable, 1));
+        r.heartbeat("a", 1, 101).unwrap();
+        assert_eq!(
+            synced(&mut r, "a", 1, vec![], 102).unwrap().assignment,
+            Bytes::from_static(b"all")
+        );
+        let a = r.members().next().unwrap();
+        assert_eq!(a.metadata("range"), Bytes::from_static(b"sub"));
+        assert_eq!(a.session_timeout_ms, 10_000);
+
+        // A generation that cannot be made durable is not used: its
+        // members are told to rejoin.
+        let Outcome::Later(mut b_join) = join_new(&mut r, "b", 200) else {
+            panic!("b waits for a");
+        };
+        let Outcome::Later(mut a_join) =
+            r.join(req("a", &["range"]), 201, &limits(), || unreachable!())
+        else {
+            panic!("joins wait for the round");
+        };
+        assert_eq!(a_join.try_recv().unwrap().unwrap().generation, 2);
+        assert_eq!(b_join.try_recv().unwrap().unwrap().generation, 2);
+        let Outcome::Later(mut b_sync) = r.sync("b", 2, vec![], 202) else {
+            panic!("b waits for the leader");
+        };
+        let Outcome::Later(mut a_sync) = r.sync("a", 2, vec![], 203) else {
+            panic!("waits for durability");
+        };
+        r.abandon(204);
+        assert!(matches!(
+            b_sync.try_recv().unwrap(),
+            Err(GroupError::RebalanceInProgress { .. })
+        ));
+        assert!(matches!(
+            a_sync.try_recv().unwrap(),
+            Err(GroupError::RebalanceInProgress { .. })
+        ));
+        assert_eq!(r.state(), ClassicState::PreparingRebalance);
+
+        // Once every member is gone, nothing is kept.
+        assert_eq!(r.tick(300_000).len(), 2);
+        assert_eq!(r.state(), ClassicState::Empty);
+        assert!(r.take_dirty());
+        assert_eq!(r.value(), None);
     }
 
     #[test]
@@ -912,13 +1183,13 @@ mod tests {
         r.require_known_member_id = false;
         r.protocols = vec![("range".into(), Bytes::from(s))];
         now(g.join(r, 0, &limits(), || "a".into())).unwrap();
-        now(g.sync("a", 1, vec![("a".into(), Bytes::from(a))], 0)).unwrap();
+        synced(&mut g, "a", 1, vec![("a".into(), Bytes::from(a))], 0).unwrap();
         let m = g.members().next().unwrap();
         assert_eq!(m.subscribed_topics("range"), vec!["orders".to_owned()]);
         let expected: Partitions = [("orders".to_owned(), 0), ("orders".to_owned(), 2)].into();
         assert_eq!(m.assigned_partitions(), expected);
         // Garbage reads as nothing.
-        now(g.sync("a", 1, vec![], 0)).unwrap();
+        synced(&mut g, "a", 1, vec![], 0).unwrap();
         assert!(
             g.members()
                 .next()
@@ -932,7 +1203,7 @@ mod tests {
     fn laggards_are_dropped_at_the_rebalance_timeout_and_sessions_expire() {
         let mut g = ClassicGroup::new("g".into());
         now(join_new(&mut g, "a", 0)).unwrap();
-        now(g.sync("a", 1, vec![], 0)).unwrap();
+        synced(&mut g, "a", 1, vec![], 0).unwrap();
         let Outcome::Later(mut b_join) = join_new(&mut g, "b", 1) else {
             panic!("b waits");
         };
@@ -950,7 +1221,7 @@ mod tests {
         assert_eq!((b.generation, b.leader.as_str()), (2, "b"));
         assert_eq!(g.len(), 1);
         // b's session runs out.
-        now(g.sync("b", 2, vec![], 31_001)).unwrap();
+        synced(&mut g, "b", 2, vec![], 31_001).unwrap();
         assert_eq!(g.tick(41_002), vec!["b".to_owned()]);
         assert_eq!(g.state(), ClassicState::Empty);
     }

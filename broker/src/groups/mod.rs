@@ -485,7 +485,7 @@ impl GroupCoordinator {
         req: classic::JoinRequest,
     ) -> Result<classic::JoinResult> {
         let shard = self.shard_for(shared, group).await?;
-        let outcome = {
+        let (outcome, write) = {
             let mut st = shard.state.lock();
             let g = st
                 .groups
@@ -500,10 +500,16 @@ impl GroupCoordinator {
                 }
                 .into());
             }
-            g.classic.join(req, now_ms(), &self.limits, || {
+            let now = now_ms();
+            let outcome = g.classic.join(req, now, &self.limits, || {
                 format!("strata-{}", uuid::Uuid::new_v4().simple())
-            })
+            });
+            g.note_classic(now);
+            (outcome, g.needs_write())
         };
+        if write {
+            shard.write_later(Write::GroupState(group.to_owned())).await;
+        }
         settle(group, outcome).await
     }
 
@@ -518,13 +524,40 @@ impl GroupCoordinator {
         assignments: Vec<(String, bytes::Bytes)>,
     ) -> Result<classic::SyncResult> {
         let shard = self.shard_for(shared, group).await?;
-        let outcome = {
+        let (outcome, new_generation) = {
             let mut st = shard.state.lock();
             let Some(g) = st.groups.get_mut(group) else {
                 return Err(unknown_member(group, member));
             };
-            g.classic.sync(member, generation, assignments, now_ms())
+            let before = g.classic.unreleased();
+            let now = now_ms();
+            let outcome = g.classic.sync(member, generation, assignments, now);
+            g.note_classic(now);
+            (outcome, !before && g.classic.unreleased())
         };
+        if new_generation {
+            // The leader's assignment made a new generation: every member's
+            // answer waits until it is durable. A task of its own writes it,
+            // so a leader that hangs up leaves no one waiting.
+            let shard = shard.clone();
+            let group = group.to_owned();
+            tokio::spawn(async move {
+                let written = shard.write(&group, Write::GroupState(group.clone())).await;
+                let mut st = shard.state.lock();
+                let Some(g) = st.groups.get_mut(&group) else {
+                    return;
+                };
+                match written {
+                    Ok(_) => g.classic.release(),
+                    Err(e) => {
+                        tracing::warn!(%group, error = %e, "a classic group's new generation could not be written; its members rejoin");
+                        let now = now_ms();
+                        g.classic.abandon(now);
+                        g.note_classic(now);
+                    }
+                }
+            });
+        }
         settle(group, outcome).await
     }
 
@@ -553,20 +586,32 @@ impl GroupCoordinator {
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<()>>> {
         let shard = self.shard_for(shared, group).await?;
-        let mut st = shard.state.lock();
-        let Some(g) = st.groups.get_mut(group) else {
-            return Ok(members
+        let (results, write) = {
+            let mut st = shard.state.lock();
+            let Some(g) = st.groups.get_mut(group) else {
+                return Ok(members
+                    .iter()
+                    .map(|(m, _)| Err(unknown_member(group, m)))
+                    .collect());
+            };
+            let now = now_ms();
+            let results = members
                 .iter()
-                .map(|(m, _)| Err(unknown_member(group, m)))
-                .collect());
+                .map(|(m, i)| g.classic.leave(m, i.as_deref(), now).map_err(Into::into))
+                .collect();
+            g.note_classic(now);
+            let write = g.needs_write();
+            if g.is_dead() && g.persisted.is_none() {
+                st.groups.remove(group);
+            }
+            (results, write)
         };
-        let now = now_ms();
-        let results = members
-            .iter()
-            .map(|(m, i)| g.classic.leave(m, i.as_deref(), now).map_err(Into::into))
-            .collect();
-        if g.is_dead() && g.persisted.is_none() {
-            st.groups.remove(group);
+        if write {
+            // The last member left: the group is written empty, so a new
+            // coordinator does not wait for its sessions to run out.
+            shard
+                .write(group, Write::GroupState(group.to_owned()))
+                .await?;
         }
         Ok(results)
     }

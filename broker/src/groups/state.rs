@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::assignor;
-use super::classic::{ClassicGroup, ClassicState};
+use super::classic::{ClassicGroup, ClassicState, ClassicValue};
 
 /// A topic-partition by name.
 pub type Tp = (String, u32);
@@ -293,6 +293,9 @@ pub struct GroupValue {
     /// When the group last became empty (offsets retention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_since_ms: Option<i64>,
+    /// The last stable generation of Kafka's classic protocol, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classic: Option<ClassicValue>,
 }
 
 /// A live member.
@@ -439,7 +442,8 @@ pub struct Group {
     durable: u64,
     /// Target recomputations since this coordinator loaded the group.
     pub rebalances: u64,
-    /// Members of Kafka's classic protocol (in memory only).
+    /// Members of Kafka's classic protocol (its last stable generation is
+    /// persisted with the group).
     pub classic: ClassicGroup,
 }
 
@@ -483,7 +487,7 @@ impl Group {
             })
             .collect();
         Self {
-            classic: ClassicGroup::new(id.clone()),
+            classic: ClassicGroup::restore(id.clone(), v.classic.as_ref(), now_ms),
             id,
             epoch: v.epoch,
             assignment_epoch: v.assignment_epoch,
@@ -517,6 +521,22 @@ impl Group {
                 .collect(),
             topic_counts: self.topic_counts.clone(),
             empty_since_ms: self.empty_since_ms,
+            classic: self.classic.value(),
+        }
+    }
+
+    /// Marks the group changed if its classic members' persisted
+    /// generation did (call after every change to `classic`); a group
+    /// whose classic members all left is empty from `now_ms` (offsets
+    /// retention).
+    pub fn note_classic(&mut self, now_ms: i64) {
+        if self.classic.take_dirty() {
+            self.touch();
+            if self.classic.value().is_some() {
+                self.empty_since_ms = None;
+            } else if self.members.is_empty() {
+                self.empty_since_ms = Some(now_ms);
+            }
         }
     }
 
@@ -917,6 +937,7 @@ impl Group {
     /// time. Returns their ids.
     pub fn expire(&mut self, now_ms: i64) -> Vec<String> {
         let mut classic_gone = self.classic.tick(now_ms);
+        self.note_classic(now_ms);
         let gone: Vec<String> = self
             .members
             .values()
