@@ -27,6 +27,7 @@
 //! are told to rejoin.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -54,6 +55,17 @@ pub struct ClassicValue {
     pub leader: String,
     /// The members with their assignments.
     pub members: Vec<ClassicMemberValue>,
+}
+
+impl ClassicValue {
+    /// About its size as JSON.
+    pub fn approximate_bytes(&self) -> usize {
+        let member = |m: &ClassicMemberValue| {
+            let protocols: usize = m.protocols.iter().map(|(n, b)| n.len() + b.len() + 8).sum();
+            m.id.len() + m.client_id.len() + m.host.len() + protocols + m.assignment.len() + 160
+        };
+        self.members.iter().map(member).sum::<usize>() + self.leader.len() + 100
+    }
 }
 
 /// One member of a [`ClassicValue`]; subscriptions and assignments are
@@ -272,9 +284,17 @@ pub struct ClassicGroup {
     stable: Option<ClassicValue>,
     /// `stable` changed since the group last took note.
     dirty: bool,
-    /// The stable generation is not durable yet: SyncGroup answers wait.
-    unreleased: bool,
+    /// The stable generation is not durable yet: SyncGroup answers wait
+    /// for [`ClassicGroup::release`] with this token.
+    unreleased: Option<u64>,
+    /// Largest persisted value (`Limits::max_group_bytes`).
+    max_value_bytes: usize,
 }
+
+/// Tokens of generations waiting to be durable, unique in the process, so
+/// a write that finishes late never releases a later generation (or a
+/// group of the same name created since).
+static RELEASE_TOKENS: AtomicU64 = AtomicU64::new(1);
 
 impl Clone for ClassicGroup {
     /// A copy for describing: parked requests stay with the original.
@@ -313,6 +333,7 @@ impl Clone for ClassicGroup {
             stable: self.stable.clone(),
             dirty: self.dirty,
             unreleased: self.unreleased,
+            max_value_bytes: self.max_value_bytes,
         }
     }
 }
@@ -332,7 +353,8 @@ impl ClassicGroup {
             rebalance_deadline_ms: 0,
             stable: None,
             dirty: false,
-            unreleased: false,
+            unreleased: None,
+            max_value_bytes: Limits::default().max_group_bytes,
         }
     }
 
@@ -387,17 +409,23 @@ impl ClassicGroup {
         std::mem::take(&mut self.dirty)
     }
 
-    /// True while a stable generation's SyncGroup answers wait for it to
-    /// be durable.
-    pub fn unreleased(&self) -> bool {
+    /// While a stable generation's SyncGroup answers wait for it to be
+    /// durable: the token that releases them.
+    pub fn unreleased(&self) -> Option<u64> {
         self.unreleased
     }
 
-    /// The stable generation is durable: answers the SyncGroups waiting.
-    pub fn release(&mut self) {
-        if !std::mem::take(&mut self.unreleased) || self.state != ClassicState::Stable {
+    /// The stable generation of `token` is durable: answers the SyncGroups
+    /// waiting (nothing if the group has moved on since).
+    pub fn release(&mut self, token: u64) {
+        if self.unreleased != Some(token) || self.state != ClassicState::Stable {
             return;
         }
+        self.unreleased = None;
+        self.answer_syncs();
+    }
+
+    fn answer_syncs(&mut self) {
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let result = self.sync_result(&id);
@@ -411,10 +439,10 @@ impl ClassicGroup {
         }
     }
 
-    /// The stable generation could not be made durable: its members
-    /// rejoin (a rebalance) instead of using it.
-    pub fn abandon(&mut self, now_ms: i64) {
-        if std::mem::take(&mut self.unreleased) && self.state == ClassicState::Stable {
+    /// The stable generation of `token` could not be made durable: its
+    /// members rejoin (a rebalance) instead of using it.
+    pub fn abandon(&mut self, token: u64, now_ms: i64) {
+        if self.unreleased == Some(token) && self.state == ClassicState::Stable {
             self.prepare_rebalance(now_ms);
         }
     }
@@ -554,6 +582,7 @@ impl ClassicGroup {
             }
         }
         self.pending.retain(|_, until| *until > now_ms);
+        self.max_value_bytes = limits.max_group_bytes;
         let mut member_id = req.member_id.clone();
         if member_id.is_empty() {
             // A static member coming back takes its old place.
@@ -659,7 +688,7 @@ impl ClassicGroup {
     /// Starts a rebalance: members learn of it from their heartbeats and
     /// rejoin; pending syncs are told to rejoin.
     fn prepare_rebalance(&mut self, now_ms: i64) {
-        self.unreleased = false;
+        self.unreleased = None;
         for m in self.members.values_mut() {
             if let Some(tx) = m.awaiting_sync.take() {
                 let _ = tx.send(Err(GroupError::RebalanceInProgress {
@@ -782,7 +811,9 @@ impl ClassicGroup {
                     group: self.group.clone(),
                 }))
             }
-            ClassicState::Stable if !self.unreleased => Outcome::Now(Ok(self.sync_result(member))),
+            ClassicState::Stable if self.unreleased.is_none() => {
+                Outcome::Now(Ok(self.sync_result(member)))
+            }
             ClassicState::Stable | ClassicState::CompletingRebalance => {
                 let (tx, rx) = oneshot::channel();
                 if let Some(m) = self.members.get_mut(member) {
@@ -795,11 +826,20 @@ impl ClassicGroup {
                     for m in self.members.values_mut() {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
                     }
-                    // Answered once durable (see `release`).
                     self.state = ClassicState::Stable;
-                    self.unreleased = true;
                     let value = self.snapshot();
-                    self.set_stable(Some(value));
+                    let bytes = value.approximate_bytes();
+                    if bytes > self.max_value_bytes {
+                        // Not persisted: answered at once, and after a
+                        // failover its members rejoin.
+                        tracing::warn!(group = %self.group, bytes, max = self.max_value_bytes, "a classic group's generation is too large to persist; its members will rejoin after a coordinator failover");
+                        self.set_stable(None);
+                        self.answer_syncs();
+                    } else {
+                        // Answered once durable (see `release`).
+                        self.unreleased = Some(RELEASE_TOKENS.fetch_add(1, Ordering::Relaxed));
+                        self.set_stable(Some(value));
+                    }
                 }
                 Outcome::Later(rx)
             }
@@ -898,7 +938,7 @@ impl ClassicGroup {
                 self.state = ClassicState::Empty;
                 self.generation += 1;
                 self.protocol = None;
-                self.unreleased = false;
+                self.unreleased = None;
                 self.set_stable(None);
             }
             _ => self.prepare_rebalance(now_ms),
@@ -994,7 +1034,9 @@ mod tests {
         now_ms: i64,
     ) -> Result<SyncResult, GroupError> {
         let outcome = g.sync(member, generation, assignments, now_ms);
-        g.release();
+        if let Some(token) = g.unreleased() {
+            g.release(token);
+        }
         now(outcome)
     }
 
@@ -1097,12 +1139,14 @@ mod tests {
             panic!("the leader's sync waits for durability");
         };
         assert!(a_sync.try_recv().is_err(), "not answered before durable");
-        assert!(g.unreleased());
+        let token = g.unreleased().expect("waiting to be durable");
         assert!(g.take_dirty(), "the new generation must be written");
         assert!(!g.take_dirty());
         let v = g.value().expect("the stable generation");
         assert_eq!((v.generation, v.leader.as_str()), (1, "a"));
-        g.release();
+        g.release(token + 1);
+        assert!(a_sync.try_recv().is_err(), "another token releases nothing");
+        g.release(token);
         assert_eq!(
             a_sync.try_recv().unwrap().unwrap().assignment,
             Bytes::from_static(b"all")
@@ -1141,7 +1185,8 @@ mod tests {
         let Outcome::Later(mut a_sync) = r.sync("a", 2, vec![], 203) else {
             panic!("waits for durability");
         };
-        r.abandon(204);
+        let token = r.unreleased().expect("waiting to be durable");
+        r.abandon(token, 204);
         assert!(matches!(
             b_sync.try_recv().unwrap(),
             Err(GroupError::RebalanceInProgress { .. })
@@ -1157,6 +1202,27 @@ mod tests {
         assert_eq!(r.state(), ClassicState::Empty);
         assert!(r.take_dirty());
         assert_eq!(r.value(), None);
+    }
+
+    #[test]
+    fn a_generation_too_large_to_persist_is_answered_at_once_and_not_kept() {
+        let mut g = ClassicGroup::new("g".into());
+        let small = Limits {
+            max_group_bytes: 300,
+            ..Limits::default()
+        };
+        let first = g.join(req("", &["range"]), 0, &small, || "a".to_owned());
+        assert!(matches!(
+            first,
+            Outcome::Now(Err(GroupError::MemberIdRequired { .. }))
+        ));
+        now(g.join(req("a", &["range"]), 0, &small, || unreachable!())).unwrap();
+        let big = Bytes::from(vec![7u8; 1000]);
+        let s = now(g.sync("a", 1, vec![("a".into(), big.clone())], 1)).unwrap();
+        assert_eq!(s.assignment, big);
+        assert_eq!(g.unreleased(), None);
+        assert_eq!(g.value(), None, "not persisted");
+        assert_eq!(g.state(), ClassicState::Stable);
     }
 
     #[test]

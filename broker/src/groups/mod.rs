@@ -461,7 +461,9 @@ impl GroupCoordinator {
                 uuid::Uuid::new_v4().simple().to_string()
             });
             let write = g.needs_write();
-            if g.is_dead() && g.persisted.is_none() {
+            // A group whose first record is on its way stays until it is
+            // written (empty), or a failover would restore its members.
+            if g.is_dead() && g.persisted.is_none() && !write {
                 st.groups.remove(group);
             }
             (reply?, write)
@@ -533,9 +535,10 @@ impl GroupCoordinator {
             let now = now_ms();
             let outcome = g.classic.sync(member, generation, assignments, now);
             g.note_classic(now);
-            (outcome, !before && g.classic.unreleased())
+            let token = g.classic.unreleased().filter(|t| before != Some(*t));
+            (outcome, token)
         };
-        if new_generation {
+        if let Some(token) = new_generation {
             // The leader's assignment made a new generation: every member's
             // answer waits until it is durable. A task of its own writes it,
             // so a leader that hangs up leaves no one waiting.
@@ -548,11 +551,11 @@ impl GroupCoordinator {
                     return;
                 };
                 match written {
-                    Ok(_) => g.classic.release(),
+                    Ok(_) => g.classic.release(token),
                     Err(e) => {
                         tracing::warn!(%group, error = %e, "a classic group's new generation could not be written; its members rejoin");
                         let now = now_ms();
-                        g.classic.abandon(now);
+                        g.classic.abandon(token, now);
                         g.note_classic(now);
                     }
                 }
@@ -601,7 +604,9 @@ impl GroupCoordinator {
                 .collect();
             g.note_classic(now);
             let write = g.needs_write();
-            if g.is_dead() && g.persisted.is_none() {
+            // A group whose first record is on its way stays until it is
+            // written (empty), or a failover would restore its members.
+            if g.is_dead() && g.persisted.is_none() && !write {
                 st.groups.remove(group);
             }
             (results, write)
