@@ -486,8 +486,9 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
         let due = size.due(buf_bytes, in_flight.len(), slot_free);
         if !buf.is_empty() && slot_free && (due || closing || (in_flight.is_empty() && interval_ok))
         {
+            let limit = size.object_limit(config.max_bytes);
             size.started(in_flight.len());
-            let (batch, rest_bytes) = take_up_to(&mut buf, config.max_bytes);
+            let (batch, rest_bytes) = take_up_to(&mut buf, limit);
             buf_bytes = rest_bytes;
             let seq = WalSeq(shared.next_seq.fetch_add(1, Ordering::SeqCst));
             last_start = now;
@@ -597,6 +598,12 @@ impl FlushSize {
             );
         }
         !self.saturated || waiting >= self.full || in_flight == 0
+    }
+
+    /// The largest object to take now: while saturated, `full`, so full
+    /// objects in every slot and one filling fit the pending budget.
+    fn object_limit(&self, max_bytes: usize) -> usize {
+        if self.saturated { self.full } else { max_bytes }
     }
 
     /// A flush starts with `in_flight` others under way.
