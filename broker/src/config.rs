@@ -97,15 +97,14 @@ pub struct KafkaConfig {
     /// Partitions of an automatically created topic (Kafka's
     /// `num.partitions`).
     pub default_partitions: u32,
-    /// Node ids each broker shows Kafka clients (broker `b`'s are `b * n`
+    /// Node ids each broker shows a Kafka client that announces librdkafka
+    /// 2.4 or later (ApiVersions v3+); other clients see one per broker
+    /// (see [`crate::kafka::metadata::NodeIds`]). Broker `b`'s are `b * n`
     /// to `b * n + n - 1`, all at its address, its partitions spread over
-    /// them). A Kafka client opens one connection per node id and keeps at
-    /// most 5 produce requests in flight on it; librdkafka puts one
-    /// partition's batch in each, so at an object store's latency an
-    /// idempotent librdkafka producer's throughput grows with this. Off
-    /// (1) by default: librdkafka 2.3 and older (Debian's kcat links 2.0)
-    /// mistakes node ids at one address for one broker and stops fetching;
-    /// 2.4 and later work.
+    /// them: the client opens one connection per node id and keeps at most
+    /// 5 produce requests (one partition each) in flight on it, so at an
+    /// object store's latency an idempotent producer's throughput grows
+    /// with this. 1 turns it off.
     pub node_ids_per_broker: u32,
 }
 
@@ -120,7 +119,7 @@ impl Default for KafkaConfig {
             idle_timeout: Duration::from_secs(600),
             auto_create_topics: true,
             default_partitions: 1,
-            node_ids_per_broker: 1,
+            node_ids_per_broker: 4,
         }
     }
 }

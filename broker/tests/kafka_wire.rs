@@ -467,33 +467,92 @@ async fn consumer_group_heartbeat_assigns_by_topic_id_keeps_what_is_not_resent_a
     broker.shutdown().await.expect("shutdown");
 }
 
-/// Each broker shows Kafka clients `kafka.node_ids_per_broker` node ids at
-/// its one address and spreads its partitions' leadership over them, so a
-/// client opens that many connections and keeps that many times more
-/// produce requests in flight; the coordinator is the first of them.
+/// Announces the client's software (ApiVersions v3) on `s`.
+async fn hello(s: &mut TcpStream, name: &'static str, version: &'static str) {
+    let req = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str(name))
+        .with_client_software_version(StrBytes::from_static_str(version));
+    let mut body = call(s, ApiKey::ApiVersions, 3, 100, &req).await;
+    let r = ApiVersionsResponse::decode(&mut body, 3).expect("ApiVersions v3");
+    assert_eq!(r.error_code, 0);
+}
+
+/// Node ids (one Metadata v12 on a new connection, after `software` if
+/// given), and the partitions' leaders of `topic`.
+async fn node_ids_seen(
+    broker: &RunningBroker,
+    software: Option<(&'static str, &'static str)>,
+    topic: &'static str,
+) -> (Vec<i32>, Vec<i32>) {
+    let mut s = connect(broker).await;
+    if let Some((name, version)) = software {
+        hello(&mut s, name, version).await;
+    }
+    create_by_metadata(&mut s, topic, 1).await;
+    let by_name = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str(topic)))),
+    ]));
+    let mut body = call(&mut s, ApiKey::Metadata, 12, 2, &by_name).await;
+    let md = MetadataResponse::decode(&mut body, 12).expect("Metadata v12");
+    let nodes = md.brokers.iter().map(|b| b.node_id.0).collect();
+    let leaders = md.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.leader_id.0)
+        .collect();
+    (nodes, leaders)
+}
+
+/// A client that announces librdkafka 2.4 or later sees each broker as
+/// `kafka.node_ids_per_broker` node ids at its one address, its
+/// partitions' leadership spread over them (so it opens that many
+/// connections and keeps that many times more produce requests in
+/// flight); the coordinator is the first of them. Older librdkafka (it
+/// stops fetching when node ids share an address) and clients that do not
+/// say see one node id per broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_shows_several_node_ids_and_spreads_its_partitions_over_them() {
+async fn modern_librdkafka_sees_several_node_ids_per_broker_and_others_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = loopback_config(dir.path());
     config.kafka.default_partitions = 6;
     config.kafka.node_ids_per_broker = 4;
     let broker = start(config).await.expect("start");
+    for (software, nodes, leaders) in [
+        (None, vec![0], vec![0; 6]),
+        (Some(("librdkafka", "2.0.2")), vec![0], vec![0; 6]),
+        (
+            Some(("librdkafka", "2.4.0")),
+            vec![0, 1, 2, 3],
+            vec![0, 1, 2, 3, 0, 1],
+        ),
+        (
+            Some(("confluent-kafka-python", "2.16.1-rdkafka-2.16.0")),
+            vec![0, 1, 2, 3],
+            vec![0, 1, 2, 3, 0, 1],
+        ),
+        (Some(("apache-kafka-java", "3.9.0")), vec![0], vec![0; 6]),
+    ] {
+        assert_eq!(
+            node_ids_seen(&broker, software, "spread").await,
+            (nodes, leaders),
+            "{software:?}"
+        );
+    }
     let mut s = connect(&broker).await;
-    create_by_metadata(&mut s, "spread", 1).await;
+    hello(&mut s, "librdkafka", "2.16.0").await;
     let by_name = MetadataRequest::default().with_topics(Some(vec![
         MetadataRequestTopic::default()
             .with_name(Some(TopicName(StrBytes::from_static_str("spread")))),
     ]));
     let mut body = call(&mut s, ApiKey::Metadata, 12, 2, &by_name).await;
     let md = MetadataResponse::decode(&mut body, 12).expect("Metadata v12");
-    let nodes: Vec<i32> = md.brokers.iter().map(|b| b.node_id.0).collect();
-    assert_eq!(nodes, vec![0, 1, 2, 3]);
-    let leaders: Vec<i32> = md.topics[0]
-        .partitions
-        .iter()
-        .map(|p| p.leader_id.0)
-        .collect();
-    assert_eq!(leaders, vec![0, 1, 2, 3, 0, 1]);
+    assert!(
+        md.brokers
+            .iter()
+            .all(|b| b.port == i32::from(broker.kafka_addr().port())),
+        "every node id at the broker's address"
+    );
     assert_eq!(md.controller_id.0, 0);
     let find = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
     let mut body = call(&mut s, ApiKey::FindCoordinator, 2, 3, &find).await;

@@ -255,9 +255,10 @@ async fn kafka_clients_ride_through_a_partition_move_and_a_broker_kill9_on_three
     ride_through_a_move_and_a_kill9(1).await;
 }
 
-/// The same with each broker shown as four Kafka node ids
-/// (`kafka.node_ids_per_broker`): leaders spread over a broker's node ids
-/// follow a move and a restart like plain ones.
+/// The same with each broker shown to librdkafka as four Kafka node ids
+/// (`kafka.node_ids_per_broker`, the default; the test above sets 1):
+/// leaders spread over a broker's node ids follow a move and a restart
+/// like plain ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_clients_ride_through_a_move_and_a_kill9_with_four_node_ids_per_broker() {
     ride_through_a_move_and_a_kill9(4).await;

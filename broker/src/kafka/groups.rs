@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::group_code_of;
-use super::metadata::split_host_port;
+use super::metadata::{NodeIds, split_host_port};
 use crate::auth::Caller;
 use crate::auth::acl::{Operation, Resource};
 use crate::error::BrokerError;
@@ -37,15 +37,16 @@ pub async fn find_coordinator(
     caller: &Caller,
     req: FindCoordinatorRequest,
     version: i16,
+    ids: NodeIds,
 ) -> FindCoordinatorResponse {
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
         for key in req.coordinator_keys {
             r.coordinators
-                .push(find(shared, caller, key, req.key_type).await);
+                .push(find(shared, caller, key, req.key_type, ids).await);
         }
     } else {
-        let c = find(shared, caller, req.key, req.key_type).await;
+        let c = find(shared, caller, req.key, req.key_type, ids).await;
         r.error_code = c.error_code;
         r.error_message = c.error_message;
         r.node_id = c.node_id;
@@ -55,7 +56,13 @@ pub async fn find_coordinator(
     r
 }
 
-async fn find(shared: &Shared, caller: &Caller, key: StrBytes, key_type: i8) -> Coordinator {
+async fn find(
+    shared: &Shared,
+    caller: &Caller,
+    key: StrBytes,
+    key_type: i8,
+    ids: NodeIds,
+) -> Coordinator {
     let mut c = Coordinator::default();
     c.node_id = BrokerId(-1);
     c.port = -1;
@@ -73,7 +80,7 @@ async fn find(shared: &Shared, caller: &Caller, key: StrBytes, key_type: i8) -> 
     };
     match found {
         Ok((id, host, port)) => {
-            c.node_id = super::metadata::node_id(shared, id, 0);
+            c.node_id = ids.node(id, 0);
             c.host = StrBytes::from_string(host);
             c.port = i32::from(port);
         }

@@ -32,12 +32,13 @@ pub async fn handle(
     caller: &Caller,
     req: MetadataRequest,
     version: i16,
+    ids: NodeIds,
 ) -> MetadataResponse {
     let mut r = MetadataResponse::default();
-    r.brokers = brokers(shared);
+    r.brokers = brokers(shared, ids);
     r.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
     let controller = shared.cluster.controller_id().unwrap_or(shared.broker_id.0);
-    r.controller_id = node_id(shared, controller, 0);
+    r.controller_id = ids.node(controller, 0);
     // v0: an empty list means every topic; v1+: null does. v10+ may name
     // a topic by id instead (KIP-848 consumers do, for their assignment).
     let wanted: Option<Vec<Wanted>> = match req.topics {
@@ -67,7 +68,7 @@ pub async fn handle(
                         &Resource::topic(t.name.as_str()),
                     )
                 })
-                .map(|t| topic(shared, t))
+                .map(|t| topic(shared, t, ids))
                 .collect(),
             Err(e) => {
                 // No per-topic slot to put it in: an empty list (clients
@@ -82,7 +83,7 @@ pub async fn handle(
                 let name = match w {
                     Wanted::Name(name) => name,
                     Wanted::Id(id) => {
-                        out.push(by_id(shared, caller, id).await);
+                        out.push(by_id(shared, caller, id, ids).await);
                         continue;
                     }
                 };
@@ -94,7 +95,7 @@ pub async fn handle(
                 }
                 let auto_create = auto_create && shared.auth.may_create_topic(caller, &name);
                 out.push(match lookup(shared, &name, auto_create).await {
-                    Ok(t) => topic(shared, &t),
+                    Ok(t) => topic(shared, &t, ids),
                     Err(e) => topic_failed(name, &e),
                 });
             }
@@ -112,7 +113,7 @@ enum Wanted {
 
 /// The topic with id `id`, or `UNKNOWN_TOPIC_ID` (also for a topic the
 /// caller may not describe: its name is not shown).
-async fn by_id(shared: &Shared, caller: &Caller, id: Uuid) -> MetadataResponseTopic {
+async fn by_id(shared: &Shared, caller: &Caller, id: Uuid, ids: NodeIds) -> MetadataResponseTopic {
     let found = data::metadata::topic_by_id(shared, TopicId(id)).await;
     match found {
         Ok(Some(t))
@@ -122,7 +123,7 @@ async fn by_id(shared: &Shared, caller: &Caller, id: Uuid) -> MetadataResponseTo
                 &Resource::topic(t.name.as_str()),
             ) =>
         {
-            topic(shared, &t)
+            topic(shared, &t, ids)
         }
         Ok(_) => {
             let mut out = MetadataResponseTopic::default();
@@ -178,20 +179,20 @@ fn topic_error(e: &BrokerError) -> i16 {
 }
 
 /// The live brokers at their Kafka addresses (this one always included).
-fn brokers(shared: &Shared) -> Vec<MetadataResponseBroker> {
+fn brokers(shared: &Shared, ids: NodeIds) -> Vec<MetadataResponseBroker> {
     let mut live = shared.cluster.live_kafka_brokers();
     if !live.iter().any(|(id, _)| *id == shared.broker_id.0) {
         live.push((shared.broker_id.0, shared.kafka_advertised_addr.clone()));
     }
     live.sort_unstable();
-    let n = shared.config.kafka.node_ids_per_broker;
+    let n = ids.0;
     live.into_iter()
         .filter_map(|(id, address)| {
             let (host, port) = split_host_port(&address)?;
             let host = StrBytes::from_string(host.to_owned());
             Some((0..n).map(move |slot| {
                 let mut b = MetadataResponseBroker::default();
-                b.node_id = node_id(shared, id, slot);
+                b.node_id = ids.node(id, slot);
                 b.host = host.clone();
                 b.port = i32::from(port);
                 b
@@ -201,15 +202,57 @@ fn brokers(shared: &Shared) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
-/// The Kafka node id of broker `broker` that serves slot `slot` (a
-/// partition number, or 0): each broker shows `kafka.node_ids_per_broker`
-/// ids, `broker * n` to `broker * n + n - 1`, all at its address, so a
-/// Kafka client opens that many connections to it and keeps that many
-/// times more produce requests in flight.
-pub fn node_id(shared: &Shared, broker: u32, slot: u32) -> BrokerId {
-    let n = shared.config.kafka.node_ids_per_broker.max(1);
-    let id = u64::from(broker) * u64::from(n) + u64::from(slot % n);
-    BrokerId(i32::try_from(id).unwrap_or(i32::MAX))
+/// How many Kafka node ids each broker shows one connection's client:
+/// broker `b` is `b * n` to `b * n + n - 1`, all at its address, its
+/// partitions' leadership spread over them, so the client opens `n`
+/// connections to it and keeps `n` times more produce requests in flight
+/// (librdkafka puts one partition in each and keeps at most 5 in flight
+/// per connection when idempotent). `kafka.node_ids_per_broker` for
+/// clients known to handle node ids that share an address, one otherwise:
+/// librdkafka 2.3 and older (Debian's kcat links 2.0) takes them for one
+/// broker and stops fetching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeIds(u32);
+
+impl NodeIds {
+    /// One node id per broker: what a client gets until it says who it is.
+    pub const ONE: NodeIds = NodeIds(1);
+
+    /// For a client that announced its software (ApiVersions v3+): the
+    /// setting for librdkafka 2.4 or later (itself, or a binding that
+    /// names its librdkafka as `...-rdkafka-X.Y.Z`), else one.
+    pub fn for_client(setting: u32, name: &str, version: &str) -> NodeIds {
+        match librdkafka_version(name, version) {
+            Some(v) if v >= (2, 4) => NodeIds(setting.max(1)),
+            _ => NodeIds::ONE,
+        }
+    }
+
+    /// The node id of broker `broker` for slot `slot` (a partition
+    /// number, or 0 for the controller and coordinators).
+    pub fn node(self, broker: u32, slot: u32) -> BrokerId {
+        let id = u64::from(broker) * u64::from(self.0) + u64::from(slot % self.0);
+        BrokerId(i32::try_from(id).unwrap_or(i32::MAX))
+    }
+}
+
+/// The librdkafka version (major, minor) a client's software name and
+/// version tell, if they tell one.
+fn librdkafka_version(name: &str, version: &str) -> Option<(u32, u32)> {
+    let v = if name == "librdkafka" {
+        version
+    } else {
+        version.rsplit_once("-rdkafka-")?.1
+    };
+    let mut parts = v.trim_start_matches('v').split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts
+        .next()?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((major, minor))
 }
 
 /// `host:port` (also `[v6]:port`) split in two.
@@ -220,7 +263,7 @@ pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
 }
 
 /// One topic's metadata.
-fn topic(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
+fn topic(shared: &Shared, t: &Topic, ids: NodeIds) -> MetadataResponseTopic {
     let mut out = MetadataResponseTopic::default();
     out.name = Some(TopicName(StrBytes::from_string(t.name.to_string())));
     out.topic_id = t.record.id.0;
@@ -232,7 +275,7 @@ fn topic(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
             m.partition_index = p.partition as i32;
             match p.owner {
                 Some(owner) => {
-                    let leader = node_id(shared, owner, p.partition);
+                    let leader = ids.node(owner, p.partition);
                     m.leader_id = leader;
                     m.leader_epoch = p.leader_epoch;
                     m.replica_nodes = vec![leader];
@@ -247,4 +290,28 @@ fn topic(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
         })
         .collect();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_node_ids_go_to_librdkafka_from_2_4_only() {
+        let n = |name, version| NodeIds::for_client(4, name, version).0;
+        assert_eq!(n("librdkafka", "2.0.2"), 1, "Debian's kcat");
+        assert_eq!(n("librdkafka", "2.3.0"), 1);
+        assert_eq!(n("librdkafka", "2.4.0"), 4);
+        assert_eq!(n("librdkafka", "3.0.0-RC1"), 4);
+        assert_eq!(n("confluent-kafka-python", "2.16.1-rdkafka-2.16.0"), 4);
+        assert_eq!(n("confluent-kafka-python", "2.3.0-rdkafka-2.3.0"), 1);
+        assert_eq!(n("apache-kafka-java", "3.9.0"), 1, "untested");
+        assert_eq!(n("", ""), 1);
+        assert_eq!(n("librdkafka", "garbage"), 1);
+        assert_eq!(NodeIds::for_client(1, "librdkafka", "2.16.0"), NodeIds::ONE);
+        let ids = NodeIds::for_client(4, "librdkafka", "2.16.0");
+        assert_eq!(ids.node(2, 5).0, 9);
+        assert_eq!(ids.node(2, 0).0, 8);
+        assert_eq!(NodeIds::ONE.node(2, 5).0, 2);
+    }
 }

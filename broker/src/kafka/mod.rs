@@ -182,6 +182,8 @@ async fn read_requests(
 ) {
     let mut rd = BufReader::new(rd);
     let limits = &shared.config.kafka;
+    // What this connection's client is shown (set by its ApiVersions).
+    let mut ids = metadata::NodeIds::ONE;
     loop {
         let frame = tokio::select! {
             r = tokio::time::timeout(limits.idle_timeout, codec::read_frame(&mut rd, limits.max_frame_bytes)) => r,
@@ -202,7 +204,7 @@ async fn read_requests(
         };
         let mut close = false;
         let answer: Answer = match codec::decode(frame) {
-            Ok(request) => match start(shared, request, peer, &mut session).await {
+            Ok(request) => match start(shared, request, peer, &mut session, &mut ids).await {
                 Flow::Answer(a) => a,
                 Flow::AnswerThenClose(a) => {
                     close = true;
@@ -300,6 +302,7 @@ async fn start(
     request: Request,
     peer: SocketAddr,
     session: &mut sasl::Session,
+    ids: &mut metadata::NodeIds,
 ) -> Flow {
     let (key, version, id) = (request.api_key, request.version, request.correlation_id);
     match request.body {
@@ -328,7 +331,13 @@ async fn start(
                 Flow::Answer(answer)
             };
         }
-        RequestKind::ApiVersions(_) => {}
+        RequestKind::ApiVersions(ref r) => {
+            *ids = metadata::NodeIds::for_client(
+                shared.config.kafka.node_ids_per_broker,
+                &r.client_software_name,
+                &r.client_software_version,
+            );
+        }
         _ if session.in_exchange() || (shared.auth.enabled() && !session.authenticated()) => {
             BrokerMetrics::add(&shared.metrics.auth_failures, 1);
             tracing::info!(%peer, api = versions::name(key),
@@ -358,7 +367,7 @@ async fn start(
         reply.sets = sets;
         return Flow::Answer(Box::pin(std::future::ready(Some(reply))));
     }
-    let response = handle(shared, caller, request, peer).await;
+    let response = handle(shared, caller, request, peer, *ids).await;
     Flow::Answer(Box::pin(std::future::ready(
         response.map(|r| Reply::new(key, version, id, r)),
     )))
@@ -371,6 +380,7 @@ async fn handle(
     caller: &Caller,
     request: Request,
     peer: SocketAddr,
+    ids: metadata::NodeIds,
 ) -> Option<ResponseKind> {
     shared
         .metrics
@@ -380,7 +390,7 @@ async fn handle(
     Some(match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::response(None)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(shared, caller, r, version).await)
+            ResponseKind::Metadata(metadata::handle(shared, caller, r, version, ids).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(produce::init_producer_id(shared, caller, r).await)
@@ -407,7 +417,7 @@ async fn handle(
             ResponseKind::CreatePartitions(topics::create_partitions(shared, caller, r).await)
         }
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
-            groups::find_coordinator(shared, caller, r, version).await,
+            groups::find_coordinator(shared, caller, r, version, ids).await,
         ),
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(groups::join(shared, caller, r, version, client_id, peer).await)
