@@ -36,8 +36,6 @@ use bytes::Buf;
 use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription};
 use kafka_protocol::protocol::{Decodable, Message};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use super::state::{GroupError, Limits, Partitions};
@@ -68,8 +66,8 @@ impl ClassicValue {
     }
 }
 
-/// One member of a [`ClassicValue`]; subscriptions and assignments are
-/// the client's bytes, in base64.
+/// One classic member, as persisted (in a [`ClassicValue`]); its
+/// subscriptions and assignment are the client's bytes, base64 in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassicMemberValue {
     /// Its id.
@@ -85,10 +83,63 @@ pub struct ClassicMemberValue {
     pub session_timeout_ms: u32,
     /// Its rebalance timeout.
     pub rebalance_timeout_ms: u32,
-    /// Its assignors, each with its subscription.
-    pub protocols: Vec<(String, String)>,
-    /// Its assignment.
-    pub assignment: String,
+    /// Its assignors in preference order, each with its subscription.
+    #[serde(with = "base64_pairs")]
+    pub protocols: Vec<(String, Bytes)>,
+    /// Its assignment in the current generation.
+    #[serde(with = "base64_bytes")]
+    pub assignment: Bytes,
+}
+
+/// Bytes as one base64 string.
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(b))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(d)?;
+        B64.decode(text)
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `(name, bytes)` pairs with the bytes in base64.
+mod base64_pairs {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        pairs: &[(String, Bytes)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let text: Vec<(&str, String)> = pairs
+            .iter()
+            .map(|(n, b)| (n.as_str(), B64.encode(b)))
+            .collect();
+        text.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, Bytes)>, D::Error> {
+        let text = Vec::<(String, String)>::deserialize(d)?;
+        text.into_iter()
+            .map(|(n, b)| {
+                B64.decode(b)
+                    .map(|b| (n, Bytes::from(b)))
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
 }
 
 /// Decodes the `consumer` protocol's embedded format: a version, then the
@@ -208,22 +259,8 @@ pub enum Outcome<T> {
 /// One classic member.
 #[derive(Debug)]
 pub struct ClassicMember {
-    /// Its id.
-    pub id: String,
-    /// Its instance id.
-    pub instance_id: Option<String>,
-    /// `client.id`.
-    pub client_id: String,
-    /// The client's address.
-    pub host: String,
-    /// Its session timeout.
-    pub session_timeout_ms: u32,
-    /// Its rebalance timeout.
-    pub rebalance_timeout_ms: u32,
-    /// Its assignors and subscriptions.
-    pub protocols: Vec<(String, Bytes)>,
-    /// Its assignment in the current generation.
-    pub assignment: Bytes,
+    /// What is persisted.
+    pub value: ClassicMemberValue,
     session_deadline_ms: i64,
     awaiting_join: Option<oneshot::Sender<Result<JoinResult, GroupError>>>,
     awaiting_sync: Option<oneshot::Sender<Result<SyncResult, GroupError>>>,
@@ -242,7 +279,7 @@ impl ClassicMember {
     /// Its assigned partitions, from its assignment in the `consumer`
     /// protocol's embedded format (empty when it does not parse).
     pub fn assigned_partitions(&self) -> Partitions {
-        embedded::<ConsumerProtocolAssignment>(self.assignment.clone())
+        embedded::<ConsumerProtocolAssignment>(self.value.assignment.clone())
             .map(|a| {
                 a.assigned_partitions
                     .iter()
@@ -259,7 +296,8 @@ impl ClassicMember {
 
     /// Its subscription for `protocol`.
     pub fn metadata(&self, protocol: &str) -> Bytes {
-        self.protocols
+        self.value
+            .protocols
             .iter()
             .find(|(n, _)| n == protocol)
             .map(|(_, m)| m.clone())
@@ -313,14 +351,7 @@ impl Clone for ClassicGroup {
                     (
                         id.clone(),
                         ClassicMember {
-                            id: m.id.clone(),
-                            instance_id: m.instance_id.clone(),
-                            client_id: m.client_id.clone(),
-                            host: m.host.clone(),
-                            session_timeout_ms: m.session_timeout_ms,
-                            rebalance_timeout_ms: m.rebalance_timeout_ms,
-                            protocols: m.protocols.clone(),
-                            assignment: m.assignment.clone(),
+                            value: m.value.clone(),
                             session_deadline_ms: m.session_deadline_ms,
                             awaiting_join: None,
                             awaiting_sync: None,
@@ -365,7 +396,6 @@ impl ClassicGroup {
         let Some(v) = value else {
             return g;
         };
-        let bytes = |b64: &str| Bytes::from(B64.decode(b64).unwrap_or_default());
         g.state = ClassicState::Stable;
         g.generation = v.generation;
         g.protocol_type = v.protocol_type.clone();
@@ -376,18 +406,7 @@ impl ClassicGroup {
             .iter()
             .map(|m| {
                 let member = ClassicMember {
-                    id: m.id.clone(),
-                    instance_id: m.instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    host: m.host.clone(),
-                    session_timeout_ms: m.session_timeout_ms,
-                    rebalance_timeout_ms: m.rebalance_timeout_ms,
-                    protocols: m
-                        .protocols
-                        .iter()
-                        .map(|(n, b)| (n.clone(), bytes(b)))
-                        .collect(),
-                    assignment: bytes(&m.assignment),
+                    value: m.clone(),
                     session_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
                     awaiting_join: None,
                     awaiting_sync: None,
@@ -460,24 +479,7 @@ impl ClassicGroup {
             protocol_type: self.protocol_type.clone(),
             protocol: self.protocol.clone().unwrap_or_default(),
             leader: self.leader.clone().unwrap_or_default(),
-            members: self
-                .members
-                .values()
-                .map(|m| ClassicMemberValue {
-                    id: m.id.clone(),
-                    instance_id: m.instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    host: m.host.clone(),
-                    session_timeout_ms: m.session_timeout_ms,
-                    rebalance_timeout_ms: m.rebalance_timeout_ms,
-                    protocols: m
-                        .protocols
-                        .iter()
-                        .map(|(n, b)| (n.clone(), B64.encode(b)))
-                        .collect(),
-                    assignment: B64.encode(&m.assignment),
-                })
-                .collect(),
+            members: self.members.values().map(|m| m.value.clone()).collect(),
         }
     }
 
@@ -589,8 +591,8 @@ impl ClassicGroup {
             let old = req.instance_id.as_ref().and_then(|i| {
                 self.members
                     .values()
-                    .find(|m| m.instance_id.as_ref() == Some(i))
-                    .map(|m| m.id.clone())
+                    .find(|m| m.value.instance_id.as_ref() == Some(i))
+                    .map(|m| m.value.id.clone())
             });
             if let Some(old) = old {
                 self.remove(&old);
@@ -625,12 +627,12 @@ impl ClassicGroup {
         let deadline = now_ms + i64::from(session);
         let changed = match self.members.get_mut(&member_id) {
             Some(m) => {
-                let changed = m.protocols != req.protocols;
-                m.protocols = req.protocols;
-                m.session_timeout_ms = session;
-                m.rebalance_timeout_ms = req.rebalance_timeout_ms;
-                m.client_id = req.client_id;
-                m.host = req.host;
+                let changed = m.value.protocols != req.protocols;
+                m.value.protocols = req.protocols;
+                m.value.session_timeout_ms = session;
+                m.value.rebalance_timeout_ms = req.rebalance_timeout_ms;
+                m.value.client_id = req.client_id;
+                m.value.host = req.host;
                 m.session_deadline_ms = deadline;
                 changed
             }
@@ -638,14 +640,16 @@ impl ClassicGroup {
                 self.members.insert(
                     member_id.clone(),
                     ClassicMember {
-                        id: member_id.clone(),
-                        instance_id: req.instance_id,
-                        client_id: req.client_id,
-                        host: req.host,
-                        session_timeout_ms: session,
-                        rebalance_timeout_ms: req.rebalance_timeout_ms,
-                        protocols: req.protocols,
-                        assignment: Bytes::new(),
+                        value: ClassicMemberValue {
+                            id: member_id.clone(),
+                            instance_id: req.instance_id,
+                            client_id: req.client_id,
+                            host: req.host,
+                            session_timeout_ms: session,
+                            rebalance_timeout_ms: req.rebalance_timeout_ms,
+                            protocols: req.protocols,
+                            assignment: Bytes::new(),
+                        },
                         session_deadline_ms: deadline,
                         awaiting_join: None,
                         awaiting_sync: None,
@@ -674,7 +678,11 @@ impl ClassicGroup {
     /// Assignors every member supports (and `extra`, a joining member's),
     /// in the first member's order of preference.
     fn common_protocols(&self, extra: Option<&[(String, Bytes)]>) -> Vec<String> {
-        let mut lists = self.members.values().map(|m| &m.protocols[..]).chain(extra);
+        let mut lists = self
+            .members
+            .values()
+            .map(|m| &m.value.protocols[..])
+            .chain(extra);
         let Some(first) = lists.next() else {
             return Vec::new();
         };
@@ -699,7 +707,7 @@ impl ClassicGroup {
         let timeout = self
             .members
             .values()
-            .map(|m| m.rebalance_timeout_ms)
+            .map(|m| m.value.rebalance_timeout_ms)
             .max()
             .unwrap_or(0);
         self.state = ClassicState::PreparingRebalance;
@@ -720,7 +728,7 @@ impl ClassicGroup {
         self.members.retain(|_, m| m.awaiting_join.is_some());
         self.generation += 1;
         for m in self.members.values_mut() {
-            m.assignment = Bytes::new();
+            m.value.assignment = Bytes::new();
         }
         if self.members.is_empty() {
             self.state = ClassicState::Empty;
@@ -758,8 +766,8 @@ impl ClassicGroup {
             self.members
                 .values()
                 .map(|m| JoinedMember {
-                    member_id: m.id.clone(),
-                    instance_id: m.instance_id.clone(),
+                    member_id: m.value.id.clone(),
+                    instance_id: m.value.instance_id.clone(),
                     metadata: m.metadata(&protocol),
                 })
                 .collect()
@@ -824,7 +832,7 @@ impl ClassicGroup {
                 {
                     let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
                     for m in self.members.values_mut() {
-                        m.assignment = given.remove(&m.id).unwrap_or_default();
+                        m.value.assignment = given.remove(&m.value.id).unwrap_or_default();
                     }
                     self.state = ClassicState::Stable;
                     let value = self.snapshot();
@@ -853,14 +861,14 @@ impl ClassicGroup {
             assignment: self
                 .members
                 .get(member)
-                .map(|m| m.assignment.clone())
+                .map(|m| m.value.assignment.clone())
                 .unwrap_or_default(),
         }
     }
 
     fn touch(&mut self, member: &str, now_ms: i64) {
         if let Some(m) = self.members.get_mut(member) {
-            m.session_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+            m.session_deadline_ms = now_ms + i64::from(m.value.session_timeout_ms);
         }
     }
 
@@ -895,8 +903,8 @@ impl ClassicGroup {
                 .and_then(|i| {
                     self.members
                         .values()
-                        .find(|m| m.instance_id.as_deref() == Some(i))
-                        .map(|m| m.id.clone())
+                        .find(|m| m.value.instance_id.as_deref() == Some(i))
+                        .map(|m| m.value.id.clone())
                 })
                 .ok_or_else(|| self.unknown(instance_id.unwrap_or_default()))?
         } else {
@@ -955,7 +963,7 @@ impl ClassicGroup {
             .members
             .values()
             .filter(|m| m.awaiting_join.is_none() && now_ms > m.session_deadline_ms)
-            .map(|m| m.id.clone())
+            .map(|m| m.value.id.clone())
             .collect();
         for id in &expired {
             self.remove(id);
@@ -1165,7 +1173,7 @@ mod tests {
         );
         let a = r.members().next().unwrap();
         assert_eq!(a.metadata("range"), Bytes::from_static(b"sub"));
-        assert_eq!(a.session_timeout_ms, 10_000);
+        assert_eq!(a.value.session_timeout_ms, 10_000);
 
         // A generation that cannot be made durable is not used: its
         // members are told to rejoin.

@@ -365,12 +365,13 @@ pub async fn describe(
                     .members()
                     .map(|m| {
                         let mut out = DescribedGroupMember::default();
-                        out.member_id = StrBytes::from_string(m.id.clone());
-                        out.group_instance_id = m.instance_id.clone().map(StrBytes::from_string);
-                        out.client_id = StrBytes::from_string(m.client_id.clone());
-                        out.client_host = StrBytes::from_string(m.host.clone());
+                        out.member_id = StrBytes::from_string(m.value.id.clone());
+                        out.group_instance_id =
+                            m.value.instance_id.clone().map(StrBytes::from_string);
+                        out.client_id = StrBytes::from_string(m.value.client_id.clone());
+                        out.client_host = StrBytes::from_string(m.value.host.clone());
                         out.member_metadata = m.metadata(&protocol);
-                        out.member_assignment = m.assignment.clone();
+                        out.member_assignment = m.value.assignment.clone();
                         out
                     })
                     .collect();

@@ -282,10 +282,10 @@ impl Groups for GroupsService {
             .await?;
         let protocol = g.classic.protocol().unwrap_or_default().to_owned();
         let classic = g.classic.members().map(|m| GroupMember {
-            member_id: m.id.clone(),
-            instance_id: m.instance_id.clone(),
-            client_id: m.client_id.clone(),
-            host: m.host.clone(),
+            member_id: m.value.id.clone(),
+            instance_id: m.value.instance_id.clone(),
+            client_id: m.value.client_id.clone(),
+            host: m.value.host.clone(),
             member_epoch: g.classic.generation(),
             topics: m.subscribed_topics(&protocol),
             assignment: wire_partitions(&m.assigned_partitions()),
