@@ -298,13 +298,12 @@ async fn call<T: Encodable>(
     body
 }
 
-/// Creates `topic` by asking Metadata v12 for it (created on first use)
-/// and returns its id.
-async fn create_by_metadata(
+/// Metadata v12 for `topic` by name (created on first use).
+async fn metadata_of(
     s: &mut TcpStream,
     topic: &'static str,
     correlation_id: i32,
-) -> uuid::Uuid {
+) -> MetadataResponse {
     let by_name = MetadataRequest::default()
         .with_topics(Some(vec![
             MetadataRequestTopic::default()
@@ -312,7 +311,17 @@ async fn create_by_metadata(
         ]))
         .with_allow_auto_topic_creation(true);
     let mut body = call(s, ApiKey::Metadata, 12, correlation_id, &by_name).await;
-    let md = MetadataResponse::decode(&mut body, 12).expect("Metadata v12");
+    MetadataResponse::decode(&mut body, 12).expect("Metadata v12")
+}
+
+/// Creates `topic` by asking Metadata v12 for it (created on first use)
+/// and returns its id.
+async fn create_by_metadata(
+    s: &mut TcpStream,
+    topic: &'static str,
+    correlation_id: i32,
+) -> uuid::Uuid {
+    let md = metadata_of(s, topic, correlation_id).await;
     assert_eq!(md.topics[0].error_code, 0);
     let id = md.topics[0].topic_id;
     assert!(!id.is_nil());
@@ -489,12 +498,7 @@ async fn node_ids_seen(
         hello(&mut s, name, version).await;
     }
     create_by_metadata(&mut s, topic, 1).await;
-    let by_name = MetadataRequest::default().with_topics(Some(vec![
-        MetadataRequestTopic::default()
-            .with_name(Some(TopicName(StrBytes::from_static_str(topic)))),
-    ]));
-    let mut body = call(&mut s, ApiKey::Metadata, 12, 2, &by_name).await;
-    let md = MetadataResponse::decode(&mut body, 12).expect("Metadata v12");
+    let md = metadata_of(&mut s, topic, 2).await;
     let nodes = md.brokers.iter().map(|b| b.node_id.0).collect();
     let leaders = md.topics[0]
         .partitions
@@ -541,12 +545,7 @@ async fn modern_librdkafka_sees_several_node_ids_per_broker_and_others_one() {
     }
     let mut s = connect(&broker).await;
     hello(&mut s, "librdkafka", "2.16.0").await;
-    let by_name = MetadataRequest::default().with_topics(Some(vec![
-        MetadataRequestTopic::default()
-            .with_name(Some(TopicName(StrBytes::from_static_str("spread")))),
-    ]));
-    let mut body = call(&mut s, ApiKey::Metadata, 12, 2, &by_name).await;
-    let md = MetadataResponse::decode(&mut body, 12).expect("Metadata v12");
+    let md = metadata_of(&mut s, "spread", 2).await;
     assert!(
         md.brokers
             .iter()

@@ -536,24 +536,10 @@ async fn group_members_join_and_leave(protocol: Protocol) {
     let acked = producing.await.expect("producer task");
 
     // Every acked record is consumed (at least once) by the group.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let (seen, errors) = consumed(&out);
-        assert!(errors.is_empty(), "members reported errors: {errors:?}");
-        let missing = acked.keys().filter(|k| !seen.contains_key(k)).count();
-        if missing == 0 {
-            for (k, v) in &acked {
-                assert_eq!(seen.get(k), Some(v), "record at {k:?}");
-            }
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} acked records never consumed:
-{}",
-            broker.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let keys: Vec<(i64, i64)> = acked.keys().copied().collect();
+    let seen = wait_consumed(&out, &keys, "acked records", &broker).await;
+    for (k, v) in &acked {
+        assert_eq!(seen.get(k), Some(v), "record at {k:?}");
     }
     // `strata group describe` shows the Kafka members and what each holds.
     let (status, stdout, stderr) = run_cli(
@@ -627,21 +613,13 @@ async fn group_members_join_and_leave(protocol: Protocol) {
             .expect("produce after the restart");
         more.push((i64::from(md.partition), md.offset));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let (seen, errors) = consumed(&out);
-        assert!(errors.is_empty(), "members reported errors: {errors:?}");
-        let missing = more.iter().filter(|k| !seen.contains_key(k)).count();
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} records produced after the coordinator's restart never consumed:\n{}",
-            broker.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_consumed(
+        &out,
+        &more,
+        "records produced after the coordinator's restart",
+        &broker,
+    )
+    .await;
     assert_eq!(
         assignment_changes(&out),
         changes,
@@ -709,6 +687,33 @@ async fn group_members_join_and_leave(protocol: Protocol) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     e.stop().await;
+}
+
+/// Waits up to 90 s until the members logged in `out` have consumed the
+/// records at every `(partition, offset)` of `keys` (`what` names them in
+/// the failure), failing at once on an error a member reported; returns
+/// what they consumed.
+async fn wait_consumed(
+    out: &std::path::Path,
+    keys: &[(i64, i64)],
+    what: &str,
+    broker: &BrokerProcess,
+) -> HashMap<(i64, i64), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (seen, errors) = consumed(out);
+        assert!(errors.is_empty(), "members reported errors: {errors:?}");
+        let missing = keys.iter().filter(|k| !seen.contains_key(k)).count();
+        if missing == 0 {
+            return seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} {what} never consumed:\n{}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The assignment changes members reported (`assigned` / `revoked` lines).

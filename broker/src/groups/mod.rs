@@ -461,9 +461,7 @@ impl GroupCoordinator {
                 uuid::Uuid::new_v4().simple().to_string()
             });
             let write = g.needs_write();
-            // A group whose first record is on its way stays until it is
-            // written (empty), or a failover would restore its members.
-            if g.is_dead() && g.persisted.is_none() && !write {
+            if g.forgettable() {
                 st.groups.remove(group);
             }
             (reply?, write)
@@ -604,9 +602,7 @@ impl GroupCoordinator {
                 .collect();
             g.note_classic(now);
             let write = g.needs_write();
-            // A group whose first record is on its way stays until it is
-            // written (empty), or a failover would restore its members.
-            if g.is_dead() && g.persisted.is_none() && !write {
+            if g.forgettable() {
                 st.groups.remove(group);
             }
             (results, write)

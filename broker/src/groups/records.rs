@@ -206,7 +206,7 @@ impl ShardState {
             None => {
                 if let Some(g) = self.groups.get_mut(&group) {
                     g.offsets.remove(&(topic, partition));
-                    if g.is_dead() && g.persisted.is_none() {
+                    if g.forgettable() {
                         self.groups.remove(&group);
                     }
                 }

@@ -618,6 +618,14 @@ impl Group {
         self.empty_since_ms
     }
 
+    /// True when the shard may forget it: dead, never written, and no
+    /// write of it on its way (a group whose first record is in flight
+    /// stays until it is written empty, or a failover would restore its
+    /// members).
+    pub fn forgettable(&self) -> bool {
+        self.is_dead() && self.persisted.is_none() && !self.needs_write()
+    }
+
     /// True when nothing is left to keep: no members, no offsets.
     pub fn is_dead(&self) -> bool {
         self.members.is_empty() && self.classic.is_empty() && self.offsets.is_empty()
