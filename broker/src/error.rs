@@ -238,6 +238,7 @@ fn group_reason(e: &GroupError) -> ErrorReason {
         GroupError::RebalanceInProgress { .. } => ErrorReason::RebalanceInProgress,
         GroupError::MemberIdRequired { .. } => ErrorReason::MemberIdRequired,
         GroupError::InconsistentProtocol { .. } => ErrorReason::InconsistentGroupProtocol,
+        GroupError::InvalidPattern { .. } => ErrorReason::InvalidRegularExpression,
         GroupError::NotAssigned { .. } | GroupError::Invalid(_) => ErrorReason::InvalidRequest,
         GroupError::Full { .. } => ErrorReason::BrokerUnavailable,
     }

@@ -449,14 +449,37 @@ async fn consumer_group_heartbeat_assigns_by_topic_id_keeps_what_is_not_resent_a
         d.groups[1].error_code,
         ResponseError::GroupIdNotFound.code()
     );
-    // A regex subscription and an assignor Strata does not run are refused
-    // with a message saying what to do.
-    let regex =
-        heartbeat(1, None).with_subscribed_topic_regex(Some(StrBytes::from_static_str("j.*")));
-    let mut body = call(&mut s, ApiKey::ConsumerGroupHeartbeat, 1, 51, &regex).await;
+    // A pattern that does not compile is INVALID_REGULAR_EXPRESSION and
+    // changes nothing; one that does replaces the topic names (sent
+    // empty, as librdkafka does) and the member keeps what it matches.
+    let bad =
+        heartbeat(1, None).with_subscribed_topic_regex(Some(StrBytes::from_static_str("jo(")));
+    let mut body = call(&mut s, ApiKey::ConsumerGroupHeartbeat, 1, 51, &bad).await;
     let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");
-    assert_eq!(r.error_code, ResponseError::InvalidRequest.code());
-    assert!(r.error_message.expect("message").contains("topic names"));
+    assert_eq!(r.error_code, ResponseError::InvalidRegularExpression.code());
+    assert!(
+        r.error_message
+            .expect("message")
+            .contains("not a valid regular expression")
+    );
+    let by_pattern = heartbeat(1, Some("jobs"))
+        .with_subscribed_topic_names(Some(Vec::new()))
+        .with_subscribed_topic_regex(Some(StrBytes::from_static_str("(^jo.*)")));
+    let mut body = call(&mut s, ApiKey::ConsumerGroupHeartbeat, 1, 54, &by_pattern).await;
+    let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    let held = r.assignment.expect("assignment").topic_partitions;
+    assert_eq!(
+        (held[0].topic_id, &held[0].partitions),
+        (topic_id, &vec![0])
+    );
+    let mut body = call(&mut s, ApiKey::ConsumerGroupDescribe, 1, 55, &describe).await;
+    let d = ConsumerGroupDescribeResponse::decode(&mut body, 1).expect("describe");
+    let m = &d.groups[0].members[0];
+    assert!(m.subscribed_topic_names.is_empty());
+    assert_eq!(m.subscribed_topic_regex.as_deref(), Some("(^jo.*)"));
+    // An assignor Strata does not run is refused with a message saying
+    // what to do.
     let range = heartbeat(1, None).with_server_assignor(Some(StrBytes::from_static_str("range")));
     let mut body = call(&mut s, ApiKey::ConsumerGroupHeartbeat, 1, 52, &range).await;
     let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");

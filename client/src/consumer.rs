@@ -223,6 +223,8 @@ struct GroupState {
     listener: Option<Arc<dyn RebalanceListener>>,
     /// The last `View::lost` applied.
     seen_lost: u64,
+    /// The last [`View::refused`] reported.
+    seen_refused: Option<ErrorInfo>,
     next_auto_commit: tokio::time::Instant,
     /// Positions last committed, to skip commits that change nothing.
     committed: HashMap<(String, u32), i64>,
@@ -440,6 +442,42 @@ impl Consumer {
     /// # Ok(()) }
     /// ```
     pub async fn subscribe(&mut self, topics: &[&str], group: &str) -> Result<()> {
+        if topics.is_empty() {
+            return Err(Error::Config("subscribe to at least one topic".into()));
+        }
+        self.subscribe_to(topics, None, group).await
+    }
+
+    /// Joins `group` subscribed to every topic whose whole name matches
+    /// `pattern` (a regular expression, RE2 syntax, as Kafka's
+    /// `subscribe(Pattern)`), and to topics created later that match. The
+    /// group's coordinator resolves the pattern; one that does not compile
+    /// is refused at the first heartbeat ([`Consumer::recv`] yields
+    /// `INVALID_REGULAR_EXPRESSION`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> strata_client::Result<()> {
+    /// use strata_client::{Consumer, ConsumerConfig};
+    ///
+    /// let mut consumer = Consumer::connect("http://127.0.0.1:50051", ConsumerConfig::default()).await?;
+    /// consumer.subscribe_pattern("orders-.*", "billing").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_pattern(&mut self, pattern: &str, group: &str) -> Result<()> {
+        if pattern.is_empty() {
+            return Err(Error::Config(
+                "the pattern is empty; match some topics, e.g. `orders-.*`".into(),
+            ));
+        }
+        self.subscribe_to(&[], Some(pattern), group).await
+    }
+
+    async fn subscribe_to(
+        &mut self,
+        topics: &[&str],
+        pattern: Option<&str>,
+        group: &str,
+    ) -> Result<()> {
         if self.group.is_some() {
             return Err(Error::Config(
                 "this consumer is subscribed already; create another consumer for another group"
@@ -452,9 +490,6 @@ impl Consumer {
                     .into(),
             ));
         }
-        if topics.is_empty() {
-            return Err(Error::Config("subscribe to at least one topic".into()));
-        }
         if group.is_empty() {
             return Err(Error::Config(
                 "the group id is empty; name the group".into(),
@@ -465,16 +500,17 @@ impl Consumer {
             self.cluster.partition_count(t).await?;
         }
         let coordinator = Arc::new(Coordinator::new(self.cluster.clone(), group));
-        self.join(coordinator, topics);
+        self.join(coordinator, topics, pattern);
         Ok(())
     }
 
     /// Starts the membership (heartbeats) through `coordinator`.
-    fn join(&mut self, coordinator: Arc<dyn GroupCalls>, topics: &[&str]) {
+    fn join(&mut self, coordinator: Arc<dyn GroupCalls>, topics: &[&str], pattern: Option<&str>) {
         let membership = Membership::start(
             coordinator,
             MemberSettings {
                 topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+                pattern: pattern.map(str::to_owned),
                 instance_id: self.config.instance_id.clone(),
                 session_timeout: self.config.session_timeout,
                 rebalance_timeout: self.config.rebalance_timeout,
@@ -485,6 +521,7 @@ impl Consumer {
             membership,
             listener: None,
             seen_lost: 0,
+            seen_refused: None,
             next_auto_commit: tokio::time::Instant::now() + self.config.auto_commit_interval,
             committed: HashMap::new(),
             auto_commit: None,
@@ -660,6 +697,12 @@ impl Consumer {
         // An expired session is declared a loss here, and handled below.
         g.membership.loss_pending();
         let view = g.membership.view.borrow_and_update().clone();
+        if view.refused != g.seen_refused {
+            g.seen_refused.clone_from(&view.refused);
+            if let Some(info) = view.refused {
+                return Err(Error::Broker(info));
+            }
+        }
         if view.lost != g.seen_lost {
             g.seen_lost = view.lost;
             let lost: Vec<(String, u32)> = self.assignments.keys().cloned().collect();
@@ -1186,7 +1229,7 @@ mod tests {
             });
             let mut c =
                 Consumer::with_cluster(Cluster::for_tests(&[("t", 1)]), config(auto_commit));
-            c.join(coordinator.clone(), &["t"]);
+            c.join(coordinator.clone(), &["t"], None);
             let told = Arc::new(Told::default());
             c.set_rebalance_listener(told.clone());
             let r = tokio::time::timeout(Duration::from_secs(3), c.recv()).await;
@@ -1225,6 +1268,26 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_refusal_no_retry_fixes_is_reported_once_by_recv() {
+            let coordinator = Scripted::new(1, &[("t", 0)]);
+            let (mut c, _told) = holding_t0(&coordinator, false).await;
+            coordinator.with(|s| s.fence = Some(ErrorReason::InvalidRegularExpression));
+            let e = tokio::time::timeout(Duration::from_secs(60), c.recv())
+                .await
+                .expect("reported")
+                .expect("an item")
+                .expect_err("refused");
+            assert_eq!(e.reason(), Some(ErrorReason::InvalidRegularExpression));
+            // Once: the next recv waits (the member keeps heartbeating).
+            let again = tokio::time::timeout(Duration::from_secs(8), c.recv()).await;
+            assert!(again.is_err(), "{again:?}");
+            // A retriable refusal is not reported.
+            coordinator.with(|s| s.fence = Some(ErrorReason::CoordinatorLoadInProgress));
+            let quiet = tokio::time::timeout(Duration::from_secs(4), c.recv()).await;
+            assert!(quiet.is_err(), "{quiet:?}");
         }
 
         #[tokio::test(start_paused = true)]

@@ -31,6 +31,7 @@ use std::time::Duration;
 use crate::connect::AuthChannel as Channel;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
+use strata_proto::ErrorInfo;
 use strata_proto::v1::groups_client::GroupsClient;
 use strata_proto::v1::{
     CommitOffsetsRequest, ErrorReason, FetchOffsetsRequest, FindCoordinatorRequest,
@@ -303,6 +304,8 @@ impl Coordinator {
 #[derive(Debug, Clone)]
 pub(crate) struct MemberSettings {
     pub(crate) topics: Vec<String>,
+    /// A subscription pattern (regular expression) besides `topics`.
+    pub(crate) pattern: Option<String>,
     pub(crate) instance_id: Option<String>,
     pub(crate) session_timeout: Duration,
     pub(crate) rebalance_timeout: Duration,
@@ -319,6 +322,10 @@ pub(crate) struct View {
     /// says so with [`Membership::ack_lost`]; only then does the member
     /// rejoin.
     pub(crate) lost: u64,
+    /// The coordinator refuses the member's heartbeats for a reason no
+    /// retry fixes (a pattern that does not compile, an ACL): the consumer
+    /// reports it. Cleared by the next heartbeat accepted.
+    pub(crate) refused: Option<ErrorInfo>,
 }
 
 #[derive(Debug)]
@@ -490,6 +497,25 @@ impl Drop for Membership {
 /// it looks again (it is woken as soon as the consumer does).
 const LOSS_RECHECK: Duration = Duration::from_secs(60);
 
+/// How long the task waits before it heartbeats again after a refusal no
+/// retry fixes by itself (an ACL may be granted meanwhile).
+const REFUSED_RETRY: Duration = Duration::from_secs(5);
+
+/// True when a heartbeat refused for `reason` will be refused again until
+/// someone changes something (the subscription, an ACL, the other
+/// members' protocol): the consumer reports it.
+fn refused_for_good(reason: ErrorReason) -> bool {
+    matches!(
+        reason,
+        ErrorReason::InvalidRegularExpression
+            | ErrorReason::InvalidRequest
+            | ErrorReason::InconsistentGroupProtocol
+            | ErrorReason::Unauthenticated
+            | ErrorReason::GroupAuthorizationFailed
+            | ErrorReason::TopicAuthorizationFailed
+    )
+}
+
 async fn heartbeat_loop(
     coordinator: Arc<dyn GroupCalls>,
     settings: MemberSettings,
@@ -527,6 +553,7 @@ async fn heartbeat_loop(
                 session_timeout_ms: ms(settings.session_timeout),
                 rebalance_timeout_ms: ms(settings.rebalance_timeout),
                 client_id: settings.client_id.clone(),
+                topic_pattern: settings.pattern.clone(),
             };
             (st.seq, req)
         };
@@ -557,8 +584,9 @@ async fn heartbeat_loop(
                 st.last_ok = st.last_ok.max(sent);
                 let assignment = from_wire(&resp.assignment);
                 view.send_if_modified(|v| {
-                    let changed = v.assignment != assignment;
+                    let changed = v.assignment != assignment || v.refused.is_some();
                     v.assignment = assignment;
+                    v.refused = None;
                     changed
                 });
                 interval = Duration::from_millis(u64::from(resp.heartbeat_interval_ms.max(50)));
@@ -575,6 +603,16 @@ async fn heartbeat_loop(
                 tracing::warn!(group, error = %e, "this member lost its partitions; it rejoins once they are dropped");
                 st.declare_loss(&view);
                 interval = Duration::from_millis(0);
+            }
+            Err(Error::Broker(info)) if refused_for_good(info.reason) => {
+                tracing::warn!(group, error = %info, "the coordinator refuses this member; retrying");
+                st.expire_if_due(&view, &group);
+                view.send_if_modified(|v| {
+                    let changed = v.refused.as_ref() != Some(&info);
+                    v.refused = Some(info);
+                    changed
+                });
+                interval = REFUSED_RETRY;
             }
             Err(e) => {
                 tracing::debug!(group, error = %e, "heartbeat failed; retrying");
@@ -762,6 +800,7 @@ mod tests {
     fn settings() -> MemberSettings {
         MemberSettings {
             topics: vec!["t".into()],
+            pattern: None,
             instance_id: None,
             session_timeout: Duration::from_secs(10),
             rebalance_timeout: Duration::from_secs(30),
@@ -856,7 +895,8 @@ mod tests {
             *view.borrow(),
             View {
                 assignment: Partitions::new(),
-                lost: 1
+                lost: 1,
+                refused: None,
             }
         );
         assert_eq!(m.member().1, 0, "the member is out until it rejoins");

@@ -41,7 +41,9 @@ impl ErrorReason {
             }
             ErrorReason::Fenced => Code::Aborted,
             ErrorReason::OffsetOutOfRange => Code::OutOfRange,
-            ErrorReason::InvalidBatch | ErrorReason::InvalidRequest => Code::InvalidArgument,
+            ErrorReason::InvalidBatch
+            | ErrorReason::InvalidRequest
+            | ErrorReason::InvalidRegularExpression => Code::InvalidArgument,
             ErrorReason::RecordTooLarge => Code::ResourceExhausted,
             ErrorReason::DuplicateSequence | ErrorReason::TopicAlreadyExists => Code::AlreadyExists,
             ErrorReason::StoreUnavailable | ErrorReason::BrokerUnavailable => Code::Unavailable,

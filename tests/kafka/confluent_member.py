@@ -1,9 +1,10 @@
 """One member of a consumer group (confluent-kafka / librdkafka; PROTOCOL
 is `classic` (the default: JoinGroup/SyncGroup, eager rebalances) or
 `consumer` (KIP-848's ConsumerGroupHeartbeat, incremental hand-overs)):
-subscribes to TOPIC in GROUP, appends one JSON line per
-record to OUT_FILE ({"m": NAME, "p": partition, "o": offset, "v": value})
-and per assignment change ({"m": NAME, "assigned": [...]} /
+subscribes to TOPIC in GROUP (a TOPIC starting with `^` is a regular
+expression: every topic whose name matches), appends one JSON line per
+record to OUT_FILE ({"m": NAME, "t": topic, "p": partition, "o": offset,
+"v": value}) and per assignment change ({"m": NAME, "assigned": [...]} /
 {"m": NAME, "revoked": [...]}), commits synchronously after every 50
 records, and on SIGTERM commits, leaves the group and exits 0.
 
@@ -73,7 +74,8 @@ while not stop:
     if m.error():
         out.write(json.dumps({"m": name, "error": str(m.error())}) + "\n")
         continue
-    out.write(json.dumps({"m": name, "p": m.partition(), "o": m.offset(), "v": m.value().decode()}) + "\n")
+    out.write(json.dumps({"m": name, "t": m.topic(), "p": m.partition(), "o": m.offset(),
+                          "v": m.value().decode()}) + "\n")
     since_commit += 1
     if since_commit >= 50:
         commit(c)

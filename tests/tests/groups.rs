@@ -22,9 +22,10 @@ use strata_client::proto::v1::{
     TopicPartitions,
 };
 use strata_client::{
-    Admin, Consumer, ConsumerConfig, ErrorInfo, ProducerConfig, RebalanceListener, TopicSettings,
+    Admin, Consumer, ConsumerConfig, ErrorInfo, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, RebalanceListener, TopicSettings,
 };
-use strata_tests::broker::strata_binary;
+use strata_tests::broker::{run_cli, strata_binary};
 use strata_tests::cluster::ClusterHarness;
 use strata_tests::s3::TestS3;
 use strata_tests::workload::{AckLog, Acked, Background, Workload, produce_range, wait_for};
@@ -822,6 +823,140 @@ async fn a_static_member_restarts_without_a_rebalance() {
     b2.close().await;
     let violations = owned.lock().violations.clone();
     assert!(violations.is_empty(), "{violations:?}");
+}
+
+/// A native member subscribed by pattern ([`Consumer::subscribe_pattern`],
+/// `strata consume --include`) reads every topic whose name matches, one
+/// created after it joined too, and no other; a pattern that does not
+/// compile is reported by `recv`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_subscriptions_follow_new_topics_and_bad_patterns_are_reported() {
+    let cluster = ClusterHarness::on_files(1).await;
+    let url = cluster.client_url().await;
+    let admin = cluster.admin().await;
+    for (topic, partitions) in [("metrics-cpu", 2), ("logs", 1)] {
+        admin
+            .create_topic(topic, partitions, TopicSettings::default())
+            .await
+            .expect("create topic");
+    }
+    let producer = Producer::connect(&url, ProducerConfig::default())
+        .await
+        .expect("producer");
+    let produce = |topic: &'static str, n: usize| {
+        let producer = producer.clone();
+        async move {
+            for i in 0..n {
+                producer
+                    .send_and_wait(ProducerRecord::new(topic, format!("{topic}-{i}")))
+                    .await
+                    .expect("produce");
+            }
+        }
+    };
+    produce("metrics-cpu", 10).await;
+    produce("logs", 10).await;
+    let config = ConsumerConfig {
+        auto_offset_reset: OffsetReset::Earliest,
+        ..member_config()
+    };
+    let mut consumer = Consumer::connect(&url, config.clone())
+        .await
+        .expect("connect");
+    consumer
+        .subscribe_pattern("metrics-.*", "dashboards")
+        .await
+        .expect("subscribe");
+    let first = read_values(&mut consumer, 10).await;
+    assert!(
+        first.iter().all(|v| v.starts_with("metrics-cpu-")),
+        "{first:?}"
+    );
+    admin
+        .create_topic("metrics-mem", 1, TopicSettings::default())
+        .await
+        .expect("create topic");
+    produce("metrics-mem", 5).await;
+    let more = read_values(&mut consumer, 5).await;
+    assert_eq!(
+        more,
+        (0..5)
+            .map(|i| format!("metrics-mem-{i}"))
+            .collect::<Vec<_>>()
+    );
+    let d = admin.describe_group("dashboards").await.expect("describe");
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].topic_pattern.as_deref(), Some("metrics-.*"));
+    let held: Vec<&str> = d.members[0]
+        .assignment
+        .iter()
+        .map(|t| t.topic.as_str())
+        .collect();
+    assert_eq!(held, ["metrics-cpu", "metrics-mem"]);
+    consumer.close().await.expect("close");
+
+    // The CLI's --include, as kafka-console-consumer's.
+    let (status, stdout, stderr) = run_cli(
+        &[
+            "consume",
+            "--group",
+            "cli",
+            "--include",
+            "metrics-.*",
+            "--from-beginning",
+            "-n",
+            "15",
+            "--broker",
+            &url,
+        ],
+        "",
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(
+        status.success(),
+        "strata consume --include failed: {stderr}"
+    );
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines.len(), 15, "{stdout}");
+    assert!(lines.iter().all(|l| l.starts_with("metrics-")), "{stdout}");
+
+    // A pattern that does not compile: recv says what is wrong.
+    let mut bad = Consumer::connect(&url, config).await.expect("connect");
+    bad.subscribe_pattern("metrics-(", "broken")
+        .await
+        .expect("subscribe");
+    let e = tokio::time::timeout(Duration::from_secs(30), bad.recv())
+        .await
+        .expect("an answer within 30 s")
+        .expect("an item")
+        .expect_err("the coordinator refuses the pattern");
+    assert_eq!(
+        e.reason(),
+        Some(ErrorReason::InvalidRegularExpression),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("not a valid regular expression"),
+        "{e}"
+    );
+    bad.close().await.expect("close");
+}
+
+/// The values of the next `n` records `consumer` receives, sorted.
+async fn read_values(consumer: &mut Consumer, n: usize) -> Vec<String> {
+    let mut values = Vec::new();
+    while values.len() < n {
+        let r = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} records: {values:?}", values.len()))
+            .expect("a record")
+            .expect("no error");
+        values.push(String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned());
+    }
+    values.sort();
+    values
 }
 
 fn reason(status: &tonic::Status) -> ErrorReason {

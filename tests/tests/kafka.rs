@@ -689,6 +689,138 @@ async fn group_members_join_and_leave(protocol: Protocol) {
     e.stop().await;
 }
 
+/// KIP-848 pattern subscriptions: librdkafka sends `^events-.*` as the
+/// member's SubscribedTopicRegex and the coordinator resolves it. Two
+/// members get every matching topic (one created after they subscribed
+/// too) and never another; after a kill -9 of the coordinator they keep
+/// their partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_pattern_subscription_follows_new_topics_and_survives_kill9() {
+    let Some(python) = kafka_clients().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = BrokerProcess::start(&dir.path().join("b"), BrokerOptions::default()).await;
+    let admin = Admin::connect(&broker.url()).await.expect("admin");
+    for (topic, partitions) in [("events-a", 2), ("other", 1)] {
+        admin
+            .create_topic(topic, partitions, TopicSettings::default())
+            .await
+            .expect("create topic");
+    }
+    let producer = Producer::connect(&broker.url(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut expected = produce_n(&producer, "events-a", 40).await;
+    produce_n(&producer, "other", 20).await;
+    let out = dir.path().join("consumed.jsonl");
+    let bootstrap = broker.kafka_addr().to_owned();
+    let on = ("^events-.*", "watchers", Protocol::Consumer);
+    let x = Member::start_on(&python, &bootstrap, on, "x", &out);
+    let y = Member::start_on(&python, &bootstrap, on, "y", &out);
+    wait_consumed_by_topic(&out, &expected, "records of events-a", &broker).await;
+
+    admin
+        .create_topic("events-b", 3, TopicSettings::default())
+        .await
+        .expect("create topic");
+    expected.extend(produce_n(&producer, "events-b", 60).await);
+    wait_consumed_by_topic(
+        &out,
+        &expected,
+        "records of events-b, created after the members subscribed",
+        &broker,
+    )
+    .await;
+
+    wait_until_stable(&broker, "watchers").await;
+    let changes = assignment_changes(&out);
+    broker.kill().await;
+    broker.restart().await;
+    let producer = Producer::connect(&broker.url(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    expected.extend(produce_n(&producer, "events-a", 20).await);
+    expected.extend(produce_n(&producer, "events-b", 20).await);
+    wait_consumed_by_topic(
+        &out,
+        &expected,
+        "records produced after the coordinator's restart",
+        &broker,
+    )
+    .await;
+    assert_eq!(
+        assignment_changes(&out),
+        changes,
+        "members' partitions moved across the coordinator's kill -9"
+    );
+    let seen = consumed_by_topic(&out);
+    assert!(
+        seen.keys().all(|(t, _, _)| t.starts_with("events-")),
+        "a topic the pattern does not match was consumed: {:?}",
+        seen.keys()
+            .filter(|(t, _, _)| !t.starts_with("events-"))
+            .collect::<Vec<_>>()
+    );
+    x.stop().await;
+    y.stop().await;
+}
+
+/// Produces `n` records to `topic`; returns where each landed.
+async fn produce_n(producer: &Producer, topic: &str, n: usize) -> Vec<(String, i64, i64)> {
+    let mut at = Vec::new();
+    for i in 0..n {
+        let md = producer
+            .send_and_wait(ProducerRecord::new(topic, format!("{topic}-{i}")).key(format!("k{i}")))
+            .await
+            .expect("produce");
+        at.push((topic.to_owned(), i64::from(md.partition), md.offset));
+    }
+    at
+}
+
+/// Records (`topic`, `partition`, `offset`) → value the members printed.
+fn consumed_by_topic(path: &std::path::Path) -> HashMap<(String, i64, i64), String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+            let at = (
+                v["t"].as_str()?.to_owned(),
+                v["p"].as_i64()?,
+                v["o"].as_i64()?,
+            );
+            Some((at, v["v"].as_str()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Waits up to 90 s until the members logged in `out` have consumed every
+/// record at `keys`, failing at once on an error a member reported.
+async fn wait_consumed_by_topic(
+    out: &std::path::Path,
+    keys: &[(String, i64, i64)],
+    what: &str,
+    broker: &BrokerProcess,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, errors) = consumed(out);
+        assert!(errors.is_empty(), "members reported errors: {errors:?}");
+        let seen = consumed_by_topic(out);
+        let missing = keys.iter().filter(|k| !seen.contains_key(k)).count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} {what} never consumed:\n{}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits up to 90 s until the members logged in `out` have consumed the
 /// records at every `(partition, offset)` of `keys` (`what` names them in
 /// the failure), failing at once on an error a member reported; returns

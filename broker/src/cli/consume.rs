@@ -6,7 +6,9 @@
 //! `--partition P`. With `--group G` it consumes as a group member: the
 //! group's coordinator shares the partitions among its members, reading
 //! starts at the committed offsets, and positions are committed as it goes
-//! and once more, with a clean leave, on exit. Stops after `-n COUNT`
+//! and once more, with a clean leave, on exit; `--include REGEX` instead of
+//! a topic subscribes the group member to every topic whose name matches,
+//! including topics created later (Kafka's `--include`). Stops after `-n COUNT`
 //! records, after `--timeout` without a record, on Ctrl-C, or when stdout is
 //! closed (`| head`); all are clean exits.
 
@@ -23,7 +25,18 @@ use super::{BrokerArgs, is_broken_pipe};
 #[derive(Debug, clap::Args)]
 pub struct ConsumeArgs {
     /// Topic to read.
-    pub topic: String,
+    #[arg(required_unless_present = "include")]
+    pub topic: Option<String>,
+    /// Read every topic whose whole name matches this regular expression
+    /// (RE2 syntax, e.g. 'orders-.*'), and topics created later that
+    /// match, as a member of --group.
+    #[arg(
+        long,
+        value_name = "REGEX",
+        requires = "group",
+        conflicts_with_all = ["topic", "partition"]
+    )]
+    pub include: Option<String>,
     /// Start at the earliest record still in the log (default: only new
     /// records).
     #[arg(long, conflicts_with = "offset")]
@@ -231,10 +244,19 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     config.connection = args.broker.connect_options()?;
     let mut consumer = Consumer::connect(args.broker.url(), config).await?;
     if let Some(group) = &args.group {
-        consumer
-            .subscribe(&[args.topic.as_str()], group)
-            .await
-            .with_context(|| format!("cannot join group {group} on topic {}", args.topic))?;
+        match (&args.topic, &args.include) {
+            (_, Some(pattern)) => consumer
+                .subscribe_pattern(pattern, group)
+                .await
+                .with_context(|| format!("cannot join group {group} on topics {pattern}"))?,
+            (topic, None) => {
+                let topic = topic.as_deref().unwrap_or_default();
+                consumer
+                    .subscribe(&[topic], group)
+                    .await
+                    .with_context(|| format!("cannot join group {group} on topic {topic}"))?;
+            }
+        }
         let result = print_records(&args, &format, &mut consumer).await;
         // The last commit and a clean leave, whatever ended the loop.
         let closed = consumer.close().await;
@@ -243,16 +265,18 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         eprintln!("processed {count} records");
         return Ok(());
     }
+    // Without --include, clap requires the topic.
+    let topic = args.topic.as_deref().unwrap_or_default();
     match args.partition {
         Some(p) => consumer
-            .assign(&args.topic, p, start)
+            .assign(topic, p, start)
             .await
-            .with_context(|| format!("cannot read {}/{p}", args.topic))?,
+            .with_context(|| format!("cannot read {topic}/{p}"))?,
         None => {
             consumer
-                .assign_topic(&args.topic, start)
+                .assign_topic(topic, start)
                 .await
-                .with_context(|| format!("cannot read topic {}", args.topic))?;
+                .with_context(|| format!("cannot read topic {topic}"))?;
         }
     }
     let count = print_records(&args, &format, &mut consumer).await?;
@@ -305,7 +329,13 @@ async fn print_records(
             let Some(record) = next else {
                 return Ok(());
             };
-            let record = record.with_context(|| format!("cannot read topic {}", args.topic))?;
+            let record = record.with_context(|| match (&args.topic, &args.include) {
+                (Some(topic), _) => format!("cannot read topic {topic}"),
+                (None, pattern) => format!(
+                    "cannot read the topics matching {}",
+                    pattern.as_deref().unwrap_or_default()
+                ),
+            })?;
             format.write(&record, &mut buf);
             count += 1;
             if args.group.is_some() {

@@ -182,6 +182,17 @@ fn render(d: &GroupDescription, rows: &[Row]) -> String {
         if d.members.len() == 1 { "" } else { "s" },
         d.coordinator_id
     );
+    for m in &d.members {
+        if let Some(p) = &m.topic_pattern {
+            out.push_str(&format!(
+                "Member {} ({}) subscribes to the topics matching {p}\n",
+                m.member_id, m.client_id
+            ));
+        }
+    }
+    if d.members.iter().any(|m| m.topic_pattern.is_some()) {
+        out.push('\n');
+    }
     let mut table_rows = vec![[
         "TOPIC".to_owned(),
         "PARTITION".to_owned(),
@@ -240,6 +251,12 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot describe group {}", a.group))?;
     let mut topics: BTreeSet<String> = d.offsets.iter().map(|o| o.topic.clone()).collect();
     topics.extend(d.members.iter().flat_map(|m| m.topics.iter().cloned()));
+    // What members subscribed by pattern hold.
+    topics.extend(
+        d.members
+            .iter()
+            .flat_map(|m| m.assignment.iter().map(|t| t.topic.clone())),
+    );
     let mut ends = HashMap::new();
     for t in topics {
         // A topic deleted since: its rows show no log end.

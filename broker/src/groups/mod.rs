@@ -26,6 +26,7 @@
 pub mod assignor;
 pub mod classic;
 pub mod lag;
+pub mod pattern;
 pub mod records;
 pub mod shard;
 pub mod state;
@@ -44,7 +45,9 @@ use tokio_util::sync::CancellationToken;
 use self::records::GroupRecord;
 use self::shard::{Shard, Write};
 pub use self::state::GroupError;
-use self::state::{Committed, Group, GroupStateName, Heartbeat, HeartbeatReply, Limits, Tp};
+use self::state::{
+    Committed, Group, GroupStateName, Heartbeat, HeartbeatReply, Limits, TopicsView, Tp,
+};
 use crate::config::GroupConfig;
 use crate::error::{BrokerError, Result};
 use crate::service::{Shared, now_ms};
@@ -73,6 +76,15 @@ const UNKNOWN_TOPIC_TTL: Duration = Duration::from_secs(10);
 
 /// Most topics remembered as missing at once.
 const MAX_UNKNOWN_TOPICS: usize = 10_000;
+
+/// How often (at most) the topic names that subscription patterns resolve
+/// against are read again from this broker's topic cache.
+const NAMES_REBUILD: Duration = Duration::from_secs(1);
+
+/// How often (at most) they are completed by a listing of the bucket (a
+/// topic whose announcement this broker missed; any topic after a
+/// restart): one LIST, only while some group here subscribes by pattern.
+const NAMES_RELIST: Duration = Duration::from_secs(10);
 
 /// How often (at most) the timer looks for offsets of deleted topics and
 /// expired empty groups; more often when `group.offsets_retention` is short.
@@ -174,6 +186,16 @@ pub struct GroupCoordinator {
     /// High watermarks of partitions other brokers own, for lag metrics
     /// ([`lag::refresh`]).
     watermarks: Mutex<HashMap<(String, u32), i64>>,
+    /// Live topic names for subscription patterns ([`Self::topic_names`]).
+    topic_names: Mutex<TopicNames>,
+}
+
+/// The live topic names subscription patterns resolve against.
+#[derive(Default)]
+struct TopicNames {
+    names: Arc<Vec<String>>,
+    built: Option<Instant>,
+    listed: Option<Instant>,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -212,7 +234,47 @@ impl GroupCoordinator {
             unknown_topics: Mutex::new(HashMap::new()),
             topics_changed: AtomicBool::new(false),
             watermarks: Mutex::new(HashMap::new()),
+            topic_names: Mutex::new(TopicNames::default()),
         }
+    }
+
+    /// The live topic names subscription patterns resolve against: this
+    /// broker's topic cache (topic changes reach it through the cluster's
+    /// fan-out), read again at most every [`NAMES_REBUILD`] and completed
+    /// by a listing of the bucket every [`NAMES_RELIST`]. Fails only if the
+    /// bucket was never listed and cannot be now.
+    async fn topic_names(&self, shared: &Shared) -> Result<Arc<Vec<String>>> {
+        let (list, rebuild) = {
+            let t = self.topic_names.lock();
+            let stale = |at: Option<Instant>, after| at.is_none_or(|at| at.elapsed() >= after);
+            (stale(t.listed, NAMES_RELIST), stale(t.built, NAMES_REBUILD))
+        };
+        if list {
+            let listed = shared.topics.list().await;
+            let mut t = self.topic_names.lock();
+            match listed {
+                Ok(_) => {}
+                Err(e) if t.listed.is_none() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list topics for subscription patterns; they keep what they matched");
+                }
+            }
+            // Once per interval, failed or not (no LIST per heartbeat while
+            // the store is down).
+            t.listed = Some(Instant::now());
+        }
+        if list || rebuild {
+            let names = shared
+                .topics
+                .list_cached()?
+                .into_iter()
+                .map(|t| t.name.to_string())
+                .collect();
+            let mut t = self.topic_names.lock();
+            t.names = Arc::new(names);
+            t.built = Some(Instant::now());
+        }
+        Ok(self.topic_names.lock().names.clone())
     }
 
     /// The settings.
@@ -441,23 +503,33 @@ impl GroupCoordinator {
         group: &str,
         hb: Heartbeat,
     ) -> Result<HeartbeatReply> {
-        if hb.topics.as_ref().is_some_and(BTreeSet::is_empty) && hb.epoch >= 0 {
-            return Err(BrokerError::InvalidRequest(
-                "a member must subscribe to at least one topic".into(),
-            ));
-        }
         let shard = self.shard_for(shared, group).await?;
         if let Some(topics) = &hb.topics {
             self.learn_topics(shared, topics).await?;
         }
+        let by_pattern = hb.pattern.as_deref().is_some_and(|p| !p.is_empty())
+            || shard
+                .state
+                .lock()
+                .groups
+                .get(group)
+                .is_some_and(Group::has_patterns);
+        let names = match by_pattern {
+            true => Some(self.topic_names(shared).await?),
+            false => None,
+        };
         let counts = |t: &str| partition_count(shared, t);
+        let view = TopicsView {
+            partitions_of: &counts,
+            names: names.as_ref().map(|n| n.as_slice()),
+        };
         let (reply, write) = {
             let mut st = shard.state.lock();
             let g = st
                 .groups
                 .entry(group.to_owned())
                 .or_insert_with(|| Group::new(group.to_owned()));
-            let reply = g.heartbeat(hb, now_ms(), &self.limits, &counts, || {
+            let reply = g.heartbeat(hb, now_ms(), &self.limits, view, || {
                 uuid::Uuid::new_v4().simple().to_string()
             });
             let write = g.needs_write();
@@ -857,6 +929,23 @@ impl GroupCoordinator {
         let now = now_ms();
         let counts = |t: &str| partition_count(shared, t);
         let shards = self.loaded();
+        let by_pattern = shards
+            .iter()
+            .any(|s| s.state.lock().groups.values().any(Group::has_patterns));
+        let names = match by_pattern {
+            true => match self.topic_names(shared).await {
+                Ok(names) => Some(names),
+                Err(e) => {
+                    tracing::debug!(error = %e, "subscription patterns not resolved this round");
+                    None
+                }
+            },
+            false => None,
+        };
+        let view = TopicsView {
+            partitions_of: &counts,
+            names: names.as_ref().map(|n| n.as_slice()),
+        };
         for shard in &shards {
             let mut writes = Vec::new();
             {
@@ -866,7 +955,7 @@ impl GroupCoordinator {
                     if !gone.is_empty() {
                         tracing::info!(group = %g.id, members = ?gone, "members left the group (session or rebalance timeout)");
                     }
-                    g.refresh_target(&counts);
+                    g.refresh_target(view);
                     if g.needs_write() {
                         writes.push(g.id.clone());
                     }

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::assignor;
 use super::classic::{ClassicGroup, ClassicState, ClassicValue};
+use super::pattern::Pattern;
 
 /// A topic-partition by name.
 pub type Tp = (String, u32);
@@ -188,6 +189,17 @@ pub enum GroupError {
         /// What does not match.
         detail: String,
     },
+    /// A subscription pattern that does not compile.
+    #[error(
+        "subscription pattern {pattern:?} is not a valid regular expression: {detail}; use RE2 \
+         syntax (no lookaround or backreferences) matching whole topic names, e.g. `orders-.*`"
+    )]
+    InvalidPattern {
+        /// The pattern (its first 64 characters).
+        pattern: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// A malformed request.
     #[error("{0}")]
     Invalid(String),
@@ -265,6 +277,10 @@ pub struct MemberValue {
     pub previous_epoch: i32,
     /// Subscribed topics.
     pub topics: BTreeSet<String>,
+    /// A subscription pattern: every topic whose whole name matches is
+    /// subscribed too ([`super::pattern`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
     /// What it may hold now (see the module docs).
     pub assigned: TopicMap,
     /// Its session timeout.
@@ -341,6 +357,10 @@ pub struct Heartbeat {
     /// (Kafka's ConsumerGroupHeartbeat sends them only when they change; a
     /// joining member must send them).
     pub topics: Option<BTreeSet<String>>,
+    /// A subscription pattern; `None`: unchanged since the last heartbeat,
+    /// `Some("")`: none (Kafka's `SubscribedTopicRegex`). A joining member
+    /// sends topics, a pattern or both.
+    pub pattern: Option<String>,
     /// What the member holds now; `None`: unchanged since the last
     /// heartbeat (as in Kafka's ConsumerGroupHeartbeat).
     pub owned: Option<Partitions>,
@@ -445,6 +465,21 @@ pub struct Group {
     /// Members of Kafka's classic protocol (its last stable generation is
     /// persisted with the group).
     pub classic: ClassicGroup,
+    /// The members' subscription patterns, compiled, with what they
+    /// matched (memory only).
+    patterns: BTreeMap<String, Pattern>,
+}
+
+/// What the coordinator knows of topics when it applies a change.
+#[derive(Clone, Copy)]
+pub struct TopicsView<'a> {
+    /// A topic's partition count (`Some(0)`: no such topic; `None`: not
+    /// known here yet, keep what the group had).
+    pub partitions_of: &'a (dyn Fn(&str) -> Option<u32> + Sync),
+    /// Every live topic's name, to resolve subscription patterns against;
+    /// `None`: not listed (patterns keep what they matched, and a group
+    /// with a pattern never resolved keeps its target).
+    pub names: Option<&'a [String]>,
 }
 
 impl Group {
@@ -452,6 +487,7 @@ impl Group {
     pub fn new(id: String) -> Self {
         Self {
             classic: ClassicGroup::new(id.clone()),
+            patterns: BTreeMap::new(),
             id,
             epoch: 0,
             assignment_epoch: 0,
@@ -488,6 +524,7 @@ impl Group {
             .collect();
         Self {
             classic: ClassicGroup::restore(id.clone(), v.classic.as_ref(), now_ms),
+            patterns: BTreeMap::new(),
             id,
             epoch: v.epoch,
             assignment_epoch: v.assignment_epoch,
@@ -651,15 +688,14 @@ impl Group {
         }
     }
 
-    /// Handles a heartbeat at `now_ms`; `partitions_of` gives a topic's
-    /// partition count (`Some(0)`: no such topic; `None`: not known here
-    /// yet, keep what the group had).
+    /// Handles a heartbeat at `now_ms`, with what the coordinator knows of
+    /// `topics`.
     pub fn heartbeat(
         &mut self,
         hb: Heartbeat,
         now_ms: i64,
         limits: &Limits,
-        partitions_of: &dyn Fn(&str) -> Option<u32>,
+        topics: TopicsView<'_>,
         new_member_id: impl FnOnce() -> String,
     ) -> Result<HeartbeatReply, GroupError> {
         if !self.classic.is_empty() {
@@ -674,7 +710,7 @@ impl Group {
         }
         let shape = self.shape();
         let before = self.members.get(&hb.member_id).map(|m| m.value.clone());
-        let result = self.heartbeat_inner(hb, now_ms, limits, partitions_of, new_member_id);
+        let result = self.heartbeat_inner(hb, now_ms, limits, topics, new_member_id);
         let after = result
             .as_ref()
             .ok()
@@ -691,10 +727,18 @@ impl Group {
         hb: Heartbeat,
         now_ms: i64,
         limits: &Limits,
-        partitions_of: &dyn Fn(&str) -> Option<u32>,
+        topics: TopicsView<'_>,
         new_member_id: impl FnOnce() -> String,
     ) -> Result<HeartbeatReply, GroupError> {
         check_member_fields(&hb, limits)?;
+        self.check_subscription(&hb)?;
+        // A new pattern compiles before anything changes, so a bad one
+        // admits no member (unused ones go at the next refresh).
+        if let Some(p) = hb.pattern.as_deref().filter(|p| !p.is_empty())
+            && !self.patterns.contains_key(p)
+        {
+            self.patterns.insert(p.to_owned(), Pattern::compile(p)?);
+        }
         let session = match hb.session_timeout_ms {
             0 => limits.session_timeout_ms,
             s if s < limits.min_session_timeout_ms || s > limits.max_session_timeout_ms => {
@@ -770,8 +814,46 @@ impl Group {
             }
             self.epoch += 1;
         }
-        self.refresh_target(partitions_of);
+        if let Some(pattern) = hb.pattern {
+            let pattern = Some(pattern).filter(|p| !p.is_empty());
+            if let Some(m) = self.members.get_mut(&member_id)
+                && m.value.pattern != pattern
+            {
+                let old = std::mem::replace(&mut m.value.pattern, pattern);
+                if self.estimated_bytes() > limits.max_group_bytes {
+                    if let Some(m) = self.members.get_mut(&member_id) {
+                        m.value.pattern = old;
+                    }
+                    return Err(self.too_large(limits));
+                }
+                self.epoch += 1;
+            }
+        }
+        self.refresh_target(topics);
         Ok(self.reconcile(&member_id, &owned, now_ms, limits))
+    }
+
+    /// Refuses a heartbeat that would leave its member subscribed to
+    /// nothing (a member that wants nothing leaves).
+    fn check_subscription(&self, hb: &Heartbeat) -> Result<(), GroupError> {
+        if hb.epoch < 0 || (hb.topics.is_none() && hb.pattern.is_none()) {
+            return Ok(());
+        }
+        let current = self.members.get(&hb.member_id).map(|m| &m.value);
+        let no_topics = match &hb.topics {
+            Some(t) => t.is_empty(),
+            None => current.is_none_or(|v| v.topics.is_empty()),
+        };
+        let no_pattern = match &hb.pattern {
+            Some(p) => p.is_empty(),
+            None => current.is_none_or(|v| v.pattern.is_none()),
+        };
+        if no_topics && no_pattern {
+            return Err(GroupError::Invalid(
+                "a member must subscribe to at least one topic or a pattern".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn member(&self, id: &str) -> Result<&Member, GroupError> {
@@ -840,10 +922,15 @@ impl Group {
             }
             return Ok(id);
         }
-        let Some(topics) = hb.topics.clone() else {
-            return Err(GroupError::Invalid(
-                "a joining member must send the topics it subscribes to".into(),
-            ));
+        let pattern = hb.pattern.clone().filter(|p| !p.is_empty());
+        let topics = match (&hb.topics, &pattern) {
+            (Some(topics), _) => topics.clone(),
+            (None, Some(_)) => BTreeSet::new(),
+            (None, None) => {
+                return Err(GroupError::Invalid(
+                    "a joining member must send the topics it subscribes to or a pattern".into(),
+                ));
+            }
         };
         if self.members.len() >= limits.max_members {
             return Err(GroupError::Full {
@@ -862,6 +949,7 @@ impl Group {
                     epoch: JOIN_EPOCH,
                     previous_epoch: LEAVE_EPOCH,
                     topics,
+                    pattern,
                     assigned: TopicMap::new(),
                     session_timeout_ms: session,
                     rebalance_timeout_ms: rebalance,
@@ -894,6 +982,7 @@ impl Group {
                     + v.client_id.len()
                     + v.host.len()
                     + v.topics.iter().map(|t| t.len() + 3).sum::<usize>()
+                    + v.pattern.as_ref().map_or(0, |p| p.len() + 12)
             })
             .sum();
         // Each partition appears in at most one assigned and one target
@@ -961,23 +1050,82 @@ impl Group {
         classic_gone
     }
 
-    /// Bumps the epoch if a subscribed topic's partition count changed,
-    /// and recomputes the target if the epoch moved past it. True when the
-    /// target was recomputed.
-    pub fn refresh_target(&mut self, partitions_of: &dyn Fn(&str) -> Option<u32>) -> bool {
-        let subscribed: BTreeSet<&String> = self
+    /// The topics `member` subscribes to: its names and what its pattern
+    /// matched.
+    fn subscription(&self, member: &MemberValue) -> BTreeSet<String> {
+        let mut topics = member.topics.clone();
+        if let Some(matched) = member
+            .pattern
+            .as_ref()
+            .and_then(|p| self.patterns.get(p))
+            .and_then(Pattern::matched)
+        {
+            topics.extend(matched.iter().cloned());
+        }
+        topics
+    }
+
+    /// True when a member subscribes by pattern (resolving needs the
+    /// topic names).
+    pub fn has_patterns(&self) -> bool {
+        self.members.values().any(|m| m.value.pattern.is_some())
+    }
+
+    /// Compiles the members' patterns (those of a loaded group) and
+    /// resolves them against `names` if given; forgets unused ones. True
+    /// when every pattern has been resolved.
+    fn resolve_patterns(&mut self, names: Option<&[String]>) -> bool {
+        let used: BTreeSet<&String> = self
             .members
             .values()
-            .flat_map(|m| &m.value.topics)
+            .filter_map(|m| m.value.pattern.as_ref())
+            .collect();
+        self.patterns.retain(|p, _| used.contains(p));
+        let mut resolved = true;
+        for p in used {
+            let pattern = match self.patterns.entry(p.clone()) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => match Pattern::compile(p) {
+                    Ok(compiled) => e.insert(compiled),
+                    Err(err) => {
+                        // Checked when it was subscribed; it matches nothing.
+                        tracing::warn!(group = %self.id, error = %err, "a stored subscription pattern does not compile");
+                        continue;
+                    }
+                },
+            };
+            if let Some(names) = names {
+                pattern.resolve(names);
+            }
+            resolved &= pattern.matched().is_some();
+        }
+        resolved
+    }
+
+    /// Resolves the members' patterns against `topics`, bumps the epoch
+    /// if a subscribed topic's partition count (or a pattern's match)
+    /// changed, and recomputes the target if the epoch moved past it. True
+    /// when the target was recomputed.
+    pub fn refresh_target(&mut self, topics: TopicsView<'_>) -> bool {
+        if !self.resolve_patterns(topics.names) {
+            // A coordinator that loaded the group and has not listed the
+            // topics yet: what its patterns match is unknown, so nothing
+            // moves until it is.
+            return false;
+        }
+        let subscribed: BTreeSet<String> = self
+            .members
+            .values()
+            .flat_map(|m| self.subscription(&m.value))
             .collect();
         let counts: BTreeMap<String, u32> = subscribed
             .into_iter()
             .map(|t| {
                 // Not known here yet (a coordinator that just took over):
                 // as before, rather than as deleted.
-                let n = partitions_of(t)
-                    .unwrap_or_else(|| self.topic_counts.get(t).copied().unwrap_or(0));
-                (t.clone(), n)
+                let n = (topics.partitions_of)(&t)
+                    .unwrap_or_else(|| self.topic_counts.get(&t).copied().unwrap_or(0));
+                (t, n)
             })
             .filter(|(_, n)| *n > 0)
             .collect();
@@ -995,7 +1143,7 @@ impl Group {
         let subscriptions = self
             .members
             .values()
-            .map(|m| (m.value.id.clone(), m.value.topics.clone()))
+            .map(|m| (m.value.id.clone(), self.subscription(&m.value)))
             .collect();
         self.touch();
         self.target = assignor::assign(&subscriptions, &self.topic_counts, &self.target);
@@ -1135,11 +1283,21 @@ mod tests {
         Some(if topic == T { 12 } else { 0 })
     }
 
+    /// Partition counts from `partitions_of`, no topic listing.
+    fn view(partitions_of: &(dyn Fn(&str) -> Option<u32> + Sync)) -> TopicsView<'_> {
+        TopicsView {
+            partitions_of,
+            names: None,
+        }
+    }
+
     struct Sim {
         g: Group,
         now: i64,
         next_id: u32,
         limits: Limits,
+        /// The live topics and their partition counts.
+        topics: BTreeMap<String, u32>,
     }
 
     impl Sim {
@@ -1149,7 +1307,22 @@ mod tests {
                 now: 1_000,
                 next_id: 0,
                 limits: Limits::default(),
+                topics: [(T.to_owned(), 12)].into_iter().collect(),
             }
+        }
+
+        /// Recomputes the target against the live topics, as the timer does.
+        fn refresh(&mut self) -> bool {
+            let topics = self.topics.clone();
+            let names: Vec<String> = topics.keys().cloned().collect();
+            let counts = move |t: &str| Some(topics.get(t).copied().unwrap_or(0));
+            let before = self.g.value();
+            let changed = self.g.refresh_target(TopicsView {
+                partitions_of: &counts,
+                names: Some(&names),
+            });
+            self.settle(&before);
+            changed
         }
 
         fn hb(
@@ -1172,12 +1345,24 @@ mod tests {
             if hb.topics.is_none() {
                 hb.topics = Some([T.to_owned()].into_iter().collect());
             }
+            self.send_as_is(hb)
+        }
+
+        /// Sends `hb` as it is (`None` subscription: unchanged).
+        fn send_as_is(&mut self, hb: Heartbeat) -> Result<HeartbeatReply, GroupError> {
             self.next_id += 1;
             let id = format!("m{}", self.next_id);
             let before = self.g.value();
+            let topics = self.topics.clone();
+            let names: Vec<String> = topics.keys().cloned().collect();
+            let counts = move |t: &str| Some(topics.get(t).copied().unwrap_or(0));
+            let view = TopicsView {
+                partitions_of: &counts,
+                names: Some(&names),
+            };
             let r = self
                 .g
-                .heartbeat(hb, self.now, &self.limits, &counts, move || id);
+                .heartbeat(hb, self.now, &self.limits, view, move || id);
             self.settle(&before);
             r
         }
@@ -1246,7 +1431,7 @@ mod tests {
         assert!(b2.assignment.is_empty());
         no_partition_twice(&[&a_held, &b2.assignment]);
         // a confirms; b gets its half.
-        let a3 = s.hb(&a.member_id, a2.epoch, &a2.assignment).unwrap();
+        let a3 = beat(&mut s, &a2);
         assert_eq!(a3.epoch, 2);
         let b3 = s.hb(&b.member_id, b2.epoch, &b2.assignment).unwrap();
         assert_eq!(b3.assignment.len(), 6);
@@ -1267,7 +1452,7 @@ mod tests {
             },
             s.now,
             &s.limits,
-            &counts,
+            view(&counts),
             || unreachable!("not a join"),
         )
         .unwrap()
@@ -1330,7 +1515,7 @@ mod tests {
                 },
                 s.now,
                 &s.limits,
-                &counts,
+                view(&counts),
                 || "m".into(),
             )
             .unwrap_err();
@@ -1349,7 +1534,7 @@ mod tests {
         s.now += 46_000;
         let a4 = s.hb(&a.member_id, 2, &a2.assignment).unwrap();
         assert_eq!(s.g.expire(s.now), vec![b.member_id.clone()]);
-        let a5 = s.hb(&a.member_id, a4.epoch, &a4.assignment).unwrap();
+        let a5 = beat(&mut s, &a4);
         assert_eq!(a5.assignment.len(), 12);
         let err =
             s.g.check_commit(&b.member_id, 2, [(T.to_owned(), 0)])
@@ -1448,7 +1633,7 @@ mod tests {
         assert_eq!(s.g.expire(s.now).len(), 2);
         s.settle(&before);
         let before = s.g.value();
-        s.g.refresh_target(&|_| Some(0));
+        s.g.refresh_target(view(&|_| Some(0)));
         s.settle(&before);
     }
 
@@ -1457,12 +1642,15 @@ mod tests {
         let mut s = Sim::new();
         let a = s.join();
         let epoch = s.g.epoch();
-        assert!(!s.g.refresh_target(&|_| None), "unknown is not deleted");
+        assert!(
+            !s.g.refresh_target(view(&|_| None)),
+            "unknown is not deleted"
+        );
         assert_eq!(s.g.epoch(), epoch);
         let again = s.hb(&a.member_id, a.epoch, &a.assignment).unwrap();
         assert_eq!(again.assignment.len(), 12);
         // Known to be gone: the partitions go.
-        assert!(s.g.refresh_target(&|_| Some(0)));
+        assert!(s.g.refresh_target(view(&|_| Some(0))));
         assert!(s.g.target_of(&a.member_id).is_empty());
     }
 
@@ -1566,5 +1754,164 @@ mod tests {
         assert_eq!(restored.value(), v);
         assert!(!restored.needs_write());
         let _ = (b, a2);
+    }
+
+    /// A join by pattern only, as librdkafka sends it (an empty topic list).
+    fn join_by_pattern(s: &mut Sim, pattern: &str) -> Result<HeartbeatReply, GroupError> {
+        s.send(Heartbeat {
+            epoch: JOIN_EPOCH,
+            topics: Some(BTreeSet::new()),
+            pattern: Some(pattern.to_owned()),
+            owned: Some(Partitions::new()),
+            ..Heartbeat::default()
+        })
+    }
+
+    /// A heartbeat that owns what `r` assigned and leaves the subscription
+    /// as it is.
+    fn beat(s: &mut Sim, r: &HeartbeatReply) -> HeartbeatReply {
+        s.send_as_is(Heartbeat {
+            member_id: r.member_id.clone(),
+            epoch: r.epoch,
+            owned: Some(r.assignment.clone()),
+            ..Heartbeat::default()
+        })
+        .unwrap()
+    }
+
+    fn topics_of(p: &Partitions) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for (t, _) in p {
+            *m.entry(t.clone()).or_default() += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn a_pattern_subscription_follows_topics_as_they_come_and_go() {
+        let mut s = Sim::new();
+        s.topics.insert("orders-eu".into(), 4);
+        s.topics.insert("old-orders".into(), 3);
+        let a = join_by_pattern(&mut s, "orders-.*").unwrap();
+        assert_eq!(topics_of(&a.assignment), [("orders-eu".into(), 4)].into());
+        assert_eq!(s.g.value().members[0].pattern.as_deref(), Some("orders-.*"));
+
+        // A topic that matches is created: the member gets it too.
+        s.topics.insert("orders-us".into(), 2);
+        assert!(s.refresh(), "a new match is a new target");
+        let a2 = beat(&mut s, &a);
+        assert_eq!(
+            topics_of(&a2.assignment),
+            [("orders-eu".into(), 4), ("orders-us".into(), 2)].into()
+        );
+        assert!(a2.epoch > a.epoch);
+        assert!(!s.refresh(), "nothing changed");
+
+        // One that matched is deleted: it goes.
+        s.topics.remove("orders-eu");
+        assert!(s.refresh());
+        let a3 = s.hb(&a.member_id, a2.epoch, &a2.assignment).unwrap();
+        assert_eq!(topics_of(&a3.assignment), [("orders-us".into(), 2)].into());
+
+        // The pattern is dropped for a topic name: the member follows.
+        let a4 = s
+            .send(Heartbeat {
+                member_id: a.member_id.clone(),
+                epoch: a3.epoch,
+                topics: Some([T.to_owned()].into()),
+                pattern: Some(String::new()),
+                owned: Some(a3.assignment.clone()),
+                ..Heartbeat::default()
+            })
+            .unwrap();
+        let a5 = s.hb(&a.member_id, a4.epoch, &a4.assignment).unwrap();
+        assert_eq!(topics_of(&a5.assignment), [(T.to_owned(), 12)].into());
+        assert_eq!(s.g.value().members[0].pattern, None);
+    }
+
+    #[test]
+    fn members_by_pattern_and_by_name_share_what_both_subscribe_to() {
+        let mut s = Sim::new();
+        s.topics.insert("orders-eu".into(), 4);
+        let a = join_by_pattern(&mut s, "orders-.*|t").unwrap();
+        let b = s.join(); // subscribed to T only
+        let (mut a, mut b) = (a, b);
+        for _ in 0..4 {
+            a = beat(&mut s, &a);
+            b = beat(&mut s, &b);
+            no_partition_twice(&[&a.assignment, &b.assignment]);
+        }
+        let held = (a.assignment, b.assignment);
+        no_partition_twice(&[&held.0, &held.1]);
+        assert_eq!(topics_of(&held.1).keys().collect::<Vec<_>>(), [T]);
+        assert_eq!(
+            topics_of(&held.0).get("orders-eu"),
+            Some(&4),
+            "only a subscribes to it"
+        );
+        assert_eq!(held.0.len() + held.1.len(), 16);
+    }
+
+    #[test]
+    fn a_bad_pattern_or_an_empty_subscription_admits_no_member() {
+        let mut s = Sim::new();
+        let bad = join_by_pattern(&mut s, "orders-(");
+        assert!(
+            matches!(bad, Err(GroupError::InvalidPattern { .. })),
+            "{bad:?}"
+        );
+        assert_eq!(s.g.member_count(), 0);
+        let nothing = join_by_pattern(&mut s, "");
+        assert!(
+            matches!(nothing, Err(GroupError::Invalid(_))),
+            "{nothing:?}"
+        );
+        assert_eq!(s.g.member_count(), 0);
+
+        let a = s.join();
+        let bad = s.send(Heartbeat {
+            member_id: a.member_id.clone(),
+            epoch: a.epoch,
+            pattern: Some("(?=lookahead)".into()),
+            ..Heartbeat::default()
+        });
+        assert!(
+            matches!(bad, Err(GroupError::InvalidPattern { .. })),
+            "{bad:?}"
+        );
+        assert_eq!(s.g.value().members[0].pattern, None, "unchanged");
+        let empty = s.send(Heartbeat {
+            member_id: a.member_id.clone(),
+            epoch: a.epoch,
+            topics: Some(BTreeSet::new()),
+            ..Heartbeat::default()
+        });
+        assert!(matches!(empty, Err(GroupError::Invalid(_))), "{empty:?}");
+    }
+
+    #[test]
+    fn a_loaded_group_keeps_its_target_until_its_patterns_are_resolved() {
+        let mut s = Sim::new();
+        s.topics.insert("orders-eu".into(), 4);
+        let a = join_by_pattern(&mut s, "orders-.*").unwrap();
+        let a = beat(&mut s, &a);
+        assert_eq!(s.g.state(), GroupStateName::Stable);
+        let v = s.g.value();
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains(r#""pattern":"orders-.*""#), "{json}");
+        let v: GroupValue = serde_json::from_str(&json).unwrap();
+
+        // A new coordinator loads the group and has not listed topics yet.
+        s.g = Group::restore("g".into(), &v, s.now);
+        assert!(
+            !s.g.refresh_target(view(&counts)),
+            "unresolved: nothing moves"
+        );
+        assert_eq!(s.g.value(), v);
+        assert_eq!(beat(&mut s, &a).assignment, a.assignment);
+        // Listed: the same topics match, still nothing moves.
+        assert!(!s.refresh());
+        assert_eq!(s.g.value().target, v.target);
+        assert_eq!(s.g.state(), GroupStateName::Stable);
     }
 }

@@ -60,18 +60,6 @@ pub async fn heartbeat(
         )));
         return r;
     }
-    if req
-        .subscribed_topic_regex
-        .as_deref()
-        .is_some_and(|re| !re.is_empty())
-    {
-        r.error_code = ResponseError::InvalidRequest.code();
-        r.error_message = Some(StrBytes::from_static_str(
-            "regular-expression subscriptions are not supported over group.protocol=consumer \
-             yet; subscribe to topic names, or use group.protocol=classic",
-        ));
-        return r;
-    }
     let answer = match check(shared, caller, Operation::Read, &group) {
         Ok(()) => beat(shared, &group, req, client_id, peer).await,
         Err(e) => Err(e),
@@ -113,6 +101,7 @@ async fn beat(
         topics: req
             .subscribed_topic_names
             .map(|ts| ts.into_iter().map(|t| t.0.to_string()).collect()),
+        pattern: req.subscribed_topic_regex.map(|p| p.to_string()),
         owned,
         // Kafka's consumer protocol sets the session timeout on the
         // coordinator (group.session_timeout), not in the client.
@@ -220,6 +209,7 @@ pub async fn describe(
                         .iter()
                         .map(|t| TopicName(StrBytes::from_string(t.clone())))
                         .collect();
+                    out.subscribed_topic_regex = v.pattern.clone().map(StrBytes::from_string);
                     out.assignment = shown(shared, &m.assigned()).await;
                     out.target_assignment = shown(shared, &g.target_of(&v.id)).await;
                     out.member_type = 1;

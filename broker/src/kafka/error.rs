@@ -24,6 +24,7 @@ pub fn code(reason: ErrorReason) -> ResponseError {
         ErrorReason::OffsetOutOfRange => ResponseError::OffsetOutOfRange,
         ErrorReason::InvalidBatch => ResponseError::CorruptMessage,
         ErrorReason::InvalidRequest => ResponseError::InvalidRequest,
+        ErrorReason::InvalidRegularExpression => ResponseError::InvalidRegularExpression,
         ErrorReason::RecordTooLarge => ResponseError::MessageTooLarge,
         ErrorReason::TopicAlreadyExists => ResponseError::TopicAlreadyExists,
         // Retriable; clients back off and refresh metadata.

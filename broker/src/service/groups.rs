@@ -123,6 +123,8 @@ impl Groups for GroupsService {
             epoch: req.member_epoch,
             instance_id: req.instance_id.filter(|i| !i.is_empty()),
             topics: Some(req.topics.into_iter().collect::<BTreeSet<_>>()),
+            // Every native heartbeat carries the whole subscription.
+            pattern: Some(req.topic_pattern.unwrap_or_default()),
             owned: Some(partitions(&req.owned)),
             session_timeout_ms: req.session_timeout_ms,
             rebalance_timeout_ms: req.rebalance_timeout_ms,
@@ -290,6 +292,7 @@ impl Groups for GroupsService {
             topics: m.subscribed_topics(&protocol),
             assignment: wire_partitions(&m.assigned_partitions()),
             target: wire_partitions(&m.assigned_partitions()),
+            topic_pattern: None,
         });
         let members = g
             .members()
@@ -304,6 +307,7 @@ impl Groups for GroupsService {
                     topics: v.topics.iter().cloned().collect(),
                     assignment: wire_partitions(&crate::groups::state::from_topic_map(&v.assigned)),
                     target: wire_partitions(&g.target_of(&v.id)),
+                    topic_pattern: v.pattern.clone(),
                 }
             })
             .chain(classic)
