@@ -239,6 +239,7 @@ fn group_reason(e: &GroupError) -> ErrorReason {
         GroupError::MemberIdRequired { .. } => ErrorReason::MemberIdRequired,
         GroupError::InconsistentProtocol { .. } => ErrorReason::InconsistentGroupProtocol,
         GroupError::InvalidPattern { .. } => ErrorReason::InvalidRegularExpression,
+        GroupError::UnsupportedAssignor(_) => ErrorReason::UnsupportedAssignor,
         GroupError::NotAssigned { .. } | GroupError::Invalid(_) => ErrorReason::InvalidRequest,
         GroupError::Full { .. } => ErrorReason::BrokerUnavailable,
     }

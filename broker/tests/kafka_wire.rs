@@ -473,17 +473,28 @@ async fn consumer_group_heartbeat_assigns_by_topic_id_keeps_what_is_not_resent_a
         (held[0].topic_id, &held[0].partitions),
         (topic_id, &vec![0])
     );
+    let epoch = r.member_epoch;
     let mut body = call(&mut s, ApiKey::ConsumerGroupDescribe, 1, 55, &describe).await;
     let d = ConsumerGroupDescribeResponse::decode(&mut body, 1).expect("describe");
     let m = &d.groups[0].members[0];
     assert!(m.subscribed_topic_names.is_empty());
     assert_eq!(m.subscribed_topic_regex.as_deref(), Some("(^jo.*)"));
-    // An assignor Strata does not run is refused with a message saying
-    // what to do.
-    let range = heartbeat(1, None).with_server_assignor(Some(StrBytes::from_static_str("range")));
-    let mut body = call(&mut s, ApiKey::ConsumerGroupHeartbeat, 1, 52, &range).await;
+    // An assignor Strata does not have is refused with a message saying
+    // what to do; `range` is taken, and the group uses it.
+    let sticky =
+        heartbeat(epoch, None).with_server_assignor(Some(StrBytes::from_static_str("sticky")));
+    let mut body = call(&mut s, ApiKey::ConsumerGroupHeartbeat, 1, 52, &sticky).await;
     let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");
     assert_eq!(r.error_code, ResponseError::UnsupportedAssignor.code());
+    assert!(r.error_message.expect("message").contains("`range`"));
+    let range =
+        heartbeat(epoch, None).with_server_assignor(Some(StrBytes::from_static_str("range")));
+    let mut body = call(&mut s, ApiKey::ConsumerGroupHeartbeat, 1, 56, &range).await;
+    let r = ConsumerGroupHeartbeatResponse::decode(&mut body, 1).expect("heartbeat");
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    let mut body = call(&mut s, ApiKey::ConsumerGroupDescribe, 1, 57, &describe).await;
+    let d = ConsumerGroupDescribeResponse::decode(&mut body, 1).expect("describe");
+    assert_eq!(d.groups[0].assignor_name.as_str(), "range");
     // Leaving.
     let mut body = call(
         &mut s,

@@ -104,6 +104,12 @@ pub struct ConsumerConfig {
     /// instance id within the session timeout gets its partitions back
     /// without a rebalance (Kafka's `group.instance.id`).
     pub instance_id: Option<String>,
+    /// Groups: the server-side assignor this member asks for, `uniform`
+    /// (balanced and sticky) or `range` (co-partitioned: the same
+    /// partition numbers of topics with as many partitions); the group
+    /// uses the one most members ask for (Kafka's
+    /// `group.remote.assignor`). Default: no preference (`uniform`).
+    pub server_assignor: Option<String>,
     /// Shown by `strata group describe`. Default `strata-rust`.
     pub client_id: String,
     /// How to connect: TLS for `https://` brokers. Default: system roots.
@@ -124,6 +130,7 @@ impl Default for ConsumerConfig {
             session_timeout: Duration::from_secs(45),
             rebalance_timeout: Duration::from_secs(60),
             instance_id: None,
+            server_assignor: None,
             client_id: "strata-rust".into(),
             connection: ConnectOptions::default(),
         }
@@ -511,6 +518,7 @@ impl Consumer {
             MemberSettings {
                 topics: topics.iter().map(|t| (*t).to_owned()).collect(),
                 pattern: pattern.map(str::to_owned),
+                assignor: self.config.server_assignor.clone(),
                 instance_id: self.config.instance_id.clone(),
                 session_timeout: self.config.session_timeout,
                 rebalance_timeout: self.config.rebalance_timeout,

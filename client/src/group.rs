@@ -306,6 +306,8 @@ pub(crate) struct MemberSettings {
     pub(crate) topics: Vec<String>,
     /// A subscription pattern (regular expression) besides `topics`.
     pub(crate) pattern: Option<String>,
+    /// The server-side assignor it asks for.
+    pub(crate) assignor: Option<String>,
     pub(crate) instance_id: Option<String>,
     pub(crate) session_timeout: Duration,
     pub(crate) rebalance_timeout: Duration,
@@ -508,6 +510,7 @@ fn refused_for_good(reason: ErrorReason) -> bool {
     matches!(
         reason,
         ErrorReason::InvalidRegularExpression
+            | ErrorReason::UnsupportedAssignor
             | ErrorReason::InvalidRequest
             | ErrorReason::InconsistentGroupProtocol
             | ErrorReason::Unauthenticated
@@ -554,6 +557,7 @@ async fn heartbeat_loop(
                 rebalance_timeout_ms: ms(settings.rebalance_timeout),
                 client_id: settings.client_id.clone(),
                 topic_pattern: settings.pattern.clone(),
+                server_assignor: settings.assignor.clone(),
             };
             (st.seq, req)
         };
@@ -801,6 +805,7 @@ mod tests {
         MemberSettings {
             topics: vec!["t".into()],
             pattern: None,
+            assignor: None,
             instance_id: None,
             session_timeout: Duration::from_secs(10),
             rebalance_timeout: Duration::from_secs(30),

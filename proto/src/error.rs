@@ -43,7 +43,8 @@ impl ErrorReason {
             ErrorReason::OffsetOutOfRange => Code::OutOfRange,
             ErrorReason::InvalidBatch
             | ErrorReason::InvalidRequest
-            | ErrorReason::InvalidRegularExpression => Code::InvalidArgument,
+            | ErrorReason::InvalidRegularExpression
+            | ErrorReason::UnsupportedAssignor => Code::InvalidArgument,
             ErrorReason::RecordTooLarge => Code::ResourceExhausted,
             ErrorReason::DuplicateSequence | ErrorReason::TopicAlreadyExists => Code::AlreadyExists,
             ErrorReason::StoreUnavailable | ErrorReason::BrokerUnavailable => Code::Unavailable,

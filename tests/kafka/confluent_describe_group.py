@@ -1,7 +1,7 @@
 """Describes consumer group GROUP with confluent-kafka's AdminClient
 (librdkafka: ConsumerGroupDescribe for a consumer-protocol group) and
-prints one JSON object: {"state": ..., "type": ..., "members":
-[{"client_id": ..., "partitions": [[topic, partition], ...]}]}.
+prints one JSON object: {"state": ..., "type": ..., "assignor": ...,
+"members": [{"client_id": ..., "partitions": [[topic, partition], ...]}]}.
 
 Usage: confluent_describe_group.py BOOTSTRAP GROUP
 """
@@ -18,6 +18,7 @@ print(
         {
             "state": str(described.state),
             "type": str(getattr(described, "type", "")),
+            "assignor": described.partition_assignor,
             "members": [
                 {
                     "client_id": m.client_id,

@@ -8,7 +8,10 @@ record to OUT_FILE ({"m": NAME, "t": topic, "p": partition, "o": offset,
 {"m": NAME, "revoked": [...]}), commits synchronously after every 50
 records, and on SIGTERM commits, leaves the group and exits 0.
 
-Usage: confluent_member.py BOOTSTRAP TOPIC GROUP NAME OUT_FILE [PROTOCOL]
+ASSIGNOR, for the consumer protocol, is the server-side assignor to ask
+for (`group.remote.assignor`).
+
+Usage: confluent_member.py BOOTSTRAP TOPIC GROUP NAME OUT_FILE [PROTOCOL [ASSIGNOR]]
 """
 import json
 import signal
@@ -18,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 
 bootstrap, topic, group, name, out_path = sys.argv[1:6]
 protocol = sys.argv[6] if len(sys.argv) > 6 else "classic"
+assignor = sys.argv[7] if len(sys.argv) > 7 else None
 out = open(out_path, "a", buffering=1)
 stop = False
 
@@ -61,6 +65,8 @@ config = {
     "enable.auto.commit": False,
     "group.protocol": protocol,
 }
+if assignor:
+    config["group.remote.assignor"] = assignor
 if protocol == "classic":
     # The consumer protocol takes both from the coordinator.
     config.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})

@@ -396,15 +396,27 @@ impl Member {
     fn start_on(
         python: &strata_tests::python::Python,
         bootstrap: &str,
+        on: (&str, &str, Protocol),
+        name: &str,
+        out: &std::path::Path,
+    ) -> Member {
+        Self::start_asking(python, bootstrap, on, None, name, out)
+    }
+
+    /// A member of `(topic, group, protocol)` that asks for the
+    /// server-side `assignor`, if any.
+    fn start_asking(
+        python: &strata_tests::python::Python,
+        bootstrap: &str,
         (topic, group, protocol): (&str, &str, Protocol),
+        assignor: Option<&str>,
         name: &str,
         out: &std::path::Path,
     ) -> Member {
         let out = out.to_str().expect("utf-8 path");
-        let child = python.spawn(
-            "confluent_member.py",
-            &[bootstrap, topic, group, name, out, protocol.name()],
-        );
+        let mut args = vec![bootstrap, topic, group, name, out, protocol.name()];
+        args.extend(assignor);
+        let child = python.spawn("confluent_member.py", &args);
         Member {
             name: name.to_owned(),
             child,
@@ -762,6 +774,80 @@ async fn kip848_pattern_subscription_follows_new_topics_and_survives_kill9() {
             .filter(|(t, _, _)| !t.starts_with("events-"))
             .collect::<Vec<_>>()
     );
+    x.stop().await;
+    y.stop().await;
+}
+
+/// KIP-848's `range` assignor (`group.remote.assignor=range`): two members
+/// subscribed by pattern to two topics with as many partitions hold the
+/// same partition numbers of both (co-partitioned), and Kafka's admin
+/// client sees the group's assignor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_range_assignor_co_partitions_topics() {
+    let Some(python) = kafka_clients().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("b"), BrokerOptions::default()).await;
+    let admin = Admin::connect(&broker.url()).await.expect("admin");
+    for topic in ["cp-orders", "cp-payments"] {
+        admin
+            .create_topic(topic, 6, TopicSettings::default())
+            .await
+            .expect("create topic");
+    }
+    let out = dir.path().join("consumed.jsonl");
+    let bootstrap = broker.kafka_addr().to_owned();
+    let on = ("^cp-.*", "joiners", Protocol::Consumer);
+    let x = Member::start_asking(&python, &bootstrap, on, Some("range"), "x", &out);
+    let y = Member::start_asking(&python, &bootstrap, on, Some("range"), "y", &out);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let described = loop {
+        let d: serde_json::Value = serde_json::from_str(
+            python
+                .run(
+                    "confluent_describe_group.py",
+                    &[&bootstrap, "joiners"],
+                    SCRIPT_TIMEOUT,
+                )
+                .await
+                .trim(),
+        )
+        .expect("json");
+        let members = d["members"].as_array().map_or(0, Vec::len);
+        if d["state"] == "ConsumerGroupState.STABLE" && members == 2 {
+            break d;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group never became stable with two members: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(described["assignor"], "range", "{described}");
+    let mut all = Vec::new();
+    for m in described["members"].as_array().expect("members") {
+        let of = |topic: &str| -> Vec<i64> {
+            let mut ps: Vec<i64> = m["partitions"]
+                .as_array()
+                .expect("partitions")
+                .iter()
+                .filter(|tp| tp[0] == topic)
+                .map(|tp| tp[1].as_i64().expect("partition"))
+                .collect();
+            ps.sort_unstable();
+            ps
+        };
+        assert_eq!(
+            of("cp-orders"),
+            of("cp-payments"),
+            "not co-partitioned: {described}"
+        );
+        assert_eq!(of("cp-orders").len(), 3, "{described}");
+        all.extend(of("cp-orders"));
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..6).collect::<Vec<_>>(), "{described}");
     x.stop().await;
     y.stop().await;
 }

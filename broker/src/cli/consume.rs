@@ -75,8 +75,8 @@ pub struct ConsumeArgs {
     #[arg(long = "property", value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
     /// Kafka-style consumer settings for --group: session.timeout.ms,
-    /// group.instance.id, enable.auto.commit, auto.commit.interval.ms,
-    /// client.id.
+    /// group.instance.id, group.remote.assignor (uniform or range),
+    /// enable.auto.commit, auto.commit.interval.ms, client.id.
     #[arg(
         long = "consumer-property",
         value_name = "KEY=VALUE",
@@ -188,10 +188,12 @@ fn apply_consumer_properties(c: &mut ConsumerConfig, props: &[String]) -> anyhow
                     .with_context(|| format!("{k} takes true or false: {v}"))?;
             }
             "group.instance.id" => c.instance_id = Some(v.to_owned()),
+            "group.remote.assignor" => c.server_assignor = Some(v.to_owned()),
             "client.id" => c.client_id = v.to_owned(),
             _ => anyhow::bail!(
                 "unknown --consumer-property; use session.timeout.ms, group.instance.id, \
-                 enable.auto.commit, auto.commit.interval.ms or client.id: {k}"
+                 group.remote.assignor, enable.auto.commit, auto.commit.interval.ms or \
+                 client.id: {k}"
             ),
         }
     }

@@ -173,8 +173,12 @@ fn rows(d: &GroupDescription, ends: &HashMap<(String, u32), i64>) -> Vec<Row> {
 
 fn render(d: &GroupDescription, rows: &[Row]) -> String {
     let dash = || "-".to_owned();
+    let assignor = match d.assignor.as_str() {
+        "" => String::new(),
+        a => format!(", assignor {a}"),
+    };
     let mut out = format!(
-        "Group {} is {} (epoch {}, {} member{}, coordinator broker {})\n\n",
+        "Group {} is {} (epoch {}, {} member{}{assignor}, coordinator broker {})\n\n",
         d.group_id,
         d.state,
         d.group_epoch,
@@ -374,6 +378,7 @@ mod tests {
             state: "STABLE".into(),
             group_epoch: 3,
             coordinator_id: 1,
+            assignor: "uniform".into(),
             members: vec![
                 GroupMember {
                     member_id: "m1".into(),

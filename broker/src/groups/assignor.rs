@@ -1,6 +1,8 @@
-//! The server-side assignor: balanced and sticky (Kafka's `uniform`
-//! assignor of KIP-848, simplified).
+//! The server-side assignors of KIP-848: `uniform` (the default) and
+//! `range`. A group uses the one most of its members ask for
+//! ([`Assignor::of_group`]).
 //!
+//! ## `uniform`: balanced and sticky (Kafka's, simplified)
 //! 1. Every partition keeps its previous owner if that member is still in
 //!    the group and still subscribes to the topic.
 //! 2. The others go, fewest eligible members first, to the eligible member
@@ -10,12 +12,158 @@
 //!    first): only the moves balance needs, nothing else.
 //!
 //! With every member subscribing to the same topics, members end within one
-//! partition of each other. Pure: no IO, no clock, deterministic (members
-//! and partitions are ordered).
+//! partition of each other.
+//!
+//! ## `range`: co-partitioned
+//! Each topic on its own: its partitions are split among its subscribers
+//! (in member id order) into shares that differ by at most one, the larger
+//! shares going first to members that held more before. Each member keeps
+//! what it held up to its share; the rest go, lowest partition first, to
+//! members short of theirs, in member id order. From scratch every member
+//! gets a contiguous range, and two topics with the same partition count
+//! and subscribers get the same partition numbers to the same member, so a
+//! member that joins `orders` with `payments` by key reads both halves of
+//! a key (Kafka's co-partitioning).
+//!
+//! Pure: no IO, no clock, deterministic (members and partitions are
+//! ordered).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::state::{Partitions, Tp};
+
+/// A server-side assignor, by Kafka's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Assignor {
+    /// Balanced and sticky: the default.
+    #[default]
+    Uniform,
+    /// Co-partitioned ranges per topic.
+    Range,
+}
+
+impl Assignor {
+    /// Every assignor, the default first.
+    pub const ALL: [Assignor; 2] = [Assignor::Uniform, Assignor::Range];
+
+    /// Kafka's name (`group.remote.assignor`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Assignor::Uniform => "uniform",
+            Assignor::Range => "range",
+        }
+    }
+
+    /// The assignor named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The assignor of a group whose members ask for `asked` (`None`: no
+    /// preference): the one most ask for, ties and no preference going to
+    /// the default.
+    pub fn of_group<'a>(asked: impl IntoIterator<Item = Option<&'a str>>) -> Self {
+        let mut votes: BTreeMap<Assignor, usize> = BTreeMap::new();
+        for a in asked.into_iter().flatten().filter_map(Self::parse) {
+            *votes.entry(a).or_default() += 1;
+        }
+        // max_by_key keeps the last maximum: iterate from the least
+        // preferred so ties go to the earlier in ALL.
+        votes
+            .into_iter()
+            .rev()
+            .max_by_key(|(_, n)| *n)
+            .map_or_else(Self::default, |(a, _)| a)
+    }
+
+    /// The assignment of every partition of `partition_counts` to
+    /// `members` (member id → subscribed topics), sticky to `previous`.
+    pub fn assign(
+        self,
+        members: &BTreeMap<String, BTreeSet<String>>,
+        partition_counts: &BTreeMap<String, u32>,
+        previous: &BTreeMap<String, Partitions>,
+    ) -> BTreeMap<String, Partitions> {
+        match self {
+            Assignor::Uniform => assign(members, partition_counts, previous),
+            Assignor::Range => range(members, partition_counts, previous),
+        }
+    }
+}
+
+/// The `range` assignment (see the module docs).
+pub fn range(
+    members: &BTreeMap<String, BTreeSet<String>>,
+    partition_counts: &BTreeMap<String, u32>,
+    previous: &BTreeMap<String, Partitions>,
+) -> BTreeMap<String, Partitions> {
+    let mut out: BTreeMap<String, Partitions> = members
+        .keys()
+        .map(|m| (m.clone(), Partitions::new()))
+        .collect();
+    for (topic, &count) in partition_counts {
+        let subscribers: Vec<&String> = members
+            .iter()
+            .filter(|(_, topics)| topics.contains(topic))
+            .map(|(m, _)| m)
+            .collect();
+        if subscribers.is_empty() {
+            continue;
+        }
+        let held = |m: &str| -> Vec<u32> {
+            previous.get(m).map_or_else(Vec::new, |set| {
+                set.iter()
+                    .filter(|(t, p)| t == topic && *p < count)
+                    .map(|(_, p)| *p)
+                    .collect()
+            })
+        };
+        let n = u32::try_from(subscribers.len()).unwrap_or(u32::MAX);
+        let (min, mut extra) = (count / n, count % n);
+        // Shares: the larger ones first to members that held more.
+        let mut share: BTreeMap<&str, u32> =
+            subscribers.iter().map(|m| (m.as_str(), min)).collect();
+        for pass in [true, false] {
+            for m in &subscribers {
+                let held_more = u32::try_from(held(m).len()).unwrap_or(u32::MAX) > min;
+                if extra > 0 && held_more == pass && share[m.as_str()] == min {
+                    share.insert(m.as_str(), min + 1);
+                    extra -= 1;
+                }
+            }
+        }
+        // Each keeps what it held, up to its share (a partition once).
+        let mut taken: BTreeSet<u32> = BTreeSet::new();
+        let mut got: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for m in &subscribers {
+            let mine = got.entry(m.as_str()).or_default();
+            for p in held(m) {
+                if u32::try_from(mine.len()).unwrap_or(u32::MAX) < share[m.as_str()]
+                    && taken.insert(p)
+                {
+                    mine.push(p);
+                }
+            }
+        }
+        // The rest, lowest first, to members short of their share.
+        let mut free = (0..count).filter(|p| !taken.contains(p));
+        for m in &subscribers {
+            let mine = got.entry(m.as_str()).or_default();
+            while u32::try_from(mine.len()).unwrap_or(u32::MAX) < share[m.as_str()] {
+                match free.next() {
+                    Some(p) => mine.push(p),
+                    None => break,
+                }
+            }
+        }
+        for (m, ps) in got {
+            if let Some(set) = out.get_mut(m) {
+                set.extend(ps.into_iter().map(|p| (topic.clone(), p)));
+            }
+        }
+    }
+    out
+}
 
 /// The assignment of `partitions` (every partition of every subscribed
 /// topic, by topic) to `members` (member id → subscribed topics), sticky to
@@ -189,6 +337,68 @@ mod tests {
         assert!(a["b"].iter().all(|tp| tp.0 == "orders"));
         assert_eq!(a.values().map(BTreeSet::len).sum::<usize>(), 6);
         assert_eq!(sizes(&a), [3, 3]);
+    }
+
+    fn partitions_of(a: &Partitions, topic: &str) -> Vec<u32> {
+        a.iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| *p)
+            .collect()
+    }
+
+    #[test]
+    fn range_gives_contiguous_co_partitioned_shares() {
+        let m = members(&["a", "b", "c"], &["orders", "payments"]);
+        let c = counts(&[("orders", 8), ("payments", 8)]);
+        let r = range(&m, &c, &BTreeMap::new());
+        assert_eq!(partitions_of(&r["a"], "orders"), [0, 1, 2]);
+        assert_eq!(partitions_of(&r["b"], "orders"), [3, 4, 5]);
+        assert_eq!(partitions_of(&r["c"], "orders"), [6, 7]);
+        for who in ["a", "b", "c"] {
+            assert_eq!(
+                partitions_of(&r[who], "orders"),
+                partitions_of(&r[who], "payments"),
+                "{who}: the same partition numbers of both topics"
+            );
+        }
+        // A member joins: every partition still goes once, shares differ
+        // by at most one, the topics stay co-partitioned, and members keep
+        // what their share allows.
+        let four = members(&["a", "b", "c", "d"], &["orders", "payments"]);
+        let r2 = range(&four, &c, &r);
+        assert_eq!(sizes(&r2), [4, 4, 4, 4]);
+        for who in ["a", "b", "c", "d"] {
+            assert_eq!(
+                partitions_of(&r2[who], "orders"),
+                partitions_of(&r2[who], "payments")
+            );
+        }
+        assert_eq!(partitions_of(&r2["a"], "orders"), [0, 1]);
+        assert_eq!(partitions_of(&r2["c"], "orders"), [6, 7], "c keeps its two");
+        let all: BTreeSet<&Tp> = r2.values().flatten().collect();
+        assert_eq!(all.len(), 16);
+        // Only subscribers get a topic's partitions.
+        let mut mixed = members(&["a"], &["orders"]);
+        mixed.extend(members(&["b"], &["payments"]));
+        let r3 = range(&mixed, &c, &BTreeMap::new());
+        assert_eq!(partitions_of(&r3["a"], "orders").len(), 8);
+        assert!(partitions_of(&r3["a"], "payments").is_empty());
+    }
+
+    #[test]
+    fn a_group_uses_the_assignor_most_members_ask_for() {
+        assert_eq!(Assignor::of_group([None, None]), Assignor::Uniform);
+        assert_eq!(Assignor::of_group([Some("range"), None]), Assignor::Range);
+        assert_eq!(
+            Assignor::of_group([Some("range"), Some("uniform")]),
+            Assignor::Uniform,
+            "a tie goes to the default"
+        );
+        assert_eq!(
+            Assignor::of_group([Some("range"), Some("range"), Some("uniform")]),
+            Assignor::Range
+        );
+        assert_eq!(Assignor::parse("sticky"), None);
     }
 
     #[test]

@@ -189,6 +189,12 @@ pub enum GroupError {
         /// What does not match.
         detail: String,
     },
+    /// A server-side assignor the coordinator does not have.
+    #[error(
+        "Strata has no server-side assignor {0:?}; use `uniform` (the default) or `range`, or \
+         leave group.remote.assignor unset"
+    )]
+    UnsupportedAssignor(String),
     /// A subscription pattern that does not compile.
     #[error(
         "subscription pattern {pattern:?} is not a valid regular expression: {detail}; use RE2 \
@@ -281,6 +287,10 @@ pub struct MemberValue {
     /// subscribed too ([`super::pattern`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// The server-side assignor it asks for (`None`: no preference; see
+    /// [`assignor::Assignor::of_group`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignor: Option<String>,
     /// What it may hold now (see the module docs).
     pub assigned: TopicMap,
     /// Its session timeout.
@@ -361,6 +371,10 @@ pub struct Heartbeat {
     /// `Some("")`: none (Kafka's `SubscribedTopicRegex`). A joining member
     /// sends topics, a pattern or both.
     pub pattern: Option<String>,
+    /// The server-side assignor it asks for; `None`: unchanged since the
+    /// last heartbeat (Kafka's `ServerAssignor`), `Some("")`: no
+    /// preference.
+    pub assignor: Option<String>,
     /// What the member holds now; `None`: unchanged since the last
     /// heartbeat (as in Kafka's ConsumerGroupHeartbeat).
     pub owned: Option<Partitions>,
@@ -392,6 +406,13 @@ fn check_member_fields(hb: &Heartbeat, _limits: &Limits) -> Result<(), GroupErro
         return Err(GroupError::Invalid(format!(
             "instance ids are at most {MAX_CLIENT_ID_LEN} bytes without control characters"
         )));
+    }
+    if let Some(a) = hb.assignor.as_deref().filter(|a| !a.is_empty())
+        && assignor::Assignor::parse(a).is_none()
+    {
+        return Err(GroupError::UnsupportedAssignor(
+            a.chars().take(64).collect(),
+        ));
     }
     if let Some(topics) = &hb.topics
         && topics.len() > MAX_SUBSCRIBED_TOPICS
@@ -814,6 +835,15 @@ impl Group {
             }
             self.epoch += 1;
         }
+        if let Some(assignor) = hb.assignor {
+            let assignor = Some(assignor).filter(|a| !a.is_empty());
+            if let Some(m) = self.members.get_mut(&member_id)
+                && m.value.assignor != assignor
+            {
+                m.value.assignor = assignor;
+                self.epoch += 1;
+            }
+        }
         if let Some(pattern) = hb.pattern {
             let pattern = Some(pattern).filter(|p| !p.is_empty());
             if let Some(m) = self.members.get_mut(&member_id)
@@ -950,6 +980,7 @@ impl Group {
                     previous_epoch: LEAVE_EPOCH,
                     topics,
                     pattern,
+                    assignor: hb.assignor.clone().filter(|a| !a.is_empty()),
                     assigned: TopicMap::new(),
                     session_timeout_ms: session,
                     rebalance_timeout_ms: rebalance,
@@ -1065,6 +1096,12 @@ impl Group {
         topics
     }
 
+    /// The server-side assignor the group uses: the one most members ask
+    /// for.
+    pub fn assignor(&self) -> assignor::Assignor {
+        assignor::Assignor::of_group(self.members.values().map(|m| m.value.assignor.as_deref()))
+    }
+
     /// True when a member subscribes by pattern (resolving needs the
     /// topic names).
     pub fn has_patterns(&self) -> bool {
@@ -1146,7 +1183,9 @@ impl Group {
             .map(|m| (m.value.id.clone(), self.subscription(&m.value)))
             .collect();
         self.touch();
-        self.target = assignor::assign(&subscriptions, &self.topic_counts, &self.target);
+        self.target = self
+            .assignor()
+            .assign(&subscriptions, &self.topic_counts, &self.target);
         self.assignment_epoch = self.epoch;
         self.rebalances += 1;
         true
@@ -1913,5 +1952,61 @@ mod tests {
         assert!(!s.refresh());
         assert_eq!(s.g.value().target, v.target);
         assert_eq!(s.g.state(), GroupStateName::Stable);
+    }
+
+    #[test]
+    fn the_group_uses_the_assignor_most_members_ask_for() {
+        use super::assignor::Assignor;
+        let mut s = Sim::new();
+        let a = s.join();
+        let b = s.join();
+        let (mut a, mut b) = (beat(&mut s, &a), beat(&mut s, &b));
+        a = beat(&mut s, &a);
+        b = beat(&mut s, &b);
+        assert_eq!(s.g.assignor(), Assignor::Uniform);
+        let ask = |s: &mut Sim, r: &HeartbeatReply, assignor: &str| {
+            s.send_as_is(Heartbeat {
+                member_id: r.member_id.clone(),
+                epoch: r.epoch,
+                assignor: Some(assignor.to_owned()),
+                owned: Some(r.assignment.clone()),
+                ..Heartbeat::default()
+            })
+        };
+        let epoch = s.g.epoch;
+        b = ask(&mut s, &b, "range").unwrap();
+        assert!(s.g.epoch > epoch, "a new preference is a new epoch");
+        assert_eq!(
+            s.g.assignor(),
+            Assignor::Range,
+            "members without one do not vote"
+        );
+        a = ask(&mut s, &a, "uniform").unwrap();
+        assert_eq!(
+            s.g.assignor(),
+            Assignor::Uniform,
+            "a tie goes to the default"
+        );
+        a = ask(&mut s, &a, "range").unwrap();
+        assert_eq!(s.g.assignor(), Assignor::Range);
+        for _ in 0..3 {
+            a = beat(&mut s, &a);
+            b = beat(&mut s, &b);
+        }
+        no_partition_twice(&[&a.assignment, &b.assignment]);
+        assert_eq!((a.assignment.len(), b.assignment.len()), (6, 6));
+        assert_eq!(s.g.state(), GroupStateName::Stable);
+        let v = s.g.value();
+        assert!(
+            v.members
+                .iter()
+                .all(|m| m.assignor.as_deref() == Some("range"))
+        );
+        let bad = ask(&mut s, &a, "sticky");
+        assert!(
+            matches!(bad, Err(GroupError::UnsupportedAssignor(_))),
+            "{bad:?}"
+        );
+        assert_eq!(s.g.value(), v, "a refused heartbeat changes nothing");
     }
 }

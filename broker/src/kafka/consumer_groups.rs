@@ -35,10 +35,6 @@ use crate::error::{BrokerError, Result};
 use crate::groups::state::{GroupStateName, Heartbeat, Partitions, to_topic_map};
 use crate::service::Shared;
 
-/// The server-side assignor Strata runs (balanced and sticky:
-/// [`crate::groups::assignor`]); Kafka's default has the same name.
-pub const ASSIGNOR: &str = "uniform";
-
 /// Answers ConsumerGroupHeartbeat (v0: the coordinator names a joining
 /// member; v1: the member names itself).
 pub async fn heartbeat(
@@ -50,16 +46,6 @@ pub async fn heartbeat(
 ) -> ConsumerGroupHeartbeatResponse {
     let mut r = ConsumerGroupHeartbeatResponse::default();
     let group = req.group_id.0.to_string();
-    if let Some(assignor) = req.server_assignor.as_deref()
-        && assignor != ASSIGNOR
-    {
-        r.error_code = ResponseError::UnsupportedAssignor.code();
-        r.error_message = Some(StrBytes::from_string(format!(
-            "Strata assigns partitions with the `{ASSIGNOR}` assignor only; remove \
-             group.remote.assignor ({assignor:?}) from the consumer's configuration"
-        )));
-        return r;
-    }
     let answer = match check(shared, caller, Operation::Read, &group) {
         Ok(()) => beat(shared, &group, req, client_id, peer).await,
         Err(e) => Err(e),
@@ -102,6 +88,7 @@ async fn beat(
             .subscribed_topic_names
             .map(|ts| ts.into_iter().map(|t| t.0.to_string()).collect()),
         pattern: req.subscribed_topic_regex.map(|p| p.to_string()),
+        assignor: req.server_assignor.map(|a| a.to_string()),
         owned,
         // Kafka's consumer protocol sets the session timeout on the
         // coordinator (group.session_timeout), not in the client.
@@ -195,7 +182,7 @@ pub async fn describe(
                 });
                 d.group_epoch = g.epoch();
                 d.assignment_epoch = g.assignment_epoch();
-                d.assignor_name = StrBytes::from_static_str(ASSIGNOR);
+                d.assignor_name = StrBytes::from_static_str(g.assignor().name());
                 for m in g.members() {
                     let v = &m.value;
                     let mut out = DescribedMember::default();

@@ -25,6 +25,7 @@ pub fn code(reason: ErrorReason) -> ResponseError {
         ErrorReason::InvalidBatch => ResponseError::CorruptMessage,
         ErrorReason::InvalidRequest => ResponseError::InvalidRequest,
         ErrorReason::InvalidRegularExpression => ResponseError::InvalidRegularExpression,
+        ErrorReason::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
         ErrorReason::RecordTooLarge => ResponseError::MessageTooLarge,
         ErrorReason::TopicAlreadyExists => ResponseError::TopicAlreadyExists,
         // Retriable; clients back off and refresh metadata.

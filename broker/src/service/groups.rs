@@ -125,6 +125,7 @@ impl Groups for GroupsService {
             topics: Some(req.topics.into_iter().collect::<BTreeSet<_>>()),
             // Every native heartbeat carries the whole subscription.
             pattern: Some(req.topic_pattern.unwrap_or_default()),
+            assignor: Some(req.server_assignor.unwrap_or_default()),
             owned: Some(partitions(&req.owned)),
             session_timeout_ms: req.session_timeout_ms,
             rebalance_timeout_ms: req.rebalance_timeout_ms,
@@ -321,6 +322,10 @@ impl Groups for GroupsService {
                 g.classic.generation()
             },
             coordinator_id: self.shared.broker_id.0,
+            assignor: match g.members().next() {
+                Some(_) => g.assignor().name().to_owned(),
+                None => String::new(),
+            },
             members,
             offsets: g.offsets.iter().map(|(tp, c)| committed(tp, c)).collect(),
         }))
