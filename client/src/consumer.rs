@@ -698,19 +698,30 @@ impl Consumer {
     /// Applies what the coordinator decided since the last call: drops
     /// lost partitions, revokes (committing first, with auto-commit) and
     /// reports it, then starts reading newly assigned partitions.
+    /// Then reports a refusal of the member's heartbeats that no retry
+    /// fixes (once).
     async fn sync_group(&mut self) -> Result<()> {
+        self.apply_assignment().await?;
+        if let Some(g) = &mut self.group {
+            let refused = g.membership.view.borrow().refused.clone();
+            if refused != g.seen_refused {
+                g.seen_refused.clone_from(&refused);
+                if let Some(info) = refused {
+                    return Err(Error::Broker(info));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// See [`Consumer::sync_group`].
+    async fn apply_assignment(&mut self) -> Result<()> {
         let Some(g) = &mut self.group else {
             return Ok(());
         };
         // An expired session is declared a loss here, and handled below.
         g.membership.loss_pending();
         let view = g.membership.view.borrow_and_update().clone();
-        if view.refused != g.seen_refused {
-            g.seen_refused.clone_from(&view.refused);
-            if let Some(info) = view.refused {
-                return Err(Error::Broker(info));
-            }
-        }
         if view.lost != g.seen_lost {
             g.seen_lost = view.lost;
             let lost: Vec<(String, u32)> = self.assignments.keys().cloned().collect();

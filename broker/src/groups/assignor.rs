@@ -15,15 +15,16 @@
 //! partition of each other.
 //!
 //! ## `range`: co-partitioned
-//! Each topic on its own: its partitions are split among its subscribers
-//! (in member id order) into shares that differ by at most one, the larger
-//! shares going first to members that held more before. Each member keeps
-//! what it held up to its share; the rest go, lowest partition first, to
-//! members short of theirs, in member id order. From scratch every member
-//! gets a contiguous range, and two topics with the same partition count
-//! and subscribers get the same partition numbers to the same member, so a
+//! Topics with as many partitions and the same subscribers are split as
+//! one: their partitions are split among the subscribers (in member id
+//! order) into shares that differ by at most one, the larger shares going
+//! first to members that held more before. Each member keeps what it held
+//! up to its share (in the topic of the lot whose subscribers held most);
+//! the rest go, lowest partition first, to members short of theirs, in
+//! member id order. From scratch every member gets a contiguous range, and
+//! always the same partition numbers of every topic of the lot, so a
 //! member that joins `orders` with `payments` by key reads both halves of
-//! a key (Kafka's co-partitioning).
+//! a key (Kafka's co-partitioning), a topic created later included.
 //!
 //! Pure: no IO, no clock, deterministic (members and partitions are
 //! ordered).
@@ -101,68 +102,111 @@ pub fn range(
         .keys()
         .map(|m| (m.clone(), Partitions::new()))
         .collect();
+    // What each member held, by topic.
+    let mut held: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
+    for (m, set) in previous {
+        for (t, p) in set {
+            held.entry(t.as_str())
+                .or_default()
+                .entry(m.as_str())
+                .or_default()
+                .push(*p);
+        }
+    }
+    // Topics with as many partitions and the same subscribers are split
+    // as one, so they stay co-partitioned whatever their history.
+    let mut alike: BTreeMap<(u32, Vec<&str>), Vec<&str>> = BTreeMap::new();
     for (topic, &count) in partition_counts {
-        let subscribers: Vec<&String> = members
+        let subscribers: Vec<&str> = members
             .iter()
             .filter(|(_, topics)| topics.contains(topic))
-            .map(|(m, _)| m)
+            .map(|(m, _)| m.as_str())
             .collect();
-        if subscribers.is_empty() {
-            continue;
+        if !subscribers.is_empty() && count > 0 {
+            alike
+                .entry((count, subscribers))
+                .or_default()
+                .push(topic.as_str());
         }
-        let held = |m: &str| -> Vec<u32> {
-            previous.get(m).map_or_else(Vec::new, |set| {
-                set.iter()
-                    .filter(|(t, p)| t == topic && *p < count)
-                    .map(|(_, p)| *p)
-                    .collect()
-            })
+    }
+    let none = BTreeMap::new();
+    for ((count, subscribers), topics) in alike {
+        let held_in = |t: &str| -> BTreeMap<&str, Vec<u32>> {
+            let of_topic = held.get(t).unwrap_or(&none);
+            subscribers
+                .iter()
+                .map(|m| {
+                    let ps = of_topic.get(m).map_or_else(Vec::new, |ps| {
+                        ps.iter().copied().filter(|p| *p < count).collect()
+                    });
+                    (*m, ps)
+                })
+                .collect()
         };
-        let n = u32::try_from(subscribers.len()).unwrap_or(u32::MAX);
-        let (min, mut extra) = (count / n, count % n);
-        // Shares: the larger ones first to members that held more.
-        let mut share: BTreeMap<&str, u32> =
-            subscribers.iter().map(|m| (m.as_str(), min)).collect();
-        for pass in [true, false] {
-            for m in &subscribers {
-                let held_more = u32::try_from(held(m).len()).unwrap_or(u32::MAX) > min;
-                if extra > 0 && held_more == pass && share[m.as_str()] == min {
-                    share.insert(m.as_str(), min + 1);
-                    extra -= 1;
-                }
-            }
-        }
-        // Each keeps what it held, up to its share (a partition once).
-        let mut taken: BTreeSet<u32> = BTreeSet::new();
-        let mut got: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        for m in &subscribers {
-            let mine = got.entry(m.as_str()).or_default();
-            for p in held(m) {
-                if u32::try_from(mine.len()).unwrap_or(u32::MAX) < share[m.as_str()]
-                    && taken.insert(p)
-                {
-                    mine.push(p);
-                }
-            }
-        }
-        // The rest, lowest first, to members short of their share.
-        let mut free = (0..count).filter(|p| !taken.contains(p));
-        for m in &subscribers {
-            let mine = got.entry(m.as_str()).or_default();
-            while u32::try_from(mine.len()).unwrap_or(u32::MAX) < share[m.as_str()] {
-                match free.next() {
-                    Some(p) => mine.push(p),
-                    None => break,
-                }
-            }
-        }
-        for (m, ps) in got {
+        // The history to keep: the topic whose subscribers held most.
+        let reference = topics
+            .iter()
+            .max_by_key(|t| {
+                let n: usize = held_in(t).values().map(Vec::len).sum();
+                (n, std::cmp::Reverse(**t))
+            })
+            .map_or_else(BTreeMap::new, |t| held_in(t));
+        for (m, ps) in shares(count, &subscribers, &reference) {
             if let Some(set) = out.get_mut(m) {
-                set.extend(ps.into_iter().map(|p| (topic.clone(), p)));
+                for t in &topics {
+                    set.extend(ps.iter().map(|p| ((*t).to_owned(), *p)));
+                }
             }
         }
     }
     out
+}
+
+/// Partitions `0..count` split among `subscribers` (in order) into shares
+/// that differ by at most one, each keeping what it `held` up to its
+/// share (see the module docs).
+fn shares<'a>(
+    count: u32,
+    subscribers: &[&'a str],
+    held: &BTreeMap<&str, Vec<u32>>,
+) -> BTreeMap<&'a str, Vec<u32>> {
+    let n = u32::try_from(subscribers.len()).unwrap_or(u32::MAX).max(1);
+    let (min, mut extra) = (count / n, count % n);
+    let held_by = |m: &str| held.get(m).map_or(&[][..], Vec::as_slice);
+    let len = |v: &[u32]| u32::try_from(v.len()).unwrap_or(u32::MAX);
+    // The larger shares first to members that held more.
+    let mut share: BTreeMap<&str, u32> = subscribers.iter().map(|m| (*m, min)).collect();
+    for held_more in [true, false] {
+        for m in subscribers {
+            if extra > 0 && (len(held_by(m)) > min) == held_more && share[m] == min {
+                share.insert(m, min + 1);
+                extra -= 1;
+            }
+        }
+    }
+    // Each keeps what it held, up to its share (a partition once).
+    let mut taken: BTreeSet<u32> = BTreeSet::new();
+    let mut got: BTreeMap<&'a str, Vec<u32>> = BTreeMap::new();
+    for m in subscribers {
+        let mine = got.entry(*m).or_default();
+        for p in held_by(m) {
+            if len(mine) < share[m] && taken.insert(*p) {
+                mine.push(*p);
+            }
+        }
+    }
+    // The rest, lowest first, to members short of their share.
+    let mut free = (0..count).filter(|p| !taken.contains(p));
+    for m in subscribers {
+        let mine = got.entry(*m).or_default();
+        while len(mine) < share[m] {
+            match free.next() {
+                Some(p) => mine.push(p),
+                None => break,
+            }
+        }
+    }
+    got
 }
 
 /// The assignment of `partitions` (every partition of every subscribed
@@ -377,6 +421,21 @@ mod tests {
         assert_eq!(partitions_of(&r2["c"], "orders"), [6, 7], "c keeps its two");
         let all: BTreeSet<&Tp> = r2.values().flatten().collect();
         assert_eq!(all.len(), 16);
+        // A topic created later with as many partitions lines up with
+        // the others, though it has no history.
+        let three_topics = members(&["a", "b", "c", "d"], &["orders", "payments", "refunds"]);
+        let c3 = counts(&[("orders", 8), ("payments", 8), ("refunds", 8)]);
+        let r4 = range(&three_topics, &c3, &r2);
+        for who in ["a", "b", "c", "d"] {
+            assert_eq!(
+                partitions_of(&r4[who], "orders"),
+                partitions_of(&r2[who], "orders")
+            );
+            assert_eq!(
+                partitions_of(&r4[who], "refunds"),
+                partitions_of(&r4[who], "orders")
+            );
+        }
         // Only subscribers get a topic's partitions.
         let mut mixed = members(&["a"], &["orders"]);
         mixed.extend(members(&["b"], &["payments"]));

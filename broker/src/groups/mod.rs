@@ -194,7 +194,11 @@ pub struct GroupCoordinator {
 #[derive(Default)]
 struct TopicNames {
     names: Arc<Vec<String>>,
+    /// Bumped whenever `names` changes.
+    generation: u64,
     built: Option<Instant>,
+    /// When a listing of the bucket last started, and last succeeded.
+    list_started: Option<Instant>,
     listed: Option<Instant>,
 }
 
@@ -238,43 +242,62 @@ impl GroupCoordinator {
         }
     }
 
-    /// The live topic names subscription patterns resolve against: this
-    /// broker's topic cache (topic changes reach it through the cluster's
-    /// fan-out), read again at most every [`NAMES_REBUILD`] and completed
-    /// by a listing of the bucket every [`NAMES_RELIST`]. Fails only if the
-    /// bucket was never listed and cannot be now.
-    async fn topic_names(&self, shared: &Shared) -> Result<Arc<Vec<String>>> {
+    /// The live topic names subscription patterns resolve against, in
+    /// order, with a generation bumped whenever they change: this broker's
+    /// topic cache (topic changes reach it through the cluster's fan-out),
+    /// read again at most every [`NAMES_REBUILD`] and completed by a
+    /// listing of the bucket every [`NAMES_RELIST`] (one at a time: who
+    /// finds it due claims it, the others use what is known). Until a
+    /// first listing succeeded, what the cache knows may be a fraction of
+    /// the topics, so callers are told to retry shortly instead.
+    async fn topic_names(&self, shared: &Shared) -> Result<(u64, Arc<Vec<String>>)> {
         let (list, rebuild) = {
-            let t = self.topic_names.lock();
-            let stale = |at: Option<Instant>, after| at.is_none_or(|at| at.elapsed() >= after);
-            (stale(t.listed, NAMES_RELIST), stale(t.built, NAMES_REBUILD))
+            let mut t = self.topic_names.lock();
+            let now = Instant::now();
+            let due =
+                |at: Option<Instant>, after| at.is_none_or(|at| now.duration_since(at) >= after);
+            let every = if t.listed.is_some() {
+                NAMES_RELIST
+            } else {
+                NAMES_REBUILD
+            };
+            let list = due(t.list_started, every);
+            if list {
+                t.list_started = Some(now);
+            } else if t.listed.is_none() {
+                return Err(BrokerError::CoordinatorLoading(
+                    "the coordinator is listing the topics subscription patterns match".into(),
+                ));
+            }
+            (list, due(t.built, NAMES_REBUILD))
         };
         if list {
             let listed = shared.topics.list().await;
             let mut t = self.topic_names.lock();
             match listed {
-                Ok(_) => {}
+                Ok(_) => t.listed = Some(Instant::now()),
                 Err(e) if t.listed.is_none() => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not list topics for subscription patterns; they keep what they matched");
                 }
             }
-            // Once per interval, failed or not (no LIST per heartbeat while
-            // the store is down).
-            t.listed = Some(Instant::now());
         }
         if list || rebuild {
-            let names = shared
+            let names: Vec<String> = shared
                 .topics
                 .list_cached()?
                 .into_iter()
                 .map(|t| t.name.to_string())
                 .collect();
             let mut t = self.topic_names.lock();
-            t.names = Arc::new(names);
+            if *t.names != names {
+                t.names = Arc::new(names);
+                t.generation += 1;
+            }
             t.built = Some(Instant::now());
         }
-        Ok(self.topic_names.lock().names.clone())
+        let t = self.topic_names.lock();
+        Ok((t.generation, t.names.clone()))
     }
 
     /// The settings.
@@ -521,7 +544,7 @@ impl GroupCoordinator {
         let counts = |t: &str| partition_count(shared, t);
         let view = TopicsView {
             partitions_of: &counts,
-            names: names.as_ref().map(|n| n.as_slice()),
+            names: names.as_ref().map(|(g, n)| (*g, n.as_slice())),
         };
         let (reply, write) = {
             let mut st = shard.state.lock();
@@ -944,7 +967,7 @@ impl GroupCoordinator {
         };
         let view = TopicsView {
             partitions_of: &counts,
-            names: names.as_ref().map(|n| n.as_slice()),
+            names: names.as_ref().map(|(g, n)| (*g, n.as_slice())),
         };
         for shard in &shards {
             let mut writes = Vec::new();

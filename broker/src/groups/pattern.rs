@@ -19,13 +19,13 @@ use std::collections::BTreeSet;
 use regex::{Regex, RegexBuilder};
 
 use super::OFFSETS_TOPIC;
-use super::state::GroupError;
+use super::state::{GroupError, MAX_SUBSCRIBED_TOPICS};
 
 /// Longest pattern accepted, in bytes.
 pub const MAX_PATTERN_LEN: usize = 4096;
 
-/// Most memory one compiled pattern may take.
-const MAX_COMPILED_BYTES: usize = 1 << 20;
+/// Most memory one compiled pattern may take (and its lazy DFA's cache).
+const MAX_COMPILED_BYTES: usize = 256 << 10;
 
 /// A compiled subscription pattern and the topics it matched last.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct Pattern {
     re: Regex,
     /// `None` until resolved against a topic listing.
     matched: Option<BTreeSet<String>>,
+    /// The generation of the listing it was resolved against.
+    resolved_from: Option<u64>,
 }
 
 impl Pattern {
@@ -47,11 +49,27 @@ impl Pattern {
                 "it is longer than {MAX_PATTERN_LEN} bytes"
             )));
         }
-        let re = RegexBuilder::new(&format!("^(?:{pattern})$"))
-            .size_limit(MAX_COMPILED_BYTES)
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
-        Ok(Self { re, matched: None })
+        let build = |p: &str| {
+            RegexBuilder::new(p)
+                .size_limit(MAX_COMPILED_BYTES)
+                .dfa_size_limit(MAX_COMPILED_BYTES)
+                .build()
+        };
+        // The pattern on its own first: its errors point into what the
+        // client sent, and `a)|(b` cannot escape the anchoring below.
+        let syntax = |e: regex::Error| {
+            invalid(format!(
+                "it is not a valid regular expression: {e}; use RE2 syntax (no lookaround or \
+                 backreferences) matching whole topic names, e.g. `orders-.*`"
+            ))
+        };
+        build(pattern).map_err(syntax)?;
+        let re = build(&format!("^(?:{pattern})$")).map_err(syntax)?;
+        Ok(Self {
+            re,
+            matched: None,
+            resolved_from: None,
+        })
     }
 
     /// True when the whole of `topic` matches.
@@ -59,9 +77,27 @@ impl Pattern {
         topic != OFFSETS_TOPIC && self.re.is_match(topic)
     }
 
-    /// Resolves the pattern against every live topic's name.
-    pub fn resolve(&mut self, names: &[String]) {
-        self.matched = Some(names.iter().filter(|n| self.matches(n)).cloned().collect());
+    /// Resolves the pattern against listing `generation`, every live
+    /// topic's name in order (again only if the listing changed); at most
+    /// [`MAX_SUBSCRIBED_TOPICS`] topics, the first by name. True when what
+    /// it matches changed (a first resolution is no change: what a loaded
+    /// group's target was computed from is persisted with it).
+    pub fn resolve(&mut self, generation: u64, names: &[String]) -> bool {
+        if self.resolved_from == Some(generation) {
+            return false;
+        }
+        self.resolved_from = Some(generation);
+        let mut matching = names.iter().filter(|n| self.matches(n));
+        let matched: BTreeSet<String> = matching
+            .by_ref()
+            .take(MAX_SUBSCRIBED_TOPICS)
+            .cloned()
+            .collect();
+        if matching.next().is_some() {
+            tracing::warn!(pattern = %self.re.as_str(), max = MAX_SUBSCRIBED_TOPICS, "a subscription pattern matches more topics than a member may subscribe to; it gets the first by name");
+        }
+        let before = self.matched.replace(matched);
+        before.is_some_and(|b| Some(&b) != self.matched.as_ref())
     }
 
     /// What it matched when last resolved (`None`: not yet).
@@ -84,7 +120,7 @@ mod tests {
         let all = names(&["orders", "orders-eu", "old-orders", "__consumer_offsets"]);
         let mut p = Pattern::compile("orders.*").unwrap();
         assert_eq!(p.matched(), None, "unresolved until listed");
-        p.resolve(&all);
+        assert!(!p.resolve(1, &all), "a first resolution is no change");
         let got: Vec<&str> = p.matched().unwrap().iter().map(String::as_str).collect();
         assert_eq!(
             got,
@@ -94,13 +130,28 @@ mod tests {
 
         // librdkafka's form: anchored, several patterns combined.
         let mut p = Pattern::compile("(^orders-.*)|(^old-.*)").unwrap();
-        p.resolve(&all);
+        p.resolve(1, &all);
         let got: Vec<&str> = p.matched().unwrap().iter().map(String::as_str).collect();
         assert_eq!(got, ["old-orders", "orders-eu"]);
 
         let mut p = Pattern::compile(".*").unwrap();
-        p.resolve(&all);
+        p.resolve(1, &all);
         assert!(!p.matched().unwrap().contains(OFFSETS_TOPIC));
+        // A listing that adds a match is a change; the same one again is
+        // not even looked at.
+        let more = names(&["orders", "orders-eu", "orders-us", "old-orders"]);
+        let mut p = Pattern::compile("orders-.*").unwrap();
+        p.resolve(1, &all);
+        assert!(p.resolve(2, &more));
+        assert!(!p.resolve(2, &more));
+        assert!(!p.resolve(3, &more), "a new listing, the same matches");
+        // At most as many topics as a member may subscribe to.
+        let many: Vec<String> = (0..MAX_SUBSCRIBED_TOPICS + 5)
+            .map(|i| format!("t{i:05}"))
+            .collect();
+        let mut p = Pattern::compile("t.*").unwrap();
+        p.resolve(1, &many);
+        assert_eq!(p.matched().unwrap().len(), MAX_SUBSCRIBED_TOPICS);
     }
 
     #[test]
@@ -121,5 +172,11 @@ mod tests {
         );
         // Compiles to more than the limit.
         assert!(Pattern::compile("(\\w{100}){100}").is_err());
+        // Cannot escape the anchoring; errors point into what was sent.
+        let e = Pattern::compile("orders)|(payments")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("orders)|(payments"), "{e}");
+        assert!(!e.contains("^(?:"), "{e}");
     }
 }

@@ -196,10 +196,7 @@ pub enum GroupError {
     )]
     UnsupportedAssignor(String),
     /// A subscription pattern that does not compile.
-    #[error(
-        "subscription pattern {pattern:?} is not a valid regular expression: {detail}; use RE2 \
-         syntax (no lookaround or backreferences) matching whole topic names, e.g. `orders-.*`"
-    )]
+    #[error("subscription pattern {pattern:?} is refused: {detail}")]
     InvalidPattern {
         /// The pattern (its first 64 characters).
         pattern: String,
@@ -497,10 +494,12 @@ pub struct TopicsView<'a> {
     /// A topic's partition count (`Some(0)`: no such topic; `None`: not
     /// known here yet, keep what the group had).
     pub partitions_of: &'a (dyn Fn(&str) -> Option<u32> + Sync),
-    /// Every live topic's name, to resolve subscription patterns against;
-    /// `None`: not listed (patterns keep what they matched, and a group
-    /// with a pattern never resolved keeps its target).
-    pub names: Option<&'a [String]>,
+    /// Every live topic's name in order, to resolve subscription patterns
+    /// against, with the listing's generation (patterns are resolved again
+    /// only when it changes); `None`: not listed (patterns keep what they
+    /// matched, and a group with a pattern never resolved keeps its
+    /// target).
+    pub names: Option<(u64, &'a [String])>,
 }
 
 impl Group {
@@ -835,15 +834,6 @@ impl Group {
             }
             self.epoch += 1;
         }
-        if let Some(assignor) = hb.assignor {
-            let assignor = Some(assignor).filter(|a| !a.is_empty());
-            if let Some(m) = self.members.get_mut(&member_id)
-                && m.value.assignor != assignor
-            {
-                m.value.assignor = assignor;
-                self.epoch += 1;
-            }
-        }
         if let Some(pattern) = hb.pattern {
             let pattern = Some(pattern).filter(|p| !p.is_empty());
             if let Some(m) = self.members.get_mut(&member_id)
@@ -856,6 +846,15 @@ impl Group {
                     }
                     return Err(self.too_large(limits));
                 }
+                self.epoch += 1;
+            }
+        }
+        if let Some(assignor) = hb.assignor {
+            let assignor = Some(assignor).filter(|a| !a.is_empty());
+            if let Some(m) = self.members.get_mut(&member_id)
+                && m.value.assignor != assignor
+            {
+                m.value.assignor = assignor;
                 self.epoch += 1;
             }
         }
@@ -1109,9 +1108,10 @@ impl Group {
     }
 
     /// Compiles the members' patterns (those of a loaded group) and
-    /// resolves them against `names` if given; forgets unused ones. True
-    /// when every pattern has been resolved.
-    fn resolve_patterns(&mut self, names: Option<&[String]>) -> bool {
+    /// resolves them against `names` if given; forgets unused ones.
+    /// `None` while a pattern was never resolved, else whether what one
+    /// matches changed.
+    fn resolve_patterns(&mut self, names: Option<(u64, &[String])>) -> Option<bool> {
         let used: BTreeSet<&String> = self
             .members
             .values()
@@ -1119,6 +1119,7 @@ impl Group {
             .collect();
         self.patterns.retain(|p, _| used.contains(p));
         let mut resolved = true;
+        let mut changed = false;
         for p in used {
             let pattern = match self.patterns.entry(p.clone()) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -1131,12 +1132,12 @@ impl Group {
                     }
                 },
             };
-            if let Some(names) = names {
-                pattern.resolve(names);
+            if let Some((generation, names)) = names {
+                changed |= pattern.resolve(generation, names);
             }
             resolved &= pattern.matched().is_some();
         }
-        resolved
+        resolved.then_some(changed)
     }
 
     /// Resolves the members' patterns against `topics`, bumps the epoch
@@ -1144,11 +1145,17 @@ impl Group {
     /// changed, and recomputes the target if the epoch moved past it. True
     /// when the target was recomputed.
     pub fn refresh_target(&mut self, topics: TopicsView<'_>) -> bool {
-        if !self.resolve_patterns(topics.names) {
+        let Some(matches_changed) = self.resolve_patterns(topics.names) else {
             // A coordinator that loaded the group and has not listed the
             // topics yet: what its patterns match is unknown, so nothing
             // moves until it is.
             return false;
+        };
+        if matches_changed && self.epoch == self.assignment_epoch {
+            // A member's subscription changed (the group's topics may be
+            // the same, subscribed by another member).
+            self.touch();
+            self.epoch += 1;
         }
         let subscribed: BTreeSet<String> = self
             .members
@@ -1337,6 +1344,10 @@ mod tests {
         limits: Limits,
         /// The live topics and their partition counts.
         topics: BTreeMap<String, u32>,
+        /// Bumped for every listing handed to the group.
+        listing: u64,
+        /// Live topics the listing does not show yet.
+        unlisted: BTreeSet<String>,
     }
 
     impl Sim {
@@ -1347,18 +1358,25 @@ mod tests {
                 next_id: 0,
                 limits: Limits::default(),
                 topics: [(T.to_owned(), 12)].into_iter().collect(),
+                listing: 0,
+                unlisted: BTreeSet::new(),
             }
         }
 
         /// Recomputes the target against the live topics, as the timer does.
         fn refresh(&mut self) -> bool {
             let topics = self.topics.clone();
-            let names: Vec<String> = topics.keys().cloned().collect();
+            let names: Vec<String> = topics
+                .keys()
+                .filter(|t| !self.unlisted.contains(*t))
+                .cloned()
+                .collect();
             let counts = move |t: &str| Some(topics.get(t).copied().unwrap_or(0));
             let before = self.g.value();
+            self.listing += 1;
             let changed = self.g.refresh_target(TopicsView {
                 partitions_of: &counts,
-                names: Some(&names),
+                names: Some((self.listing, &names)),
             });
             self.settle(&before);
             changed
@@ -1393,11 +1411,16 @@ mod tests {
             let id = format!("m{}", self.next_id);
             let before = self.g.value();
             let topics = self.topics.clone();
-            let names: Vec<String> = topics.keys().cloned().collect();
+            let names: Vec<String> = topics
+                .keys()
+                .filter(|t| !self.unlisted.contains(*t))
+                .cloned()
+                .collect();
             let counts = move |t: &str| Some(topics.get(t).copied().unwrap_or(0));
+            self.listing += 1;
             let view = TopicsView {
                 partitions_of: &counts,
-                names: Some(&names),
+                names: Some((self.listing, &names)),
             };
             let r = self
                 .g
@@ -2008,5 +2031,37 @@ mod tests {
             "{bad:?}"
         );
         assert_eq!(s.g.value(), v, "a refused heartbeat changes nothing");
+    }
+
+    #[test]
+    fn a_new_match_rebalances_even_when_another_member_had_the_topic() {
+        let mut s = Sim::new();
+        let a = s
+            .send(Heartbeat {
+                epoch: JOIN_EPOCH,
+                topics: Some(["orders-eu".to_owned()].into()),
+                owned: Some(Partitions::new()),
+                ..Heartbeat::default()
+            })
+            .unwrap();
+        let b = join_by_pattern(&mut s, "orders-.*").unwrap();
+        // The topic is created; the name listing has not caught up, but
+        // a's subscription by name sees it at once.
+        s.topics.insert("orders-eu".into(), 4);
+        s.unlisted.insert("orders-eu".into());
+        assert!(s.refresh());
+        let a = beat(&mut s, &a);
+        assert_eq!(a.assignment.len(), 4);
+        // The listing catches up: b's pattern matches it too. The group's
+        // topics are the same, yet b's subscription changed.
+        s.unlisted.clear();
+        assert!(s.refresh(), "a new match is a new target");
+        let (mut a, mut b) = (a, beat(&mut s, &b));
+        for _ in 0..3 {
+            a = beat(&mut s, &a);
+            b = beat(&mut s, &b);
+        }
+        assert_eq!((a.assignment.len(), b.assignment.len()), (2, 2));
+        no_partition_twice(&[&a.assignment, &b.assignment]);
     }
 }
