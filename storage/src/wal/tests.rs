@@ -464,65 +464,6 @@ async fn store_bound_flushes_fill_whole_objects_and_light_load_flushes_at_once()
     assert!(recorder.failed.lock().is_empty());
 }
 
-/// When a full object's worth arrives within a median PUT latency,
-/// flushes wait for full objects even when the pipeline drains (PUTs of a
-/// real store vary: a quick one often finishes before the next object
-/// fills), so PUTs per byte stay at what full objects need; an ack waits
-/// at most about one PUT latency more for its object to fill.
-#[tokio::test(start_paused = true)]
-async fn a_fast_producer_fills_whole_objects_through_varying_put_latency() {
-    use crate::store::{FaultConfig, FaultRule, FaultStore, Op};
-    let store: Arc<dyn ObjectStore> = Arc::new(FaultStore::new(
-        Arc::new(InMemory::new()),
-        FaultConfig {
-            seed: 7,
-            rules: vec![FaultRule::latency(
-                Op::Put,
-                Duration::from_millis(10),
-                Duration::from_millis(90),
-            )],
-        },
-    ));
-    let full = 64 << 10;
-    let cfg = WalConfig {
-        max_bytes: full,
-        pipeline_bytes: 4 << 10,
-        max_in_flight: 4,
-        min_interval: Some(Duration::from_millis(1)),
-        hedge: false,
-        ..WalConfig::default()
-    };
-    let w = WalWriter::start(store, stream(25), WalSeq(0), cfg).unwrap();
-    let tp = tip("t", 0);
-    let recorder = Arc::new(Recorder::default());
-    let sink: Arc<dyn WalSink> = recorder.clone();
-    // About 2 KiB a millisecond: 100 KiB per median PUT (50 ms), more
-    // than a full object; one fills in about 32 ms, longer than many PUTs.
-    let per = 128;
-    let n = 3000;
-    let mut submitted = Vec::new();
-    for i in 0..n {
-        submitted.push(tokio::time::Instant::now());
-        submit(&w, &tp, &batch(i * per, per as usize), sink.clone()).await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    while recorder.durable.lock().len() < n as usize {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let bytes = w.put_bytes();
-    let puts = w.puts();
-    let needed = bytes.div_ceil(full as u64);
-    // Before 16 PUTs are timed, and the last one, flushes are smaller.
-    assert!(
-        puts <= needed + needed / 10 + 16,
-        "{puts} PUTs for {bytes} bytes; full objects need {needed}"
-    );
-    w.close().await;
-    let durable = recorder.durable.lock().clone();
-    assert!(durable.windows(2).all(|w| w[0].1 < w[1].1), "acks in order");
-    assert!(recorder.failed.lock().is_empty());
-}
-
 /// At light load (each append waits for the previous), one PUT at a time:
 /// the group commit, which costs at most one PUT per PUT latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

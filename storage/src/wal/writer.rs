@@ -47,9 +47,7 @@ pub struct WalConfig {
     /// than one PUT per `pipeline_bytes` for it. Once data is due and every
     /// slot is busy (the store is the limit), flushes wait for full
     /// `max_bytes` objects until the pipeline drains, so a saturated broker
-    /// pays only what full objects need; and while a full object's worth
-    /// arrives within a (median) PUT latency, they wait for full objects
-    /// (at most one PUT latency) even with the pipeline drained.
+    /// pays only what full objects need.
     pub pipeline_bytes: usize,
     /// Bytes accepted but not yet durable. Appends wait (backpressure) when
     /// this is reached.
@@ -235,11 +233,9 @@ struct Shared {
     max_unsealed: u64,
     retained: Mutex<RetainState>,
     store: Arc<dyn ObjectStore>,
-    /// Durations of the last successful WAL PUTs (hedging's yardstick,
-    /// and the flush policy's).
-    put_latency: Mutex<VecDeque<Duration>>,
-    /// Whether slow PUTs are sent again ([`WalConfig::hedge`]).
-    hedge: bool,
+    /// Durations of the last successful WAL PUTs (hedging's yardstick);
+    /// `None` when hedging is off.
+    put_latency: Option<Mutex<VecDeque<Duration>>>,
     /// PUTs sent again because the first was slow.
     hedged: AtomicU64,
 }
@@ -295,8 +291,7 @@ impl WalWriter {
                 deleted_below: first_seq,
             }),
             store,
-            put_latency: Mutex::default(),
-            hedge: config.hedge,
+            put_latency: config.hedge.then(Mutex::default),
             hedged: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -484,26 +479,17 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
     let mut last_start = Instant::now() - min_interval;
     let mut closing = false;
     let mut size = FlushSize::new(&config);
-    // When the oldest entry waiting arrived (about: after a partial take,
-    // when the take was).
-    let mut waiting_since = Instant::now();
     loop {
         let now = Instant::now();
-        size.observe(now, || shared.put_median());
         let interval_ok = now >= last_start + min_interval;
         let slot_free = in_flight.len() < config.max_in_flight;
         let due = size.due(buf_bytes, in_flight.len(), slot_free);
-        // Nothing in flight: whatever waits goes (group commit), unless
-        // the load fills a full object within a PUT latency anyway, in
-        // which case it waits for one (at most that long).
-        let idle = in_flight.is_empty() && interval_ok && !size.fills_quickly();
-        let overdue = size.linger().is_some_and(|l| now >= waiting_since + l);
-        if !buf.is_empty() && slot_free && (due || closing || idle || overdue) {
+        if !buf.is_empty() && slot_free && (due || closing || (in_flight.is_empty() && interval_ok))
+        {
             let limit = size.object_limit(config.max_bytes);
             size.started(in_flight.len());
             let (batch, rest_bytes) = take_up_to(&mut buf, limit);
             buf_bytes = rest_bytes;
-            waiting_since = now;
             let seq = WalSeq(shared.next_seq.fetch_add(1, Ordering::SeqCst));
             last_start = now;
             let shared2 = shared.clone();
@@ -520,13 +506,6 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
         // A small flush waits out the interval (with one in flight, its
         // completion wakes us instead).
         let wait_interval = !buf.is_empty() && !interval_ok && in_flight.is_empty();
-        // While objects fill quickly, waiting ones go after one PUT
-        // latency at most.
-        // (With every slot busy, a completion wakes us instead.)
-        let linger_until = size
-            .linger()
-            .filter(|_| !buf.is_empty() && in_flight.len() < config.max_in_flight)
-            .map(|l| waiting_since + l);
         tokio::select! {
             biased;
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
@@ -556,20 +535,12 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
                 match msg {
                     Some(Msg::Close) | None => closing = true,
                     Some(Msg::Entry(p)) => {
-                        if buf.is_empty() {
-                            waiting_since = Instant::now();
-                        }
-                        size.arrived(p.entry.bytes.len(), Instant::now());
                         buf_bytes += p.entry.bytes.len();
                         buf.push(p);
                         while buf_bytes < config.max_bytes {
                             match rx.try_recv() {
                                 Ok(Msg::Close) => { closing = true; break; }
-                                Ok(Msg::Entry(p)) => {
-                                    size.arrived(p.entry.bytes.len(), Instant::now());
-                                    buf_bytes += p.entry.bytes.len();
-                                    buf.push(p);
-                                }
+                                Ok(Msg::Entry(p)) => { buf_bytes += p.entry.bytes.len(); buf.push(p); }
                                 Err(_) => break,
                             }
                         }
@@ -577,7 +548,6 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
                 }
             }
             _ = tokio::time::sleep_until(last_start + min_interval), if wait_interval => {}
-            _ = tokio::time::sleep_until(linger_until.unwrap_or(now)), if linger_until.is_some() => {}
         }
     }
 }
@@ -593,29 +563,12 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
 /// at saturation to what full objects need. That lasts until the pipeline
 /// drains (a flush starts with none in flight): the load fell below one
 /// full object per PUT latency, and latency matters again.
-///
-/// Except while a full object's worth arrives within one PUT latency
-/// (the arrival rate, decayed over [`RATE_HALF_LIFE`], times the median
-/// PUT): then waiting for a full object costs an ack at most one more PUT
-/// latency, so flushes wait for full objects (or one PUT latency) even
-/// with the pipeline drained, and partial objects stop. Checked both ways
-/// with a margin, so a rate near the line does not flip it every flush.
 #[derive(Debug)]
 struct FlushSize {
     pipeline: usize,
     full: usize,
     saturated: bool,
-    /// A full object's worth arrives within a PUT latency.
-    fast: bool,
-    /// The median PUT latency, once known.
-    put_latency: Option<Duration>,
-    /// Bytes arrived, decayed (see [`FlushSize::arrived`]).
-    level: f64,
-    level_at: Instant,
 }
-
-/// The arrival rate is the bytes of roughly the last this long.
-const RATE_HALF_LIFE: Duration = Duration::from_millis(100);
 
 impl FlushSize {
     fn new(config: &WalConfig) -> Self {
@@ -627,69 +580,7 @@ impl FlushSize {
             pipeline,
             full: config.max_bytes.min(fits).max(pipeline),
             saturated: false,
-            fast: false,
-            put_latency: None,
-            level: 0.0,
-            level_at: Instant::now(),
         }
-    }
-
-    /// Decays the arrival level to `now`.
-    fn decay(&mut self, now: Instant) {
-        let dt = now.saturating_duration_since(self.level_at).as_secs_f64();
-        self.level *= (-dt * std::f64::consts::LN_2 / RATE_HALF_LIFE.as_secs_f64()).exp();
-        self.level_at = now;
-    }
-
-    /// `bytes` arrived at `now`.
-    fn arrived(&mut self, bytes: usize, now: Instant) {
-        self.decay(now);
-        self.level += bytes as f64;
-    }
-
-    /// Re-estimates whether objects fill within a PUT latency, with the
-    /// median PUT latency from `put_median` (`None`: not known yet).
-    fn observe(&mut self, now: Instant, put_median: impl FnOnce() -> Option<Duration>) {
-        self.decay(now);
-        self.put_latency = put_median();
-        let Some(latency) = self.put_latency else {
-            self.fast = false;
-            return;
-        };
-        // An exponential average of this half-life holds the bytes of
-        // about half-life / ln 2 of arrivals.
-        let rate = self.level * std::f64::consts::LN_2 / RATE_HALF_LIFE.as_secs_f64();
-        let per_put = rate * latency.as_secs_f64();
-        let full = self.full as f64;
-        let fast = if self.fast {
-            per_put >= 0.75 * full
-        } else {
-            per_put >= full
-        };
-        if fast != self.fast {
-            self.fast = fast;
-            tracing::debug!(
-                fast,
-                bytes_per_put_latency = per_put as u64,
-                "WAL flushes {} full objects",
-                if fast {
-                    "wait for"
-                } else {
-                    "no longer wait for"
-                }
-            );
-        }
-    }
-
-    /// True while a full object's worth arrives within a PUT latency.
-    fn fills_quickly(&self) -> bool {
-        self.fast
-    }
-
-    /// How long data may wait for a full object, while objects fill
-    /// quickly.
-    fn linger(&self) -> Option<Duration> {
-        self.put_latency.filter(|_| self.fast)
     }
 
     /// Whether `waiting` bytes are worth a PUT now, with `in_flight`
@@ -706,21 +597,13 @@ impl FlushSize {
                 "WAL flushes wait for full objects (store-bound)"
             );
         }
-        if self.fast {
-            return waiting >= self.full;
-        }
         !self.saturated || waiting >= self.full || in_flight == 0
     }
 
-    /// The largest object to take now: while waiting for full objects,
-    /// `full`, so full objects in every slot and one filling fit the
-    /// pending budget.
+    /// The largest object to take now: while saturated, `full`, so full
+    /// objects in every slot and one filling fit the pending budget.
     fn object_limit(&self, max_bytes: usize) -> usize {
-        if self.saturated || self.fast {
-            self.full
-        } else {
-            max_bytes
-        }
+        if self.saturated { self.full } else { max_bytes }
     }
 
     /// A flush starts with `in_flight` others under way.
@@ -905,16 +788,7 @@ impl Shared {
     /// 1.5 times the median of the recent ones (at least [`HEDGE_FLOOR`]),
     /// once there are enough.
     fn hedge_after(&self) -> Option<Duration> {
-        if !self.hedge {
-            return None;
-        }
-        Some((self.put_median()? * 3 / 2).max(HEDGE_FLOOR))
-    }
-
-    /// The median of the recent WAL PUTs' durations, once there are
-    /// enough.
-    fn put_median(&self) -> Option<Duration> {
-        let samples = self.put_latency.lock();
+        let samples = self.put_latency.as_ref()?.lock();
         if samples.len() < HEDGE_MIN_SAMPLES {
             return None;
         }
@@ -922,15 +796,17 @@ impl Shared {
         drop(samples);
         let mid = sorted.len() / 2;
         let (_, median, _) = sorted.select_nth_unstable(mid);
-        Some(*median)
+        Some((*median * 3 / 2).max(HEDGE_FLOOR))
     }
 
     fn record_put(&self, took: Duration) {
-        let mut samples = self.put_latency.lock();
-        if samples.len() == HEDGE_SAMPLES {
-            samples.pop_front();
+        if let Some(samples) = &self.put_latency {
+            let mut samples = samples.lock();
+            if samples.len() == HEDGE_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(took);
         }
-        samples.push_back(took);
     }
 }
 
