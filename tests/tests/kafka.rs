@@ -712,14 +712,8 @@ async fn kip848_pattern_subscription_follows_new_topics_and_survives_kill9() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = BrokerProcess::start(&dir.path().join("b"), BrokerOptions::default()).await;
-    let admin = Admin::connect(&broker.url()).await.expect("admin");
-    for (topic, partitions) in [("events-a", 2), ("other", 1)] {
-        admin
-            .create_topic(topic, partitions, TopicSettings::default())
-            .await
-            .expect("create topic");
-    }
+    let (mut broker, admin) =
+        broker_with_topics(dir.path(), &[("events-a", 2), ("other", 1)]).await;
     let producer = Producer::connect(&broker.url(), ProducerConfig::default())
         .await
         .expect("producer");
@@ -788,14 +782,8 @@ async fn kip848_range_assignor_co_partitions_topics() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(&dir.path().join("b"), BrokerOptions::default()).await;
-    let admin = Admin::connect(&broker.url()).await.expect("admin");
-    for topic in ["cp-orders", "cp-payments"] {
-        admin
-            .create_topic(topic, 6, TopicSettings::default())
-            .await
-            .expect("create topic");
-    }
+    let (broker, _admin) =
+        broker_with_topics(dir.path(), &[("cp-orders", 6), ("cp-payments", 6)]).await;
     let out = dir.path().join("consumed.jsonl");
     let bootstrap = broker.kafka_addr().to_owned();
     let on = ("^cp-.*", "joiners", Protocol::Consumer);
@@ -850,6 +838,23 @@ async fn kip848_range_assignor_co_partitions_topics() {
     assert_eq!(all, (0..6).collect::<Vec<_>>(), "{described}");
     x.stop().await;
     y.stop().await;
+}
+
+/// A `strata serve` with defaults in `dir`, with `topics` (name, partitions)
+/// created, and an admin client.
+async fn broker_with_topics(
+    dir: &std::path::Path,
+    topics: &[(&str, u32)],
+) -> (BrokerProcess, Admin) {
+    let broker = BrokerProcess::start(&dir.join("b"), BrokerOptions::default()).await;
+    let admin = Admin::connect(&broker.url()).await.expect("admin");
+    for (topic, partitions) in topics {
+        admin
+            .create_topic(topic, *partitions, TopicSettings::default())
+            .await
+            .expect("create topic");
+    }
+    (broker, admin)
 }
 
 /// Produces `n` records to `topic`; returns where each landed.

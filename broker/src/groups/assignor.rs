@@ -92,16 +92,21 @@ impl Assignor {
     }
 }
 
+/// Every member with no partition.
+fn nothing_yet(members: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, Partitions> {
+    members
+        .keys()
+        .map(|m| (m.clone(), Partitions::new()))
+        .collect()
+}
+
 /// The `range` assignment (see the module docs).
 pub fn range(
     members: &BTreeMap<String, BTreeSet<String>>,
     partition_counts: &BTreeMap<String, u32>,
     previous: &BTreeMap<String, Partitions>,
 ) -> BTreeMap<String, Partitions> {
-    let mut out: BTreeMap<String, Partitions> = members
-        .keys()
-        .map(|m| (m.clone(), Partitions::new()))
-        .collect();
+    let mut out = nothing_yet(members);
     // What each member held, by topic.
     let mut held: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
     for (m, set) in previous {
@@ -217,10 +222,7 @@ pub fn assign(
     partition_counts: &BTreeMap<String, u32>,
     previous: &BTreeMap<String, Partitions>,
 ) -> BTreeMap<String, Partitions> {
-    let mut out: BTreeMap<String, Partitions> = members
-        .keys()
-        .map(|m| (m.clone(), Partitions::new()))
-        .collect();
+    let mut out = nothing_yet(members);
     let eligible = |tp: &Tp, member: &str| {
         members
             .get(member)

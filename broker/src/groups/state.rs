@@ -822,44 +822,47 @@ impl Group {
         if hb.owned.is_some() {
             m.reported_owned = hb.owned;
         }
-        if let Some(topics) = hb.topics
-            && m.value.topics != topics
-        {
-            let old = std::mem::replace(&mut m.value.topics, topics);
-            if self.estimated_bytes() > limits.max_group_bytes {
-                if let Some(m) = self.members.get_mut(&member_id) {
-                    m.value.topics = old;
-                }
-                return Err(self.too_large(limits));
-            }
-            self.epoch += 1;
+        if let Some(topics) = hb.topics {
+            self.resubscribe(&member_id, limits, |v| &mut v.topics, topics)?;
         }
         if let Some(pattern) = hb.pattern {
             let pattern = Some(pattern).filter(|p| !p.is_empty());
-            if let Some(m) = self.members.get_mut(&member_id)
-                && m.value.pattern != pattern
-            {
-                let old = std::mem::replace(&mut m.value.pattern, pattern);
-                if self.estimated_bytes() > limits.max_group_bytes {
-                    if let Some(m) = self.members.get_mut(&member_id) {
-                        m.value.pattern = old;
-                    }
-                    return Err(self.too_large(limits));
-                }
-                self.epoch += 1;
-            }
+            self.resubscribe(&member_id, limits, |v| &mut v.pattern, pattern)?;
         }
         if let Some(assignor) = hb.assignor {
             let assignor = Some(assignor).filter(|a| !a.is_empty());
-            if let Some(m) = self.members.get_mut(&member_id)
-                && m.value.assignor != assignor
-            {
-                m.value.assignor = assignor;
-                self.epoch += 1;
-            }
+            self.resubscribe(&member_id, limits, |v| &mut v.assignor, assignor)?;
         }
         self.refresh_target(topics);
         Ok(self.reconcile(&member_id, &owned, now_ms, limits))
+    }
+
+    /// Sets the field of `member`'s subscription that `field` picks to
+    /// `new`: a change is a new group epoch, refused (and undone) if the
+    /// group record would outgrow its limit.
+    fn resubscribe<T: PartialEq>(
+        &mut self,
+        member: &str,
+        limits: &Limits,
+        field: fn(&mut MemberValue) -> &mut T,
+        new: T,
+    ) -> Result<(), GroupError> {
+        let Some(m) = self.members.get_mut(member) else {
+            return Ok(());
+        };
+        let slot = field(&mut m.value);
+        if *slot == new {
+            return Ok(());
+        }
+        let old = std::mem::replace(slot, new);
+        if self.estimated_bytes() > limits.max_group_bytes {
+            if let Some(m) = self.members.get_mut(member) {
+                *field(&mut m.value) = old;
+            }
+            return Err(self.too_large(limits));
+        }
+        self.epoch += 1;
+        Ok(())
     }
 
     /// Refuses a heartbeat that would leave its member subscribed to
@@ -1363,20 +1366,27 @@ mod tests {
             }
         }
 
-        /// Recomputes the target against the live topics, as the timer does.
-        fn refresh(&mut self) -> bool {
-            let topics = self.topics.clone();
-            let names: Vec<String> = topics
+        /// The live topics' partition counts, and a new listing of their
+        /// names (without the unlisted ones) with its generation.
+        fn listed(&mut self) -> (BTreeMap<String, u32>, Vec<String>, u64) {
+            let names = self
+                .topics
                 .keys()
                 .filter(|t| !self.unlisted.contains(*t))
                 .cloned()
                 .collect();
+            self.listing += 1;
+            (self.topics.clone(), names, self.listing)
+        }
+
+        /// Recomputes the target against the live topics, as the timer does.
+        fn refresh(&mut self) -> bool {
+            let (topics, names, listing) = self.listed();
             let counts = move |t: &str| Some(topics.get(t).copied().unwrap_or(0));
             let before = self.g.value();
-            self.listing += 1;
             let changed = self.g.refresh_target(TopicsView {
                 partitions_of: &counts,
-                names: Some((self.listing, &names)),
+                names: Some((listing, &names)),
             });
             self.settle(&before);
             changed
@@ -1410,17 +1420,11 @@ mod tests {
             self.next_id += 1;
             let id = format!("m{}", self.next_id);
             let before = self.g.value();
-            let topics = self.topics.clone();
-            let names: Vec<String> = topics
-                .keys()
-                .filter(|t| !self.unlisted.contains(*t))
-                .cloned()
-                .collect();
+            let (topics, names, listing) = self.listed();
             let counts = move |t: &str| Some(topics.get(t).copied().unwrap_or(0));
-            self.listing += 1;
             let view = TopicsView {
                 partitions_of: &counts,
-                names: Some((self.listing, &names)),
+                names: Some((listing, &names)),
             };
             let r = self
                 .g
