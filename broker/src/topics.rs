@@ -375,6 +375,19 @@ impl TopicRegistry {
         self.topic(name, record).ok()
     }
 
+    /// The names of the live topics the cache holds, sorted (no IO).
+    pub fn cached_names(&self) -> Vec<TopicName> {
+        let mut names: Vec<TopicName> = self
+            .cache
+            .lock()
+            .iter()
+            .filter(|(_, c)| !c.record.deleted)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The live topic with id `id` if the cache holds it (no IO; a scan of
     /// the cached topics).
     pub fn cached_by_id(&self, id: TopicId) -> Option<Topic> {

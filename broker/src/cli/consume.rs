@@ -87,6 +87,21 @@ pub struct ConsumeArgs {
     pub broker: BrokerArgs,
 }
 
+impl ConsumeArgs {
+    /// The topic (clap requires one unless --include).
+    fn topic(&self) -> &str {
+        self.topic.as_deref().unwrap_or_default()
+    }
+
+    /// What is read, for error messages.
+    fn source(&self) -> String {
+        match &self.include {
+            Some(pattern) => format!("the topics matching {pattern}"),
+            None => format!("topic {}", self.topic()),
+        }
+    }
+}
+
 /// How records are printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Format {
@@ -246,19 +261,11 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     config.connection = args.broker.connect_options()?;
     let mut consumer = Consumer::connect(args.broker.url(), config).await?;
     if let Some(group) = &args.group {
-        match (&args.topic, &args.include) {
-            (_, Some(pattern)) => consumer
-                .subscribe_pattern(pattern, group)
-                .await
-                .with_context(|| format!("cannot join group {group} on topics {pattern}"))?,
-            (topic, None) => {
-                let topic = topic.as_deref().unwrap_or_default();
-                consumer
-                    .subscribe(&[topic], group)
-                    .await
-                    .with_context(|| format!("cannot join group {group} on topic {topic}"))?;
-            }
+        match &args.include {
+            Some(pattern) => consumer.subscribe_pattern(pattern, group).await,
+            None => consumer.subscribe(&[args.topic()], group).await,
         }
+        .with_context(|| format!("cannot join group {group} on {}", args.source()))?;
         let result = print_records(&args, &format, &mut consumer).await;
         // The last commit and a clean leave, whatever ended the loop.
         let closed = consumer.close().await;
@@ -267,8 +274,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         eprintln!("processed {count} records");
         return Ok(());
     }
-    // Without --include, clap requires the topic.
-    let topic = args.topic.as_deref().unwrap_or_default();
+    let topic = args.topic();
     match args.partition {
         Some(p) => consumer
             .assign(topic, p, start)
@@ -331,13 +337,7 @@ async fn print_records(
             let Some(record) = next else {
                 return Ok(());
             };
-            let record = record.with_context(|| match (&args.topic, &args.include) {
-                (Some(topic), _) => format!("cannot read topic {topic}"),
-                (None, pattern) => format!(
-                    "cannot read the topics matching {}",
-                    pattern.as_deref().unwrap_or_default()
-                ),
-            })?;
+            let record = record.with_context(|| format!("cannot read {}", args.source()))?;
             format.write(&record, &mut buf);
             count += 1;
             if args.group.is_some() {

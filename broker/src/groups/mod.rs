@@ -285,9 +285,9 @@ impl GroupCoordinator {
         if list || rebuild {
             let names: Vec<String> = shared
                 .topics
-                .list_cached()?
-                .into_iter()
-                .map(|t| t.name.to_string())
+                .cached_names()
+                .iter()
+                .map(ToString::to_string)
                 .collect();
             let mut t = self.topic_names.lock();
             if *t.names != names {
@@ -537,9 +537,10 @@ impl GroupCoordinator {
                 .groups
                 .get(group)
                 .is_some_and(Group::has_patterns);
-        let names = match by_pattern {
-            true => Some(self.topic_names(shared).await?),
-            false => None,
+        let names = if by_pattern {
+            Some(self.topic_names(shared).await?)
+        } else {
+            None
         };
         let counts = |t: &str| partition_count(shared, t);
         let view = TopicsView {
@@ -955,15 +956,13 @@ impl GroupCoordinator {
         let by_pattern = shards
             .iter()
             .any(|s| s.state.lock().groups.values().any(Group::has_patterns));
-        let names = match by_pattern {
-            true => match self.topic_names(shared).await {
-                Ok(names) => Some(names),
-                Err(e) => {
-                    tracing::debug!(error = %e, "subscription patterns not resolved this round");
-                    None
-                }
-            },
-            false => None,
+        let names = if by_pattern {
+            self.topic_names(shared)
+                .await
+                .inspect_err(|e| tracing::debug!(error = %e, "subscription patterns not resolved this round"))
+                .ok()
+        } else {
+            None
         };
         let view = TopicsView {
             partitions_of: &counts,

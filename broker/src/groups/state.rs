@@ -1084,18 +1084,14 @@ impl Group {
     }
 
     /// The topics `member` subscribes to: its names and what its pattern
-    /// matched.
-    fn subscription(&self, member: &MemberValue) -> BTreeSet<String> {
-        let mut topics = member.topics.clone();
-        if let Some(matched) = member
+    /// matched (a topic may come twice).
+    fn subscription<'a>(&'a self, member: &'a MemberValue) -> impl Iterator<Item = &'a String> {
+        let matched = member
             .pattern
             .as_ref()
             .and_then(|p| self.patterns.get(p))
-            .and_then(Pattern::matched)
-        {
-            topics.extend(matched.iter().cloned());
-        }
-        topics
+            .and_then(Pattern::matched);
+        member.topics.iter().chain(matched.into_iter().flatten())
     }
 
     /// The server-side assignor the group uses: the one most members ask
@@ -1160,7 +1156,7 @@ impl Group {
             self.touch();
             self.epoch += 1;
         }
-        let subscribed: BTreeSet<String> = self
+        let subscribed: BTreeSet<&String> = self
             .members
             .values()
             .flat_map(|m| self.subscription(&m.value))
@@ -1170,9 +1166,9 @@ impl Group {
             .map(|t| {
                 // Not known here yet (a coordinator that just took over):
                 // as before, rather than as deleted.
-                let n = (topics.partitions_of)(&t)
-                    .unwrap_or_else(|| self.topic_counts.get(&t).copied().unwrap_or(0));
-                (t, n)
+                let n = (topics.partitions_of)(t)
+                    .unwrap_or_else(|| self.topic_counts.get(t).copied().unwrap_or(0));
+                (t.clone(), n)
             })
             .filter(|(_, n)| *n > 0)
             .collect();
@@ -1190,7 +1186,10 @@ impl Group {
         let subscriptions = self
             .members
             .values()
-            .map(|m| (m.value.id.clone(), self.subscription(&m.value)))
+            .map(|m| {
+                let topics = self.subscription(&m.value).cloned().collect();
+                (m.value.id.clone(), topics)
+            })
             .collect();
         self.touch();
         self.target = self
