@@ -9,6 +9,9 @@ Steps, each recorded in the printed JSON object:
   group consumer reads them and commits;
 - confluent-kafka as alice (SCRAM-SHA-512, idempotent): produce COUNT
   more; a group consumer resumes at the commit and reads exactly those;
+- confluent-kafka as alice with KIP-848's consumer protocol, subscribed
+  to the pattern `^TOPIC.*` while TOPIC-hidden (created and written by
+  admin) matches too: alice is given only what she may describe;
 - refusals: a wrong password (both clients), no SASL at all, producing to
   FORBIDDEN, consuming in another group.
 
@@ -20,7 +23,7 @@ import sys
 import time
 
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import (
     ACL,
@@ -172,6 +175,53 @@ while len(values) < count and time.time() < deadline:
 c.commit(asynchronous=False)
 c.close()
 out["ck_consumed"] = values
+
+# A pattern that also matches a topic alice may not describe: she is
+# assigned only hers (without the filter she would be handed TOPIC-hidden
+# and her fetches of it refused).
+hidden = topic + "-hidden"
+by_pattern = group + "-by-pattern"
+ck_admin = AdminClient(ck("admin", admin_pw, "SCRAM-SHA-256"))
+for f in ck_admin.create_topics([NewTopic(hidden, num_partitions=1)]).values():
+    f.result(30)
+p = Producer(ck("admin", admin_pw, "SCRAM-SHA-256"))
+for i in range(5):
+    p.produce(hidden, value=b"hidden-%d" % i)
+p.flush(60)
+c = Consumer(
+    {
+        **ck("alice", alice_pw),
+        "group.id": by_pattern,
+        "group.protocol": "consumer",
+        "auto.offset.reset": "earliest",
+    }
+)
+c.subscribe(["^" + topic + ".*"])
+topics, errors, n = set(), [], 0
+deadline = time.time() + 60
+while n < 2 * count and time.time() < deadline:
+    m = c.poll(1.0)
+    if m is None:
+        continue
+    if m.error():
+        errors.append(m.error().name())
+        continue
+    topics.add(m.topic())
+    n += 1
+# A little longer: nothing of the hidden topic comes, no error either.
+end = time.time() + 3
+while time.time() < end:
+    m = c.poll(0.5)
+    if m is not None:
+        (errors.append(m.error().name()) if m.error() else topics.add(m.topic()))
+# What the coordinator assigned her, as the super user sees it (the
+# client alone could not tell: her metadata does not show the topic).
+d = ck_admin.describe_consumer_groups([by_pattern])[by_pattern].result(timeout=30)
+out["pattern_assigned"] = sorted({tp.topic for m in d.members for tp in m.assignment.topic_partitions})
+c.close()
+out["pattern_topics"] = sorted(topics)
+out["pattern_records"] = n
+out["pattern_errors"] = sorted(set(errors))
 
 # A group alice may not read.
 c = Consumer({**ck("alice", alice_pw), "group.id": "not-" + group, "auto.offset.reset": "earliest"})

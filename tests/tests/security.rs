@@ -8,6 +8,10 @@
 
 use std::time::Duration;
 
+use strata_client::{
+    Admin, ConnectOptions, Consumer, ConsumerConfig, Credentials, ErrorReason, OffsetReset,
+    Producer, ProducerConfig, ProducerRecord, TopicSettings,
+};
 use strata_tests::broker::{BrokerOptions, BrokerProcess, http_get, run_cli, run_cli_with_env};
 use strata_tests::python::kafka_clients;
 
@@ -211,6 +215,23 @@ async fn kafka_clients_authenticate_with_sasl_and_acls_decide() {
         )
         .await;
     }
+    // For the consumer subscribed by pattern (KIP-848).
+    cli_ok(
+        &[
+            "acl",
+            "add",
+            "--allow",
+            "User:alice",
+            "--operation",
+            "read",
+            "--group",
+            "billing-by-pattern",
+            "--store",
+            &store,
+        ],
+        "",
+    )
+    .await;
     let (_, metrics) = http_get(&broker.http_url(), "/metrics")
         .await
         .expect("metrics");
@@ -249,6 +270,7 @@ async fn kafka_clients_authenticate_with_sasl_and_acls_decide() {
         v["alice_acls"],
         serde_json::json!([
             "GROUP billing READ ALLOW",
+            "GROUP billing-by-pattern READ ALLOW",
             "TOPIC orders CREATE ALLOW",
             "TOPIC orders READ ALLOW",
             "TOPIC orders WRITE ALLOW"
@@ -282,6 +304,13 @@ async fn kafka_clients_authenticate_with_sasl_and_acls_decide() {
         values("ck_consumed"),
         (0..count).map(|i| format!("ck-{i}")).collect::<Vec<_>>()
     );
+
+    // By pattern, alice is given only the topics she may describe:
+    // orders-hidden matches too, but only the super user may see it.
+    assert_eq!(v["pattern_assigned"], serde_json::json!(["orders"]));
+    assert_eq!(v["pattern_topics"], serde_json::json!(["orders"]));
+    assert_eq!(v["pattern_records"], 2 * count);
+    assert_eq!(v["pattern_errors"], serde_json::json!([]));
 
     // Refused, with Kafka's errors, and nothing changed.
     let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
@@ -636,4 +665,138 @@ async fn brokers_call_each_other_as_the_cluster() {
     let exit = b1.wait_exit(Duration::from_secs(60), "drained").await;
     assert!(exit.success(), "{}", b1.log());
     assert!(!b0.log().contains("gRPC call refused"), "{}", b0.log());
+}
+
+/// A consumer subscribed by pattern gets only the topics its user may
+/// describe, as in Kafka (a pattern must not reveal or hand out topics);
+/// a topic allowed later joins its assignment within a heartbeat or two.
+/// A subscription that names a topic the user may not describe is
+/// refused with what to grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_gives_a_consumer_only_the_topics_its_user_may_describe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, store) = secured_broker(dir.path()).await;
+    let url = broker.url();
+    let as_user = |user: &str, password: &str| {
+        ConnectOptions::default().with_credentials(Credentials::new(user, password))
+    };
+    let as_admin = as_user("admin", "admin-secret");
+    let admin = Admin::connect_with(&url, &as_admin).await.expect("admin");
+    let producer = Producer::connect(
+        &url,
+        ProducerConfig {
+            connection: as_admin.clone(),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("producer");
+    for topic in ["metrics-cpu", "metrics-secret", "billing"] {
+        admin
+            .create_topic(topic, 1, TopicSettings::default())
+            .await
+            .expect("create topic");
+        for i in 0..5 {
+            producer
+                .send_and_wait(ProducerRecord::new(topic, format!("{topic}-{i}")))
+                .await
+                .expect("produce");
+        }
+    }
+    let allow_alice = |what: &'static [&'static str]| {
+        let store = store.clone();
+        async move {
+            let mut args = vec!["acl", "add", "--allow", "User:alice"];
+            args.extend_from_slice(what);
+            args.extend_from_slice(&["--store", &store]);
+            cli_ok(&args, "").await;
+        }
+    };
+    allow_alice(&["--operation", "read", "--group", "dash"]).await;
+    allow_alice(&["--operation", "read", "--topic", "metrics-cpu"]).await;
+    // The broker follows the ACL chain every heartbeat interval.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let config = ConsumerConfig {
+        auto_offset_reset: OffsetReset::Earliest,
+        session_timeout: Duration::from_secs(10),
+        connection: as_user("alice", "alice-secret"),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::connect(&url, config.clone())
+        .await
+        .expect("connect");
+    consumer
+        .subscribe_pattern("metrics-.*", "dash")
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        next_values(&mut consumer, 5).await,
+        (0..5)
+            .map(|i| format!("metrics-cpu-{i}"))
+            .collect::<Vec<_>>()
+    );
+    let held = |admin: Admin| async move {
+        let d = admin.describe_group("dash").await.expect("describe");
+        let mut held: Vec<String> = d
+            .members
+            .iter()
+            .flat_map(|m| m.assignment.iter().map(|t| t.topic.clone()))
+            .collect();
+        held.sort();
+        held
+    };
+    assert_eq!(
+        held(admin.clone()).await,
+        ["metrics-cpu"],
+        "metrics-secret matches, but alice may not describe it"
+    );
+
+    // Allowed now: the group's coordinator sees the ACL change and gives
+    // the topic to alice's consumer.
+    allow_alice(&["--operation", "read", "--topic", "metrics-secret"]).await;
+    assert_eq!(
+        next_values(&mut consumer, 5).await,
+        (0..5)
+            .map(|i| format!("metrics-secret-{i}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(held(admin.clone()).await, ["metrics-cpu", "metrics-secret"]);
+    consumer.close().await.expect("close");
+
+    // By name, a topic alice may not describe: refused, saying what to
+    // grant (and the group is left as it was).
+    let mut named = Consumer::connect(&url, config).await.expect("connect");
+    let e = named
+        .subscribe(&["billing"], "dash")
+        .await
+        .expect_err("the coordinator refuses the subscription");
+    assert_eq!(
+        e.reason(),
+        Some(ErrorReason::TopicAuthorizationFailed),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("may not Describe topic billing")
+            && e.to_string().contains("strata acl add"),
+        "{e}"
+    );
+    named.close().await.expect("close");
+    let d = admin.describe_group("dash").await.expect("describe");
+    assert!(d.members.is_empty(), "nobody joined: {d:?}");
+}
+
+/// The values of the next `n` records `consumer` receives, in order of
+/// arrival.
+async fn next_values(consumer: &mut Consumer, n: usize) -> Vec<String> {
+    let mut values = Vec::new();
+    while values.len() < n {
+        let r = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} records: {values:?}", values.len()))
+            .expect("an item")
+            .expect("a record");
+        values.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
+    }
+    values
 }

@@ -43,7 +43,7 @@ use acl_store::AclStore;
 use users::UserStore;
 
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Principal {
     /// Nobody authenticated (authentication off, or not yet).
     Anonymous,
@@ -70,8 +70,9 @@ impl fmt::Display for Principal {
     }
 }
 
-/// An authenticated caller: who, and from where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An authenticated caller: who, and from where (kept with a group
+/// member, whose pattern matches only topics it may describe).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {
     /// Who.
     pub principal: Principal,

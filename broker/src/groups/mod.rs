@@ -46,8 +46,10 @@ use self::records::GroupRecord;
 use self::shard::{Shard, Write};
 pub use self::state::GroupError;
 use self::state::{
-    Committed, Group, GroupStateName, Heartbeat, HeartbeatReply, Limits, TopicsView, Tp,
+    Committed, Group, GroupStateName, Heartbeat, HeartbeatReply, Limits, Listing, TopicsView, Tp,
 };
+use crate::auth::Caller;
+use crate::auth::acl::{Operation, Resource};
 use crate::config::GroupConfig;
 use crate::error::{BrokerError, Result};
 use crate::service::{Shared, now_ms};
@@ -526,6 +528,15 @@ impl GroupCoordinator {
         group: &str,
         hb: Heartbeat,
     ) -> Result<HeartbeatReply> {
+        if let (Some(topics), Some(caller)) = (&hb.topics, &hb.caller) {
+            // As Kafka: a member subscribes by name only to topics it may
+            // describe (what its pattern matches is filtered instead).
+            for t in topics {
+                shared
+                    .auth
+                    .check(caller, Operation::Describe, &Resource::topic(t))?;
+            }
+        }
         let shard = self.shard_for(shared, group).await?;
         if let Some(topics) = &hb.topics {
             self.learn_topics(shared, topics).await?;
@@ -543,9 +554,12 @@ impl GroupCoordinator {
             None
         };
         let counts = |t: &str| partition_count(shared, t);
+        let may_describe = |c: &Caller, t: &str| describable(shared, c, t);
         let view = TopicsView {
             partitions_of: &counts,
-            names: names.as_ref().map(|(g, n)| (*g, n.as_slice())),
+            listing: names
+                .as_ref()
+                .map(|(g, n)| listing(shared, *g, n.as_slice(), &may_describe)),
         };
         let (reply, write) = {
             let mut st = shard.state.lock();
@@ -964,9 +978,12 @@ impl GroupCoordinator {
         } else {
             None
         };
+        let may_describe = |c: &Caller, t: &str| describable(shared, c, t);
         let view = TopicsView {
             partitions_of: &counts,
-            names: names.as_ref().map(|(g, n)| (*g, n.as_slice())),
+            listing: names
+                .as_ref()
+                .map(|(g, n)| listing(shared, *g, n.as_slice(), &may_describe)),
         };
         for shard in &shards {
             let mut writes = Vec::new();
@@ -1072,6 +1089,30 @@ fn unknown_member(group: &str, member: &str) -> BrokerError {
 
 /// A topic's partition count from the registry's cache: `Some(0)` when it
 /// is known to be gone, `None` when this broker has not looked it up yet.
+/// The topics patterns resolve against: `names` at `generation`, and the
+/// permissions as they are now.
+fn listing<'a>(
+    shared: &Shared,
+    generation: u64,
+    names: &'a [String],
+    may_describe: &'a (dyn Fn(&Caller, &str) -> bool + Sync),
+) -> Listing<'a> {
+    Listing {
+        generation,
+        names,
+        acl_version: shared.auth.acls.version().map_or(0, |v| v.0),
+        may_describe,
+    }
+}
+
+/// Whether `caller` may describe `topic` (a pattern gives a member only
+/// those).
+fn describable(shared: &Shared, caller: &Caller, topic: &str) -> bool {
+    shared
+        .auth
+        .allows(caller, Operation::Describe, &Resource::topic(topic))
+}
+
 fn partition_count(shared: &Shared, topic: &str) -> Option<u32> {
     let name = TopicName::new(topic).ok()?;
     match shared.topics.cached(&name) {

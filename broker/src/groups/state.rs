@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::assignor;
 use super::classic::{ClassicGroup, ClassicState, ClassicValue};
 use super::pattern::Pattern;
+use crate::auth::Caller;
 
 /// A topic-partition by name.
 pub type Tp = (String, u32);
@@ -288,6 +289,11 @@ pub struct MemberValue {
     /// [`assignor::Assignor::of_group`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignor: Option<String>,
+    /// Who it heartbeats as: its pattern gets only the topics this caller
+    /// may describe, as in Kafka. `None`: a member recorded before callers
+    /// were kept; its pattern is not filtered until it heartbeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<Caller>,
     /// What it may hold now (see the module docs).
     pub assigned: TopicMap,
     /// Its session timeout.
@@ -332,6 +338,19 @@ pub struct Member {
     pub revoke_deadline_ms: Option<i64>,
     /// What it last said it holds (in memory only; see [`Heartbeat::owned`]).
     pub reported_owned: Option<Partitions>,
+    /// The topics its pattern gives it (in memory only).
+    matched: Matched,
+}
+
+/// The topics a member's pattern gives it: what the pattern matched that
+/// the member may describe.
+#[derive(Debug, Clone, Default)]
+struct Matched {
+    /// The listing generation and ACL version they were filtered at
+    /// (`None`: to be filtered again).
+    from: Option<(u64, u64)>,
+    /// `None`: not resolved yet.
+    topics: Option<BTreeSet<String>>,
 }
 
 impl Member {
@@ -383,6 +402,8 @@ pub struct Heartbeat {
     pub client_id: String,
     /// Where it comes from.
     pub host: String,
+    /// Who sends it (`None`: unchanged).
+    pub caller: Option<Caller>,
 }
 
 /// Longest client id or instance id kept.
@@ -494,12 +515,25 @@ pub struct TopicsView<'a> {
     /// A topic's partition count (`Some(0)`: no such topic; `None`: not
     /// known here yet, keep what the group had).
     pub partitions_of: &'a (dyn Fn(&str) -> Option<u32> + Sync),
-    /// Every live topic's name in order, to resolve subscription patterns
-    /// against, with the listing's generation (patterns are resolved again
-    /// only when it changes); `None`: not listed (patterns keep what they
-    /// matched, and a group with a pattern never resolved keeps its
-    /// target).
-    pub names: Option<(u64, &'a [String])>,
+    /// The topics subscription patterns resolve against; `None`: not
+    /// listed (patterns keep what they matched, and a group with a
+    /// pattern never resolved keeps its target).
+    pub listing: Option<Listing<'a>>,
+}
+
+/// Every live topic, and who may see which.
+#[derive(Clone, Copy)]
+pub struct Listing<'a> {
+    /// Bumped whenever `names` changes (patterns are resolved again only
+    /// then).
+    pub generation: u64,
+    /// Every live topic's name, in order.
+    pub names: &'a [String],
+    /// Bumped whenever permissions change (members' matches are filtered
+    /// again only then, or when the names change).
+    pub acl_version: u64,
+    /// Whether a caller may describe a topic.
+    pub may_describe: &'a (dyn Fn(&Caller, &str) -> bool + Sync),
 }
 
 impl Group {
@@ -538,6 +572,7 @@ impl Group {
                         session_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
                         revoke_deadline_ms: None,
                         reported_owned: None,
+                        matched: Matched::default(),
                     },
                 )
             })
@@ -818,6 +853,13 @@ impl Group {
         if !hb.host.is_empty() {
             m.value.host = hb.host.clone();
         }
+        if let Some(caller) = hb.caller
+            && m.value.caller.as_ref() != Some(&caller)
+        {
+            // Another principal: what its pattern may see is filtered again.
+            m.value.caller = Some(caller);
+            m.matched.from = None;
+        }
         let owned = m.owned(hb.owned.as_ref());
         if hb.owned.is_some() {
             m.reported_owned = hb.owned;
@@ -827,7 +869,11 @@ impl Group {
         }
         if let Some(pattern) = hb.pattern {
             let pattern = Some(pattern).filter(|p| !p.is_empty());
-            self.resubscribe(&member_id, limits, |v| &mut v.pattern, pattern)?;
+            if self.resubscribe(&member_id, limits, |v| &mut v.pattern, pattern)?
+                && let Some(m) = self.members.get_mut(&member_id)
+            {
+                m.matched = Matched::default();
+            }
         }
         if let Some(assignor) = hb.assignor {
             let assignor = Some(assignor).filter(|a| !a.is_empty());
@@ -839,20 +885,20 @@ impl Group {
 
     /// Sets the field of `member`'s subscription that `field` picks to
     /// `new`: a change is a new group epoch, refused (and undone) if the
-    /// group record would outgrow its limit.
+    /// group record would outgrow its limit. True when it changed.
     fn resubscribe<T: PartialEq>(
         &mut self,
         member: &str,
         limits: &Limits,
         field: fn(&mut MemberValue) -> &mut T,
         new: T,
-    ) -> Result<(), GroupError> {
+    ) -> Result<bool, GroupError> {
         let Some(m) = self.members.get_mut(member) else {
-            return Ok(());
+            return Ok(false);
         };
         let slot = field(&mut m.value);
         if *slot == new {
-            return Ok(());
+            return Ok(false);
         }
         let old = std::mem::replace(slot, new);
         if self.estimated_bytes() > limits.max_group_bytes {
@@ -862,7 +908,7 @@ impl Group {
             return Err(self.too_large(limits));
         }
         self.epoch += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// Refuses a heartbeat that would leave its member subscribed to
@@ -983,6 +1029,7 @@ impl Group {
                     topics,
                     pattern,
                     assignor: hb.assignor.clone().filter(|a| !a.is_empty()),
+                    caller: hb.caller.clone(),
                     assigned: TopicMap::new(),
                     session_timeout_ms: session,
                     rebalance_timeout_ms: rebalance,
@@ -991,6 +1038,7 @@ impl Group {
                 session_deadline_ms: now_ms + i64::from(session),
                 revoke_deadline_ms: None,
                 reported_owned: None,
+                matched: Matched::default(),
             },
         );
         if self.estimated_bytes() > limits.max_group_bytes {
@@ -1016,6 +1064,9 @@ impl Group {
                     + v.host.len()
                     + v.topics.iter().map(|t| t.len() + 3).sum::<usize>()
                     + v.pattern.as_ref().map_or(0, |p| p.len() + 12)
+                    + v.caller
+                        .as_ref()
+                        .map_or(0, |c| c.principal.acl_name().len() + 64)
             })
             .sum();
         // Each partition appears in at most one assigned and one target
@@ -1084,14 +1135,18 @@ impl Group {
     }
 
     /// The topics `member` subscribes to: its names and what its pattern
-    /// matched (a topic may come twice).
-    fn subscription<'a>(&'a self, member: &'a MemberValue) -> impl Iterator<Item = &'a String> {
+    /// gives it (a topic may come twice).
+    fn subscription(member: &Member) -> impl Iterator<Item = &String> {
         let matched = member
+            .value
             .pattern
             .as_ref()
-            .and_then(|p| self.patterns.get(p))
-            .and_then(Pattern::matched);
-        member.topics.iter().chain(matched.into_iter().flatten())
+            .and(member.matched.topics.as_ref());
+        member
+            .value
+            .topics
+            .iter()
+            .chain(matched.into_iter().flatten())
     }
 
     /// The server-side assignor the group uses: the one most members ask
@@ -1106,19 +1161,18 @@ impl Group {
         self.members.values().any(|m| m.value.pattern.is_some())
     }
 
-    /// Compiles the members' patterns (those of a loaded group) and
-    /// resolves them against `names` if given; forgets unused ones.
-    /// `None` while a pattern was never resolved, else whether what one
-    /// matches changed.
-    fn resolve_patterns(&mut self, names: Option<(u64, &[String])>) -> Option<bool> {
+    /// Compiles the members' patterns (those of a loaded group), resolves
+    /// them against `listing` if given and keeps for each member what its
+    /// pattern matched that it may describe; forgets unused patterns.
+    /// `None` while a member's pattern was never resolved, else whether
+    /// what one gives its member changed.
+    fn resolve_patterns(&mut self, listing: Option<Listing<'_>>) -> Option<bool> {
         let used: BTreeSet<&String> = self
             .members
             .values()
             .filter_map(|m| m.value.pattern.as_ref())
             .collect();
         self.patterns.retain(|p, _| used.contains(p));
-        let mut resolved = true;
-        let mut changed = false;
         for p in used {
             let pattern = match self.patterns.entry(p.clone()) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -1131,10 +1185,40 @@ impl Group {
                     }
                 },
             };
-            if let Some((generation, names)) = names {
-                changed |= pattern.resolve(generation, names);
+            if let Some(l) = listing {
+                pattern.resolve(l.generation, l.names);
             }
-            resolved &= pattern.matched().is_some();
+        }
+        let nothing = BTreeSet::new();
+        let mut resolved = true;
+        let mut changed = false;
+        for m in self.members.values_mut() {
+            let Some(p) = &m.value.pattern else {
+                continue;
+            };
+            let matched = match self.patterns.get(p) {
+                Some(pattern) => pattern.matched(),
+                // It does not compile: it matches nothing.
+                None => Some(&nothing),
+            };
+            if let (Some(l), Some(all)) = (listing, matched)
+                && m.matched.from != Some((l.generation, l.acl_version))
+            {
+                let visible: BTreeSet<String> = match &m.value.caller {
+                    Some(caller) => all
+                        .iter()
+                        .filter(|t| (l.may_describe)(caller, t))
+                        .cloned()
+                        .collect(),
+                    None => all.clone(),
+                };
+                changed |= m.matched.topics.as_ref().is_some_and(|t| *t != visible);
+                m.matched = Matched {
+                    from: Some((l.generation, l.acl_version)),
+                    topics: Some(visible),
+                };
+            }
+            resolved &= m.matched.topics.is_some();
         }
         resolved.then_some(changed)
     }
@@ -1144,7 +1228,7 @@ impl Group {
     /// changed, and recomputes the target if the epoch moved past it. True
     /// when the target was recomputed.
     pub fn refresh_target(&mut self, topics: TopicsView<'_>) -> bool {
-        let Some(matches_changed) = self.resolve_patterns(topics.names) else {
+        let Some(matches_changed) = self.resolve_patterns(topics.listing) else {
             // A coordinator that loaded the group and has not listed the
             // topics yet: what its patterns match is unknown, so nothing
             // moves until it is.
@@ -1156,11 +1240,8 @@ impl Group {
             self.touch();
             self.epoch += 1;
         }
-        let subscribed: BTreeSet<&String> = self
-            .members
-            .values()
-            .flat_map(|m| self.subscription(&m.value))
-            .collect();
+        let subscribed: BTreeSet<&String> =
+            self.members.values().flat_map(Self::subscription).collect();
         let counts: BTreeMap<String, u32> = subscribed
             .into_iter()
             .map(|t| {
@@ -1187,7 +1268,7 @@ impl Group {
             .members
             .values()
             .map(|m| {
-                let topics = self.subscription(&m.value).cloned().collect();
+                let topics = Self::subscription(m).cloned().collect();
                 (m.value.id.clone(), topics)
             })
             .collect();
@@ -1335,7 +1416,7 @@ mod tests {
     fn view(partitions_of: &(dyn Fn(&str) -> Option<u32> + Sync)) -> TopicsView<'_> {
         TopicsView {
             partitions_of,
-            names: None,
+            listing: None,
         }
     }
 
@@ -1346,10 +1427,24 @@ mod tests {
         limits: Limits,
         /// The live topics and their partition counts.
         topics: BTreeMap<String, u32>,
-        /// Bumped for every listing handed to the group.
+        /// Bumped whenever the listing handed to the group changes.
         listing: u64,
+        /// The names last listed.
+        listed: Vec<String>,
         /// Live topics the listing does not show yet.
         unlisted: BTreeSet<String>,
+        /// Topics [`limited`] may not describe.
+        hidden: BTreeSet<String>,
+        /// Bumped whenever `hidden` changes.
+        acl_version: u64,
+    }
+
+    /// A caller some topics are hidden from ([`Sim::hidden`]).
+    fn limited() -> Caller {
+        Caller {
+            principal: crate::auth::Principal::User("limited".into()),
+            host: None,
+        }
     }
 
     impl Sim {
@@ -1361,34 +1456,49 @@ mod tests {
                 limits: Limits::default(),
                 topics: [(T.to_owned(), 12)].into_iter().collect(),
                 listing: 0,
+                listed: Vec::new(),
                 unlisted: BTreeSet::new(),
+                hidden: BTreeSet::new(),
+                acl_version: 0,
             }
         }
 
-        /// The live topics' partition counts, and a new listing of their
-        /// names (without the unlisted ones) with its generation.
-        fn listed(&mut self) -> (BTreeMap<String, u32>, Vec<String>, u64) {
-            let names = self
+        /// Applies `change` to the group with the live topics' partition
+        /// counts and a listing of their names (without the unlisted
+        /// ones), then plays the writer.
+        fn apply<R>(&mut self, change: impl FnOnce(&mut Group, TopicsView<'_>) -> R) -> R {
+            let names: Vec<String> = self
                 .topics
                 .keys()
                 .filter(|t| !self.unlisted.contains(*t))
                 .cloned()
                 .collect();
-            self.listing += 1;
-            (self.topics.clone(), names, self.listing)
+            if names != self.listed {
+                self.listing += 1;
+                self.listed.clone_from(&names);
+            }
+            let topics = &self.topics;
+            let counts = |t: &str| Some(topics.get(t).copied().unwrap_or(0));
+            let hidden = &self.hidden;
+            let may_describe = |c: &Caller, t: &str| *c != limited() || !hidden.contains(t);
+            let view = TopicsView {
+                partitions_of: &counts,
+                listing: Some(Listing {
+                    generation: self.listing,
+                    names: &names,
+                    acl_version: self.acl_version,
+                    may_describe: &may_describe,
+                }),
+            };
+            let before = self.g.value();
+            let r = change(&mut self.g, view);
+            self.settle(&before);
+            r
         }
 
         /// Recomputes the target against the live topics, as the timer does.
         fn refresh(&mut self) -> bool {
-            let (topics, names, listing) = self.listed();
-            let counts = move |t: &str| Some(topics.get(t).copied().unwrap_or(0));
-            let before = self.g.value();
-            let changed = self.g.refresh_target(TopicsView {
-                partitions_of: &counts,
-                names: Some((listing, &names)),
-            });
-            self.settle(&before);
-            changed
+            self.apply(|g, view| g.refresh_target(view))
         }
 
         fn hb(
@@ -1418,18 +1528,8 @@ mod tests {
         fn send_as_is(&mut self, hb: Heartbeat) -> Result<HeartbeatReply, GroupError> {
             self.next_id += 1;
             let id = format!("m{}", self.next_id);
-            let before = self.g.value();
-            let (topics, names, listing) = self.listed();
-            let counts = move |t: &str| Some(topics.get(t).copied().unwrap_or(0));
-            let view = TopicsView {
-                partitions_of: &counts,
-                names: Some((listing, &names)),
-            };
-            let r = self
-                .g
-                .heartbeat(hb, self.now, &self.limits, view, move || id);
-            self.settle(&before);
-            r
+            let (now, limits) = (self.now, self.limits);
+            self.apply(|g, view| g.heartbeat(hb, now, &limits, view, move || id))
         }
 
         /// Joins as a static member with `instance`.
@@ -1892,6 +1992,95 @@ mod tests {
         let a5 = s.hb(&a.member_id, a4.epoch, &a4.assignment).unwrap();
         assert_eq!(topics_of(&a5.assignment), [(T.to_owned(), 12)].into());
         assert_eq!(s.g.value().members[0].pattern, None);
+    }
+
+    #[test]
+    fn a_pattern_gives_a_member_only_the_topics_its_caller_may_describe() {
+        let mut s = Sim::new();
+        s.topics.insert("orders-eu".into(), 4);
+        s.topics.insert("orders-secret".into(), 2);
+        s.hidden.insert("orders-secret".into());
+        let join_as = |s: &mut Sim, caller: Caller| {
+            s.send(Heartbeat {
+                epoch: JOIN_EPOCH,
+                topics: Some(BTreeSet::new()),
+                pattern: Some("orders-.*".into()),
+                owned: Some(Partitions::new()),
+                caller: Some(caller),
+                ..Heartbeat::default()
+            })
+            .unwrap()
+        };
+        let a = join_as(&mut s, limited());
+        assert_eq!(
+            topics_of(&a.assignment),
+            [("orders-eu".into(), 4)].into(),
+            "the hidden topic matches but is not given"
+        );
+        let json = serde_json::to_string(&s.g.value()).unwrap();
+        assert!(
+            json.contains(r#""caller":{"principal":{"User":"limited"}"#),
+            "{json}"
+        );
+
+        // A member that may see it shares the group: it alone gets it.
+        let root = Caller {
+            principal: crate::auth::Principal::User("root".into()),
+            host: None,
+        };
+        let b = join_as(&mut s, root);
+        let (mut a, mut b) = (beat(&mut s, &a), b);
+        for _ in 0..4 {
+            a = beat(&mut s, &a);
+            b = beat(&mut s, &b);
+            no_partition_twice(&[&a.assignment, &b.assignment]);
+        }
+        assert!(!topics_of(&a.assignment).contains_key("orders-secret"));
+        assert_eq!(topics_of(&b.assignment).get("orders-secret"), Some(&2));
+        assert_eq!(a.assignment.len() + b.assignment.len(), 6);
+
+        // Once permitted, the limited member's subscription grows: a new
+        // target although the group's topics are the same.
+        s.hidden.clear();
+        s.acl_version += 1;
+        let epoch = s.g.epoch();
+        assert!(
+            s.refresh(),
+            "a permission change re-filters what a pattern gives"
+        );
+        assert!(s.g.epoch() > epoch);
+        assert!(!s.refresh(), "nothing changed since");
+
+        // Withdrawn again: the topic leaves its target.
+        s.hidden.insert("orders-secret".into());
+        s.acl_version += 1;
+        assert!(s.refresh());
+        let target = s.g.target_of(&a.member_id);
+        assert!(
+            target.iter().all(|(t, _)| t != "orders-secret"),
+            "{target:?}"
+        );
+
+        // A member that heartbeats as another principal is filtered again.
+        let a2 = s
+            .send_as_is(Heartbeat {
+                member_id: a.member_id.clone(),
+                epoch: a.epoch,
+                owned: Some(a.assignment.clone()),
+                caller: Some(Caller {
+                    principal: crate::auth::Principal::User("other".into()),
+                    host: None,
+                }),
+                ..Heartbeat::default()
+            })
+            .unwrap();
+        assert!(a2.epoch >= a.epoch);
+        let m = s.g.members().find(|m| m.value.id == a.member_id).unwrap();
+        assert_eq!(
+            m.matched.topics.as_ref().map(BTreeSet::len),
+            Some(2),
+            "other is not limited: both topics"
+        );
     }
 
     #[test]

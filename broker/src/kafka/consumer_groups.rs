@@ -47,7 +47,7 @@ pub async fn heartbeat(
     let mut r = ConsumerGroupHeartbeatResponse::default();
     let group = req.group_id.0.to_string();
     let answer = match check(shared, caller, Operation::Read, &group) {
-        Ok(()) => beat(shared, &group, req, client_id, peer).await,
+        Ok(()) => beat(shared, caller, &group, req, client_id, peer).await,
         Err(e) => Err(e),
     };
     match answer {
@@ -71,6 +71,7 @@ pub async fn heartbeat(
 /// The heartbeat, as the coordinator takes it.
 async fn beat(
     shared: &Shared,
+    caller: &Caller,
     group: &str,
     req: ConsumerGroupHeartbeatRequest,
     client_id: &str,
@@ -96,6 +97,7 @@ async fn beat(
         rebalance_timeout_ms: u32::try_from(req.rebalance_timeout_ms).unwrap_or(0),
         client_id: client_id.to_owned(),
         host: format!("/{}", peer.ip()),
+        caller: Some(caller.clone()),
     };
     shared.groups.heartbeat(shared, group, hb).await
 }

@@ -131,6 +131,7 @@ impl Groups for GroupsService {
             rebalance_timeout_ms: req.rebalance_timeout_ms,
             client_id: req.client_id,
             host,
+            caller: Some(caller),
         };
         let reply = self
             .shared
