@@ -10,14 +10,15 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::loopback_config;
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupDescribeRequest,
     ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, InitProducerIdRequest,
-    InitProducerIdResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, TopicName,
+    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use strata_broker::server::{RunningBroker, start};
@@ -326,6 +327,118 @@ async fn create_by_metadata(
     let id = md.topics[0].topic_id;
     assert!(!id.is_nil());
     id
+}
+
+/// Produces `n` records to partition 0 of `topic` by name (Produce v8).
+async fn produce_n(s: &mut TcpStream, topic: &'static str, n: usize, correlation_id: i32) {
+    let mut b = BatchBuilder::new();
+    for i in 0..n {
+        b.push(0, None, Some(format!("{topic}-{i}").as_bytes()), &[]);
+    }
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(b.build())),
+                ]),
+        ]);
+    let mut body = call(s, ApiKey::Produce, 8, correlation_id, &req).await;
+    let r = ProduceResponse::decode(&mut body, 8).expect("Produce v8");
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+}
+
+/// Fetches partition 0 of a topic from offset 0 at `version`: by `id` from
+/// v13, else by `name`. Returns (error code, high watermark, bytes).
+async fn fetch_p0(
+    s: &mut TcpStream,
+    version: i16,
+    name: &'static str,
+    id: uuid::Uuid,
+    correlation_id: i32,
+) -> (i16, i64, usize) {
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str(name)))
+        .with_topic_id(id)
+        .with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20),
+        ]);
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![topic]);
+    let mut body = call(s, ApiKey::Fetch, version, correlation_id, &req).await;
+    let r = FetchResponse::decode(&mut body, version).expect("Fetch");
+    assert_eq!(r.responses.len(), 1);
+    if version >= 13 {
+        assert_eq!(r.responses[0].topic_id, id, "answered by the id asked");
+    }
+    let p = &r.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.high_watermark,
+        p.records.as_ref().map_or(0, Bytes::len),
+    )
+}
+
+/// Fetch v13+ names topics by id (KIP-516): a consumer of a topic that was
+/// deleted and created again under its name gets UNKNOWN_TOPIC_ID and never
+/// reads the new topic's records as the old one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_by_topic_id_never_reads_a_topic_created_again_under_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(loopback_config(dir.path())).await.expect("start");
+    let (_, mut admin) = common::clients(&broker).await;
+    let versions = api_versions(&broker).await;
+    let fetch = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Fetch as i16)
+        .expect("Fetch advertised");
+    assert_eq!((fetch.min_version, fetch.max_version), (4, 16));
+
+    let mut s = connect(&broker).await;
+    let old = create_by_metadata(&mut s, "churn", 1).await;
+    produce_n(&mut s, "churn", 3, 2).await;
+    for version in [13, 16] {
+        let (code, hw, bytes) = fetch_p0(&mut s, version, "", old, 3).await;
+        assert_eq!((code, hw), (0, 3), "v{version} by id");
+        assert!(bytes > 0);
+    }
+
+    admin
+        .delete_topic(strata_proto::v1::DeleteTopicRequest {
+            name: "churn".into(),
+        })
+        .await
+        .expect("delete");
+    let new = create_by_metadata(&mut s, "churn", 4).await;
+    assert_ne!(new, old, "a new topic, a new id");
+    produce_n(&mut s, "churn", 1, 5).await;
+
+    let (code, _, bytes) = fetch_p0(&mut s, 16, "", old, 6).await;
+    assert_eq!(
+        code,
+        ResponseError::UnknownTopicId.code(),
+        "the old id is gone"
+    );
+    assert_eq!(bytes, 0);
+    let (code, hw, _) = fetch_p0(&mut s, 16, "", new, 7).await;
+    assert_eq!((code, hw), (0, 1), "the new id reads the new topic");
+    // By name (v12 and older), the name's live topic.
+    let (code, hw, _) = fetch_p0(&mut s, 12, "churn", uuid::Uuid::nil(), 8).await;
+    assert_eq!((code, hw), (0, 1));
+    let (code, _, _) = fetch_p0(&mut s, 16, "", uuid::Uuid::new_v4(), 9).await;
+    assert_eq!(code, ResponseError::UnknownTopicId.code());
+    broker.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

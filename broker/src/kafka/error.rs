@@ -55,6 +55,15 @@ pub fn code_of(e: &BrokerError) -> i16 {
     code(e.reason()).code()
 }
 
+/// The Kafka error for `e` in a request that names topics by id: an
+/// unknown topic is `UNKNOWN_TOPIC_ID` there.
+pub fn by_id_code_of(e: &BrokerError) -> i16 {
+    match e.reason() {
+        ErrorReason::UnknownTopic => ResponseError::UnknownTopicId.code(),
+        _ => code_of(e),
+    }
+}
+
 /// The Kafka error for `e` from a group API: a broker that cannot serve
 /// groups right now means "find the coordinator again".
 pub fn group_code_of(e: &BrokerError) -> i16 {

@@ -6,6 +6,11 @@
 //! and reads again. Sealed data is served by any broker (from the
 //! segments in the bucket); the unsealed tail only by the owner, others
 //! answer `NOT_LEADER_OR_FOLLOWER` so the client refreshes metadata.
+//!
+//! From v13 a fetch names topics by id (KIP-516): a topic deleted and
+//! created again under its name is another topic, so a consumer of the old
+//! one gets `UNKNOWN_TOPIC_ID` and never reads the new one's offsets as its
+//! own.
 
 use std::time::Duration;
 
@@ -18,12 +23,15 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
+use strata_storage::keys::TopicId;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use super::codec::RecordSets;
-use super::error::code_of;
+use super::error::{by_id_code_of, code_of};
 use crate::auth::Caller;
 use crate::auth::acl::{Operation, Resource};
+use crate::data;
 use crate::data::fetch::{self, FetchParams, Fetched, Source};
 use crate::data::offsets::{self, OffsetSpec};
 use crate::error::{BrokerError, Result};
@@ -44,14 +52,26 @@ struct Slot {
     fetched: Option<Fetched>,
 }
 
-/// Answers a Fetch request. Partitions of topics the caller may not read
-/// get `TOPIC_AUTHORIZATION_FAILED` (and no data). The record batches go
-/// by reference: the response holds markers for the encoder to splice
-/// them in (see [`RecordSets`]).
+/// The first Fetch version that names topics by id.
+const FETCH_BY_ID: i16 = 13;
+
+/// One topic of a fetch.
+struct FetchTopic {
+    /// Its name (empty when its id is unknown).
+    name: String,
+    /// The id it was asked by (v13+).
+    by_id: Option<Uuid>,
+}
+
+/// Answers a Fetch request of `version`. Partitions of topics the caller
+/// may not read get `TOPIC_AUTHORIZATION_FAILED` (and no data). The record
+/// batches go by reference: the response holds markers for the encoder to
+/// splice them in (see [`RecordSets`]).
 pub async fn handle(
     shared: &Shared,
     caller: &Caller,
     req: FetchRequest,
+    version: i16,
 ) -> (FetchResponse, RecordSets) {
     let f = &shared.config.fetch;
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(f.max_wait_limit);
@@ -60,16 +80,10 @@ pub async fn handle(
     let total_max = (req.max_bytes.max(1) as usize).min(shared.config.kafka.max_frame_bytes / 2);
     let mut slots = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
-    for (i, t) in req.topics.into_iter().enumerate() {
-        let denied = shared
-            .authorize(
-                caller,
-                Operation::Read,
-                &Resource::topic(t.topic.0.as_str()),
-            )
-            .err();
+    for (i, t) in req.topics.iter().enumerate() {
+        let (topic, unusable) = fetch_topic(shared, caller, &t.topic.0, t.topic_id, version).await;
         for p in &t.partitions {
-            let error = denied.as_ref().map(crate::auth::denied_again);
+            let error = unusable.as_ref().map(again);
             slots.push(Slot {
                 topic: i,
                 partition: p.partition,
@@ -80,7 +94,7 @@ pub async fn handle(
                 fetched: None,
             });
         }
-        topics.push(t);
+        topics.push(topic);
     }
     loop {
         let mut total = 0usize;
@@ -98,8 +112,7 @@ pub async fn handle(
             if budget == 0 {
                 continue;
             }
-            let name = topics[slot.topic].topic.0.as_str();
-            match read(shared, name, slot, budget).await {
+            match read(shared, &topics[slot.topic], slot, budget).await {
                 Ok(fetched) => {
                     total += fetched.bytes();
                     slot.fetched = Some(fetched);
@@ -140,10 +153,11 @@ pub async fn handle(
     let mut sets = RecordSets::new();
     let mut answers: Vec<Vec<PartitionData>> = topics.iter().map(|_| Vec::new()).collect();
     for slot in slots {
-        let topic = &topics[slot.topic].topic.0;
+        let topic = &topics[slot.topic];
         answers[slot.topic].push(partition_data(shared, topic, slot, &mut sets));
     }
-    r.responses = topics
+    r.responses = req
+        .topics
         .into_iter()
         .zip(answers)
         .map(|(t, partitions)| {
@@ -157,13 +171,69 @@ pub async fn handle(
     (r, sets)
 }
 
+/// The topic a fetch names (by `name`, or by `id` from v13), and the error
+/// all its partitions get instead of data, if any: not readable by
+/// `caller`, or no live topic has the id.
+async fn fetch_topic(
+    shared: &Shared,
+    caller: &Caller,
+    name: &str,
+    id: Uuid,
+    version: i16,
+) -> (FetchTopic, Option<BrokerError>) {
+    let mut topic = FetchTopic {
+        name: name.to_owned(),
+        by_id: (version >= FETCH_BY_ID).then_some(id),
+    };
+    if topic.by_id.is_some() {
+        match data::metadata::topic_by_id(shared, TopicId(id)).await {
+            Ok(Some(t)) => topic.name = t.name.to_string(),
+            Ok(None) => return (topic, Some(BrokerError::UnknownTopic(unknown_id(id)))),
+            Err(e) => return (topic, Some(e)),
+        }
+    }
+    let denied = shared
+        .authorize(caller, Operation::Read, &Resource::topic(&topic.name))
+        .err();
+    (topic, denied)
+}
+
+/// What an id no live topic has is called in errors.
+fn unknown_id(id: Uuid) -> String {
+    format!("with id {id} (deleted, or created again under its name: refresh metadata)")
+}
+
+/// A copy of `e` for another partition of the same topic.
+fn again(e: &BrokerError) -> BrokerError {
+    match e {
+        BrokerError::UnknownTopic(t) => BrokerError::UnknownTopic(t.clone()),
+        e => crate::auth::denied_again(e),
+    }
+}
+
 /// Reads one partition (opening it on first use) without waiting.
-async fn read(shared: &Shared, topic: &str, slot: &mut Slot, budget: usize) -> Result<Fetched> {
+async fn read(
+    shared: &Shared,
+    topic: &FetchTopic,
+    slot: &mut Slot,
+    budget: usize,
+) -> Result<Fetched> {
     if slot.source.is_none() {
+        let name = topic.name.as_str();
         let partition = u32::try_from(slot.partition).map_err(|_| {
-            BrokerError::InvalidRequest(format!("negative partition {} of {topic}", slot.partition))
+            BrokerError::InvalidRequest(format!("negative partition {} of {name}", slot.partition))
         })?;
-        slot.source = Some(fetch::open(shared, topic, partition, slot.offset).await?);
+        let source = fetch::open(shared, name, partition, slot.offset).await?;
+        if let Some(id) = topic.by_id {
+            // Opened by name: make sure it is still the incarnation asked
+            // for (the name's live topic now has the id, so what was
+            // opened before is that topic).
+            let live = shared.topic(name).await?;
+            if live.record.id.0 != id {
+                return Err(BrokerError::UnknownTopic(unknown_id(id)));
+            }
+        }
+        slot.source = Some(source);
     }
     let max_bytes = slot.max_bytes.min(budget);
     let read = match slot.source.as_ref() {
@@ -200,7 +270,7 @@ async fn read(shared: &Shared, topic: &str, slot: &mut Slot, budget: usize) -> R
 /// The answer for one partition.
 fn partition_data(
     shared: &Shared,
-    topic: &str,
+    topic: &FetchTopic,
     slot: Slot,
     sets: &mut RecordSets,
 ) -> PartitionData {
@@ -211,9 +281,12 @@ fn partition_data(
     match (slot.error, slot.fetched) {
         (Some(e), _) => {
             if !matches!(e, BrokerError::NotOwner { .. }) {
-                tracing::debug!(topic, partition = slot.partition, error = %e, "kafka fetch failed");
+                tracing::debug!(topic = topic.name, partition = slot.partition, error = %e, "kafka fetch failed");
             }
-            out.error_code = code_of(&e);
+            out.error_code = match topic.by_id {
+                Some(_) => by_id_code_of(&e),
+                None => code_of(&e),
+            };
             out.high_watermark = -1;
             out.last_stable_offset = -1;
             out.log_start_offset = -1;

@@ -362,7 +362,7 @@ async fn start(
     if let RequestKind::Fetch(r) = request.body {
         shared.metrics.kafka_request(versions::name(key));
         BrokerMetrics::add(&shared.metrics.fetch_requests, 1);
-        let (response, sets) = fetch::handle(shared, caller, r).await;
+        let (response, sets) = fetch::handle(shared, caller, r, version).await;
         let mut reply = Reply::new(key, version, id, ResponseKind::Fetch(response));
         reply.sets = sets;
         return Flow::Answer(Box::pin(std::future::ready(Some(reply))));
