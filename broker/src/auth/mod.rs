@@ -72,7 +72,7 @@ impl fmt::Display for Principal {
 
 /// An authenticated caller: who, and from where (kept with a group
 /// member, whose pattern matches only topics it may describe).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Caller {
     /// Who.
     pub principal: Principal,

@@ -528,13 +528,14 @@ impl GroupCoordinator {
         group: &str,
         hb: Heartbeat,
     ) -> Result<HeartbeatReply> {
-        if let (Some(topics), Some(caller)) = (&hb.topics, &hb.caller) {
+        if let (Some(topics), Some(caller)) = (&hb.topics, &hb.caller)
+            && hb.epoch >= 0
+        {
             // As Kafka: a member subscribes by name only to topics it may
-            // describe (what its pattern matches is filtered instead).
+            // describe (what its pattern matches is filtered instead); a
+            // leave is never refused.
             for t in topics {
-                shared
-                    .auth
-                    .check(caller, Operation::Describe, &Resource::topic(t))?;
+                shared.authorize(caller, Operation::Describe, &Resource::topic(t))?;
             }
         }
         let shard = self.shard_for(shared, group).await?;
@@ -1087,8 +1088,6 @@ fn unknown_member(group: &str, member: &str) -> BrokerError {
     .into()
 }
 
-/// A topic's partition count from the registry's cache: `Some(0)` when it
-/// is known to be gone, `None` when this broker has not looked it up yet.
 /// The topics patterns resolve against: `names` at `generation`, and the
 /// permissions as they are now.
 fn listing<'a>(
@@ -1113,6 +1112,8 @@ fn describable(shared: &Shared, caller: &Caller, topic: &str) -> bool {
         .allows(caller, Operation::Describe, &Resource::topic(topic))
 }
 
+/// A topic's partition count from the registry's cache: `Some(0)` when it
+/// is known to be gone, `None` when this broker has not looked it up yet.
 fn partition_count(shared: &Shared, topic: &str) -> Option<u32> {
     let name = TopicName::new(topic).ok()?;
     match shared.topics.cached(&name) {

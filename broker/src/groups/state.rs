@@ -29,7 +29,7 @@
 //! subscriptions and assigned partitions, a group epoch as generation);
 //! the classic front end adds client-side assignment on top of it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -1192,6 +1192,9 @@ impl Group {
         let nothing = BTreeSet::new();
         let mut resolved = true;
         let mut changed = false;
+        // Members usually share a pattern and a principal: each pair is
+        // filtered once per pass.
+        let mut filtered: HashMap<(&str, Option<&Caller>), BTreeSet<String>> = HashMap::new();
         for m in self.members.values_mut() {
             let Some(p) = &m.value.pattern else {
                 continue;
@@ -1204,15 +1207,28 @@ impl Group {
             if let (Some(l), Some(all)) = (listing, matched)
                 && m.matched.from != Some((l.generation, l.acl_version))
             {
-                let visible: BTreeSet<String> = match &m.value.caller {
-                    Some(caller) => all
-                        .iter()
-                        .filter(|t| (l.may_describe)(caller, t))
-                        .cloned()
-                        .collect(),
-                    None => all.clone(),
+                let visible = filtered
+                    .entry((p.as_str(), m.value.caller.as_ref()))
+                    .or_insert_with(|| match &m.value.caller {
+                        Some(caller) => all
+                            .iter()
+                            .filter(|t| (l.may_describe)(caller, t))
+                            .cloned()
+                            .collect(),
+                        None => all.clone(),
+                    })
+                    .clone();
+                changed |= match &m.matched.topics {
+                    Some(before) => *before != visible,
+                    // First filtered here (a loaded group): a target that
+                    // gives the member a topic it no longer subscribes to
+                    // (or may no longer see) is recomputed.
+                    None => self.target.get(&m.value.id).is_some_and(|t| {
+                        t.iter().any(|(topic, _)| {
+                            !visible.contains(topic) && !m.value.topics.contains(topic)
+                        })
+                    }),
                 };
-                changed |= m.matched.topics.as_ref().is_some_and(|t| *t != visible);
                 m.matched = Matched {
                     from: Some((l.generation, l.acl_version)),
                     topics: Some(visible),
@@ -2167,6 +2183,60 @@ mod tests {
         assert!(!s.refresh());
         assert_eq!(s.g.value().target, v.target);
         assert_eq!(s.g.state(), GroupStateName::Stable);
+    }
+
+    #[test]
+    fn a_loaded_group_recomputes_a_target_its_members_may_no_longer_see() {
+        let mut s = Sim::new();
+        s.topics.insert("orders-eu".into(), 2);
+        s.topics.insert("orders-secret".into(), 2);
+        let a = s
+            .send(Heartbeat {
+                epoch: JOIN_EPOCH,
+                topics: Some(BTreeSet::new()),
+                pattern: Some("orders-.*".into()),
+                owned: Some(Partitions::new()),
+                caller: Some(limited()),
+                // Range splits each topic between its subscribers.
+                assignor: Some("range".into()),
+                ..Heartbeat::default()
+            })
+            .unwrap();
+        // b subscribes to both by name: the group's topics stay the same
+        // whatever a may see.
+        let b = s
+            .send(Heartbeat {
+                epoch: JOIN_EPOCH,
+                topics: Some(["orders-eu".to_owned(), "orders-secret".to_owned()].into()),
+                owned: Some(Partitions::new()),
+                assignor: Some("range".into()),
+                ..Heartbeat::default()
+            })
+            .unwrap();
+        let (mut a, mut b) = (beat(&mut s, &a), beat(&mut s, &b));
+        for _ in 0..3 {
+            a = beat(&mut s, &a);
+            b = beat(&mut s, &b);
+        }
+        assert!(
+            s.g.target_of(&a.member_id)
+                .iter()
+                .any(|(t, _)| t == "orders-secret"),
+            "a may see it for now"
+        );
+        let v = s.g.value();
+
+        // While no coordinator had the group, a lost the permission.
+        s.hidden.insert("orders-secret".into());
+        s.acl_version += 1;
+        s.g = Group::restore("g".into(), &v, s.now);
+        assert!(s.refresh(), "the stale target is recomputed");
+        let target = s.g.target_of(&a.member_id);
+        assert!(
+            target.iter().all(|(t, _)| t != "orders-secret"),
+            "{target:?}"
+        );
+        assert!(!s.refresh(), "once");
     }
 
     #[test]
