@@ -176,7 +176,7 @@ async fn api_versions_at_an_unknown_version_gets_a_v0_answer_with_our_ranges() {
         .iter()
         .find(|k| k.api_key == ApiKey::Produce as i16)
         .expect("Produce listed");
-    assert_eq!((produce.min_version, produce.max_version), (3, 12));
+    assert_eq!((produce.min_version, produce.max_version), (3, 13));
     // The connection stays usable.
     let req = ApiVersionsRequest::default();
     s.write_all(&frame(ApiKey::ApiVersions, 0, 10, &req))
@@ -329,27 +329,39 @@ async fn create_by_metadata(
     id
 }
 
-/// Produces `n` records to partition 0 of `topic` by name (Produce v8).
-async fn produce_n(s: &mut TcpStream, topic: &'static str, n: usize, correlation_id: i32) {
+/// Produces `n` records to partition 0 of a topic at `version`: by `id`
+/// from v13, else by `name`. Returns the partition's error code.
+async fn produce_n(
+    s: &mut TcpStream,
+    version: i16,
+    name: &'static str,
+    id: uuid::Uuid,
+    n: usize,
+    correlation_id: i32,
+) -> i16 {
     let mut b = BatchBuilder::new();
     for i in 0..n {
-        b.push(0, None, Some(format!("{topic}-{i}").as_bytes()), &[]);
+        b.push(0, None, Some(format!("{name}-{i}").as_bytes()), &[]);
     }
     let req = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(30_000)
         .with_topic_data(vec![
             TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_name(TopicName(StrBytes::from_static_str(name)))
+                .with_topic_id(id)
                 .with_partition_data(vec![
                     PartitionProduceData::default()
                         .with_index(0)
                         .with_records(Some(b.build())),
                 ]),
         ]);
-    let mut body = call(s, ApiKey::Produce, 8, correlation_id, &req).await;
-    let r = ProduceResponse::decode(&mut body, 8).expect("Produce v8");
-    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let mut body = call(s, ApiKey::Produce, version, correlation_id, &req).await;
+    let r = ProduceResponse::decode(&mut body, version).expect("Produce");
+    if version >= 13 {
+        assert_eq!(r.responses[0].topic_id, id, "answered by the id asked");
+    }
+    r.responses[0].partition_responses[0].error_code
 }
 
 /// Fetches partition 0 of a topic from offset 0 at `version`: by `id` from
@@ -389,11 +401,12 @@ async fn fetch_p0(
     )
 }
 
-/// Fetch v13+ names topics by id (KIP-516): a consumer of a topic that was
-/// deleted and created again under its name gets UNKNOWN_TOPIC_ID and never
-/// reads the new topic's records as the old one's.
+/// Fetch v13+ and Produce v13 name topics by id (KIP-516): a client of a
+/// topic that was deleted and created again under its name gets
+/// UNKNOWN_TOPIC_ID; it never reads the new topic's records as the old
+/// one's, nor writes the old one's into the new.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fetch_by_topic_id_never_reads_a_topic_created_again_under_its_name() {
+async fn by_topic_id_a_client_never_mixes_up_a_topic_created_again_under_its_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start(loopback_config(dir.path())).await.expect("start");
     let (_, mut admin) = common::clients(&broker).await;
@@ -407,7 +420,11 @@ async fn fetch_by_topic_id_never_reads_a_topic_created_again_under_its_name() {
 
     let mut s = connect(&broker).await;
     let old = create_by_metadata(&mut s, "churn", 1).await;
-    produce_n(&mut s, "churn", 3, 2).await;
+    assert_eq!(
+        produce_n(&mut s, 8, "churn", uuid::Uuid::nil(), 2, 2).await,
+        0
+    );
+    assert_eq!(produce_n(&mut s, 13, "", old, 1, 20).await, 0, "v13 by id");
     for version in [13, 16] {
         let (code, hw, bytes) = fetch_p0(&mut s, version, "", old, 3).await;
         assert_eq!((code, hw), (0, 3), "v{version} by id");
@@ -422,7 +439,13 @@ async fn fetch_by_topic_id_never_reads_a_topic_created_again_under_its_name() {
         .expect("delete");
     let new = create_by_metadata(&mut s, "churn", 4).await;
     assert_ne!(new, old, "a new topic, a new id");
-    produce_n(&mut s, "churn", 1, 5).await;
+    let code = produce_n(&mut s, 13, "", old, 1, 5).await;
+    assert_eq!(
+        code,
+        ResponseError::UnknownTopicId.code(),
+        "not into the new topic"
+    );
+    assert_eq!(produce_n(&mut s, 13, "", new, 1, 50).await, 0);
 
     let (code, _, bytes) = fetch_p0(&mut s, 16, "", old, 6).await;
     assert_eq!(
@@ -436,7 +459,10 @@ async fn fetch_by_topic_id_never_reads_a_topic_created_again_under_its_name() {
     // By name (v12 and older), the name's live topic.
     let (code, hw, _) = fetch_p0(&mut s, 12, "churn", uuid::Uuid::nil(), 8).await;
     assert_eq!((code, hw), (0, 1));
-    let (code, _, _) = fetch_p0(&mut s, 16, "", uuid::Uuid::new_v4(), 9).await;
+    let nobody = uuid::Uuid::new_v4();
+    let (code, _, _) = fetch_p0(&mut s, 16, "", nobody, 9).await;
+    assert_eq!(code, ResponseError::UnknownTopicId.code());
+    let code = produce_n(&mut s, 13, "", nobody, 1, 10).await;
     assert_eq!(code, ResponseError::UnknownTopicId.code());
     broker.shutdown().await.expect("shutdown");
 }

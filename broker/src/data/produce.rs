@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use strata_storage::batch::BatchHeader;
-use strata_storage::keys::TopicPartition;
+use strata_storage::keys::{TopicId, TopicPartition};
 use strata_storage::log::{Acks, AppendResult, Appending};
 
 use crate::error::{BrokerError, Result};
@@ -35,7 +35,7 @@ pub async fn append(
     batch: Bytes,
     acks: Acks,
 ) -> Result<Appended> {
-    stage(shared, topic, partition, batch, acks)
+    stage(shared, topic, None, partition, batch, acks)
         .await?
         .finish(shared)
         .await
@@ -79,10 +79,13 @@ impl Staged {
 /// offsets and is queued for the WAL (and counted); [`Staged::finish`]
 /// waits for durability. Batches of a partition staged one after another
 /// keep that order while their durability waits overlap, which is how a
-/// front end serves pipelined requests of one producer.
+/// front end serves pipelined requests of one producer. With `topic_id`,
+/// the batch goes only to the topic of that id (a request by id): a topic
+/// created again under the name is [`BrokerError::UnknownTopic`].
 pub async fn stage(
     shared: &Shared,
     topic: &str,
+    topic_id: Option<TopicId>,
     partition: u32,
     batch: Bytes,
     acks: Acks,
@@ -96,6 +99,14 @@ pub async fn stage(
             .await?;
     }
     let (topic, tp, log) = shared.partition_of_topic(topic, partition).await?;
+    if let Some(id) = topic_id
+        && topic.record.id != id
+    {
+        return Err(BrokerError::UnknownTopic(format!(
+            "{} with id {} (deleted, or created again under its name: refresh metadata)",
+            topic.name, id.0
+        )));
+    }
     let limit = topic.log_config.max_batch_bytes;
     if batch.len() > limit {
         return Err(BrokerError::TooLarge(format!(

@@ -352,7 +352,7 @@ async fn start(
     if let RequestKind::Produce(r) = request.body {
         shared.metrics.kafka_request(versions::name(key));
         BrokerMetrics::add(&shared.metrics.produce_requests, 1);
-        let producing = produce::stage(shared, caller, r).await;
+        let producing = produce::stage(shared, caller, r, version).await;
         return Flow::Answer(Box::pin(async move {
             producing
                 .await

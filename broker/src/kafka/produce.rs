@@ -13,9 +13,10 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
 };
 use kafka_protocol::protocol::StrBytes;
+use strata_storage::keys::TopicId;
 use strata_storage::log::Acks;
 
-use super::error::code_of;
+use super::error::{by_id_code_of, code_of};
 use crate::auth::Caller;
 use crate::auth::acl::{Operation, Resource};
 use crate::data;
@@ -34,8 +35,15 @@ pub type Producing = BoxFuture<'static, Option<ProduceResponse>>;
 /// one connection (librdkafka's `max.in.flight`) without reordering.
 ///
 /// A topic the caller may not write to gets `TOPIC_AUTHORIZATION_FAILED`
-/// on every partition, and nothing of it is appended.
-pub async fn stage(shared: &Arc<Shared>, caller: &Caller, req: ProduceRequest) -> Producing {
+/// on every partition, and nothing of it is appended. From v13 topics go
+/// by id (KIP-516): an id no live topic has is `UNKNOWN_TOPIC_ID`, and a
+/// batch never lands in a topic created again under the same name.
+pub async fn stage(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    req: ProduceRequest,
+    version: i16,
+) -> Producing {
     let acks = match req.acks {
         0 | 1 => Some(Acks::Leader),
         -1 => Some(Acks::All),
@@ -56,11 +64,9 @@ pub async fn stage(shared: &Arc<Shared>, caller: &Caller, req: ProduceRequest) -
     let no_response = req.acks == 0;
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
-        let name = topic.name.0.to_string();
-        let denied = shared
-            .authorize(caller, Operation::Write, &Resource::topic(&name))
-            .err()
-            .map(|e| (code_of(&e), e.to_string()));
+        let by_id = (version >= PRODUCE_BY_ID).then_some(TopicId(topic.topic_id));
+        let (name, unusable) = produce_topic(shared, caller, &topic.name.0, by_id).await;
+        let denied = unusable.map(|e| failure(shared, &name, by_id, &e));
         let partitions = topic.partition_data.into_iter().map(|p| {
             let name = name.clone();
             let denied = denied.clone();
@@ -68,45 +74,84 @@ pub async fn stage(shared: &Arc<Shared>, caller: &Caller, req: ProduceRequest) -
                 let staged = match (rejected, acks) {
                     _ if denied.is_some() => Err(denied.unwrap_or_default()),
                     (Some((code, why)), _) => Err((code.code(), why.to_owned())),
-                    (None, Some(acks)) => stage_partition(shared, &name, p.index, p.records, acks)
-                        .await
-                        .map_err(|e| failure(shared, &name, &e)),
+                    (None, Some(acks)) => {
+                        stage_partition(shared, &name, by_id, p.index, p.records, acks)
+                            .await
+                            .map_err(|e| failure(shared, &name, by_id, &e))
+                    }
                     (None, None) => unreachable!("acks checked above"),
                 };
                 (p.index, name, staged)
             }
         });
         let staged = join_all(partitions).await;
-        topics.push((topic.name, topic.topic_id, staged));
+        topics.push((topic.name, by_id, staged));
     }
     let shared = shared.clone();
     Box::pin(async move {
         let mut r = ProduceResponse::default();
-        for (name, topic_id, partitions) in topics {
+        for (name, by_id, partitions) in topics {
             let mut t = TopicProduceResponse::default();
             for (index, topic, staged) in partitions {
                 let result = match staged {
                     Ok(batches) => finish_partition(&shared, batches)
                         .await
-                        .map_err(|e| failure(&shared, &topic, &e)),
+                        .map_err(|e| failure(&shared, &topic, by_id, &e)),
                     Err(e) => Err(e),
                 };
                 t.partition_responses
                     .push(partition_response(index, result));
             }
             t.name = name;
-            t.topic_id = topic_id;
+            t.topic_id = by_id.map_or(uuid::Uuid::nil(), |id| id.0);
             r.responses.push(t);
         }
         (!no_response).then_some(r)
     })
 }
 
-/// Counts and logs a failed partition; its error code and message.
-fn failure(shared: &Shared, topic: &str, e: &BrokerError) -> (i16, String) {
+/// The first Produce version that names topics by id.
+const PRODUCE_BY_ID: i16 = 13;
+
+/// The name of the topic a produce names (by `name`, or by `id` from v13),
+/// and the error all its partitions get instead of an append, if any: not
+/// writable by `caller`, or no live topic has the id.
+async fn produce_topic(
+    shared: &Shared,
+    caller: &Caller,
+    name: &str,
+    id: Option<TopicId>,
+) -> (String, Option<BrokerError>) {
+    let name = match id {
+        None => name.to_owned(),
+        Some(id) => match data::metadata::topic_by_id(shared, id).await {
+            Ok(Some(t)) => t.name.to_string(),
+            Ok(None) => {
+                let e = BrokerError::UnknownTopic(format!(
+                    "with id {} (deleted, or created again under its name: refresh metadata)",
+                    id.0
+                ));
+                return (String::new(), Some(e));
+            }
+            Err(e) => return (String::new(), Some(e)),
+        },
+    };
+    let denied = shared
+        .authorize(caller, Operation::Write, &Resource::topic(&name))
+        .err();
+    (name, denied)
+}
+
+/// Counts and logs a failed partition; its error code (as Kafka encodes it
+/// for a request by name or by id) and message.
+fn failure(shared: &Shared, topic: &str, by_id: Option<TopicId>, e: &BrokerError) -> (i16, String) {
     shared.metrics.produce_error(e.reason().as_str_name());
     tracing::debug!(error = %e, %topic, "kafka produce failed");
-    (code_of(e), e.to_string())
+    let code = match by_id {
+        Some(_) => by_id_code_of(e),
+        None => code_of(e),
+    };
+    (code, e.to_string())
 }
 
 fn partition_response(
@@ -135,6 +180,7 @@ fn partition_response(
 async fn stage_partition(
     shared: &Shared,
     topic: &str,
+    topic_id: Option<TopicId>,
     partition: i32,
     records: Option<Bytes>,
     acks: Acks,
@@ -150,7 +196,7 @@ async fn stage_partition(
     }
     let mut staged = Vec::with_capacity(batches.len());
     for batch in batches {
-        staged.push(data::produce::stage(shared, topic, partition, batch, acks).await?);
+        staged.push(data::produce::stage(shared, topic, topic_id, partition, batch, acks).await?);
     }
     Ok(staged)
 }

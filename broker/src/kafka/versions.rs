@@ -7,7 +7,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 /// The APIs served and their version ranges (clients use the highest
 /// version both sides know).
 const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 12),
+    (ApiKey::Produce, 3, 13),
     (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
