@@ -237,6 +237,10 @@ pub struct TopicRegistry {
     /// the cache does not hold costs a LIST, so a client repeating an
     /// unknown id must not make each of its requests cost one.
     unknown_ids: Mutex<HashMap<TopicId, Instant>>,
+    /// Where ids looked up were found: a hint, checked against the cache
+    /// on use, so a request by id (Fetch and Produce from v13) costs a
+    /// hash lookup, not a scan of every cached topic.
+    id_hints: Mutex<HashMap<TopicId, TopicName>>,
 }
 
 /// How long a topic id found missing is not looked up again.
@@ -244,6 +248,9 @@ const UNKNOWN_ID_TTL: Duration = Duration::from_secs(10);
 
 /// Most topic ids remembered as missing at once.
 const MAX_UNKNOWN_IDS: usize = 10_000;
+
+/// Most id hints kept (they are only hints: forgetting them costs a scan).
+const MAX_ID_HINTS: usize = 100_000;
 
 /// Validates a topic name from a request.
 pub fn parse_name(name: &str) -> Result<TopicName> {
@@ -261,6 +268,7 @@ impl TopicRegistry {
             changed: Mutex::new(Vec::new()),
             reconfigured: Mutex::new(Vec::new()),
             unknown_ids: Mutex::new(HashMap::new()),
+            id_hints: Mutex::new(HashMap::new()),
         }
     }
 
@@ -388,15 +396,37 @@ impl TopicRegistry {
         names
     }
 
-    /// The live topic with id `id` if the cache holds it (no IO; a scan of
-    /// the cached topics).
+    /// The live topic with id `id` if the cache holds it (no IO; a hash
+    /// lookup where the id was found before, else a scan of the cached
+    /// topics).
     pub fn cached_by_id(&self, id: TopicId) -> Option<Topic> {
-        let (name, record) = self
-            .cache
-            .lock()
-            .iter()
-            .find(|(_, c)| c.record.id == id && !c.record.deleted)
-            .map(|(n, c)| (n.clone(), c.record.clone()))?;
+        let hint = self.id_hints.lock().get(&id).cloned();
+        let found = {
+            let cache = self.cache.lock();
+            let live = |c: &Cached| c.record.id == id && !c.record.deleted;
+            match hint.as_ref().and_then(|n| cache.get(n).map(|c| (n, c))) {
+                Some((n, c)) if live(c) => Some((n.clone(), c.record.clone())),
+                _ => cache
+                    .iter()
+                    .find(|(_, c)| live(c))
+                    .map(|(n, c)| (n.clone(), c.record.clone())),
+            }
+        };
+        let mut hints = self.id_hints.lock();
+        match &found {
+            Some((name, _)) if hint.as_ref() != Some(name) => {
+                if hints.len() >= MAX_ID_HINTS {
+                    hints.clear();
+                }
+                hints.insert(id, name.clone());
+            }
+            None if hint.is_some() => {
+                hints.remove(&id);
+            }
+            _ => {}
+        }
+        drop(hints);
+        let (name, record) = found?;
         self.topic(&name, record).ok()
     }
 
@@ -740,6 +770,26 @@ mod tests {
                 .is_some()
         );
         assert_eq!(stats.snapshot().list_requests, lists);
+        assert_eq!(
+            b.id_hints.lock().get(&orders.record.id),
+            Some(&name("orders")),
+            "found once, then by hint"
+        );
+
+        // Deleted and created again: the old id's hint no longer leads
+        // anywhere, the new id is found.
+        b.mark_deleted(&name("orders"), 2).await.expect("delete");
+        assert_eq!(b.cached_by_id(orders.record.id), None);
+        assert!(b.id_hints.lock().is_empty(), "a stale hint is dropped");
+        let (again, _) = b
+            .create(&name("orders"), 1, TopicOverrides::default(), false, 3)
+            .await
+            .expect("re-create");
+        assert_eq!(b.cached_by_id(orders.record.id), None);
+        assert_eq!(
+            b.cached_by_id(again.record.id).map(|t| t.record.id),
+            Some(again.record.id)
+        );
     }
 
     #[tokio::test]

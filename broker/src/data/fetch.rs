@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_storage::batch::BatchHeader;
 use strata_storage::hot_tier::SegmentCache;
-use strata_storage::keys::TopicPartition;
+use strata_storage::keys::{TopicId, TopicPartition};
 use strata_storage::log::PartitionLog;
 use strata_storage::manifest::{self, Manifest};
 use tokio::time::Instant;
@@ -81,22 +81,37 @@ pub enum Source {
 /// broker owns it; otherwise its sealed segments when `offset` is sealed;
 /// otherwise `NOT_OWNER` naming the owner.
 pub async fn open(shared: &Shared, topic: &str, partition: u32, offset: i64) -> Result<Source> {
+    Ok(open_topic(shared, topic, partition, offset).await?.1)
+}
+
+/// [`open`], also returning the id of the topic opened (the live topic
+/// named `topic` when it was opened).
+pub async fn open_topic(
+    shared: &Shared,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+) -> Result<(TopicId, Source)> {
     match shared.partition_watched(topic, partition).await {
-        Ok((tp, log, dropped)) => Ok(Source::Owned { tp, log, dropped }),
+        Ok((topic, tp, log, dropped)) => Ok((topic.record.id, Source::Owned { tp, log, dropped })),
         Err(not_owner @ BrokerError::NotOwner { .. }) => {
             let (topic, tp) = shared.resolve(topic, partition).await?;
+            let id = topic.record.id;
             let engine = shared.engine()?;
             let manifest = manifest::load_head(&shared.meta_store, &topic.partition(tp.partition))
                 .await
                 .map_err(|e| BrokerError::storage(&tp, e))?
                 .map(|(_, m)| m);
             match manifest.filter(|m| offset >= m.log_start_offset && offset < m.sealed_end()) {
-                Some(manifest) => Ok(Source::Sealed {
-                    tp,
-                    cache: engine.cache().clone(),
-                    manifest: Box::new(manifest),
-                    not_owner,
-                }),
+                Some(manifest) => Ok((
+                    id,
+                    Source::Sealed {
+                        tp,
+                        cache: engine.cache().clone(),
+                        manifest: Box::new(manifest),
+                        not_owner,
+                    },
+                )),
                 None => Err(not_owner),
             }
         }

@@ -427,7 +427,7 @@ impl GroupCoordinator {
                     };
                     let snapshot_records = self.config.snapshot_records;
                     let task = tokio::spawn(async move {
-                        let (_, log, dropped) = shared
+                        let (_, _, log, dropped) = shared
                             .partition_watched(OFFSETS_TOPIC, p)
                             .await
                             .map_err(|e| match e {

@@ -431,7 +431,7 @@ mod tests {
             Some(vec![BY_REFERENCE]),
         ];
         let (r, sets, expected) = fetch_response(&sizes);
-        for version in [4, 11, 12] {
+        for version in [4, 11, 12, 13, 16] {
             let frame = encode(
                 ApiKey::Fetch,
                 version,

@@ -61,6 +61,10 @@ struct FetchTopic {
     name: String,
     /// The id it was asked by (v13+).
     by_id: Option<Uuid>,
+    /// What all its partitions answer instead of data: not readable by
+    /// the caller, no live topic has the id, or the id could not be
+    /// looked up.
+    unusable: Option<BrokerError>,
 }
 
 /// Answers a Fetch request of `version`. Partitions of topics the caller
@@ -81,16 +85,15 @@ pub async fn handle(
     let mut slots = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for (i, t) in req.topics.iter().enumerate() {
-        let (topic, unusable) = fetch_topic(shared, caller, &t.topic.0, t.topic_id, version).await;
+        let topic = fetch_topic(shared, caller, &t.topic.0, t.topic_id, version).await;
         for p in &t.partitions {
-            let error = unusable.as_ref().map(again);
             slots.push(Slot {
                 topic: i,
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: (p.partition_max_bytes.max(1) as usize).min(f.max_bytes_limit as usize),
                 source: None,
-                error,
+                error: None,
                 fetched: None,
             });
         }
@@ -100,7 +103,7 @@ pub async fn handle(
         let mut total = 0usize;
         let mut errors = false;
         for slot in &mut slots {
-            if slot.error.is_some() {
+            if slot.error.is_some() || topics[slot.topic].unusable.is_some() {
                 errors = true;
                 continue;
             }
@@ -171,44 +174,38 @@ pub async fn handle(
     (r, sets)
 }
 
-/// The topic a fetch names (by `name`, or by `id` from v13), and the error
-/// all its partitions get instead of data, if any: not readable by
-/// `caller`, or no live topic has the id.
+/// The topic a fetch names (by `name`, or by `id` from v13), with the
+/// error all its partitions get instead of data, if any.
 async fn fetch_topic(
     shared: &Shared,
     caller: &Caller,
     name: &str,
     id: Uuid,
     version: i16,
-) -> (FetchTopic, Option<BrokerError>) {
+) -> FetchTopic {
     let mut topic = FetchTopic {
         name: name.to_owned(),
         by_id: (version >= FETCH_BY_ID).then_some(id),
+        unusable: None,
     };
     if topic.by_id.is_some() {
         match data::metadata::topic_by_id(shared, TopicId(id)).await {
             Ok(Some(t)) => topic.name = t.name.to_string(),
-            Ok(None) => return (topic, Some(BrokerError::UnknownTopic(unknown_id(id)))),
-            Err(e) => return (topic, Some(e)),
+            Ok(None) => topic.unusable = Some(BrokerError::UnknownTopic(unknown_id(id))),
+            Err(e) => topic.unusable = Some(e),
         }
     }
-    let denied = shared
-        .authorize(caller, Operation::Read, &Resource::topic(&topic.name))
-        .err();
-    (topic, denied)
+    if topic.unusable.is_none() {
+        topic.unusable = shared
+            .authorize(caller, Operation::Read, &Resource::topic(&topic.name))
+            .err();
+    }
+    topic
 }
 
 /// What an id no live topic has is called in errors.
 fn unknown_id(id: Uuid) -> String {
     format!("with id {id} (deleted, or created again under its name: refresh metadata)")
-}
-
-/// A copy of `e` for another partition of the same topic.
-fn again(e: &BrokerError) -> BrokerError {
-    match e {
-        BrokerError::UnknownTopic(t) => BrokerError::UnknownTopic(t.clone()),
-        e => crate::auth::denied_again(e),
-    }
 }
 
 /// Reads one partition (opening it on first use) without waiting.
@@ -223,15 +220,12 @@ async fn read(
         let partition = u32::try_from(slot.partition).map_err(|_| {
             BrokerError::InvalidRequest(format!("negative partition {} of {name}", slot.partition))
         })?;
-        let source = fetch::open(shared, name, partition, slot.offset).await?;
-        if let Some(id) = topic.by_id {
-            // Opened by name: make sure it is still the incarnation asked
-            // for (the name's live topic now has the id, so what was
-            // opened before is that topic).
-            let live = shared.topic(name).await?;
-            if live.record.id.0 != id {
-                return Err(BrokerError::UnknownTopic(unknown_id(id)));
-            }
+        let (opened, source) = fetch::open_topic(shared, name, partition, slot.offset).await?;
+        if let Some(id) = topic.by_id
+            && opened.0 != id
+        {
+            // Opened by name: the name's topic now is another one.
+            return Err(BrokerError::UnknownTopic(unknown_id(id)));
         }
         slot.source = Some(source);
     }
@@ -278,14 +272,17 @@ fn partition_data(
     out.partition_index = slot.partition;
     out.preferred_read_replica = BrokerId(-1);
     out.aborted_transactions = Some(Vec::new());
-    match (slot.error, slot.fetched) {
+    match (
+        topic.unusable.as_ref().or(slot.error.as_ref()),
+        slot.fetched,
+    ) {
         (Some(e), _) => {
             if !matches!(e, BrokerError::NotOwner { .. }) {
                 tracing::debug!(topic = topic.name, partition = slot.partition, error = %e, "kafka fetch failed");
             }
             out.error_code = match topic.by_id {
-                Some(_) => by_id_code_of(&e),
-                None => code_of(&e),
+                Some(_) => by_id_code_of(e),
+                None => code_of(e),
             };
             out.high_watermark = -1;
             out.last_stable_offset = -1;

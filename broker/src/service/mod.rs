@@ -338,7 +338,7 @@ impl Shared {
         &self,
         topic: &str,
         partition: u32,
-    ) -> Result<(TopicPartition, PartitionLog, CancellationToken)> {
+    ) -> Result<(Topic, TopicPartition, PartitionLog, CancellationToken)> {
         let (topic, tp) = self.resolve(topic, partition).await?;
         self.cluster.check_owner(&tp)?;
         let (log, dropped) = self
@@ -349,7 +349,7 @@ impl Shared {
                 self.fence_guard(),
             )
             .await?;
-        Ok((tp, log, dropped))
+        Ok((topic, tp, log, dropped))
     }
 
     /// [`Self::partition`], also returning the topic.
