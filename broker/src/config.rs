@@ -103,8 +103,12 @@ pub struct KafkaConfig {
     /// to `b * n + n - 1`, all at its address, its partitions spread over
     /// them: the client opens one connection per node id and keeps at most
     /// 5 produce requests (one partition each) in flight on it, so at an
-    /// object store's latency an idempotent producer's throughput grows
-    /// with this. 1 turns it off.
+    /// object store's latency an idempotent producer with small batches
+    /// gets more in flight. 1 (the default) turns it off: each extra
+    /// connection costs the client a thread that polls while it waits, and
+    /// where clients share cores with the broker or the store that costs
+    /// more than it brings (README, *Kafka producers at object-store
+    /// latency*).
     pub node_ids_per_broker: u32,
 }
 
@@ -119,7 +123,7 @@ impl Default for KafkaConfig {
             idle_timeout: Duration::from_secs(600),
             auto_create_topics: true,
             default_partitions: 1,
-            node_ids_per_broker: 4,
+            node_ids_per_broker: 1,
         }
     }
 }

@@ -256,7 +256,7 @@ async fn kafka_clients_ride_through_a_partition_move_and_a_broker_kill9_on_three
 }
 
 /// The same with each broker shown to librdkafka as four Kafka node ids
-/// (`kafka.node_ids_per_broker`, the default; the test above sets 1):
+/// (`kafka.node_ids_per_broker = 4`; the test above sets 1, the default):
 /// leaders spread over a broker's node ids follow a move and a restart
 /// like plain ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
