@@ -25,6 +25,23 @@ async fn cli_ok(args: &[&str], stdin: &str) -> String {
     out
 }
 
+/// Lets alice do `operation` on `resource` (`["--topic", NAME]`,
+/// `["--group", NAME]`, `["--cluster"]`) with the CLI, in the bucket at
+/// `store`.
+async fn allow_alice(store: &str, operation: &str, resource: &[&str]) {
+    let mut args = vec![
+        "acl",
+        "add",
+        "--allow",
+        "User:alice",
+        "--operation",
+        operation,
+    ];
+    args.extend_from_slice(resource);
+    args.extend_from_slice(&["--store", store]);
+    cli_ok(&args, "").await;
+}
+
 /// A broker with `--auth --super-user admin` on a `file://` bucket under
 /// `dir`, and users admin and alice (created in the bucket before it
 /// starts, as an operator bootstraps a cluster).
@@ -198,40 +215,10 @@ async fn kafka_clients_authenticate_with_sasl_and_acls_decide() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, store) = secured_broker(dir.path()).await;
     for op in ["create", "write", "read"] {
-        cli_ok(
-            &[
-                "acl",
-                "add",
-                "--allow",
-                "User:alice",
-                "--operation",
-                op,
-                "--topic",
-                "orders",
-                "--store",
-                &store,
-            ],
-            "",
-        )
-        .await;
+        allow_alice(&store, op, &["--topic", "orders"]).await;
     }
     // For the consumer subscribed by pattern (KIP-848).
-    cli_ok(
-        &[
-            "acl",
-            "add",
-            "--allow",
-            "User:alice",
-            "--operation",
-            "read",
-            "--group",
-            "billing-by-pattern",
-            "--store",
-            &store,
-        ],
-        "",
-    )
-    .await;
+    allow_alice(&store, "read", &["--group", "billing-by-pattern"]).await;
     let (_, metrics) = http_get(&broker.http_url(), "/metrics")
         .await
         .expect("metrics");
@@ -452,38 +439,9 @@ async fn grpc_calls_need_credentials_and_acls_decide() {
 
     // With ACLs (followed within a heartbeat interval): produce and consume.
     for op in ["write", "read"] {
-        cli_ok(
-            &[
-                "acl",
-                "add",
-                "--allow",
-                "User:alice",
-                "--operation",
-                op,
-                "--topic",
-                "orders",
-                "--store",
-                &store,
-            ],
-            "",
-        )
-        .await;
+        allow_alice(&store, op, &["--topic", "orders"]).await;
     }
-    cli_ok(
-        &[
-            "acl",
-            "add",
-            "--allow",
-            "User:alice",
-            "--operation",
-            "describe",
-            "--cluster",
-            "--store",
-            &store,
-        ],
-        "",
-    )
-    .await;
+    allow_alice(&store, "describe", &["--cluster"]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (status, _, err) = run(
@@ -703,17 +661,8 @@ async fn a_pattern_gives_a_consumer_only_the_topics_its_user_may_describe() {
                 .expect("produce");
         }
     }
-    let allow_alice = |what: &'static [&'static str]| {
-        let store = store.clone();
-        async move {
-            let mut args = vec!["acl", "add", "--allow", "User:alice"];
-            args.extend_from_slice(what);
-            args.extend_from_slice(&["--store", &store]);
-            cli_ok(&args, "").await;
-        }
-    };
-    allow_alice(&["--operation", "read", "--group", "dash"]).await;
-    allow_alice(&["--operation", "read", "--topic", "metrics-cpu"]).await;
+    allow_alice(&store, "read", &["--group", "dash"]).await;
+    allow_alice(&store, "read", &["--topic", "metrics-cpu"]).await;
     // The broker follows the ACL chain every heartbeat interval.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -754,7 +703,7 @@ async fn a_pattern_gives_a_consumer_only_the_topics_its_user_may_describe() {
 
     // Allowed now: the group's coordinator sees the ACL change and gives
     // the topic to alice's consumer.
-    allow_alice(&["--operation", "read", "--topic", "metrics-secret"]).await;
+    allow_alice(&store, "read", &["--topic", "metrics-secret"]).await;
     assert_eq!(
         next_values(&mut consumer, 5).await,
         (0..5)
