@@ -84,6 +84,16 @@ async fn api_versions(broker: &RunningBroker) -> ApiVersionsResponse {
 }
 
 /// True once the broker closed `s` (EOF) within 10 s.
+/// The version range `versions` advertises for `key`.
+fn advertised(versions: &ApiVersionsResponse, key: ApiKey) -> (i16, i16) {
+    let k = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == key as i16)
+        .unwrap_or_else(|| panic!("{key:?} advertised"));
+    (k.min_version, k.max_version)
+}
+
 async fn closed(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 64];
     matches!(
@@ -171,12 +181,7 @@ async fn api_versions_at_an_unknown_version_gets_a_v0_answer_with_our_ranges() {
     assert_eq!(id, 9);
     let r = ApiVersionsResponse::decode(&mut body, 0).expect("a v0 answer");
     assert_eq!(r.error_code, 35, "UNSUPPORTED_VERSION");
-    let produce = r
-        .api_keys
-        .iter()
-        .find(|k| k.api_key == ApiKey::Produce as i16)
-        .expect("Produce listed");
-    assert_eq!((produce.min_version, produce.max_version), (3, 13));
+    assert_eq!(advertised(&r, ApiKey::Produce), (3, 13));
     // The connection stays usable.
     let req = ApiVersionsRequest::default();
     s.write_all(&frame(ApiKey::ApiVersions, 0, 10, &req))
@@ -411,12 +416,7 @@ async fn by_topic_id_a_client_never_mixes_up_a_topic_created_again_under_its_nam
     let broker = start(loopback_config(dir.path())).await.expect("start");
     let (_, mut admin) = common::clients(&broker).await;
     let versions = api_versions(&broker).await;
-    let fetch = versions
-        .api_keys
-        .iter()
-        .find(|k| k.api_key == ApiKey::Fetch as i16)
-        .expect("Fetch advertised");
-    assert_eq!((fetch.min_version, fetch.max_version), (4, 16));
+    assert_eq!(advertised(&versions, ApiKey::Fetch), (4, 16));
 
     let mut s = connect(&broker).await;
     let old = create_by_metadata(&mut s, "churn", 1).await;

@@ -577,17 +577,7 @@ async fn group_members_join_and_leave(protocol: Protocol) {
     if protocol == Protocol::Consumer {
         // Kafka's admin client describes it (ConsumerGroupDescribe): every
         // partition held by one live member.
-        let described: serde_json::Value = serde_json::from_str(
-            python
-                .run(
-                    "confluent_describe_group.py",
-                    &[&bootstrap, "workers"],
-                    SCRIPT_TIMEOUT,
-                )
-                .await
-                .trim(),
-        )
-        .expect("json");
+        let described = describe_group(&python, &bootstrap, "workers").await;
         assert_eq!(
             described["type"], "ConsumerGroupType.CONSUMER",
             "{described}"
@@ -791,17 +781,7 @@ async fn kip848_range_assignor_co_partitions_topics() {
     let y = Member::start_asking(&python, &bootstrap, on, Some("range"), "y", &out);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let described = loop {
-        let d: serde_json::Value = serde_json::from_str(
-            python
-                .run(
-                    "confluent_describe_group.py",
-                    &[&bootstrap, "joiners"],
-                    SCRIPT_TIMEOUT,
-                )
-                .await
-                .trim(),
-        )
-        .expect("json");
+        let d = describe_group(&python, &bootstrap, "joiners").await;
         let members = d["members"].as_array().map_or(0, Vec::len);
         if d["state"] == "ConsumerGroupState.STABLE" && members == 2 {
             break d;
@@ -1184,4 +1164,22 @@ async fn kcat_lists_produces_and_consumes_with_and_without_a_group() {
     )
     .await;
     assert_eq!(grouped, "k1=one@0\nk2=two@1\nk3=three@2\n");
+}
+
+/// `group` as confluent-kafka's admin client describes it
+/// (`confluent_describe_group.py`: ConsumerGroupDescribe for a
+/// consumer-protocol group).
+async fn describe_group(
+    python: &strata_tests::python::Python,
+    bootstrap: &str,
+    group: &str,
+) -> serde_json::Value {
+    let out = python
+        .run(
+            "confluent_describe_group.py",
+            &[bootstrap, group],
+            SCRIPT_TIMEOUT,
+        )
+        .await;
+    serde_json::from_str(out.trim()).expect("json")
 }

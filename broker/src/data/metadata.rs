@@ -2,7 +2,7 @@
 
 use strata_storage::keys::{TopicId, TopicPartition};
 
-use crate::error::Result;
+use crate::error::{BrokerError, Result};
 use crate::service::Shared;
 use crate::topics::Topic;
 
@@ -26,6 +26,22 @@ pub async fn all_topics(shared: &Shared) -> Result<Vec<Topic>> {
 /// [`crate::topics::TopicRegistry::get_by_id`]).
 pub async fn topic_by_id(shared: &Shared, id: TopicId) -> Result<Option<Topic>> {
     shared.topics.get_by_id(id).await
+}
+
+/// The name of the live topic with id `id`; [`unknown_topic_id`] if none.
+pub async fn name_by_id(shared: &Shared, id: TopicId) -> Result<String> {
+    match topic_by_id(shared, id).await? {
+        Some(t) => Ok(t.name.to_string()),
+        None => Err(unknown_topic_id(id)),
+    }
+}
+
+/// The error for a request by an id no live topic has.
+pub fn unknown_topic_id(id: TopicId) -> BrokerError {
+    BrokerError::UnknownTopic(format!(
+        "with id {} (deleted, or created again under its name: refresh metadata)",
+        id.0
+    ))
 }
 
 /// The partitions of `topic`, with owners from this broker's view of the

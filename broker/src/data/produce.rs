@@ -102,10 +102,7 @@ pub async fn stage(
     if let Some(id) = topic_id
         && topic.record.id != id
     {
-        return Err(BrokerError::UnknownTopic(format!(
-            "{} with id {} (deleted, or created again under its name: refresh metadata)",
-            topic.name, id.0
-        )));
+        return Err(super::metadata::unknown_topic_id(id));
     }
     let limit = topic.log_config.max_batch_bytes;
     if batch.len() > limit {

@@ -55,11 +55,11 @@ pub fn code_of(e: &BrokerError) -> i16 {
     code(e.reason()).code()
 }
 
-/// The Kafka error for `e` in a request that names topics by id: an
-/// unknown topic is `UNKNOWN_TOPIC_ID` there.
-pub fn by_id_code_of(e: &BrokerError) -> i16 {
+/// The Kafka error for `e` about a topic a request named by name or
+/// (`by_id`) by id: an unknown topic is `UNKNOWN_TOPIC_ID` in the latter.
+pub fn topic_code_of(e: &BrokerError, by_id: bool) -> i16 {
     match e.reason() {
-        ErrorReason::UnknownTopic => ResponseError::UnknownTopicId.code(),
+        ErrorReason::UnknownTopic if by_id => ResponseError::UnknownTopicId.code(),
         _ => code_of(e),
     }
 }

@@ -25,14 +25,14 @@ use kafka_protocol::messages::{
 };
 use strata_storage::keys::TopicId;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use super::codec::RecordSets;
-use super::error::{by_id_code_of, code_of};
+use super::error::{code_of, topic_code_of};
+use super::metadata::named_topic;
 use crate::auth::Caller;
 use crate::auth::acl::{Operation, Resource};
-use crate::data;
 use crate::data::fetch::{self, FetchParams, Fetched, Source};
+use crate::data::metadata::unknown_topic_id;
 use crate::data::offsets::{self, OffsetSpec};
 use crate::error::{BrokerError, Result};
 use crate::metrics::BrokerMetrics;
@@ -60,7 +60,7 @@ struct FetchTopic {
     /// Its name (empty when its id is unknown).
     name: String,
     /// The id it was asked by (v13+).
-    by_id: Option<Uuid>,
+    by_id: Option<TopicId>,
     /// What all its partitions answer instead of data: not readable by
     /// the caller, no live topic has the id, or the id could not be
     /// looked up.
@@ -85,7 +85,9 @@ pub async fn handle(
     let mut slots = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for (i, t) in req.topics.iter().enumerate() {
-        let topic = fetch_topic(shared, caller, &t.topic.0, t.topic_id, version).await;
+        let by_id = (version >= FETCH_BY_ID).then_some(TopicId(t.topic_id));
+        let (name, unusable) =
+            named_topic(shared, caller, Operation::Read, &t.topic.0, by_id).await;
         for p in &t.partitions {
             slots.push(Slot {
                 topic: i,
@@ -97,7 +99,11 @@ pub async fn handle(
                 fetched: None,
             });
         }
-        topics.push(topic);
+        topics.push(FetchTopic {
+            name,
+            by_id,
+            unusable,
+        });
     }
     loop {
         let mut total = 0usize;
@@ -174,40 +180,6 @@ pub async fn handle(
     (r, sets)
 }
 
-/// The topic a fetch names (by `name`, or by `id` from v13), with the
-/// error all its partitions get instead of data, if any.
-async fn fetch_topic(
-    shared: &Shared,
-    caller: &Caller,
-    name: &str,
-    id: Uuid,
-    version: i16,
-) -> FetchTopic {
-    let mut topic = FetchTopic {
-        name: name.to_owned(),
-        by_id: (version >= FETCH_BY_ID).then_some(id),
-        unusable: None,
-    };
-    if topic.by_id.is_some() {
-        match data::metadata::topic_by_id(shared, TopicId(id)).await {
-            Ok(Some(t)) => topic.name = t.name.to_string(),
-            Ok(None) => topic.unusable = Some(BrokerError::UnknownTopic(unknown_id(id))),
-            Err(e) => topic.unusable = Some(e),
-        }
-    }
-    if topic.unusable.is_none() {
-        topic.unusable = shared
-            .authorize(caller, Operation::Read, &Resource::topic(&topic.name))
-            .err();
-    }
-    topic
-}
-
-/// What an id no live topic has is called in errors.
-fn unknown_id(id: Uuid) -> String {
-    format!("with id {id} (deleted, or created again under its name: refresh metadata)")
-}
-
 /// Reads one partition (opening it on first use) without waiting.
 async fn read(
     shared: &Shared,
@@ -222,10 +194,10 @@ async fn read(
         })?;
         let (opened, source) = fetch::open_topic(shared, name, partition, slot.offset).await?;
         if let Some(id) = topic.by_id
-            && opened.0 != id
+            && opened != id
         {
             // Opened by name: the name's topic now is another one.
-            return Err(BrokerError::UnknownTopic(unknown_id(id)));
+            return Err(unknown_topic_id(id));
         }
         slot.source = Some(source);
     }
@@ -280,10 +252,7 @@ fn partition_data(
             if !matches!(e, BrokerError::NotOwner { .. }) {
                 tracing::debug!(topic = topic.name, partition = slot.partition, error = %e, "kafka fetch failed");
             }
-            out.error_code = match topic.by_id {
-                Some(_) => by_id_code_of(e),
-                None => code_of(e),
-            };
+            out.error_code = topic_code_of(e, topic.by_id.is_some());
             out.high_watermark = -1;
             out.last_stable_offset = -1;
             out.log_start_offset = -1;

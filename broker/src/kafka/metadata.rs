@@ -111,6 +111,30 @@ enum Wanted {
     Id(Uuid),
 }
 
+/// The name of the topic a Produce or Fetch names, by `name` or (from
+/// v13) `by_id`, and the error all its partitions get instead, if any: no
+/// live topic has the id, it could not be looked up, or `caller` may not
+/// do `operation` on it.
+pub async fn named_topic(
+    shared: &Shared,
+    caller: &Caller,
+    operation: Operation,
+    name: &str,
+    by_id: Option<TopicId>,
+) -> (String, Option<BrokerError>) {
+    let name = match by_id {
+        None => name.to_owned(),
+        Some(id) => match data::metadata::name_by_id(shared, id).await {
+            Ok(name) => name,
+            Err(e) => return (String::new(), Some(e)),
+        },
+    };
+    let refused = shared
+        .authorize(caller, operation, &Resource::topic(&name))
+        .err();
+    (name, refused)
+}
+
 /// The topic with id `id`, or `UNKNOWN_TOPIC_ID` (also for a topic the
 /// caller may not describe: its name is not shown).
 async fn by_id(shared: &Shared, caller: &Caller, id: Uuid, ids: NodeIds) -> MetadataResponseTopic {

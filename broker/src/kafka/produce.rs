@@ -16,9 +16,10 @@ use kafka_protocol::protocol::StrBytes;
 use strata_storage::keys::TopicId;
 use strata_storage::log::Acks;
 
-use super::error::{by_id_code_of, code_of};
+use super::error::{code_of, topic_code_of};
+use super::metadata::named_topic;
 use crate::auth::Caller;
-use crate::auth::acl::{Operation, Resource};
+use crate::auth::acl::Operation;
 use crate::data;
 use crate::error::BrokerError;
 use crate::service::Shared;
@@ -65,7 +66,8 @@ pub async fn stage(
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let by_id = (version >= PRODUCE_BY_ID).then_some(TopicId(topic.topic_id));
-        let (name, unusable) = produce_topic(shared, caller, &topic.name.0, by_id).await;
+        let (name, unusable) =
+            named_topic(shared, caller, Operation::Write, &topic.name.0, by_id).await;
         let denied = unusable.map(|e| failure(shared, &name, by_id, &e));
         let partitions = topic.partition_data.into_iter().map(|p| {
             let name = name.clone();
@@ -113,45 +115,12 @@ pub async fn stage(
 /// The first Produce version that names topics by id.
 const PRODUCE_BY_ID: i16 = 13;
 
-/// The name of the topic a produce names (by `name`, or by `id` from v13),
-/// and the error all its partitions get instead of an append, if any: not
-/// writable by `caller`, or no live topic has the id.
-async fn produce_topic(
-    shared: &Shared,
-    caller: &Caller,
-    name: &str,
-    id: Option<TopicId>,
-) -> (String, Option<BrokerError>) {
-    let name = match id {
-        None => name.to_owned(),
-        Some(id) => match data::metadata::topic_by_id(shared, id).await {
-            Ok(Some(t)) => t.name.to_string(),
-            Ok(None) => {
-                let e = BrokerError::UnknownTopic(format!(
-                    "with id {} (deleted, or created again under its name: refresh metadata)",
-                    id.0
-                ));
-                return (String::new(), Some(e));
-            }
-            Err(e) => return (String::new(), Some(e)),
-        },
-    };
-    let denied = shared
-        .authorize(caller, Operation::Write, &Resource::topic(&name))
-        .err();
-    (name, denied)
-}
-
 /// Counts and logs a failed partition; its error code (as Kafka encodes it
 /// for a request by name or by id) and message.
 fn failure(shared: &Shared, topic: &str, by_id: Option<TopicId>, e: &BrokerError) -> (i16, String) {
     shared.metrics.produce_error(e.reason().as_str_name());
     tracing::debug!(error = %e, %topic, "kafka produce failed");
-    let code = match by_id {
-        Some(_) => by_id_code_of(e),
-        None => code_of(e),
-    };
-    (code, e.to_string())
+    (topic_code_of(e, by_id.is_some()), e.to_string())
 }
 
 fn partition_response(
