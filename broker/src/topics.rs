@@ -241,10 +241,16 @@ pub struct TopicRegistry {
     /// on use, so a request by id (Fetch and Produce from v13) costs a
     /// hash lookup, not a scan of every cached topic.
     id_hints: Mutex<HashMap<TopicId, TopicName>>,
+    /// When the last fresh listing for an id lookup started (see
+    /// [`Self::get_by_id`]).
+    id_listing: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// How long a topic id found missing is not looked up again.
 const UNKNOWN_ID_TTL: Duration = Duration::from_secs(10);
+
+/// Topic head reads a listing keeps in flight.
+const LIST_READS_IN_FLIGHT: usize = 8;
 
 /// Most topic ids remembered as missing at once.
 const MAX_UNKNOWN_IDS: usize = 10_000;
@@ -269,6 +275,7 @@ impl TopicRegistry {
             reconfigured: Mutex::new(Vec::new()),
             unknown_ids: Mutex::new(HashMap::new()),
             id_hints: Mutex::new(HashMap::new()),
+            id_listing: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -430,10 +437,16 @@ impl TopicRegistry {
         self.topic(&name, record).ok()
     }
 
-    /// The live topic with id `id`, if any: from the cache, else from a
-    /// listing of every topic (ids this broker has not seen are rare; one
-    /// found missing is not listed for again for [`UNKNOWN_ID_TTL`]).
-    pub async fn get_by_id(&self, id: TopicId) -> Result<Option<Topic>> {
+    /// The live topic with id `id`, if any, for a request that arrived at
+    /// `since`: from the cache, else from a fresh listing of every topic
+    /// (one LIST and a head read per topic), which also finds a topic
+    /// deleted and created again by a broker whose announcement this one
+    /// missed. Lookups share listings: one runs at a time, and a listing
+    /// that started after `since` answers every id the request names, so a
+    /// request naming N unknown ids, or N such requests at once, cost one
+    /// or two listings, not N. An id found missing is not listed for again
+    /// for [`UNKNOWN_ID_TTL`].
+    pub async fn get_by_id(&self, id: TopicId, since: Instant) -> Result<Option<Topic>> {
         if let Some(t) = self.cached_by_id(id) {
             return Ok(Some(t));
         }
@@ -445,7 +458,18 @@ impl TopicRegistry {
         {
             return Ok(None);
         }
-        let found = self.list().await?.into_iter().find(|t| t.record.id == id);
+        {
+            // Held across the listing on purpose: it is what makes
+            // concurrent lookups wait for one listing instead of each
+            // starting its own. Nothing else takes it.
+            let mut last = self.id_listing.lock().await;
+            if !last.is_some_and(|started| started >= since) {
+                let started = Instant::now();
+                self.list_fresh().await?;
+                *last = Some(started);
+            }
+        }
+        let found = self.cached_by_id(id);
         if found.is_none() {
             let mut unknown = self.unknown_ids.lock();
             unknown.retain(|_, at| at.elapsed() < UNKNOWN_ID_TTL);
@@ -671,28 +695,44 @@ impl TopicRegistry {
         Ok(topics)
     }
 
+    /// The head of a listed topic: the cached one unless `fresh` (or not
+    /// cached), else read.
+    async fn listed_head(
+        &self,
+        name: &TopicName,
+        fresh: bool,
+    ) -> Result<(TopicName, Option<Cached>)> {
+        let hit = self.cache.lock().get(name).cloned();
+        let cached = match hit {
+            Some(c) if !fresh => Some(c),
+            _ => self.refresh(name).await?,
+        };
+        Ok((name.clone(), cached))
+    }
+
     async fn list_with(&self, fresh: bool) -> Result<Vec<Topic>> {
         let listing = self
             .store
             .list_with_delimiter(Some(&keys::topics_prefix()))
             .await
             .map_err(|e| BrokerError::storage("listing topics", e.into()))?;
-        let mut topics = Vec::new();
-        for prefix in listing.common_prefixes {
-            let Some(Ok(name)) = prefix.filename().map(TopicName::new) else {
-                continue;
-            };
-            let hit = self.cache.lock().get(&name).cloned();
-            let cached = match hit {
-                Some(c) if !fresh => Some(c),
-                _ => self.refresh(&name).await?,
-            };
-            if let Some(c) = cached
-                && !c.record.deleted
-            {
-                topics.push(self.topic(&name, c.record)?);
-            }
+        let names: Vec<TopicName> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|prefix| prefix.filename().and_then(|n| TopicName::new(n).ok()))
+            .collect();
+        // Head reads, a few at a time: a broker with many topics must not
+        // wait one store round trip per topic in turn.
+        let mut heads = Vec::with_capacity(names.len());
+        for chunk in names.chunks(LIST_READS_IN_FLIGHT) {
+            let reads = chunk.iter().map(|name| self.listed_head(name, fresh));
+            heads.extend(futures::future::try_join_all(reads).await?);
         }
+        let mut topics = heads
+            .into_iter()
+            .filter_map(|(name, c)| c.filter(|c| !c.record.deleted).map(|c| (name, c.record)))
+            .map(|(name, record)| self.topic(&name, record))
+            .collect::<Result<Vec<_>>>()?;
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
     }
@@ -749,22 +789,28 @@ mod tests {
             .await
             .expect("create");
         // b has not seen it: found by listing.
-        let found = b.get_by_id(orders.record.id).await.expect("lookup");
+        let found = b
+            .get_by_id(orders.record.id, Instant::now())
+            .await
+            .expect("lookup");
         assert_eq!(found.map(|t| t.name), Some(name("orders")));
         let unknown = TopicId::random();
         let lists = stats.snapshot().list_requests;
         for _ in 0..5 {
-            assert_eq!(b.get_by_id(unknown).await.expect("lookup"), None);
+            assert_eq!(
+                b.get_by_id(unknown, Instant::now()).await.expect("lookup"),
+                None
+            );
         }
         assert_eq!(
             stats.snapshot().list_requests,
-            lists + 1,
-            "one LIST for five lookups"
+            lists + 2,
+            "one listing (a LIST, and a head read of the one topic) for five lookups"
         );
         // Cached ones cost nothing.
         let lists = stats.snapshot().list_requests;
         assert!(
-            b.get_by_id(orders.record.id)
+            b.get_by_id(orders.record.id, Instant::now())
                 .await
                 .expect("lookup")
                 .is_some()
@@ -789,6 +835,101 @@ mod tests {
         assert_eq!(
             b.cached_by_id(again.record.id).map(|t| t.record.id),
             Some(again.record.id)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_missed_a_re_create_finds_the_new_id() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let a = TopicRegistry::new(store.clone(), BrokerId(1), LogConfig::default());
+        let b = TopicRegistry::new(store, BrokerId(2), LogConfig::default());
+        let orders = name("orders");
+        let (first, _) = a
+            .create(&orders, 1, TopicOverrides::default(), false, 1)
+            .await
+            .expect("create");
+        let since = Instant::now();
+        assert!(
+            b.get_by_id(first.record.id, since)
+                .await
+                .expect("lookup")
+                .is_some()
+        );
+        // a deletes and creates it again; b hears of neither (a missed
+        // announcement) and still caches the first incarnation as live.
+        a.mark_deleted(&orders, 2).await.expect("delete");
+        let (second, _) = a
+            .create(&orders, 3, TopicOverrides::default(), false, 3)
+            .await
+            .expect("re-create");
+        let found = b
+            .get_by_id(second.record.id, Instant::now())
+            .await
+            .expect("lookup");
+        assert_eq!(
+            found.map(|t| (t.record.id, t.record.partitions)),
+            Some((second.record.id, 3)),
+            "a client holding the new id (from another broker's metadata) is served"
+        );
+        assert_eq!(b.cached_by_id(first.record.id), None, "the old id is gone");
+        assert_eq!(
+            b.take_changed(),
+            vec![orders],
+            "and its open partitions drop"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_in_one_request_or_at_once_share_one_listing() {
+        use strata_storage::store::{FaultConfig, FaultRule, FaultStore, Op};
+
+        let store = Arc::new(strata_storage::store::MetricsStore::new(Arc::new(
+            InMemory::new(),
+        )));
+        let stats = store.stats();
+        // Lists take a while, so lookups overlap them.
+        let slow: Arc<dyn ObjectStore> = Arc::new(FaultStore::new(
+            store.clone(),
+            FaultConfig {
+                seed: 1,
+                rules: vec![FaultRule::latency(
+                    Op::List,
+                    Duration::from_millis(5),
+                    Duration::from_millis(10),
+                )],
+            },
+        ));
+        let a = TopicRegistry::new(store, BrokerId(1), LogConfig::default());
+        let b = Arc::new(TopicRegistry::new(slow, BrokerId(2), LogConfig::default()));
+        for t in ["a", "b", "c"] {
+            a.create(&name(t), 1, TopicOverrides::default(), false, 1)
+                .await
+                .expect("create");
+        }
+        // One listing: one LIST of names, then one head read per topic.
+        let listing = 1 + 3;
+        let lists = stats.snapshot().list_requests;
+        // One request naming five unknown ids, looked up in turn.
+        let request = Instant::now();
+        for _ in 0..5 {
+            let found = b.get_by_id(TopicId::random(), request).await;
+            assert_eq!(found.expect("lookup"), None);
+        }
+        assert_eq!(stats.snapshot().list_requests, lists + listing);
+        // Eight requests at once, each with an unknown id: one listing in
+        // flight and at most one after it.
+        let lists = stats.snapshot().list_requests;
+        let lookups = (0..8).map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.get_by_id(TopicId::random(), Instant::now()).await })
+        });
+        for found in futures::future::join_all(lookups).await {
+            assert_eq!(found.expect("task").expect("lookup"), None);
+        }
+        assert!(
+            stats.snapshot().list_requests <= lists + 2 * listing,
+            "{} LISTs for eight concurrent unknown ids",
+            stats.snapshot().list_requests - lists
         );
     }
 

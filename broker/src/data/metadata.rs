@@ -1,5 +1,7 @@
 //! Topics, their partitions and who owns each.
 
+use std::time::Instant;
+
 use strata_storage::keys::{TopicId, TopicPartition};
 
 use crate::error::{BrokerError, Result};
@@ -22,15 +24,15 @@ pub async fn all_topics(shared: &Shared) -> Result<Vec<Topic>> {
     shared.topics.list().await
 }
 
-/// The live topic with id `id`, if any (see
-/// [`crate::topics::TopicRegistry::get_by_id`]).
-pub async fn topic_by_id(shared: &Shared, id: TopicId) -> Result<Option<Topic>> {
-    shared.topics.get_by_id(id).await
+/// The live topic with id `id`, if any, for a request that arrived at
+/// `since` (see [`crate::topics::TopicRegistry::get_by_id`]).
+pub async fn topic_by_id(shared: &Shared, id: TopicId, since: Instant) -> Result<Option<Topic>> {
+    shared.topics.get_by_id(id, since).await
 }
 
 /// The name of the live topic with id `id`; [`unknown_topic_id`] if none.
-pub async fn name_by_id(shared: &Shared, id: TopicId) -> Result<String> {
-    match topic_by_id(shared, id).await? {
+pub async fn name_by_id(shared: &Shared, id: TopicId, since: Instant) -> Result<String> {
+    match topic_by_id(shared, id, since).await? {
         Some(t) => Ok(t.name.to_string()),
         None => Err(unknown_topic_id(id)),
     }

@@ -107,9 +107,10 @@ async fn beat(
 /// lookup failed (the coordinator then keeps what it knew). Each topic is
 /// listed once; a lookup by id is a scan of the registry's cache.
 async fn owned_by_name(shared: &Shared, owned: Vec<OwnedTopic>) -> Result<Option<Partitions>> {
+    let arrived = std::time::Instant::now();
     let mut out = Partitions::new();
     for t in owned {
-        let name = match data::metadata::topic_by_id(shared, TopicId(t.topic_id)).await {
+        let name = match data::metadata::topic_by_id(shared, TopicId(t.topic_id), arrived).await {
             Ok(Some(topic)) => topic.name.to_string(),
             Ok(None) => continue,
             Err(e) => {

@@ -83,11 +83,12 @@ pub async fn handle(
     let min_bytes = req.min_bytes.max(1) as usize;
     let total_max = (req.max_bytes.max(1) as usize).min(shared.config.kafka.max_frame_bytes / 2);
     let mut slots = Vec::new();
+    let arrived = std::time::Instant::now();
     let mut topics = Vec::with_capacity(req.topics.len());
     for (i, t) in req.topics.iter().enumerate() {
         let by_id = (version >= FETCH_BY_ID).then_some(TopicId(t.topic_id));
         let (name, unusable) =
-            named_topic(shared, caller, Operation::Read, &t.topic.0, by_id).await;
+            named_topic(shared, caller, Operation::Read, &t.topic.0, by_id, arrived).await;
         for p in &t.partitions {
             slots.push(Slot {
                 topic: i,

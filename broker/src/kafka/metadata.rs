@@ -2,6 +2,8 @@
 //! partitions with the broker that owns each as its leader (and only
 //! replica: the bucket holds the data).
 
+use std::time::Instant;
+
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -34,6 +36,7 @@ pub async fn handle(
     version: i16,
     ids: NodeIds,
 ) -> MetadataResponse {
+    let arrived = Instant::now();
     let mut r = MetadataResponse::default();
     r.brokers = brokers(shared, ids);
     r.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
@@ -83,7 +86,7 @@ pub async fn handle(
                 let name = match w {
                     Wanted::Name(name) => name,
                     Wanted::Id(id) => {
-                        out.push(by_id(shared, caller, id, ids).await);
+                        out.push(by_id(shared, caller, id, ids, arrived).await);
                         continue;
                     }
                 };
@@ -114,17 +117,19 @@ enum Wanted {
 /// The name of the topic a Produce or Fetch names, by `name` or (from
 /// v13) `by_id`, and the error all its partitions get instead, if any: no
 /// live topic has the id, it could not be looked up, or `caller` may not
-/// do `operation` on it.
+/// do `operation` on it. `arrived` is when the request arrived (see
+/// [`crate::topics::TopicRegistry::get_by_id`]).
 pub async fn named_topic(
     shared: &Shared,
     caller: &Caller,
     operation: Operation,
     name: &str,
     by_id: Option<TopicId>,
+    arrived: Instant,
 ) -> (String, Option<BrokerError>) {
     let name = match by_id {
         None => name.to_owned(),
-        Some(id) => match data::metadata::name_by_id(shared, id).await {
+        Some(id) => match data::metadata::name_by_id(shared, id, arrived).await {
             Ok(name) => name,
             Err(e) => return (String::new(), Some(e)),
         },
@@ -137,8 +142,14 @@ pub async fn named_topic(
 
 /// The topic with id `id`, or `UNKNOWN_TOPIC_ID` (also for a topic the
 /// caller may not describe: its name is not shown).
-async fn by_id(shared: &Shared, caller: &Caller, id: Uuid, ids: NodeIds) -> MetadataResponseTopic {
-    let found = data::metadata::topic_by_id(shared, TopicId(id)).await;
+async fn by_id(
+    shared: &Shared,
+    caller: &Caller,
+    id: Uuid,
+    ids: NodeIds,
+    arrived: Instant,
+) -> MetadataResponseTopic {
+    let found = data::metadata::topic_by_id(shared, TopicId(id), arrived).await;
     match found {
         Ok(Some(t))
             if shared.auth.allows(

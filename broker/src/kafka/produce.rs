@@ -63,11 +63,19 @@ pub async fn stage(
         (None, Some(_)) => None,
     };
     let no_response = req.acks == 0;
+    let arrived = std::time::Instant::now();
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let by_id = (version >= PRODUCE_BY_ID).then_some(TopicId(topic.topic_id));
-        let (name, unusable) =
-            named_topic(shared, caller, Operation::Write, &topic.name.0, by_id).await;
+        let (name, unusable) = named_topic(
+            shared,
+            caller,
+            Operation::Write,
+            &topic.name.0,
+            by_id,
+            arrived,
+        )
+        .await;
         let denied = unusable.map(|e| failure(shared, &name, by_id, &e));
         let partitions = topic.partition_data.into_iter().map(|p| {
             let name = name.clone();
