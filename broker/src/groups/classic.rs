@@ -390,15 +390,20 @@ impl ClassicGroup {
     }
 
     /// The group as persisted: its last stable generation, every member
-    /// with a fresh session from `now_ms`.
+    /// with a fresh session from `now_ms` (or, persisted without members,
+    /// empty at its generation).
     pub fn restore(group: String, value: Option<&ClassicValue>, now_ms: i64) -> Self {
         let mut g = Self::new(group);
         let Some(v) = value else {
             return g;
         };
-        g.state = ClassicState::Stable;
         g.generation = v.generation;
         g.protocol_type = v.protocol_type.clone();
+        g.stable = Some(v.clone());
+        if v.members.is_empty() {
+            return g;
+        }
+        g.state = ClassicState::Stable;
         g.protocol = Some(v.protocol.clone());
         g.leader = Some(v.leader.clone());
         g.members = v
@@ -414,11 +419,11 @@ impl ClassicGroup {
                 (m.id.clone(), member)
             })
             .collect();
-        g.stable = Some(v.clone());
         g
     }
 
-    /// What is persisted: the last stable generation.
+    /// What is persisted: the last stable generation (its number alone
+    /// once the group has no members); `None` before the first.
     pub fn value(&self) -> Option<ClassicValue> {
         self.stable.clone()
     }
@@ -470,6 +475,20 @@ impl ClassicGroup {
         if self.stable != value {
             self.stable = value;
             self.dirty = true;
+        }
+    }
+
+    /// What is persisted of a group without members (or whose stable
+    /// generation is too large to persist): its generation alone, so a
+    /// coordinator that loads it goes on counting from there and never
+    /// hands a generation number out twice.
+    fn generation_only(&self) -> ClassicValue {
+        ClassicValue {
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: String::new(),
+            leader: String::new(),
+            members: Vec::new(),
         }
     }
 
@@ -734,7 +753,7 @@ impl ClassicGroup {
             self.state = ClassicState::Empty;
             self.leader = None;
             self.protocol = None;
-            self.set_stable(None);
+            self.set_stable(Some(self.generation_only()));
             return;
         }
         self.protocol = self.common_protocols(None).into_iter().next();
@@ -841,7 +860,7 @@ impl ClassicGroup {
                         // Not persisted: answered at once, and after a
                         // failover its members rejoin.
                         tracing::warn!(group = %self.group, bytes, max = self.max_value_bytes, "a classic group's generation is too large to persist; its members will rejoin after a coordinator failover");
-                        self.set_stable(None);
+                        self.set_stable(Some(self.generation_only()));
                         self.answer_syncs();
                     } else {
                         // Answered once durable (see `release`).
@@ -947,7 +966,7 @@ impl ClassicGroup {
                 self.generation += 1;
                 self.protocol = None;
                 self.unreleased = None;
-                self.set_stable(None);
+                self.set_stable(Some(self.generation_only()));
             }
             _ => self.prepare_rebalance(now_ms),
         }
@@ -1205,11 +1224,27 @@ mod tests {
         ));
         assert_eq!(r.state(), ClassicState::PreparingRebalance);
 
-        // Once every member is gone, nothing is kept.
+        // Once every member is gone, only the generation is kept: a
+        // coordinator that loads the group goes on counting from it, so
+        // no generation number is handed out twice.
         assert_eq!(r.tick(300_000).len(), 2);
-        assert_eq!(r.state(), ClassicState::Empty);
+        assert_eq!((r.state(), r.generation()), (ClassicState::Empty, 3));
         assert!(r.take_dirty());
-        assert_eq!(r.value(), None);
+        let v = r.value().expect("the generation");
+        assert_eq!((v.generation, v.members.len()), (3, 0));
+        let json = serde_json::to_string(&v).unwrap();
+        let v: ClassicValue = serde_json::from_str(&json).unwrap();
+        let mut r = ClassicGroup::restore("g".into(), Some(&v), 400_000);
+        assert_eq!(
+            (r.state(), r.generation(), r.len()),
+            (ClassicState::Empty, 3, 0)
+        );
+        assert!(matches!(
+            r.heartbeat("a", 2, 400_001),
+            Err(GroupError::UnknownMember { .. })
+        ));
+        let c = now(join_new(&mut r, "c", 400_002)).unwrap();
+        assert_eq!(c.generation, 4);
     }
 
     #[test]
@@ -1229,8 +1264,21 @@ mod tests {
         let s = now(g.sync("a", 1, vec![("a".into(), big.clone())], 1)).unwrap();
         assert_eq!(s.assignment, big);
         assert_eq!(g.unreleased(), None);
-        assert_eq!(g.value(), None, "not persisted");
+        let v = g.value().expect("the generation");
+        assert_eq!(
+            (v.generation, v.members.len()),
+            (1, 0),
+            "only the generation is persisted"
+        );
         assert_eq!(g.state(), ClassicState::Stable);
+        // After a failover its member is unknown and joins again, at the
+        // next generation.
+        let mut r = ClassicGroup::restore("g".into(), Some(&v), 10);
+        assert!(matches!(
+            r.heartbeat("a", 1, 11),
+            Err(GroupError::UnknownMember { .. })
+        ));
+        assert_eq!(now(join_new(&mut r, "b", 12)).unwrap().generation, 2);
     }
 
     #[test]

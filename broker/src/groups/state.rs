@@ -624,7 +624,7 @@ impl Group {
     pub fn note_classic(&mut self, now_ms: i64) {
         if self.classic.take_dirty() {
             self.touch();
-            if self.classic.value().is_some() {
+            if !self.classic.is_empty() {
                 self.empty_since_ms = None;
             } else if self.members.is_empty() {
                 self.empty_since_ms = Some(now_ms);
