@@ -464,6 +464,51 @@ async fn store_bound_flushes_fill_whole_objects_and_light_load_flushes_at_once()
     assert!(recorder.failed.lock().is_empty());
 }
 
+/// A store-bound producer that stalls for a moment (longer than a PUT, so
+/// the pipeline drains, but well under a second) keeps full objects when it
+/// resumes: a brief gap is not a lighter load, and each one used to cost a
+/// round of small PUTs until every slot was busy again.
+#[tokio::test(start_paused = true)]
+async fn a_store_bound_producer_that_stalls_briefly_keeps_full_objects() {
+    let latency = Duration::from_millis(100);
+    let store: Arc<dyn ObjectStore> = slow_puts(latency);
+    let full = 64 << 10;
+    let cfg = WalConfig {
+        max_bytes: full,
+        pipeline_bytes: 4 << 10,
+        max_in_flight: 4,
+        min_interval: Some(Duration::from_millis(1)),
+        hedge: false,
+        ..WalConfig::default()
+    };
+    let w = WalWriter::start(store, stream(25), WalSeq(0), cfg).unwrap();
+    let tp = tip("t", 0);
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn WalSink> = recorder.clone();
+    let (per, n, stalls) = (64, 1000, 5);
+    for i in 0..n {
+        submit(&w, &tp, &batch(i * per, per as usize), sink.clone()).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if i % (n / stalls) == n / stalls - 1 {
+            tokio::time::sleep(latency * 3 / 2).await;
+        }
+    }
+    while recorder.durable.lock().len() < n as usize {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (bytes, puts) = (w.put_bytes(), w.puts());
+    let needed = bytes.div_ceil(full as u64);
+    // As without stalls, plus the remainder before each stall and the
+    // first append after it.
+    assert!(
+        puts <= needed + needed / 10 + 5 + 2 * stalls as u64,
+        "{puts} PUTs for {bytes} bytes; full objects need {needed}"
+    );
+    w.close().await;
+    let durable = recorder.durable.lock().clone();
+    assert!(durable.windows(2).all(|w| w[0].1 < w[1].1), "acks in order");
+}
+
 /// At light load (each append waits for the previous), one PUT at a time:
 /// the group commit, which costs at most one PUT per PUT latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

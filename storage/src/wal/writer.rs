@@ -561,14 +561,24 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
 /// waiting costs no throughput there, so flushes then wait for full
 /// `max_bytes` objects, which cuts the PUTs (and the request bill) per GiB
 /// at saturation to what full objects need. That lasts until the pipeline
-/// drains (a flush starts with none in flight): the load fell below one
-/// full object per PUT latency, and latency matters again.
+/// drains (a flush starts with none in flight) with no sign of saturation
+/// for [`STORE_BOUND_HOLD`]: the load fell below one full object per PUT
+/// latency, and latency matters again. A pipeline that drains sooner is a
+/// producer that paused (a GC, a CPU shared with the broker): what waits
+/// is flushed at once, and the flushes after it still wait for full
+/// objects.
 #[derive(Debug)]
 struct FlushSize {
     pipeline: usize,
     full: usize,
     saturated: bool,
+    /// When data was last due with every slot busy.
+    store_bound_at: Instant,
 }
+
+/// How long after its last sign a store-bound pipeline that drains keeps
+/// waiting for full objects (see [`FlushSize`]).
+const STORE_BOUND_HOLD: Duration = Duration::from_secs(1);
 
 impl FlushSize {
     fn new(config: &WalConfig) -> Self {
@@ -580,6 +590,7 @@ impl FlushSize {
             pipeline,
             full: config.max_bytes.min(fits).max(pipeline),
             saturated: false,
+            store_bound_at: Instant::now(),
         }
     }
 
@@ -590,12 +601,15 @@ impl FlushSize {
         if waiting < self.pipeline {
             return false;
         }
-        if !slot_free && !self.saturated {
-            self.saturated = true;
-            tracing::debug!(
-                bytes = self.full,
-                "WAL flushes wait for full objects (store-bound)"
-            );
+        if !slot_free {
+            self.store_bound_at = Instant::now();
+            if !self.saturated {
+                self.saturated = true;
+                tracing::debug!(
+                    bytes = self.full,
+                    "WAL flushes wait for full objects (store-bound)"
+                );
+            }
         }
         !self.saturated || waiting >= self.full || in_flight == 0
     }
@@ -608,7 +622,7 @@ impl FlushSize {
 
     /// A flush starts with `in_flight` others under way.
     fn started(&mut self, in_flight: usize) {
-        if in_flight == 0 && self.saturated {
+        if in_flight == 0 && self.saturated && self.store_bound_at.elapsed() >= STORE_BOUND_HOLD {
             self.saturated = false;
             tracing::debug!(
                 bytes = self.pipeline,
