@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
@@ -234,8 +234,9 @@ pub struct TopicRegistry {
     /// [`Self::take_reconfigured`] last ran.
     reconfigured: Mutex<Vec<TopicName>>,
     /// Topic ids looked up and not found, and when: a lookup by an id
-    /// the cache does not hold costs a LIST, so a client repeating an
-    /// unknown id must not make each of its requests cost one.
+    /// the cache does not hold costs a fresh listing (see
+    /// [`Self::get_by_id`]), so a client repeating an unknown id must not
+    /// make each of its requests cost one.
     unknown_ids: Mutex<HashMap<TopicId, Instant>>,
     /// Where ids looked up were found: a hint, checked against the cache
     /// on use, so a request by id (Fetch and Produce from v13) costs a
@@ -315,6 +316,17 @@ impl TopicRegistry {
             .map_err(|e| BrokerError::storage(format!("reading topic {name}"), e))?;
         let cached = head.map(|(version, record)| Cached { version, record });
         let mut cache = self.cache.lock();
+        // A read that started before another broker's change can finish
+        // after a read that saw it: never put an older head back.
+        let current = cache.get(name);
+        let superseded = match (current, &cached) {
+            (Some(c), Some(read)) => c.version > read.version,
+            (Some(c), None) => from.is_none_or(|f| c.version > f),
+            (None, _) => false,
+        };
+        if superseded {
+            return Ok(current.cloned());
+        }
         let before = match &cached {
             Some(c) => cache.insert(name.clone(), c.clone()),
             None => cache.remove(name),
@@ -458,18 +470,23 @@ impl TopicRegistry {
         {
             return Ok(None);
         }
-        {
+        let found = {
             // Held across the listing on purpose: it is what makes
             // concurrent lookups wait for one listing instead of each
             // starting its own. Nothing else takes it.
             let mut last = self.id_listing.lock().await;
-            if !last.is_some_and(|started| started >= since) {
-                let started = Instant::now();
-                self.list_fresh().await?;
-                *last = Some(started);
+            match self.cached_by_id(id) {
+                // Found by the listing this lookup waited for.
+                Some(t) => Some(t),
+                None if last.is_some_and(|started| started >= since) => None,
+                None => {
+                    let started = Instant::now();
+                    let listed = self.list_fresh().await?;
+                    *last = Some(started);
+                    listed.into_iter().find(|t| t.record.id == id)
+                }
             }
-        }
-        let found = self.cached_by_id(id);
+        };
         if found.is_none() {
             let mut unknown = self.unknown_ids.lock();
             unknown.retain(|_, at| at.elapsed() < UNKNOWN_ID_TTL);
@@ -672,7 +689,8 @@ impl TopicRegistry {
     }
 
     /// All live topics, re-reading every topic's head (sees deletes and
-    /// re-creates made by other brokers; one LIST and GET per topic).
+    /// re-creates made by other brokers; a LIST, then a LIST and a GET per
+    /// topic).
     pub async fn list_fresh(&self) -> Result<Vec<Topic>> {
         self.list_with(true).await
     }
@@ -723,11 +741,11 @@ impl TopicRegistry {
             .collect();
         // Head reads, a few at a time: a broker with many topics must not
         // wait one store round trip per topic in turn.
-        let mut heads = Vec::with_capacity(names.len());
-        for chunk in names.chunks(LIST_READS_IN_FLIGHT) {
-            let reads = chunk.iter().map(|name| self.listed_head(name, fresh));
-            heads.extend(futures::future::try_join_all(reads).await?);
-        }
+        let heads: Vec<(TopicName, Option<Cached>)> = futures::stream::iter(names)
+            .map(|name| async move { self.listed_head(&name, fresh).await }.boxed())
+            .buffer_unordered(LIST_READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
         let mut topics = heads
             .into_iter()
             .filter_map(|(name, c)| c.filter(|c| !c.record.deleted).map(|c| (name, c.record)))
@@ -777,7 +795,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn topics_are_found_by_id_and_an_unknown_id_costs_one_list() {
+    async fn topics_are_found_by_id_and_an_unknown_id_costs_one_listing() {
         let store = Arc::new(strata_storage::store::MetricsStore::new(Arc::new(
             InMemory::new(),
         )));
@@ -876,6 +894,55 @@ mod tests {
             b.take_changed(),
             vec![orders],
             "and its open partitions drop"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_read_of_an_old_head_never_replaces_a_newer_one() {
+        use strata_storage::store::{FaultConfig, FaultRule, FaultStore, Op};
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let orders = name("orders");
+        // Reading the first version of the topic takes a while.
+        let first_version = keys::topic_config_chain(&orders).version(Version(1));
+        let slow: Arc<dyn ObjectStore> = Arc::new(FaultStore::new(
+            store.clone(),
+            FaultConfig {
+                seed: 1,
+                rules: vec![
+                    FaultRule::latency(
+                        Op::Get,
+                        Duration::from_millis(300),
+                        Duration::from_millis(300),
+                    )
+                    .with_key_prefix(first_version.to_string()),
+                ],
+            },
+        ));
+        let a = TopicRegistry::new(store, BrokerId(1), LogConfig::default());
+        let b = Arc::new(TopicRegistry::new(slow, BrokerId(2), LogConfig::default()));
+        a.create(&orders, 1, TopicOverrides::default(), false, 1)
+            .await
+            .expect("create");
+        b.get(&orders).await.expect("b sees the first incarnation");
+        // b starts re-reading the name, lists version 1 and reads it slowly;
+        // meanwhile a deletes and re-creates the topic and a lookup by the
+        // new id on b reads the new head.
+        let slow_read = tokio::spawn({
+            let (b, orders) = (b.clone(), orders.clone());
+            async move { b.reread(&orders).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        a.mark_deleted(&orders, 2).await.expect("delete");
+        let (second, _) = a
+            .create(&orders, 1, TopicOverrides::default(), false, 3)
+            .await
+            .expect("re-create");
+        let found = b.get_by_id(second.record.id, Instant::now()).await;
+        assert!(found.expect("lookup").is_some());
+        slow_read.await.expect("task").expect("reread");
+        assert!(
+            b.cached_by_id(second.record.id).is_some(),
+            "the slow read of version 1 finished last and must not win"
         );
     }
 

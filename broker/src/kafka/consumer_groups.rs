@@ -105,7 +105,8 @@ async fn beat(
 /// What the member says it owns, by topic name. A topic id no live topic
 /// has is a deleted topic, which nobody can read: left out. `None` when a
 /// lookup failed (the coordinator then keeps what it knew). Each topic is
-/// listed once; a lookup by id is a scan of the registry's cache.
+/// listed once; a lookup by id is a hash lookup in the registry's cache
+/// (an id it lacks costs one fresh listing for the whole heartbeat).
 async fn owned_by_name(shared: &Shared, owned: Vec<OwnedTopic>) -> Result<Option<Partitions>> {
     let arrived = std::time::Instant::now();
     let mut out = Partitions::new();
