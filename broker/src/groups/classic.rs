@@ -318,7 +318,8 @@ pub struct ClassicGroup {
     /// Ids handed out with `MEMBER_ID_REQUIRED`, until when.
     pending: HashMap<String, i64>,
     rebalance_deadline_ms: i64,
-    /// The last stable generation, as persisted (`None` once empty).
+    /// The last stable generation, as persisted (its number alone once
+    /// empty; `None` before the first).
     stable: Option<ClassicValue>,
     /// `stable` changed since the group last took note.
     dirty: bool,
@@ -478,10 +479,18 @@ impl ClassicGroup {
         }
     }
 
-    /// What is persisted of a group without members (or whose stable
-    /// generation is too large to persist): its generation alone, so a
-    /// coordinator that loads it goes on counting from there and never
-    /// hands a generation number out twice.
+    /// The group has no members left: once a generation of it was
+    /// persisted, its number alone is (so a coordinator that loads it
+    /// counts on from there instead of handing the same numbers out
+    /// again); a group that never got that far is forgotten, as Kafka
+    /// forgets an empty group without offsets.
+    fn emptied(&mut self) {
+        let value = self.stable.is_some().then(|| self.generation_only());
+        self.set_stable(value);
+    }
+
+    /// What is persisted of a group without members, or whose stable
+    /// generation is too large to persist: its generation alone.
     fn generation_only(&self) -> ClassicValue {
         ClassicValue {
             generation: self.generation,
@@ -753,7 +762,7 @@ impl ClassicGroup {
             self.state = ClassicState::Empty;
             self.leader = None;
             self.protocol = None;
-            self.set_stable(Some(self.generation_only()));
+            self.emptied();
             return;
         }
         self.protocol = self.common_protocols(None).into_iter().next();
@@ -854,19 +863,17 @@ impl ClassicGroup {
                         m.value.assignment = given.remove(&m.value.id).unwrap_or_default();
                     }
                     self.state = ClassicState::Stable;
-                    let value = self.snapshot();
+                    let mut value = self.snapshot();
                     let bytes = value.approximate_bytes();
                     if bytes > self.max_value_bytes {
-                        // Not persisted: answered at once, and after a
-                        // failover its members rejoin.
+                        // Only its number is persisted: after a failover
+                        // its members rejoin, at the next generation.
                         tracing::warn!(group = %self.group, bytes, max = self.max_value_bytes, "a classic group's generation is too large to persist; its members will rejoin after a coordinator failover");
-                        self.set_stable(Some(self.generation_only()));
-                        self.answer_syncs();
-                    } else {
-                        // Answered once durable (see `release`).
-                        self.unreleased = Some(RELEASE_TOKENS.fetch_add(1, Ordering::Relaxed));
-                        self.set_stable(Some(value));
+                        value = self.generation_only();
                     }
+                    // Answered once durable (see `release`).
+                    self.unreleased = Some(RELEASE_TOKENS.fetch_add(1, Ordering::Relaxed));
+                    self.set_stable(Some(value));
                 }
                 Outcome::Later(rx)
             }
@@ -966,7 +973,7 @@ impl ClassicGroup {
                 self.generation += 1;
                 self.protocol = None;
                 self.unreleased = None;
-                self.set_stable(Some(self.generation_only()));
+                self.emptied();
             }
             _ => self.prepare_rebalance(now_ms),
         }
@@ -1248,7 +1255,7 @@ mod tests {
     }
 
     #[test]
-    fn a_generation_too_large_to_persist_is_answered_at_once_and_not_kept() {
+    fn a_generation_too_large_to_persist_keeps_only_its_number() {
         let mut g = ClassicGroup::new("g".into());
         let small = Limits {
             max_group_bytes: 300,
@@ -1261,9 +1268,8 @@ mod tests {
         ));
         now(g.join(req("a", &["range"]), 0, &small, || unreachable!())).unwrap();
         let big = Bytes::from(vec![7u8; 1000]);
-        let s = now(g.sync("a", 1, vec![("a".into(), big.clone())], 1)).unwrap();
-        assert_eq!(s.assignment, big);
-        assert_eq!(g.unreleased(), None);
+        let s = synced(&mut g, "a", 1, vec![("a".into(), big.clone())], 1).unwrap();
+        assert_eq!(s.assignment, big, "answered once its number is durable");
         let v = g.value().expect("the generation");
         assert_eq!(
             (v.generation, v.members.len()),
@@ -1366,6 +1372,7 @@ mod tests {
         ));
         g.leave("a", None, 1).unwrap();
         assert_eq!(g.state(), ClassicState::Empty);
+        assert_eq!(g.value(), None, "never stable: nothing to keep");
         assert!(g.leave("a", None, 1).is_err());
     }
 }

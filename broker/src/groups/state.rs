@@ -2326,4 +2326,43 @@ mod tests {
         assert_eq!((a.assignment.len(), b.assignment.len()), (2, 2));
         no_partition_twice(&[&a.assignment, &b.assignment]);
     }
+
+    #[test]
+    fn classic_members_keep_a_group_out_of_offsets_retention() {
+        use super::super::classic::{JoinRequest, Outcome};
+        let mut g = Group::new("g".into());
+        // Too small for the generation's assignment: only its number is
+        // persisted, but the member is there all the same.
+        let limits = Limits {
+            max_group_bytes: 300,
+            ..Limits::default()
+        };
+        let join = JoinRequest {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), bytes::Bytes::from_static(b"sub"))],
+            require_known_member_id: false,
+        };
+        let joined = match g.classic.join(join, 0, &limits, || "a".into()) {
+            Outcome::Now(r) => r,
+            Outcome::Later(mut rx) => rx.try_recv().expect("a lone member's join completes"),
+        }
+        .unwrap();
+        g.note_classic(0);
+        let big = bytes::Bytes::from(vec![7u8; 1000]);
+        let _sync = g
+            .classic
+            .sync("a", joined.generation, vec![("a".into(), big)], 1);
+        g.note_classic(1);
+        assert_eq!(g.classic.value().map(|v| v.members.len()), Some(0));
+        assert_eq!(g.empty_since_ms(), None, "a member is in the group");
+        g.classic.leave("a", None, 2).unwrap();
+        g.note_classic(2);
+        assert_eq!(g.empty_since_ms(), Some(2));
+    }
 }
