@@ -458,6 +458,25 @@ async fn store_bound_flushes_fill_whole_objects_and_light_load_flushes_at_once()
             "a lone append waited {took:?}"
         );
     }
+
+    // A second after the store was last the limit, flushes overlap from
+    // `pipeline_bytes` again: an append that size, sent while another is
+    // in flight, is flushed at once, not held back for a full object.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = recorder.durable.lock().len();
+    let started = tokio::time::Instant::now();
+    for i in 0..2 {
+        submit(&w, &tp, &batch((n + 3) * per + i * 400, 400), sink.clone()).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while recorder.durable.lock().len() < before + 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took < latency + Duration::from_millis(10),
+        "two overlapping appends took {took:?}"
+    );
     w.close().await;
     let durable = recorder.durable.lock().clone();
     assert!(durable.windows(2).all(|w| w[0].1 < w[1].1), "acks in order");

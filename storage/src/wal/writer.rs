@@ -46,8 +46,9 @@ pub struct WalConfig {
     /// follows the store's bandwidth, not its latency) and never pays more
     /// than one PUT per `pipeline_bytes` for it. Once data is due and every
     /// slot is busy (the store is the limit), flushes wait for full
-    /// `max_bytes` objects until the pipeline drains, so a saturated broker
-    /// pays only what full objects need.
+    /// `max_bytes` objects until the pipeline drains a second after the
+    /// last such moment, so a saturated broker pays only what full objects
+    /// need.
     pub pipeline_bytes: usize,
     /// Bytes accepted but not yet durable. Appends wait (backpressure) when
     /// this is reached.
