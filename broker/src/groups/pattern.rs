@@ -79,12 +79,12 @@ impl Pattern {
 
     /// Resolves the pattern against listing `generation`, every live
     /// topic's name in order (again only if the listing changed); at most
-    /// [`MAX_SUBSCRIBED_TOPICS`] topics, the first by name. True when what
-    /// it matches changed (a first resolution is no change: what a loaded
-    /// group's target was computed from is persisted with it).
-    pub fn resolve(&mut self, generation: u64, names: &[String]) -> bool {
+    /// [`MAX_SUBSCRIBED_TOPICS`] topics, the first by name. (Whether a
+    /// member's topics changed is the coordinator's to tell: it filters
+    /// the matches per member.)
+    pub fn resolve(&mut self, generation: u64, names: &[String]) {
         if self.resolved_from == Some(generation) {
-            return false;
+            return;
         }
         self.resolved_from = Some(generation);
         let mut matching = names.iter().filter(|n| self.matches(n));
@@ -96,8 +96,7 @@ impl Pattern {
         if matching.next().is_some() {
             tracing::warn!(pattern = %self.re.as_str(), max = MAX_SUBSCRIBED_TOPICS, "a subscription pattern matches more topics than a member may subscribe to; it gets the first by name");
         }
-        let before = self.matched.replace(matched);
-        before.is_some_and(|b| Some(&b) != self.matched.as_ref())
+        self.matched = Some(matched);
     }
 
     /// What it matched when last resolved (`None`: not yet).
@@ -120,7 +119,7 @@ mod tests {
         let all = names(&["orders", "orders-eu", "old-orders", "__consumer_offsets"]);
         let mut p = Pattern::compile("orders.*").unwrap();
         assert_eq!(p.matched(), None, "unresolved until listed");
-        assert!(!p.resolve(1, &all), "a first resolution is no change");
+        p.resolve(1, &all);
         let got: Vec<&str> = p.matched().unwrap().iter().map(String::as_str).collect();
         assert_eq!(
             got,
@@ -137,14 +136,21 @@ mod tests {
         let mut p = Pattern::compile(".*").unwrap();
         p.resolve(1, &all);
         assert!(!p.matched().unwrap().contains(OFFSETS_TOPIC));
-        // A listing that adds a match is a change; the same one again is
-        // not even looked at.
+        // A new listing is resolved again; the same one is not even looked
+        // at.
         let more = names(&["orders", "orders-eu", "orders-us", "old-orders"]);
         let mut p = Pattern::compile("orders-.*").unwrap();
         p.resolve(1, &all);
-        assert!(p.resolve(2, &more));
-        assert!(!p.resolve(2, &more));
-        assert!(!p.resolve(3, &more), "a new listing, the same matches");
+        p.resolve(2, &more);
+        assert_eq!(p.matched().unwrap().len(), 2, "orders-us joined");
+        p.resolve(2, &all);
+        assert_eq!(
+            p.matched().unwrap().len(),
+            2,
+            "listing 2 was resolved already"
+        );
+        p.resolve(3, &all);
+        assert_eq!(p.matched().unwrap().len(), 1, "orders-us is gone");
         // At most as many topics as a member may subscribe to.
         let many: Vec<String> = (0..MAX_SUBSCRIBED_TOPICS + 5)
             .map(|i| format!("t{i:05}"))
