@@ -11,7 +11,9 @@
 # store's raw PUT speed (`strata bench store`).
 #
 # Environment: RECORDS (200000), SIZE (1024), PARTITIONS (8), BATCH_BYTES
-# (262144, the producer batch size of both paths), ROUNDS (3: produce
+# (1000000: the producer batch size of both paths, by default what both
+# clients default to, librdkafka's batch.size and the native producer's
+# batch_bytes; 262144 shows a client tuned for smaller batches), ROUNDS (3: produce
 # rounds per path, alternating which goes first; the table shows medians,
 # since one run on a shared machine swings by half), STORES ("file s3"),
 # STRATA (a binary to use instead of building target/release/strata).
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 RECORDS=${RECORDS:-200000}
 SIZE=${SIZE:-1024}
 PARTITIONS=${PARTITIONS:-8}
-BATCH_BYTES=${BATCH_BYTES:-262144}
+BATCH_BYTES=${BATCH_BYTES:-1000000}
 ROUNDS=${ROUNDS:-3}
 STORES=${STORES:-file s3}
 # STRATA: a strata binary to use instead of building target/release/strata.

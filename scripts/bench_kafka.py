@@ -46,8 +46,9 @@ def produce(args):
             "bootstrap.servers": args.bootstrap,
             "acks": "all",
             "linger.ms": 5,
-            # As `strata bench produce`: idempotent, 256 KiB batches, a
-            # 64 MiB buffer; the message count is not what bounds it.
+            # As `strata bench produce`: idempotent, batches of
+            # --batch-size (librdkafka's default batch.size unless told),
+            # a 64 MiB buffer; the message count is not what bounds it.
             "enable.idempotence": args.idempotence,
             "batch.size": args.batch_size,
             "message.max.bytes": max(1_000_000, args.batch_size + 65536),
@@ -183,7 +184,7 @@ def main():
     p.add_argument("partitions", type=int)
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--size", type=int, default=1024)
-    p.add_argument("--batch-size", type=int, default=262_144)
+    p.add_argument("--batch-size", type=int, default=1_000_000)
     p.add_argument("--no-idempotence", dest="idempotence", action="store_false")
     p.add_argument("--phase", choices=["produce", "consume", "both"], default="both")
     args = p.parse_args()
