@@ -1020,14 +1020,15 @@ impl ClassicGroup {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn limits() -> Limits {
         Limits::default()
     }
 
-    fn req(member: &str, assignors: &[&str]) -> JoinRequest {
+    /// A consumer's JoinGroup as `member` (empty: new) offering `assignors`.
+    pub(in crate::groups) fn req(member: &str, assignors: &[&str]) -> JoinRequest {
         JoinRequest {
             member_id: member.into(),
             instance_id: None,
@@ -1074,7 +1075,8 @@ mod tests {
         now(outcome)
     }
 
-    fn now<T: std::fmt::Debug>(o: Outcome<T>) -> Result<T, GroupError> {
+    /// The answer of `o`, which must be ready.
+    pub(in crate::groups) fn now<T: std::fmt::Debug>(o: Outcome<T>) -> Result<T, GroupError> {
         match o {
             Outcome::Now(r) => r,
             Outcome::Later(mut rx) => rx.try_recv().expect("answered"),

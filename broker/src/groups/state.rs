@@ -2329,7 +2329,7 @@ mod tests {
 
     #[test]
     fn classic_members_keep_a_group_out_of_offsets_retention() {
-        use super::super::classic::{JoinRequest, Outcome};
+        use super::super::classic::tests::{now, req};
         let mut g = Group::new("g".into());
         // Too small for the generation's assignment: only its number is
         // persisted, but the member is there all the same.
@@ -2337,22 +2337,9 @@ mod tests {
             max_group_bytes: 300,
             ..Limits::default()
         };
-        let join = JoinRequest {
-            member_id: String::new(),
-            instance_id: None,
-            client_id: "c".into(),
-            host: "/127.0.0.1".into(),
-            session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 30_000,
-            protocol_type: "consumer".into(),
-            protocols: vec![("range".into(), bytes::Bytes::from_static(b"sub"))],
-            require_known_member_id: false,
-        };
-        let joined = match g.classic.join(join, 0, &limits, || "a".into()) {
-            Outcome::Now(r) => r,
-            Outcome::Later(mut rx) => rx.try_recv().expect("a lone member's join completes"),
-        }
-        .unwrap();
+        let mut join = req("", &["range"]);
+        join.require_known_member_id = false;
+        let joined = now(g.classic.join(join, 0, &limits, || "a".into())).unwrap();
         g.note_classic(0);
         let big = bytes::Bytes::from(vec![7u8; 1000]);
         let _sync = g

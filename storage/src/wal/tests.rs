@@ -397,6 +397,34 @@ async fn under_load_flushes_overlap_and_acks_stay_in_order() {
     assert!(recorder.failed.lock().is_empty());
 }
 
+/// PUT latency of [`store_bound_writer`]'s store.
+const STORE_BOUND_LATENCY: Duration = Duration::from_millis(100);
+/// [`store_bound_writer`]'s `max_bytes`.
+const STORE_BOUND_FULL: usize = 64 << 10;
+
+/// A writer of `stream` on a store whose PUTs take
+/// [`STORE_BOUND_LATENCY`], with 4 KiB `pipeline_bytes`, objects of
+/// [`STORE_BOUND_FULL`] and 4 in flight: about 1 KiB a millisecond is more
+/// than four slots of `pipeline_bytes` objects carry. With one partition
+/// and a sink that records acks.
+fn store_bound_writer(
+    stream_no: u64,
+) -> (WalWriter, TopicIdPartition, Arc<Recorder>, Arc<dyn WalSink>) {
+    let store: Arc<dyn ObjectStore> = slow_puts(STORE_BOUND_LATENCY);
+    let cfg = WalConfig {
+        max_bytes: STORE_BOUND_FULL,
+        pipeline_bytes: 4 << 10,
+        max_in_flight: 4,
+        min_interval: Some(Duration::from_millis(1)),
+        hedge: false,
+        ..WalConfig::default()
+    };
+    let w = WalWriter::start(store, stream(stream_no), WalSeq(0), cfg).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn WalSink> = recorder.clone();
+    (w, tip("t", 0), recorder, sink)
+}
+
 /// The cost policy at saturation: once data is due but every flush slot
 /// is busy (the store is the limit), flushes wait for full `max_bytes`
 /// objects, so PUTs per byte fall to what full objects need; once the
@@ -404,22 +432,8 @@ async fn under_load_flushes_overlap_and_acks_stay_in_order() {
 /// one PUT, not for an object to fill).
 #[tokio::test(start_paused = true)]
 async fn store_bound_flushes_fill_whole_objects_and_light_load_flushes_at_once() {
-    let latency = Duration::from_millis(100);
-    let slow = slow_puts(latency);
-    let store: Arc<dyn ObjectStore> = slow.clone();
-    let full = 64 << 10;
-    let cfg = WalConfig {
-        max_bytes: full,
-        pipeline_bytes: 4 << 10,
-        max_in_flight: 4,
-        min_interval: Some(Duration::from_millis(1)),
-        hedge: false,
-        ..WalConfig::default()
-    };
-    let w = WalWriter::start(store, stream(24), WalSeq(0), cfg).unwrap();
-    let tp = tip("t", 0);
-    let recorder = Arc::new(Recorder::default());
-    let sink: Arc<dyn WalSink> = recorder.clone();
+    let (latency, full) = (STORE_BOUND_LATENCY, STORE_BOUND_FULL);
+    let (w, tp, recorder, sink) = store_bound_writer(24);
 
     // About 1 KiB a millisecond: 100 KiB per PUT latency, more than four
     // slots of `pipeline_bytes` objects carry.
@@ -489,21 +503,8 @@ async fn store_bound_flushes_fill_whole_objects_and_light_load_flushes_at_once()
 /// round of small PUTs until every slot was busy again.
 #[tokio::test(start_paused = true)]
 async fn a_store_bound_producer_that_stalls_briefly_keeps_full_objects() {
-    let latency = Duration::from_millis(100);
-    let store: Arc<dyn ObjectStore> = slow_puts(latency);
-    let full = 64 << 10;
-    let cfg = WalConfig {
-        max_bytes: full,
-        pipeline_bytes: 4 << 10,
-        max_in_flight: 4,
-        min_interval: Some(Duration::from_millis(1)),
-        hedge: false,
-        ..WalConfig::default()
-    };
-    let w = WalWriter::start(store, stream(25), WalSeq(0), cfg).unwrap();
-    let tp = tip("t", 0);
-    let recorder = Arc::new(Recorder::default());
-    let sink: Arc<dyn WalSink> = recorder.clone();
+    let (latency, full) = (STORE_BOUND_LATENCY, STORE_BOUND_FULL);
+    let (w, tp, recorder, sink) = store_bound_writer(25);
     let (per, n, stalls) = (64, 1000, 5);
     for i in 0..n {
         submit(&w, &tp, &batch(i * per, per as usize), sink.clone()).await;
