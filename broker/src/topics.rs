@@ -220,6 +220,14 @@ struct Cached {
     record: TopicRecord,
 }
 
+/// What [`TopicRegistry::install`] did.
+enum Installed {
+    /// Put the head in, replacing this one (if any).
+    Replaced(Option<Cached>),
+    /// Kept this later head instead.
+    KeptLater(Cached),
+}
+
 /// The topic registry: see the module docs.
 #[derive(Debug)]
 pub struct TopicRegistry {
@@ -315,25 +323,34 @@ impl TopicRegistry {
             .await
             .map_err(|e| BrokerError::storage(format!("reading topic {name}"), e))?;
         let cached = head.map(|(version, record)| Cached { version, record });
-        let mut cache = self.cache.lock();
-        // A read that started before another broker's change can finish
-        // after a read that saw it: never put an older head back.
-        let current = cache.get(name);
-        let superseded = match (current, &cached) {
-            (Some(c), Some(read)) => c.version > read.version,
-            (Some(c), None) => from.is_none_or(|f| c.version > f),
-            (None, _) => false,
-        };
-        if superseded {
-            return Ok(current.cloned());
-        }
         let before = match &cached {
-            Some(c) => cache.insert(name.clone(), c.clone()),
-            None => cache.remove(name),
+            Some(read) => match self.install(name, read.clone()) {
+                Installed::Replaced(before) => before,
+                Installed::KeptLater(later) => return Ok(Some(later)),
+            },
+            None => {
+                let mut cache = self.cache.lock();
+                match cache.get(name) {
+                    // Cached since this read started: newer than nothing.
+                    Some(c) if from.is_none_or(|f| c.version > f) => return Ok(Some(c.clone())),
+                    _ => cache.remove(name),
+                }
+            }
         };
-        drop(cache);
         self.note_change(name, before.as_ref(), cached.as_ref());
         Ok(cached)
+    }
+
+    /// Puts `head` in the cache unless the cache holds a later version: a
+    /// read or write that finishes late (it started before another
+    /// broker's change, or this broker's own) never puts an older head
+    /// back.
+    fn install(&self, name: &TopicName, head: Cached) -> Installed {
+        let mut cache = self.cache.lock();
+        match cache.get(name) {
+            Some(c) if c.version > head.version => Installed::KeptLater(c.clone()),
+            _ => Installed::Replaced(cache.insert(name.clone(), head)),
+        }
     }
 
     /// Sorts a move of the cached head from `before` to `after` into
@@ -552,13 +569,13 @@ impl TopicRegistry {
         };
         match self.chain(name).create(version, &record).await {
             Ok(()) => {
-                self.cache.lock().insert(
-                    name.clone(),
-                    Cached {
-                        version,
-                        record: record.clone(),
-                    },
-                );
+                let created = Cached {
+                    version,
+                    record: record.clone(),
+                };
+                // A later version already cached (deleted again at once)
+                // stays.
+                let _ = self.install(name, created);
                 tracing::info!(topic = %name, partitions, %version, "topic created");
                 Ok((self.topic(name, record)?, true))
             }
@@ -617,8 +634,9 @@ impl TopicRegistry {
                         version,
                         record: record.clone(),
                     };
-                    let before = self.cache.lock().insert(name.clone(), after.clone());
-                    self.note_change(name, before.as_ref(), Some(&after));
+                    if let Installed::Replaced(before) = self.install(name, after.clone()) {
+                        self.note_change(name, before.as_ref(), Some(&after));
+                    }
                     tracing::info!(topic = %name, partitions = record.partitions, %version, "topic changed");
                     return self.topic(name, record);
                 }
@@ -652,9 +670,7 @@ impl TopicRegistry {
             .create(version, &record)
             .await
             .map_err(|e| BrokerError::storage(format!("deleting topic {name}"), e))?;
-        self.cache
-            .lock()
-            .insert(name.clone(), Cached { version, record });
+        let _ = self.install(name, Cached { version, record });
         tracing::info!(topic = %name, %version, "topic deleted");
         Ok(version)
     }

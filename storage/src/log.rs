@@ -381,15 +381,15 @@ impl std::fmt::Debug for PartitionLog {
 /// waits for it before it is refused as out of order.
 const REORDER_WAIT: Duration = Duration::from_millis(500);
 
+/// How long a background seal waits for the rest of a large tail to
+/// become durable before leaving it to the next append or maintenance.
+const RESEAL_WAIT: Duration = Duration::from_secs(60);
+
 /// While `header` is ahead of its producer's next batch (a sequence gap),
 /// waits up to [`REORDER_WAIT`] for the batches before it: with a
 /// pipelining producer they may be in requests that this one overtook, as
 /// requests are served concurrently. The sequence check after it refuses
 /// the batch if the gap is still there.
-/// How long a background seal waits for the rest of a large tail to
-/// become durable before leaving it to the next append or maintenance.
-const RESEAL_WAIT: Duration = Duration::from_secs(60);
-
 async fn wait_for_predecessor(inner: &Inner, header: &crate::batch::BatchHeader) {
     let mut deadline = None;
     loop {

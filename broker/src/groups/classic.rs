@@ -323,6 +323,8 @@ pub struct ClassicGroup {
     stable: Option<ClassicValue>,
     /// `stable` changed since the group last took note.
     dirty: bool,
+    /// Its last member left since the group last took note.
+    emptied: bool,
     /// The stable generation is not durable yet: SyncGroup answers wait
     /// for [`ClassicGroup::release`] with this token.
     unreleased: Option<u64>,
@@ -364,6 +366,7 @@ impl Clone for ClassicGroup {
             rebalance_deadline_ms: self.rebalance_deadline_ms,
             stable: self.stable.clone(),
             dirty: self.dirty,
+            emptied: self.emptied,
             unreleased: self.unreleased,
             max_value_bytes: self.max_value_bytes,
         }
@@ -385,6 +388,7 @@ impl ClassicGroup {
             rebalance_deadline_ms: 0,
             stable: None,
             dirty: false,
+            emptied: false,
             unreleased: None,
             max_value_bytes: Limits::default().max_group_bytes,
         }
@@ -424,7 +428,8 @@ impl ClassicGroup {
     }
 
     /// What is persisted: the last stable generation (its number alone
-    /// once the group has no members); `None` before the first.
+    /// once the group has no members, or while its generation is too large
+    /// to persist); `None` before the first.
     pub fn value(&self) -> Option<ClassicValue> {
         self.stable.clone()
     }
@@ -485,8 +490,14 @@ impl ClassicGroup {
     /// again); a group that never got that far is forgotten, as Kafka
     /// forgets an empty group without offsets.
     fn emptied(&mut self) {
+        self.emptied = true;
         let value = self.stable.is_some().then(|| self.generation_only());
         self.set_stable(value);
+    }
+
+    /// True once if its last member left since the last call.
+    pub fn take_emptied(&mut self) -> bool {
+        std::mem::take(&mut self.emptied)
     }
 
     /// What is persisted of a group without members, or whose stable
@@ -1270,7 +1281,13 @@ pub(super) mod tests {
         ));
         now(g.join(req("a", &["range"]), 0, &small, || unreachable!())).unwrap();
         let big = Bytes::from(vec![7u8; 1000]);
-        let s = synced(&mut g, "a", 1, vec![("a".into(), big.clone())], 1).unwrap();
+        let Outcome::Later(mut a_sync) = g.sync("a", 1, vec![("a".into(), big.clone())], 1) else {
+            panic!("the sync waits for the generation's number to be durable");
+        };
+        let token = g.unreleased().expect("waiting to be durable");
+        assert!(a_sync.try_recv().is_err(), "not answered before durable");
+        g.release(token);
+        let s = a_sync.try_recv().unwrap().unwrap();
         assert_eq!(s.assignment, big, "answered once its number is durable");
         let v = g.value().expect("the generation");
         assert_eq!(

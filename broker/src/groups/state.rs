@@ -620,15 +620,21 @@ impl Group {
     /// Marks the group changed if its classic members' persisted
     /// generation did (call after every change to `classic`); a group
     /// whose classic members all left is empty from `now_ms` (offsets
-    /// retention).
+    /// retention restarts, as in Kafka), also when they never got as far
+    /// as a stable generation, if the group has a record or offsets to
+    /// keep (one with neither is forgotten).
     pub fn note_classic(&mut self, now_ms: i64) {
-        if self.classic.take_dirty() {
-            self.touch();
-            if !self.classic.is_empty() {
-                self.empty_since_ms = None;
-            } else if self.members.is_empty() {
-                self.empty_since_ms = Some(now_ms);
-            }
+        let dirty = self.classic.take_dirty();
+        let emptied = self.classic.take_emptied();
+        let kept = self.persisted.is_some() || !self.offsets.is_empty();
+        if !(dirty || (emptied && kept)) {
+            return;
+        }
+        self.touch();
+        if !self.classic.is_empty() {
+            self.empty_since_ms = None;
+        } else if self.members.is_empty() {
+            self.empty_since_ms = Some(now_ms);
         }
     }
 
@@ -2351,5 +2357,26 @@ mod tests {
         g.classic.leave("a", None, 2).unwrap();
         g.note_classic(2);
         assert_eq!(g.empty_since_ms(), Some(2));
+
+        // A group with offsets whose classic member leaves before its
+        // generation became stable: the retention clock restarts too.
+        let mut g = Group::new("g".into());
+        g.offsets.insert(
+            ("t".into(), 0),
+            Committed {
+                offset: 5,
+                metadata: String::new(),
+                commit_ms: 0,
+                topic_id: "id".into(),
+            },
+        );
+        let mut join = req("", &["range"]);
+        join.require_known_member_id = false;
+        now(g.classic.join(join, 10, &limits, || "b".into())).unwrap();
+        g.note_classic(10);
+        g.classic.leave("b", None, 20).unwrap();
+        g.note_classic(20);
+        assert_eq!(g.empty_since_ms(), Some(20));
+        assert!(g.needs_write(), "and the new clock is written");
     }
 }

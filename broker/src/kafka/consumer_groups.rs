@@ -106,7 +106,8 @@ async fn beat(
 /// has is a deleted topic, which nobody can read: left out. `None` when a
 /// lookup failed (the coordinator then keeps what it knew). Each topic is
 /// listed once; a lookup by id is a hash lookup in the registry's cache
-/// (an id it lacks costs one fresh listing for the whole heartbeat).
+/// (ids it lacks cost one fresh listing for the whole heartbeat, or two
+/// if another was under way).
 async fn owned_by_name(shared: &Shared, owned: Vec<OwnedTopic>) -> Result<Option<Partitions>> {
     let arrived = std::time::Instant::now();
     let mut out = Partitions::new();
