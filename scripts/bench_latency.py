@@ -8,7 +8,8 @@ the same emulated store (`strata bench store --s3-latency`) measured in the
 same run, so every figure is also a ratio that survives a noisy machine:
 
 1. saturation, 8 partitions and 1 partition (1 KiB records, acks=all);
-2. half of the 8-partition saturation rate: ack p50/p99 against PUT p50/p99;
+2. half of the 8-partition saturation rate (less where the machine cannot
+   sustain that: see `run`): ack p50/p99 against PUT p50/p99;
 3. the cost policy: `wal.min_interval` at 5, 20, 50, 100 and 250 ms under a
    light load (5,000 records/s): ack latency against PUTs per broker-month;
 4. a cold read: one partition of 1 GiB, written, then read from the start
@@ -167,17 +168,27 @@ def run(a, strata, work, scale):
     finally:
         broker.stop()
     # Half load on a broker of its own: the saturation runs leave segments
-    # to seal and upload, whose CPU would otherwise be in this run.
+    # to seal and upload, whose CPU would otherwise be in this run. The
+    # saturation figure is a burst into unsealed tails; where the machine
+    # cannot sustain half of it for the longer half-load run, the producer
+    # queues and the latencies measure that queue, so such a run is done
+    # again at 80% of what it achieved, until one keeps up.
     half_rate = int(sat8["records_per_sec"] / 2)
-    half_dir = os.path.join(work, "half")
-    os.makedirs(half_dir)
-    broker = Broker(strata, half_dir, {})
-    try:
-        half = broker.bench(strata, "--topic", "half", "--partitions", "8",
-                            "--rate", str(half_rate),
-                            "--records", str(int(half_rate * 8 * scale) or 1000))
-    finally:
-        broker.stop()
+    for attempt in range(3):
+        half_dir = os.path.join(work, f"half{attempt}")
+        os.makedirs(half_dir)
+        broker = Broker(strata, half_dir, {})
+        try:
+            half = broker.bench(strata, "--topic", "half", "--partitions", "8",
+                                "--rate", str(half_rate),
+                                "--records", str(int(half_rate * 8 * scale) or 1000))
+        finally:
+            broker.stop()
+        if half["records_per_sec"] >= 0.95 * half_rate:
+            break
+        print(f"half load: offered {half_rate} records/s, kept up with "
+              f"{half['records_per_sec']:.0f}; again at 80% of that", file=sys.stderr)
+        half_rate = int(half["records_per_sec"] * 0.8)
 
     print()
     print(f"Raw PUT of the emulated S3 store, same run: {raw['mib_per_sec']:.1f} MiB/s "
