@@ -803,11 +803,31 @@ mod tests {
     use super::*;
 
     fn registry() -> TopicRegistry {
-        TopicRegistry::new(Arc::new(InMemory::new()), BrokerId(0), LogConfig::default())
+        on(Arc::new(InMemory::new()), 0)
     }
 
     fn name(s: &str) -> TopicName {
         TopicName::new(s).expect("valid name")
+    }
+
+    /// Broker `broker`'s registry over `store`, with default settings.
+    fn on(store: Arc<dyn ObjectStore>, broker: u32) -> TopicRegistry {
+        TopicRegistry::new(store, BrokerId(broker), LogConfig::default())
+    }
+
+    /// `store` with every request `rule` picks delayed.
+    fn slowed(
+        store: Arc<dyn ObjectStore>,
+        rule: strata_storage::store::FaultRule,
+    ) -> Arc<dyn ObjectStore> {
+        use strata_storage::store::{FaultConfig, FaultStore};
+        Arc::new(FaultStore::new(
+            store,
+            FaultConfig {
+                seed: 1,
+                rules: vec![rule],
+            },
+        ))
     }
 
     #[tokio::test]
@@ -816,8 +836,7 @@ mod tests {
             InMemory::new(),
         )));
         let stats = store.stats();
-        let a = TopicRegistry::new(store.clone(), BrokerId(1), LogConfig::default());
-        let b = TopicRegistry::new(store, BrokerId(2), LogConfig::default());
+        let (a, b) = (on(store.clone(), 1), on(store, 2));
         let (orders, _) = a
             .create(&name("orders"), 2, TopicOverrides::default(), false, 1)
             .await
@@ -875,8 +894,7 @@ mod tests {
     #[tokio::test]
     async fn a_broker_that_missed_a_re_create_finds_the_new_id() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let a = TopicRegistry::new(store.clone(), BrokerId(1), LogConfig::default());
-        let b = TopicRegistry::new(store, BrokerId(2), LogConfig::default());
+        let (a, b) = (on(store.clone(), 1), on(store, 2));
         let orders = name("orders");
         let (first, _) = a
             .create(&orders, 1, TopicOverrides::default(), false, 1)
@@ -915,27 +933,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_read_of_an_old_head_never_replaces_a_newer_one() {
-        use strata_storage::store::{FaultConfig, FaultRule, FaultStore, Op};
+        use strata_storage::store::{FaultRule, Op};
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let orders = name("orders");
         // Reading the first version of the topic takes a while.
         let first_version = keys::topic_config_chain(&orders).version(Version(1));
-        let slow: Arc<dyn ObjectStore> = Arc::new(FaultStore::new(
+        let slow = slowed(
             store.clone(),
-            FaultConfig {
-                seed: 1,
-                rules: vec![
-                    FaultRule::latency(
-                        Op::Get,
-                        Duration::from_millis(300),
-                        Duration::from_millis(300),
-                    )
-                    .with_key_prefix(first_version.to_string()),
-                ],
-            },
-        ));
-        let a = TopicRegistry::new(store, BrokerId(1), LogConfig::default());
-        let b = Arc::new(TopicRegistry::new(slow, BrokerId(2), LogConfig::default()));
+            FaultRule::latency(
+                Op::Get,
+                Duration::from_millis(300),
+                Duration::from_millis(300),
+            )
+            .with_key_prefix(first_version.to_string()),
+        );
+        let (a, b) = (on(store, 1), Arc::new(on(slow, 2)));
         a.create(&orders, 1, TopicOverrides::default(), false, 1)
             .await
             .expect("create");
@@ -964,26 +976,22 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_ids_in_one_request_or_at_once_share_one_listing() {
-        use strata_storage::store::{FaultConfig, FaultRule, FaultStore, Op};
+        use strata_storage::store::{FaultRule, Op};
 
         let store = Arc::new(strata_storage::store::MetricsStore::new(Arc::new(
             InMemory::new(),
         )));
         let stats = store.stats();
         // Lists take a while, so lookups overlap them.
-        let slow: Arc<dyn ObjectStore> = Arc::new(FaultStore::new(
+        let slow = slowed(
             store.clone(),
-            FaultConfig {
-                seed: 1,
-                rules: vec![FaultRule::latency(
-                    Op::List,
-                    Duration::from_millis(5),
-                    Duration::from_millis(10),
-                )],
-            },
-        ));
-        let a = TopicRegistry::new(store, BrokerId(1), LogConfig::default());
-        let b = Arc::new(TopicRegistry::new(slow, BrokerId(2), LogConfig::default()));
+            FaultRule::latency(
+                Op::List,
+                Duration::from_millis(5),
+                Duration::from_millis(10),
+            ),
+        );
+        let (a, b) = (on(store, 1), Arc::new(on(slow, 2)));
         for t in ["a", "b", "c"] {
             a.create(&name(t), 1, TopicOverrides::default(), false, 1)
                 .await
@@ -1019,8 +1027,7 @@ mod tests {
     #[tokio::test]
     async fn updates_keep_the_id_grow_partitions_and_tell_other_brokers() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let a = TopicRegistry::new(store.clone(), BrokerId(1), LogConfig::default());
-        let b = TopicRegistry::new(store, BrokerId(2), LogConfig::default());
+        let (a, b) = (on(store.clone(), 1), on(store, 2));
         let t = name("orders");
         let (topic, _) = a
             .create(&t, 2, TopicOverrides::default(), false, 1)
@@ -1186,7 +1193,7 @@ mod tests {
             .expect("re-create");
 
         // A second registry (another broker) sees it through the bucket.
-        let other = TopicRegistry::new(r.store.clone(), BrokerId(1), LogConfig::default());
+        let other = on(r.store.clone(), 1);
         assert_eq!(other.get(&t).await.expect("get").record.partitions, 2);
     }
 
