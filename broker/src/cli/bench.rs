@@ -541,7 +541,7 @@ fn print_store(
     }
     if s.wal_objects > 0.0 {
         println!(
-            "WAL objects: {:.0}, {} each on average (wal.max_bytes caps them; 8 MiB by default)",
+            "WAL objects: {:.0}, {} each on average (full ones hold wal.max_bytes, 8 MiB by default, and part of a batch)",
             s.wal_objects,
             human_bytes((s.wal_bytes / s.wal_objects) as u64),
         );

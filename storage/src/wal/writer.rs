@@ -24,8 +24,10 @@ use crate::keys::{TopicIdPartition, WalSeq, WalStream};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WalConfig {
-    /// Largest WAL object. A flush starts early when this much is waiting.
-    /// Larger objects mean fewer PUTs (cost) but more latency per flush.
+    /// Size of a full WAL object. A flush starts early when this much is
+    /// waiting. An object ends with the entry (produced batch) that fills
+    /// it, so it can exceed this by less than one batch. Larger objects
+    /// mean fewer PUTs (cost) but more latency per flush.
     pub max_bytes: usize,
     /// The cost policy at light load: least time between the starts of two
     /// flushes of less than `pipeline_bytes`, so a lightly loaded broker
@@ -633,12 +635,17 @@ impl FlushSize {
     }
 }
 
-/// Takes entries from the front of `buf` up to `max` bytes (at least one).
-fn take_up_to(buf: &mut Vec<Pending>, max: usize) -> (Vec<Pending>, usize) {
+/// Takes entries from the front of `buf` until they reach `target` bytes
+/// (or `buf` ends). An object ends with the entry that fills it, so a full
+/// one holds `target` bytes and less than one entry more, whatever the
+/// entries' size: stopping short of `target` instead would leave 1,000,000
+/// byte client batches filling 8 MiB objects to 7.63 MiB, 5% more PUTs per
+/// GiB for nothing.
+fn take_up_to(buf: &mut Vec<Pending>, target: usize) -> (Vec<Pending>, usize) {
     let mut size = 0;
     let mut n = 0;
     for p in buf.iter() {
-        if n > 0 && size + p.entry.bytes.len() > max {
+        if size >= target {
             break;
         }
         size += p.entry.bytes.len();
