@@ -27,11 +27,18 @@ const MAGIC: &[u8; 8] = b"STRSEG01";
 /// Footer size.
 pub const FOOTER_LEN: usize = 48;
 const INDEX_ENTRY_LEN: usize = 16;
-/// Segments larger than this upload with multipart.
-pub const MULTIPART_THRESHOLD: usize = 16 << 20;
-const PART_SIZE: usize = 8 << 20;
-/// Parts of one segment uploaded at once: a 64 MiB segment (a busy
-/// partition's seal) goes up in one round trip.
+/// Segments larger than this upload with multipart. Every request of an
+/// upload is billed like a PUT, so a segment of the default
+/// `log.segment_bytes` (32 MiB) and the bit more a seal under load takes
+/// goes up in one PUT: six requests a segment as 8 MiB parts made segments
+/// cost more PUTs per GiB than the WAL. A seal runs in the background, so
+/// one stream's bandwidth is enough for it; a partition whose seals fall
+/// behind that (its tail grows past this) uploads in parallel parts and
+/// catches up.
+pub const MULTIPART_THRESHOLD: usize = 64 << 20;
+const PART_SIZE: usize = 16 << 20;
+/// Parts of one segment uploaded at once: a 128 MiB segment (a partition
+/// catching up) goes up in one round trip.
 const UPLOAD_PARTS_IN_FLIGHT: usize = 8;
 
 /// One sparse-index entry.
@@ -387,5 +394,37 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(cache.stats().read_ahead_blocks, ahead);
         cache.close().await;
+    }
+
+    /// Every request of an upload is billed like a PUT: a segment of the
+    /// default size (32 MiB, and the bit more a seal under load takes)
+    /// goes up in one PUT, not a multipart upload of six requests; only a
+    /// tail that grew past [`MULTIPART_THRESHOLD`] (its seals fell behind)
+    /// uploads in parts, in parallel, to catch up.
+    #[tokio::test]
+    async fn a_default_size_segment_is_one_put_and_a_large_one_uploads_in_parts() {
+        use crate::store::MetricsStore;
+        let metered = Arc::new(MetricsStore::new(Arc::new(InMemory::new())));
+        let stats = metered.stats();
+        let store: Arc<dyn ObjectStore> = metered;
+        // 40 MiB: 80 batches of 512 records of 1 KiB.
+        let meta = segment(&store, "s/40", &batches(0, 80, 512)).await;
+        let s = stats.snapshot();
+        assert_eq!((s.put_requests, s.multipart_requests), (1, 0), "{meta:?}");
+
+        let large = batches(0, 2 * (MULTIPART_THRESHOLD >> 20) + 16, 512);
+        let meta = segment(&store, "s/large", &large).await;
+        let s = stats.snapshot();
+        let parts = (meta.size as usize).div_ceil(PART_SIZE) as u64;
+        assert_eq!(s.put_requests, 1);
+        assert_eq!(s.multipart_requests, parts + 2, "start, parts, complete");
+        let back = store
+            .get(&Path::from("s/large"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(back.len() as u64, meta.size);
     }
 }
