@@ -32,7 +32,7 @@
 //! | `strata_controller` | gauge | | 1 on the broker holding the controller term |
 //! | `strata_cluster_brokers_alive` | gauge | | live brokers in this broker's view |
 //! | `strata_wal_objects_total` | counter | | WAL objects this broker's current WAL writer wrote |
-//! | `strata_wal_bytes_total` | counter | | record bytes in them (`bytes / objects` against `wal.max_bytes`: how full objects are) |
+//! | `strata_wal_bytes_total` | counter | | record bytes in them (`bytes / objects` against `wal.max_bytes`: how full objects are; a full one holds it and part of a batch) |
 //! | `strata_wal_hedged_puts_total` | counter | | WAL PUTs sent again because the first was slow (`wal.hedge`) |
 //! | `strata_unsealed_bytes` | gauge | | bytes of unsealed tails held in memory (budget: `wal.max_unsealed_bytes`) |
 //! | `strata_bucket_objects` | gauge | `kind` = wal, wal_tombstone, segment, manifest, topic_config, cluster, other | the controller's last bucket sweep (absent elsewhere and before the first) |

@@ -586,7 +586,14 @@ impl PartitionLog {
             ));
         }
         if !replayed.is_empty() {
-            let meta = segment::seal(&store, &tp, &replayed, config.index_interval_bytes).await?;
+            let meta = segment::seal(
+                &store,
+                &tp,
+                &replayed,
+                config.index_interval_bytes,
+                segment::Upload::Waited,
+            )
+            .await?;
             tracing::info!(%tp, base = meta.base_offset, last = meta.last_offset, "sealed the replayed WAL tail");
             manifest.segments.push(meta);
         }
@@ -1057,6 +1064,7 @@ impl PartitionLog {
             &inner.tp,
             &batches,
             inner.config.index_interval_bytes,
+            segment::Upload::Background,
         )
         .await?;
         let uploaded = started.elapsed();
@@ -1405,6 +1413,7 @@ impl PartitionLog {
                     &inner.tp,
                     &batches,
                     inner.config.index_interval_bytes,
+                    segment::Upload::Waited,
                 )
                 .await?,
             );

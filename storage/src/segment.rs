@@ -27,18 +27,40 @@ const MAGIC: &[u8; 8] = b"STRSEG01";
 /// Footer size.
 pub const FOOTER_LEN: usize = 48;
 const INDEX_ENTRY_LEN: usize = 16;
-/// Segments larger than this upload with multipart. Every request of an
-/// upload is billed like a PUT, so a segment of the default
-/// `log.segment_bytes` (32 MiB) and the bit more a seal under load takes
-/// goes up in one PUT: six requests a segment as 8 MiB parts made segments
-/// cost more PUTs per GiB than the WAL. A seal runs in the background, so
-/// one stream's bandwidth is enough for it; a partition whose seals fall
-/// behind that (its tail grows past this) uploads in parallel parts and
-/// catches up.
-pub const MULTIPART_THRESHOLD: usize = 64 << 20;
-const PART_SIZE: usize = 16 << 20;
-/// Parts of one segment uploaded at once: a 128 MiB segment (a partition
-/// catching up) goes up in one round trip.
+/// How a seal's upload trades requests (each billed like a PUT) for
+/// latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// Nothing waits for it (a seal by size, age or memory pressure): one
+    /// PUT up to [`MULTIPART_THRESHOLD`], so a segment of the default
+    /// `log.segment_bytes` (32 MiB) and the bit more a seal under load
+    /// takes costs one request, not the six of 8 MiB parts (which made
+    /// segments cost more requests per GiB than the WAL). One stream's
+    /// bandwidth is enough in the background; a partition whose seals
+    /// fall behind it (its tail grows past the threshold) uploads in
+    /// parallel 16 MiB parts and catches up.
+    Background,
+    /// A hand-over or a takeover waits for it, and the partition with it:
+    /// parallel 8 MiB parts above 16 MiB, a few requests more for about
+    /// one round trip instead of one stream's transfer time.
+    Waited,
+}
+
+/// Background seals larger than this upload with multipart.
+pub const MULTIPART_THRESHOLD: usize = 48 << 20;
+
+impl Upload {
+    /// Above which size the upload goes in parts, and their size.
+    fn multipart(self) -> (usize, usize) {
+        match self {
+            Self::Background => (MULTIPART_THRESHOLD, 16 << 20),
+            Self::Waited => (16 << 20, 8 << 20),
+        }
+    }
+}
+
+/// Parts of one segment uploaded at once: a 128 MiB segment goes up in
+/// one round trip.
 const UPLOAD_PARTS_IN_FLIGHT: usize = 8;
 
 /// One sparse-index entry.
@@ -124,21 +146,23 @@ pub fn build(batches: &[Batch], index_interval: usize) -> Result<SegmentData> {
     })
 }
 
-/// Uploads a built segment to `key` (multipart when large) and returns its
-/// manifest entry.
+/// Uploads a built segment to `key` (multipart when large, as `how` says)
+/// and returns its manifest entry.
 pub async fn upload(
     store: &Arc<dyn ObjectStore>,
     key: &Path,
     data: SegmentData,
+    how: Upload,
 ) -> Result<SegmentMeta> {
     let mut meta = data.meta;
     meta.key = key.to_string();
-    if meta.size as usize <= MULTIPART_THRESHOLD {
+    let (threshold, part_size) = how.multipart();
+    if meta.size as usize <= threshold {
         let payload: PutPayload = data.parts.into_iter().collect();
         store.put(key, payload).await?;
     } else {
         let upload = store.put_multipart(key).await?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut w = WriteMultipart::new_with_chunk_size(upload, part_size);
         for p in data.parts {
             w.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
             w.put(p);
@@ -155,10 +179,11 @@ pub async fn seal(
     tp: &crate::keys::TopicIdPartition,
     batches: &[Batch],
     index_interval: usize,
+    how: Upload,
 ) -> Result<SegmentMeta> {
     let data = build(batches, index_interval)?;
     let key = crate::keys::new_segment(tp, data.meta.base_offset);
-    upload(store, &key, data).await
+    upload(store, &key, data, how).await
 }
 
 /// Parses a segment's index section (`index_pos .. size - FOOTER_LEN`).
@@ -326,8 +351,17 @@ mod tests {
     }
 
     async fn segment(store: &Arc<dyn ObjectStore>, name: &str, batches: &[Batch]) -> SegmentMeta {
+        uploaded(store, name, batches, Upload::Background).await
+    }
+
+    async fn uploaded(
+        store: &Arc<dyn ObjectStore>,
+        name: &str,
+        batches: &[Batch],
+        how: Upload,
+    ) -> SegmentMeta {
         let data = build(batches, 4096).unwrap();
-        upload(store, &Path::from(name), data).await.unwrap()
+        upload(store, &Path::from(name), data, how).await.unwrap()
     }
 
     #[tokio::test]
@@ -396,35 +430,36 @@ mod tests {
         cache.close().await;
     }
 
-    /// Every request of an upload is billed like a PUT: a segment of the
-    /// default size (32 MiB, and the bit more a seal under load takes)
-    /// goes up in one PUT, not a multipart upload of six requests; only a
-    /// tail that grew past [`MULTIPART_THRESHOLD`] (its seals fell behind)
-    /// uploads in parts, in parallel, to catch up.
+    /// Every request of an upload is billed like a PUT: a background
+    /// seal of the default size (32 MiB, and the bit more a seal under
+    /// load takes) goes up in one PUT, not a multipart upload of six
+    /// requests; only a tail that grew past [`MULTIPART_THRESHOLD`] (its
+    /// seals fell behind) uploads in parts, in parallel, to catch up. A
+    /// seal that a hand-over waits for takes parallel parts from 16 MiB.
     #[tokio::test]
-    async fn a_default_size_segment_is_one_put_and_a_large_one_uploads_in_parts() {
+    async fn a_background_seal_is_one_put_and_a_large_or_waited_one_goes_in_parts() {
         use crate::store::MetricsStore;
         let metered = Arc::new(MetricsStore::new(Arc::new(InMemory::new())));
         let stats = metered.stats();
         let store: Arc<dyn ObjectStore> = metered;
-        // 40 MiB: 80 batches of 512 records of 1 KiB.
-        let meta = segment(&store, "s/40", &batches(0, 80, 512)).await;
-        let s = stats.snapshot();
-        assert_eq!((s.put_requests, s.multipart_requests), (1, 0), "{meta:?}");
+        let requests = || {
+            let s = stats.snapshot();
+            (s.put_requests, s.multipart_requests)
+        };
+        // About 40 MiB: 80 batches of 512 records of 1 KiB.
+        let default_size = batches(0, 80, 512);
+        let meta = segment(&store, "s/40", &default_size).await;
+        assert_eq!(requests(), (1, 0), "{meta:?}");
 
         let large = batches(0, 2 * (MULTIPART_THRESHOLD >> 20) + 16, 512);
         let meta = segment(&store, "s/large", &large).await;
-        let s = stats.snapshot();
-        let parts = (meta.size as usize).div_ceil(PART_SIZE) as u64;
-        assert_eq!(s.put_requests, 1);
-        assert_eq!(s.multipart_requests, parts + 2, "start, parts, complete");
-        let back = store
-            .get(&Path::from("s/large"))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert_eq!(back.len() as u64, meta.size);
+        let parts = (meta.size as usize).div_ceil(16 << 20) as u64;
+        assert_eq!(requests(), (1, parts + 2), "start, parts, complete");
+        let back = store.get(&Path::from("s/large")).await.unwrap();
+        assert_eq!(back.bytes().await.unwrap().len() as u64, meta.size);
+
+        let meta = uploaded(&store, "s/waited", &default_size, Upload::Waited).await;
+        let waited = (meta.size as usize).div_ceil(8 << 20) as u64;
+        assert_eq!(requests(), (1, parts + 2 + waited + 2));
     }
 }

@@ -445,7 +445,8 @@ async fn large_segments_upload_with_multipart() {
     };
     let log = node.open(&tp, config).await.unwrap();
     let mut acked = BTreeMap::new();
-    for i in 0..20 {
+    // 55 MB: past the threshold, under `segment_bytes`.
+    for i in 0..55 {
         let v = format!("{i:04}{}", "x".repeat(1_000_000));
         let r = log
             .append(batch_of(std::slice::from_ref(&v), None), Acks::All)

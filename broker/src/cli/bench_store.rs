@@ -20,7 +20,8 @@ pub struct StoreBench {
     /// memory://); S3 settings come from the AWS_* variables.
     #[arg(long, default_value = "file://./strata-data/bucket")]
     pub store: String,
-    /// Bytes per object (the broker's WAL objects are up to 8 MiB).
+    /// Bytes per object (the broker's WAL objects are about 8 MiB under
+    /// load, its segments 32 MiB).
     #[arg(long, default_value_t = 4 << 20)]
     pub object_size: usize,
     /// Objects to write.

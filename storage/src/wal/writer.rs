@@ -489,9 +489,9 @@ async fn flush_loop(shared: Arc<Shared>, config: WalConfig, mut rx: mpsc::Unboun
         let due = size.due(buf_bytes, in_flight.len(), slot_free);
         if !buf.is_empty() && slot_free && (due || closing || (in_flight.is_empty() && interval_ok))
         {
-            let limit = size.object_limit(config.max_bytes);
+            let target = size.object_target(config.max_bytes);
             size.started(in_flight.len());
-            let (batch, rest_bytes) = take_up_to(&mut buf, limit);
+            let (batch, rest_bytes) = take_object(&mut buf, target);
             buf_bytes = rest_bytes;
             let seq = WalSeq(shared.next_seq.fetch_add(1, Ordering::SeqCst));
             last_start = now;
@@ -587,7 +587,10 @@ impl FlushSize {
     fn new(config: &WalConfig) -> Self {
         let pipeline = config.pipeline_bytes.min(config.max_bytes);
         // Full objects for every slot and one filling must fit the pending
-        // budget, or appends would block before an object fills.
+        // budget, or appends would block before an object fills. (An
+        // object ends with the entry that fills it, so each holds up to one
+        // entry more; with the defaults, 4 × (8 + 1) + 8 MiB of 64. Where
+        // that does not fit, fewer PUTs overlap; nothing blocks for good.)
         let fits = config.max_pending_bytes / (config.max_in_flight + 1);
         Self {
             pipeline,
@@ -617,9 +620,9 @@ impl FlushSize {
         !self.saturated || waiting >= self.full || in_flight == 0
     }
 
-    /// The largest object to take now: while saturated, `full`, so full
+    /// The size of object to fill now: while saturated, `full`, so full
     /// objects in every slot and one filling fit the pending budget.
-    fn object_limit(&self, max_bytes: usize) -> usize {
+    fn object_target(&self, max_bytes: usize) -> usize {
         if self.saturated { self.full } else { max_bytes }
     }
 
@@ -641,7 +644,8 @@ impl FlushSize {
 /// entries' size: stopping short of `target` instead would leave 1,000,000
 /// byte client batches filling 8 MiB objects to 7.63 MiB, 5% more PUTs per
 /// GiB for nothing.
-fn take_up_to(buf: &mut Vec<Pending>, target: usize) -> (Vec<Pending>, usize) {
+fn take_object(buf: &mut Vec<Pending>, target: usize) -> (Vec<Pending>, usize) {
+    debug_assert!(target > 0, "a zero target would PUT empty objects");
     let mut size = 0;
     let mut n = 0;
     for p in buf.iter() {
