@@ -149,6 +149,49 @@ impl TopicOverrides {
             .map_err(|e| BrokerError::InvalidRequest(format!("invalid topic settings: {e}")))?;
         Ok(c)
     }
+
+    /// The log settings of a topic whose overrides were checked when they
+    /// were set, perhaps against other broker defaults: an override that
+    /// is invalid over this broker's `defaults` (its `log.max_batch_bytes`
+    /// went down below a topic's `max_batch_bytes`, or up past a topic's
+    /// `segment_bytes`) gives way to the default, and the rest still
+    /// apply, so that one topic cannot fail every listing. Also returns
+    /// why each dropped override was dropped.
+    pub fn stored_log_config(&self, defaults: &LogConfig) -> (LogConfig, Vec<String>) {
+        if let Ok(c) = self.log_config(defaults) {
+            return (c, Vec::new());
+        }
+        // One at a time, each kept if it still fits with those kept before
+        // it; the batch limit first, since the segment size must hold it.
+        let fields: [fn(&mut Self, &Self); 8] = [
+            |k, s| k.max_batch_bytes = s.max_batch_bytes,
+            |k, s| k.segment_bytes = s.segment_bytes,
+            |k, s| k.segment_ms = s.segment_ms,
+            |k, s| k.retention_ms = s.retention_ms,
+            |k, s| k.retention_bytes = s.retention_bytes,
+            |k, s| k.timestamp_type = s.timestamp_type.clone(),
+            |k, s| k.timestamp_before_max_ms = s.timestamp_before_max_ms,
+            |k, s| k.timestamp_after_max_ms = s.timestamp_after_max_ms,
+        ];
+        let mut kept = Self::default();
+        let mut dropped = Vec::new();
+        for copy in fields {
+            let mut with = kept.clone();
+            copy(&mut with, self);
+            if with == kept {
+                continue;
+            }
+            match with.log_config(defaults) {
+                Ok(_) => kept = with,
+                Err(e) => dropped.push(e.to_string()),
+            }
+        }
+        // `defaults` are valid (checked at startup), so `kept` is too.
+        let config = kept
+            .log_config(defaults)
+            .unwrap_or_else(|_| defaults.clone());
+        (config, dropped)
+    }
 }
 
 /// A timestamp type by Kafka's name (`CreateTime`, `LogAppendTime`; case
@@ -297,21 +340,16 @@ impl TopicRegistry {
         Chain::new(self.store.clone(), keys::topic_config_chain(name))
     }
 
-    fn topic(&self, name: &TopicName, record: TopicRecord) -> Result<Topic> {
-        let log_config = record.config.log_config(&self.defaults).map_err(|e| {
-            BrokerError::storage(
-                format!("topic {name}"),
-                StorageError::Corrupt {
-                    key: keys::topic_config_chain(name).path().to_string(),
-                    reason: format!("stored settings are invalid for this broker: {e}"),
-                },
-            )
-        })?;
-        Ok(Topic {
+    /// `record` as a topic of this broker: its stored settings over this
+    /// broker's defaults (see [`TopicOverrides::stored_log_config`]; what
+    /// they drop is logged once per version, by [`Self::install`]).
+    fn topic(&self, name: &TopicName, record: TopicRecord) -> Topic {
+        let (log_config, _) = record.config.stored_log_config(&self.defaults);
+        Topic {
             name: name.clone(),
             record,
             log_config,
-        })
+        }
     }
 
     /// Reads the chain head into the cache.
@@ -346,11 +384,29 @@ impl TopicRegistry {
     /// broker's change, or this broker's own) never puts an older head
     /// back.
     fn install(&self, name: &TopicName, head: Cached) -> Installed {
-        let mut cache = self.cache.lock();
-        match cache.get(name) {
-            Some(c) if c.version > head.version => Installed::KeptLater(c.clone()),
-            _ => Installed::Replaced(cache.insert(name.clone(), head)),
+        let (version, live) = (head.version, !head.record.deleted);
+        let config = live.then(|| head.record.config.clone());
+        let installed = {
+            let mut cache = self.cache.lock();
+            match cache.get(name) {
+                Some(c) if c.version > head.version => Installed::KeptLater(c.clone()),
+                _ => Installed::Replaced(cache.insert(name.clone(), head)),
+            }
+        };
+        // Once per version a broker sees: what of its settings it ignores.
+        if let (Installed::Replaced(before), Some(config)) = (&installed, config)
+            && before.as_ref().map(|b| b.version) != Some(version)
+        {
+            for why in config.stored_log_config(&self.defaults).1 {
+                tracing::warn!(
+                    topic = %name,
+                    %version,
+                    "a topic setting is invalid over this broker's log defaults and is ignored \
+                     (the default applies); set it again or change the broker's defaults: {why}"
+                );
+            }
         }
+        installed
     }
 
     /// Sorts a move of the cached head from `before` to `after` into
@@ -416,7 +472,7 @@ impl TopicRegistry {
             .get(name)
             .filter(|c| !c.record.deleted)
             .map(|c| c.record.clone())?;
-        self.topic(name, record).ok()
+        Some(self.topic(name, record))
     }
 
     /// The names of the live topics the cache holds, sorted (no IO).
@@ -463,7 +519,7 @@ impl TopicRegistry {
         }
         drop(hints);
         let (name, record) = found?;
-        self.topic(&name, record).ok()
+        Some(self.topic(&name, record))
     }
 
     /// The live topic with id `id`, if any, for a request that arrived at
@@ -522,7 +578,7 @@ impl TopicRegistry {
             _ => self.refresh(name).await?,
         };
         match cached {
-            Some(c) if !c.record.deleted => self.topic(name, c.record),
+            Some(c) if !c.record.deleted => Ok(self.topic(name, c.record)),
             _ => Err(BrokerError::UnknownTopic(name.to_string())),
         }
     }
@@ -546,7 +602,7 @@ impl TopicRegistry {
         let version = match &head {
             Some(c) if !c.record.deleted => {
                 return if if_not_exists {
-                    Ok((self.topic(name, c.record.clone())?, false))
+                    Ok((self.topic(name, c.record.clone()), false))
                 } else {
                     Err(BrokerError::TopicAlreadyExists(name.to_string()))
                 };
@@ -577,13 +633,13 @@ impl TopicRegistry {
                 // stays.
                 let _ = self.install(name, created);
                 tracing::info!(topic = %name, partitions, %version, "topic created");
-                Ok((self.topic(name, record)?, true))
+                Ok((self.topic(name, record), true))
             }
             Err(e) if e.is_fenced() => {
                 // Someone else created (or deleted) it at the same time.
                 match self.refresh(name).await? {
                     Some(c) if !c.record.deleted && if_not_exists => {
-                        Ok((self.topic(name, c.record)?, false))
+                        Ok((self.topic(name, c.record), false))
                     }
                     Some(c) if !c.record.deleted => {
                         Err(BrokerError::TopicAlreadyExists(name.to_string()))
@@ -625,7 +681,7 @@ impl TopicRegistry {
             }
             record.config.log_config(&self.defaults)?;
             if record == head.record {
-                return self.topic(name, record);
+                return Ok(self.topic(name, record));
             }
             let version = head.version.next();
             match self.chain(name).create(version, &record).await {
@@ -638,7 +694,7 @@ impl TopicRegistry {
                         self.note_change(name, before.as_ref(), Some(&after));
                     }
                     tracing::info!(topic = %name, partitions = record.partitions, %version, "topic changed");
-                    return self.topic(name, record);
+                    return Ok(self.topic(name, record));
                 }
                 Err(e) if e.is_fenced() => continue,
                 Err(e) => return Err(BrokerError::storage(format!("changing topic {name}"), e)),
@@ -724,7 +780,7 @@ impl TopicRegistry {
         let mut topics = live
             .into_iter()
             .map(|(name, record)| self.topic(&name, record))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Vec<_>>();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
     }
@@ -766,7 +822,7 @@ impl TopicRegistry {
             .into_iter()
             .filter_map(|(name, c)| c.filter(|c| !c.record.deleted).map(|c| (name, c.record)))
             .map(|(name, record)| self.topic(&name, record))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Vec<_>>();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
     }
@@ -1217,6 +1273,63 @@ mod tests {
             .expect_err("bad config");
         assert!(err.to_string().contains("segment_bytes"), "{err}");
         assert!(parse_name("a/b").is_err());
+    }
+
+    /// Topic settings are checked against the broker's defaults when they
+    /// are set; a broker whose defaults changed since (its
+    /// `log.max_batch_bytes` went up past a topic's `segment_bytes`, or
+    /// down below a topic's `max_batch_bytes`) still lists and serves the
+    /// topic, with the override it cannot apply replaced by its default.
+    /// Before, that one topic failed every listing on the broker: Metadata
+    /// for all topics, the controller's assignment, lookups by id.
+    #[tokio::test]
+    async fn settings_stored_under_other_defaults_do_not_fail_the_listing() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let before = on(store.clone(), 0);
+        let small_segments = TopicOverrides {
+            segment_bytes: Some(1 << 20),
+            retention_ms: Some(60_000),
+            ..TopicOverrides::default()
+        };
+        let big_batches = TopicOverrides {
+            max_batch_bytes: Some(1 << 20),
+            ..TopicOverrides::default()
+        };
+        for (t, o) in [("small", small_segments), ("big", big_batches)] {
+            before
+                .create(&name(t), 1, o, false, 0)
+                .await
+                .expect("create");
+        }
+        before
+            .create(&name("plain"), 1, TopicOverrides::default(), false, 0)
+            .await
+            .expect("create");
+
+        for max_batch_bytes in [4 << 20, 512 << 10] {
+            let defaults = LogConfig {
+                max_batch_bytes,
+                ..LogConfig::default()
+            };
+            let after = TopicRegistry::new(store.clone(), BrokerId(1), defaults.clone());
+            let listed = after.list_fresh().await.expect("list");
+            let names: Vec<&str> = listed.iter().map(|t| t.name.as_str()).collect();
+            assert_eq!(names, ["big", "plain", "small"]);
+            for t in &listed {
+                t.log_config.validate().expect("applied settings are valid");
+            }
+            let small = after.get(&name("small")).await.expect("get");
+            let big = after.get(&name("big")).await.expect("get");
+            // What still fits is kept.
+            assert_eq!(small.log_config.retention_ms, Some(Duration::from_secs(60)));
+            if max_batch_bytes > 1 << 20 {
+                assert_eq!(small.log_config.segment_bytes, defaults.segment_bytes);
+                assert_eq!(big.log_config.max_batch_bytes, 1 << 20);
+            } else {
+                assert_eq!(small.log_config.segment_bytes, 1 << 20);
+                assert_eq!(big.log_config.max_batch_bytes, max_batch_bytes);
+            }
+        }
     }
 
     #[test]
