@@ -161,6 +161,26 @@ impl TopicOverrides {
         if let Ok(c) = self.log_config(defaults) {
             return (c, Vec::new());
         }
+        // A topic that set only its segment size, under a batch limit that
+        // has since grown past it, keeps its segment size and the limit it
+        // had: the batch limit follows the segment size down.
+        let mut own = self.clone();
+        if let (None, Some(segment)) = (own.max_batch_bytes, own.segment_bytes)
+            && segment < defaults.max_batch_bytes as i64
+        {
+            own.max_batch_bytes = i32::try_from(segment).ok().filter(|&b| b >= 1024);
+        }
+        // A new field must be added to `fields` below.
+        let Self {
+            retention_ms: _,
+            retention_bytes: _,
+            segment_bytes: _,
+            segment_ms: _,
+            max_batch_bytes: _,
+            timestamp_type: _,
+            timestamp_before_max_ms: _,
+            timestamp_after_max_ms: _,
+        } = self;
         // One at a time, each kept if it still fits with those kept before
         // it; the batch limit first, since the segment size must hold it.
         let fields: [fn(&mut Self, &Self); 8] = [
@@ -177,7 +197,7 @@ impl TopicOverrides {
         let mut dropped = Vec::new();
         for copy in fields {
             let mut with = kept.clone();
-            copy(&mut with, self);
+            copy(&mut with, &own);
             if with == kept {
                 continue;
             }
@@ -187,9 +207,9 @@ impl TopicOverrides {
             }
         }
         // `defaults` are valid (checked at startup), so `kept` is too.
-        let config = kept
-            .log_config(defaults)
-            .unwrap_or_else(|_| defaults.clone());
+        let config = kept.log_config(defaults);
+        debug_assert!(config.is_ok(), "kept overrides are valid: {config:?}");
+        let config = config.unwrap_or_else(|_| defaults.clone());
         (config, dropped)
     }
 }
@@ -401,8 +421,9 @@ impl TopicRegistry {
                 tracing::warn!(
                     topic = %name,
                     %version,
-                    "a topic setting is invalid over this broker's log defaults and is ignored \
-                     (the default applies); set it again or change the broker's defaults: {why}"
+                    "a stored topic setting is invalid for this broker and is ignored (the \
+                     default applies); set a value this broker accepts, remove the setting, or \
+                     change the broker's log defaults: {why}"
                 );
             }
         }
@@ -679,7 +700,12 @@ impl TopicRegistry {
                     head.record.partitions, record.partitions
                 )));
             }
-            record.config.log_config(&self.defaults)?;
+            // New settings must be valid here; unchanged ones that this
+            // broker ignores part of (see `stored_log_config`) do not block
+            // a change of something else, such as the partition count.
+            if record.config != head.record.config {
+                record.config.log_config(&self.defaults)?;
+            }
             if record == head.record {
                 return Ok(self.topic(name, record));
             }
@@ -1323,12 +1349,25 @@ mod tests {
             // What still fits is kept.
             assert_eq!(small.log_config.retention_ms, Some(Duration::from_secs(60)));
             if max_batch_bytes > 1 << 20 {
-                assert_eq!(small.log_config.segment_bytes, defaults.segment_bytes);
+                // The segment size stays; the batch limit follows it down.
+                assert_eq!(small.log_config.segment_bytes, 1 << 20);
+                assert_eq!(small.log_config.max_batch_bytes, 1 << 20);
                 assert_eq!(big.log_config.max_batch_bytes, 1 << 20);
             } else {
                 assert_eq!(small.log_config.segment_bytes, 1 << 20);
                 assert_eq!(big.log_config.max_batch_bytes, max_batch_bytes);
             }
+            // A change of something else is not blocked by what this
+            // broker ignores.
+            let grown = after
+                .update(&name("big"), |r| {
+                    let mut r = r.clone();
+                    r.partitions += 1;
+                    Ok(r)
+                })
+                .await
+                .expect("add a partition");
+            assert_eq!(grown.record.config, big.record.config);
         }
     }
 
