@@ -155,11 +155,14 @@ impl TopicOverrides {
     /// is invalid over this broker's `defaults` (its `log.max_batch_bytes`
     /// went down below a topic's `max_batch_bytes`, or up past a topic's
     /// `segment_bytes`) gives way to the default, and the rest still
-    /// apply, so that one topic cannot fail every listing. Also returns
-    /// why each dropped override was dropped.
-    pub fn stored_log_config(&self, defaults: &LogConfig) -> (LogConfig, Vec<String>) {
-        if let Ok(c) = self.log_config(defaults) {
-            return (c, Vec::new());
+    /// apply, so that one topic cannot fail every listing.
+    pub fn stored_log_config(&self, defaults: &LogConfig) -> Applied {
+        if let Ok(config) = self.log_config(defaults) {
+            return Applied {
+                config,
+                overrides: self.clone(),
+                ignored: Vec::new(),
+            };
         }
         // A topic that set only its segment size, under a batch limit that
         // has since grown past it, keeps its segment size and the limit it
@@ -210,8 +213,25 @@ impl TopicOverrides {
         let config = kept.log_config(defaults);
         debug_assert!(config.is_ok(), "kept overrides are valid: {config:?}");
         let config = config.unwrap_or_else(|_| defaults.clone());
-        (config, dropped)
+        Applied {
+            config,
+            overrides: kept,
+            ignored: dropped,
+        }
     }
+}
+
+/// The settings a broker applies to a stored topic (see
+/// [`TopicOverrides::stored_log_config`]).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The log settings of its partitions.
+    pub config: LogConfig,
+    /// The overrides in effect: the stored ones, minus those this broker
+    /// ignores, plus a batch limit that follows a segment size down.
+    pub overrides: TopicOverrides,
+    /// Why each ignored override is ignored.
+    pub ignored: Vec<String>,
 }
 
 /// A timestamp type by Kafka's name (`CreateTime`, `LogAppendTime`; case
@@ -262,6 +282,9 @@ pub struct Topic {
     pub record: TopicRecord,
     /// The log settings of its partitions.
     pub log_config: LogConfig,
+    /// The overrides behind them: `record.config`, minus any this broker
+    /// ignores (see [`TopicOverrides::stored_log_config`]).
+    pub overrides: TopicOverrides,
 }
 
 impl Topic {
@@ -364,11 +387,12 @@ impl TopicRegistry {
     /// broker's defaults (see [`TopicOverrides::stored_log_config`]; what
     /// they drop is logged once per version, by [`Self::install`]).
     fn topic(&self, name: &TopicName, record: TopicRecord) -> Topic {
-        let (log_config, _) = record.config.stored_log_config(&self.defaults);
+        let applied = record.config.stored_log_config(&self.defaults);
         Topic {
             name: name.clone(),
             record,
-            log_config,
+            log_config: applied.config,
+            overrides: applied.overrides,
         }
     }
 
@@ -417,7 +441,7 @@ impl TopicRegistry {
         if let (Installed::Replaced(before), Some(config)) = (&installed, config)
             && before.as_ref().map(|b| b.version) != Some(version)
         {
-            for why in config.stored_log_config(&self.defaults).1 {
+            for why in config.stored_log_config(&self.defaults).ignored {
                 tracing::warn!(
                     topic = %name,
                     %version,
@@ -1356,6 +1380,9 @@ mod tests {
             } else {
                 assert_eq!(small.log_config.segment_bytes, 1 << 20);
                 assert_eq!(big.log_config.max_batch_bytes, max_batch_bytes);
+                // Kafka's DescribeConfigs then says where the value is from.
+                assert_eq!(big.overrides.max_batch_bytes, None);
+                assert_eq!(big.record.config.max_batch_bytes, Some(1 << 20));
             }
             // A change of something else is not blocked by what this
             // broker ignores.

@@ -84,6 +84,7 @@ pub async fn alter_config(
         let record = apply(&topic.record)?;
         return Ok(Topic {
             log_config: record.config.log_config(shared.topics.defaults())?,
+            overrides: record.config.clone(),
             record,
             ..topic
         });

@@ -493,7 +493,7 @@ const TYPE_LONG: i8 = 5;
 /// A topic's settings under Kafka's names.
 fn topic_configs(t: &Topic) -> Vec<DescribeConfigsResourceResult> {
     let c = &t.log_config;
-    let o = &t.record.config;
+    let o = &t.overrides;
     let ms = |d: Option<std::time::Duration>| d.map_or(-1, |d| d.as_millis() as i64);
     let entry = |name: &'static str, value: String, overridden: bool, kind: i8, read_only: bool| {
         let mut e = DescribeConfigsResourceResult::default();
