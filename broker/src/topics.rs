@@ -344,6 +344,12 @@ pub struct TopicRegistry {
 /// How long a topic id found missing is not looked up again.
 const UNKNOWN_ID_TTL: Duration = Duration::from_secs(10);
 
+/// Least time between the starts of two listings for unknown ids: a client
+/// that keeps sending new unknown ids (a bug, or on purpose) costs the
+/// bucket at most one listing a second, however fast it sends; lookups
+/// that arrive meanwhile wait for the next listing and share it.
+const ID_LISTING_GAP: Duration = Duration::from_secs(1);
+
 /// Topic head reads a listing keeps in flight.
 const LIST_READS_IN_FLIGHT: usize = 8;
 
@@ -575,7 +581,8 @@ impl TopicRegistry {
     /// that started after `since` answers every id the request names, so a
     /// request naming N unknown ids, or N such requests at once, cost one
     /// or two listings, not N. An id found missing is not listed for again
-    /// for [`UNKNOWN_ID_TTL`].
+    /// for [`UNKNOWN_ID_TTL`], and listings start at most once per
+    /// [`ID_LISTING_GAP`].
     pub async fn get_by_id(&self, id: TopicId, since: Instant) -> Result<Option<Topic>> {
         if let Some(t) = self.cached_by_id(id) {
             return Ok(Some(t));
@@ -598,6 +605,12 @@ impl TopicRegistry {
                 Some(t) => Some(t),
                 None if last.is_some_and(|started| started >= since) => None,
                 None => {
+                    if let Some(previous) = *last {
+                        let wait = ID_LISTING_GAP.saturating_sub(previous.elapsed());
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
                     let started = Instant::now();
                     let listed = self.list_fresh().await?;
                     *last = Some(started);
@@ -1127,6 +1140,47 @@ mod tests {
             stats.snapshot().list_requests <= lists + 2 * listing,
             "{} LISTs for eight concurrent unknown ids",
             stats.snapshot().list_requests - lists
+        );
+    }
+
+    /// A client that keeps sending new unknown ids, one request after
+    /// another, costs at most one listing a second: before, every request
+    /// listed the bucket (a LIST, then a head read per topic name).
+    #[tokio::test(start_paused = true)]
+    async fn new_unknown_ids_list_the_bucket_at_most_once_a_second() {
+        let store = Arc::new(strata_storage::store::MetricsStore::new(Arc::new(
+            InMemory::new(),
+        )));
+        let stats = store.stats();
+        let (a, b) = (on(store.clone(), 1), on(store, 2));
+        for t in ["a", "b", "c"] {
+            a.create(&name(t), 1, TopicOverrides::default(), false, 1)
+                .await
+                .expect("create");
+        }
+        let listing = 1 + 3;
+        let lists = stats.snapshot().list_requests;
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            let found = b.get_by_id(TopicId::random(), Instant::now()).await;
+            assert_eq!(found.expect("lookup"), None);
+        }
+        let listings = (stats.snapshot().list_requests - lists) / listing;
+        let seconds = start.elapsed().as_secs();
+        assert!(
+            listings <= 1 + seconds,
+            "{listings} listings in {:?}",
+            start.elapsed()
+        );
+        // A topic created meanwhile is still found by its id.
+        let (created, _) = a
+            .create(&name("d"), 1, TopicOverrides::default(), false, 1)
+            .await
+            .expect("create");
+        let found = b.get_by_id(created.record.id, Instant::now()).await;
+        assert_eq!(
+            found.expect("lookup").map(|t| t.record.id),
+            Some(created.record.id)
         );
     }
 
