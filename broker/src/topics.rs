@@ -336,9 +336,19 @@ pub struct TopicRegistry {
     /// on use, so a request by id (Fetch and Produce from v13) costs a
     /// hash lookup, not a scan of every cached topic.
     id_hints: Mutex<HashMap<TopicId, TopicName>>,
-    /// When the last fresh listing for an id lookup started (see
-    /// [`Self::get_by_id`]).
-    id_listing: tokio::sync::Mutex<Option<Instant>>,
+    /// The fresh listings for id lookups (see [`Self::get_by_id`]).
+    id_listing: tokio::sync::Mutex<IdListing>,
+}
+
+/// When fresh listings for id lookups started.
+#[derive(Debug, Default)]
+struct IdListing {
+    /// The last one that succeeded: it answers every lookup that arrived
+    /// before it started.
+    listed: Option<Instant>,
+    /// The last one tried, failed or not: the next starts no sooner than
+    /// [`ID_LISTING_GAP`] after it.
+    tried: Option<tokio::time::Instant>,
 }
 
 /// How long a topic id found missing is not looked up again.
@@ -376,7 +386,7 @@ impl TopicRegistry {
             reconfigured: Mutex::new(Vec::new()),
             unknown_ids: Mutex::new(HashMap::new()),
             id_hints: Mutex::new(HashMap::new()),
-            id_listing: tokio::sync::Mutex::new(None),
+            id_listing: tokio::sync::Mutex::new(IdListing::default()),
         }
     }
 
@@ -587,34 +597,35 @@ impl TopicRegistry {
         if let Some(t) = self.cached_by_id(id) {
             return Ok(Some(t));
         }
-        if self
-            .unknown_ids
-            .lock()
-            .get(&id)
-            .is_some_and(|at| at.elapsed() < UNKNOWN_ID_TTL)
-        {
+        if self.known_missing(id) {
             return Ok(None);
         }
         let found = {
             // Held across the listing on purpose: it is what makes
             // concurrent lookups wait for one listing instead of each
             // starting its own. Nothing else takes it.
-            let mut last = self.id_listing.lock().await;
+            let mut listing = self.id_listing.lock().await;
             match self.cached_by_id(id) {
                 // Found by the listing this lookup waited for.
                 Some(t) => Some(t),
-                None if last.is_some_and(|started| started >= since) => None,
+                None if listing.listed.is_some_and(|started| started >= since) => None,
+                // Found missing by the lookup this one waited for.
+                None if self.known_missing(id) => None,
                 None => {
-                    if let Some(previous) = *last {
-                        let wait = ID_LISTING_GAP.saturating_sub(previous.elapsed());
-                        if !wait.is_zero() {
-                            tokio::time::sleep(wait).await;
+                    if let Some(tried) = listing.tried {
+                        tokio::time::sleep_until(tried + ID_LISTING_GAP).await;
+                    }
+                    // An announcement may have brought it meanwhile.
+                    match self.cached_by_id(id) {
+                        Some(t) => Some(t),
+                        None => {
+                            listing.tried = Some(tokio::time::Instant::now());
+                            let started = Instant::now();
+                            let listed = self.list_fresh().await?;
+                            listing.listed = Some(started);
+                            listed.into_iter().find(|t| t.record.id == id)
                         }
                     }
-                    let started = Instant::now();
-                    let listed = self.list_fresh().await?;
-                    *last = Some(started);
-                    listed.into_iter().find(|t| t.record.id == id)
                 }
             }
         };
@@ -626,6 +637,14 @@ impl TopicRegistry {
             }
         }
         Ok(found)
+    }
+
+    /// Whether `id` was found missing less than [`UNKNOWN_ID_TTL`] ago.
+    fn known_missing(&self, id: TopicId) -> bool {
+        self.unknown_ids
+            .lock()
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_ID_TTL)
     }
 
     /// The live topic `name`; [`BrokerError::UnknownTopic`] if there is none.
@@ -1181,6 +1200,28 @@ mod tests {
         assert_eq!(
             found.expect("lookup").map(|t| t.record.id),
             Some(created.record.id)
+        );
+
+        // Listings that fail count too: a store that refuses them is not
+        // asked again at once by every lookup waiting behind them.
+        let failing = Arc::new(strata_storage::store::MetricsStore::new(slowed(
+            Arc::new(InMemory::new()),
+            strata_storage::store::FaultRule::errors(strata_storage::store::Op::List, 1.0),
+        )));
+        let stats = failing.stats();
+        let c = on(failing, 3);
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            assert!(
+                c.get_by_id(TopicId::random(), Instant::now())
+                    .await
+                    .is_err()
+            );
+        }
+        let lists = stats.snapshot().list_requests;
+        assert!(
+            lists <= 1 + start.elapsed().as_secs(),
+            "{lists} failed LISTs"
         );
     }
 
