@@ -6,9 +6,10 @@
 # and `strata bench consume` against its gRPC address. Runs on the
 # embedded default store (file:// in a temp dir) and on moto's S3 server,
 # and prints one markdown table: produce MiB/s, ack p50/p99, consume
-# MiB/s, store PUTs (scraped from the broker's /metrics) and the
-# Kafka/native throughput ratio (the target is at least 0.90), plus the
-# store's raw PUT speed (`strata bench store`).
+# MiB/s, store PUTs (scraped from the broker's /metrics), the CPU of the
+# broker, the client and (moto) the store, and the Kafka/native
+# throughput ratio (the target is at least 0.90), plus the store's raw
+# PUT speed (`strata bench store`).
 #
 # Environment: RECORDS (200000), SIZE (1024), PARTITIONS (8), BATCH_BYTES
 # (1000000: the producer batch size of both paths, by default what both
@@ -32,6 +33,8 @@ PY=.venv/bin/python
 
 WORK=$(mktemp -d -t strata-bench-kafka.XXXXXX)
 PIDS=()
+# The S3 server's process while one runs (its CPU is measured per round).
+STORE_PID=""
 cleanup() {
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
@@ -50,6 +53,11 @@ step() {
 
 free_port() {
     "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# CPU seconds (user + system) the S3 server has used so far (0 without one).
+store_cpu() {
+    if [[ -n $STORE_PID ]]; then cpu_of "$STORE_PID"; else echo 0; fi
 }
 
 # CPU seconds (user + system) a process has used so far.
@@ -227,27 +235,29 @@ produce_native() {
 # and prints its JSON result) and records the round: PATH NAME RAW DIR
 # ROUND COMMAND...
 produce_round() {
-    local path=$1 name=$2 raw=$3 dir=$4 r=$5 p0 c0 a0 p1 c1 a1
+    local path=$1 name=$2 raw=$3 dir=$4 r=$5 p0 c0 a0 s0 p1 c1 a1 s1
     shift 5
     "$STRATA" topic create "$path-bench-$r" --partitions "$PARTITIONS" --broker "$GRPC" >&2
     settle
-    p0=$(puts_of "$HTTP") c0=$(cpu_of "$BROKER_PID") a0=$(acks_of "$HTTP")
+    p0=$(puts_of "$HTTP") c0=$(cpu_of "$BROKER_PID") a0=$(acks_of "$HTTP") s0=$(store_cpu)
     step "$name: $path produce, round $r ($RECORDS x $SIZE B, batches of $BATCH_BYTES B)"
     timed "$dir/$path-produce.cpu" "$@" >"$dir/$path-produce.json"
-    p1=$(puts_of "$HTTP") c1=$(cpu_of "$BROKER_PID") a1=$(acks_of "$HTTP")
+    p1=$(puts_of "$HTTP") c1=$(cpu_of "$BROKER_PID") a1=$(acks_of "$HTTP") s1=$(store_cpu)
     record_round "$path" "$name" "$raw" "$((p1 - p0))" "$(jq -n "$c1 - $c0")" \
-        "$dir/$path-produce.cpu" "$dir/$path-produce.json" "$(ack_mean_ms "$a0" "$a1")"
+        "$dir/$path-produce.cpu" "$dir/$path-produce.json" "$(ack_mean_ms "$a0" "$a1")" \
+        "$(jq -n "$s1 - $s0")"
 }
 
 # Appends one produce round to $ROUNDS_FILE: PATH STORE RAW PUTS BROKER_CPU
-# CLIENT_CPU_FILE RESULT_JSON BROKER_ACK_MS.
+# CLIENT_CPU_FILE RESULT_JSON BROKER_ACK_MS STORE_CPU.
 record_round() {
     jq -c --arg path "$1" --arg store "$2" --arg raw "$3" --argjson puts "$4" \
         --argjson bcpu "$5" --argjson ccpu "$(awk '{ print $1 + $2 }' "$6")" \
-        --argjson back "$8" \
+        --argjson back "$8" --argjson scpu "$9" \
         '{store: $store, path: $path, raw_mib: $raw, produce_mib: .mib_per_sec,
           p50: .latency_ms.p50, p99: .latency_ms.p99, puts: $puts, broker_cpu: $bcpu,
-          client_cpu: $ccpu, broker_ack_ms: $back}' "$7" >>"$ROUNDS_FILE"
+          client_cpu: $ccpu, broker_ack_ms: $back, store_cpu: $scpu}' \
+        "$7" >>"$ROUNDS_FILE"
 }
 
 for s in $STORES; do
@@ -260,6 +270,7 @@ for s in $STORES; do
             step "moto_server on 127.0.0.1:$port"
             .venv/bin/moto_server -p "$port" >"$WORK/moto.log" 2>&1 &
             PIDS+=("$!")
+            STORE_PID=$!
             for _ in $(seq 100); do
                 curl -sf -o /dev/null "http://127.0.0.1:$port/" && break
                 sleep 0.1
@@ -268,6 +279,8 @@ for s in $STORES; do
             AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
                 AWS_ENDPOINT="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true \
                 bench_store s3 "s3://strata-bench/broker" "s3://strata-bench/raw"
+            kill "$STORE_PID" 2>/dev/null || true
+            STORE_PID=""
             ;;
         *)
             echo "bench-kafka: unknown store $s (file or s3)" >&2
@@ -284,8 +297,8 @@ echo "$RECORDS records x $SIZE B (+16 B keys on the Kafka path), $PARTITIONS par
     "acks=all, linger 5 ms, batch $BATCH_BYTES B; MiB/s of record values;" \
     "medians over $ROUNDS produce rounds per path"
 echo
-echo "| store | path | produce MiB/s | ack p50 ms | ack p99 ms | broker ack ms | consume MiB/s | store PUTs | broker CPU s | client CPU s | Kafka/native (rounds) | raw store MiB/s |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| store | path | produce MiB/s | ack p50 ms | ack p99 ms | broker ack ms | consume MiB/s | store PUTs | broker CPU s | client CPU s | store CPU s | Kafka/native (rounds) | raw store MiB/s |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 jq -rn --slurpfile rounds "$ROUNDS_FILE" --slurpfile consumes "$CONSUMES" '
     def median: sort | if length == 0 then 0 else .[(length - 1) / 2 | floor] end;
     def r1: . * 10 | round / 10;
@@ -303,6 +316,7 @@ jq -rn --slurpfile rounds "$ROUNDS_FILE" --slurpfile consumes "$CONSUMES" '
         (($c.consume_mib // 0) | r1), ($g | map(.puts) | median),
         "\($g | map(.broker_cpu) | median | r1) + \(($c.broker_cpu // 0) | r1)",
         "\($g | map(.client_cpu) | median | r1) + \(($c.client_cpu // 0) | r1)",
+        (if $store == "file" then "-" else ($g | map(.store_cpu) | median | r1) end),
         (if $path == "kafka" and ($native[$store] // 0) > 0
          then "\($mib / $native[$store] * 100 | round / 100) (" + ([range(0; $g | length) as $i
                | ($rounds | map(select(.store == $store and .path == "native")) | .[$i].produce_mib) as $n
@@ -312,6 +326,7 @@ jq -rn --slurpfile rounds "$ROUNDS_FILE" --slurpfile consumes "$CONSUMES" '
         ($g[0].raw_mib) ]
     | "| " + (map(tostring) | join(" | ")) + " |"'
 echo
-echo "CPU columns: produce + consume phases. Ack p50/p99: as the client saw them" \
+echo "CPU columns: produce + consume phases (store: the S3 server's, produce only)." \
+    "Ack p50/p99: as the client saw them" \
     "(buffer wait included); broker ack: the mean from a batch's arrival at the" \
     "broker to its ack (strata_produce_ack_seconds)."
