@@ -1112,6 +1112,20 @@ mod tests {
         );
     }
 
+    /// Creates topics `a`, `b` and `c` through `registry`.
+    async fn create_three(registry: &TopicRegistry) {
+        for t in ["a", "b", "c"] {
+            registry
+                .create(&name(t), 1, TopicOverrides::default(), false, 1)
+                .await
+                .expect("create");
+        }
+    }
+
+    /// What listing the three topics of [`create_three`] costs: one LIST of
+    /// names, then one head read per topic.
+    const THREE_LISTING: u64 = 1 + 3;
+
     #[tokio::test]
     async fn unknown_ids_in_one_request_or_at_once_share_one_listing() {
         use strata_storage::store::{FaultRule, Op};
@@ -1130,13 +1144,8 @@ mod tests {
             ),
         );
         let (a, b) = (on(store, 1), Arc::new(on(slow, 2)));
-        for t in ["a", "b", "c"] {
-            a.create(&name(t), 1, TopicOverrides::default(), false, 1)
-                .await
-                .expect("create");
-        }
-        // One listing: one LIST of names, then one head read per topic.
-        let listing = 1 + 3;
+        create_three(&a).await;
+        let listing = THREE_LISTING;
         let lists = stats.snapshot().list_requests;
         // One request naming five unknown ids, looked up in turn.
         let request = Instant::now();
@@ -1172,12 +1181,8 @@ mod tests {
         )));
         let stats = store.stats();
         let (a, b) = (on(store.clone(), 1), on(store, 2));
-        for t in ["a", "b", "c"] {
-            a.create(&name(t), 1, TopicOverrides::default(), false, 1)
-                .await
-                .expect("create");
-        }
-        let listing = 1 + 3;
+        create_three(&a).await;
+        let listing = THREE_LISTING;
         let lists = stats.snapshot().list_requests;
         let start = tokio::time::Instant::now();
         for _ in 0..5 {
