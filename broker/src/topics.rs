@@ -744,24 +744,7 @@ impl TopicRegistry {
                 Some(c) if !c.record.deleted => c,
                 _ => return Err(BrokerError::UnknownTopic(name.to_string())),
             };
-            let mut record = change(&head.record)?;
-            record.id = head.record.id;
-            record.deleted = false;
-            record.created_at_ms = head.record.created_at_ms;
-            record.written_by = self.broker.0;
-            if record.partitions < head.record.partitions || record.partitions > MAX_PARTITIONS {
-                return Err(BrokerError::InvalidRequest(format!(
-                    "{name} has {} partitions; the count can only grow, up to {MAX_PARTITIONS}, \
-                     got {}",
-                    head.record.partitions, record.partitions
-                )));
-            }
-            // New settings must be valid here; unchanged ones that this
-            // broker ignores part of (see `stored_log_config`) do not block
-            // a change of something else, such as the partition count.
-            if record.config != head.record.config {
-                record.config.log_config(&self.defaults)?;
-            }
+            let record = self.changed(name, &head.record, &mut change)?;
             if record == head.record {
                 return Ok(self.topic(name, record));
             }
@@ -786,6 +769,47 @@ impl TopicRegistry {
             format!("changing topic {name}"),
             StorageError::Unavailable(format!("{ATTEMPTS} concurrent changes won the race; retry")),
         ))
+    }
+
+    /// What [`Self::update`] would make of the live topic `name` (its
+    /// cached head), checked the same way, without writing it: a
+    /// validate-only request.
+    pub async fn check_update(
+        &self,
+        name: &TopicName,
+        mut change: impl FnMut(&TopicRecord) -> Result<TopicRecord>,
+    ) -> Result<Topic> {
+        let head = self.get(name).await?;
+        let record = self.changed(name, &head.record, &mut change)?;
+        Ok(self.topic(name, record))
+    }
+
+    /// `change` applied to `head`, the live record of `name`, as the next
+    /// record of its chain: same id, and checked.
+    fn changed(
+        &self,
+        name: &TopicName,
+        head: &TopicRecord,
+        change: &mut impl FnMut(&TopicRecord) -> Result<TopicRecord>,
+    ) -> Result<TopicRecord> {
+        let mut record = change(head)?;
+        record.id = head.id;
+        record.deleted = false;
+        record.created_at_ms = head.created_at_ms;
+        record.written_by = self.broker.0;
+        if record.partitions < head.partitions || record.partitions > MAX_PARTITIONS {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{name} has {} partitions; the count can only grow, up to {MAX_PARTITIONS}, got {}",
+                head.partitions, record.partitions
+            )));
+        }
+        // New settings must be valid here; unchanged ones that this broker
+        // ignores part of (see `stored_log_config`) do not block a change
+        // of something else, such as the partition count.
+        if record.config != head.config {
+            record.config.log_config(&self.defaults)?;
+        }
+        Ok(record)
     }
 
     /// Marks the topic deleted (the next chain version). Returns the version
@@ -1484,6 +1508,14 @@ mod tests {
                 assert_eq!(big.overrides.max_batch_bytes, None);
                 assert_eq!(big.record.config.max_batch_bytes, Some(1 << 20));
             }
+            // A validate-only request is checked as the change itself: an
+            // unchanged setting this broker ignores does not refuse it.
+            let checked = after
+                .check_update(&name("big"), |r| Ok(r.clone()))
+                .await
+                .expect("validate an unchanged record");
+            assert_eq!(checked.log_config, big.log_config);
+            assert_eq!(checked.overrides, big.overrides);
             // A change of something else is not blocked by what this
             // broker ignores.
             let grown = after

@@ -80,14 +80,7 @@ pub async fn alter_config(
         Ok(r)
     };
     if validate_only {
-        let topic = shared.topics.get(&name).await?;
-        let record = apply(&topic.record)?;
-        return Ok(Topic {
-            log_config: record.config.log_config(shared.topics.defaults())?,
-            overrides: record.config.clone(),
-            record,
-            ..topic
-        });
+        return shared.topics.check_update(&name, apply).await;
     }
     let topic = shared.topics.update(&name, apply).await?;
     cluster::apply_topic_changes(shared).await;
@@ -110,7 +103,6 @@ pub async fn add_partitions(
 ) -> Result<Topic> {
     shared.check_running()?;
     let name = topics::parse_name(name)?;
-    let current = shared.topics.get(&name).await?;
     let check = |r: &TopicRecord| {
         if count <= r.partitions {
             return Err(BrokerError::InvalidRequest(format!(
@@ -119,20 +111,13 @@ pub async fn add_partitions(
                 r.partitions
             )));
         }
-        if count > topics::MAX_PARTITIONS {
-            return Err(BrokerError::InvalidRequest(format!(
-                "at most {} partitions per topic, got {count}",
-                topics::MAX_PARTITIONS
-            )));
-        }
         Ok(TopicRecord {
             partitions: count,
             ..r.clone()
         })
     };
     if validate_only {
-        check(&current.record)?;
-        return Ok(current);
+        return shared.topics.check_update(&name, check).await;
     }
     let topic = shared.topics.update(&name, check).await?;
     // Group members subscribed to it get the new partitions.
